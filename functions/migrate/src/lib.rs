@@ -1,0 +1,188 @@
+//! Applies the embedded migrations and makes sure the first superuser exists. Idempotent: a
+//! second run changes nothing. Runs as a CloudFormation custom resource on every deploy, as a
+//! directly invoked Lambda, and locally from scripts/dev and scripts/test.
+
+use serde::Serialize;
+use shared::config::{ConfigError, DatabaseConfig, Env, Environment};
+use shared::domain::{EmailAddress, Password};
+use shared::secrets::SecretsClient;
+
+pub mod custom_resource;
+
+mod embedded {
+    refinery::embed_migrations!("../../migrations");
+}
+
+/// Serialises concurrent runs (two deploys, parallel test set-up) on one database.
+const MIGRATION_LOCK_KEY: i64 = 0x4341_5245_5641_554c; // "CAREVAUL"
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("database: {0}")]
+    Database(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+pub struct MigrateConfig {
+    pub database: DatabaseConfig,
+    pub first_superuser: EmailAddress,
+    pub first_superuser_password: Password,
+}
+
+impl MigrateConfig {
+    /// The schema owner's credentials come from DATABASE_OWNER_SECRET_ARN (AWS) or DATABASE_URL (local).
+    pub async fn from_env(env: &Env, secrets: &SecretsClient) -> Result<Self, ConfigError> {
+        let environment = Environment::from_env(env)?;
+        let database = DatabaseConfig::load(
+            env,
+            secrets,
+            "DATABASE_OWNER_SECRET_ARN",
+            "carevault-migrate",
+        )
+        .await?;
+        let first_superuser = EmailAddress::parse(
+            env.string_or("FIRST_SUPERUSER", "admin@example.com"),
+        )
+        .map_err(|reason| ConfigError::Invalid {
+            name: "FIRST_SUPERUSER",
+            reason,
+        })?;
+        let raw_password = match env.get("FIRST_SUPERUSER_PASSWORD_SECRET_ARN") {
+            Some(secret_id) => {
+                #[derive(serde::Deserialize)]
+                struct PasswordSecret {
+                    password: String,
+                }
+                let secret: PasswordSecret = secrets
+                    .json("FIRST_SUPERUSER_PASSWORD_SECRET_ARN", secret_id)
+                    .await?;
+                secret.password
+            }
+            None => env.string_or("FIRST_SUPERUSER_PASSWORD", shared::config::DEFAULT_SECRET),
+        };
+        environment.check_not_default("FIRST_SUPERUSER_PASSWORD", &raw_password)?;
+        let first_superuser_password =
+            Password::parse(raw_password).map_err(|reason| ConfigError::Invalid {
+                name: "FIRST_SUPERUSER_PASSWORD",
+                reason,
+            })?;
+        Ok(Self {
+            database,
+            first_superuser,
+            first_superuser_password,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Report {
+    /// Migrations applied by this run, as `V1__core_schema`.
+    pub applied: Vec<String>,
+    pub superuser_created: bool,
+}
+
+/// Runs the migrations and creates the first superuser if missing.
+pub async fn run(config: &MigrateConfig) -> Result<Report, MigrateError> {
+    let mut database = config.database.clone();
+    database.pool.max_size = 1;
+    let pool = shared::db::pool(&database)?;
+    let mut connection = pool
+        .get()
+        .await
+        .map_err(|e| MigrateError::Database(e.to_string()))?;
+    let client: &mut tokio_postgres::Client = &mut connection;
+    let db_err = |e: tokio_postgres::Error| MigrateError::Database(e.to_string());
+
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .map_err(db_err)?;
+    let outcome = migrate_locked(client, config).await;
+    // Released even after a failure; the lock also ends with the session.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await;
+    outcome
+}
+
+async fn migrate_locked(
+    client: &mut tokio_postgres::Client,
+    config: &MigrateConfig,
+) -> Result<Report, MigrateError> {
+    let report = embedded::migrations::runner()
+        .run_async(client)
+        .await
+        .map_err(|e| MigrateError::Migration(e.to_string()))?;
+    let applied = report
+        .applied_migrations()
+        .iter()
+        .map(|m| format!("V{}__{}", m.version(), m.name()))
+        .collect();
+    let superuser_created = ensure_first_superuser(client, config).await?;
+    Ok(Report {
+        applied,
+        superuser_created,
+    })
+}
+
+async fn ensure_first_superuser(
+    client: &tokio_postgres::Client,
+    config: &MigrateConfig,
+) -> Result<bool, MigrateError> {
+    let db_err = |e: tokio_postgres::Error| MigrateError::Database(e.to_string());
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM users WHERE lower(email) = lower($1)",
+            &[&config.first_superuser.as_str()],
+        )
+        .await
+        .map_err(db_err)?
+        .is_some();
+    if exists {
+        return Ok(false);
+    }
+    let hashed = shared::password::hash(&config.first_superuser_password)
+        .await
+        .map_err(|e| MigrateError::Migration(e.to_string()))?;
+    let inserted = client
+        .execute(
+            "INSERT INTO users (id, email, hashed_password, is_active, is_superuser, role)
+             VALUES ($1, $2, $3, true, true, 'clinician')
+             ON CONFLICT ((lower(email))) DO NOTHING",
+            &[
+                &uuid::Uuid::new_v4(),
+                &config.first_superuser.as_str(),
+                &hashed,
+            ],
+        )
+        .await
+        .map_err(db_err)?;
+    Ok(inserted == 1)
+}
+
+/// One Lambda invocation: a CloudFormation custom resource request (always answered at its
+/// ResponseURL) or a direct invocation (answered with the report). `config` is the cold start's
+/// result: a configuration error is reported to CloudFormation rather than failing init, so the
+/// stack shows the reason instead of waiting an hour for an answer.
+pub async fn handle_event(
+    config: &Result<MigrateConfig, String>,
+    event: serde_json::Value,
+    time_left: std::time::Duration,
+) -> Result<serde_json::Value, String> {
+    let work = || async {
+        let config = config.as_ref().map_err(Clone::clone)?;
+        let report = run(config).await.map_err(|e| e.to_string())?;
+        tracing::info!(applied = ?report.applied, superuser_created = report.superuser_created, "migrated");
+        serde_json::to_value(report).map_err(|e| e.to_string())
+    };
+    if custom_resource::is_custom_resource(&event) {
+        let request: custom_resource::CustomResourceRequest = serde_json::from_value(event)
+            .map_err(|e| format!("malformed custom resource request: {e}"))?;
+        let response = custom_resource::handle(request, time_left, work).await?;
+        return serde_json::to_value(response).map_err(|e| e.to_string());
+    }
+    work().await
+}

@@ -1,0 +1,196 @@
+# shellcheck shell=bash
+# The local stack shared by scripts/dev and scripts/test: PostgreSQL, S3 (s3s-fs), Secrets
+# Manager (moto) and an SMTP sink. Each piece is started only when missing and stopped on exit
+# by the script that started it. Source this file; call stack_up; the EXIT trap cleans up.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+TOOLS="${CAREVAULT_TOOLS:-$HOME/.cache/carevault}"
+VENV="$TOOLS/venv"
+S3S_VERSION="0.14.1"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+STARTED_PIDS=()
+STARTED_PG_DATA=""
+stack_down() {
+    local pid
+    for pid in "${STARTED_PIDS[@]:-}"; do
+        [ -n "$pid" ] || continue
+        # Each service runs in its own process group: stop the whole group (cargo lambda watch
+        # has children).
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${STARTED_PIDS[@]:-}"; do
+        [ -n "$pid" ] || continue
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL -- "-$pid" 2>/dev/null || true
+    done
+    if [ -n "$STARTED_PG_DATA" ]; then
+        say "stopping the throwaway PostgreSQL cluster"
+        pg_as_owner "$(pg_bin pg_ctl)" -D "$STARTED_PG_DATA" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+}
+
+# Starts "$@" in its own process group, logging to $RUN/logs/<name>.log.
+start_bg() {
+    local name="$1"; shift
+    mkdir -p "$RUN/logs"
+    setsid "$@" >"$RUN/logs/$name.log" 2>&1 < /dev/null &
+    STARTED_PIDS+=("$!")
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+    local name="$1" port="$2" tries="${3:-150}"
+    for _ in $(seq "$tries"); do
+        port_open "$port" && return 0
+        sleep 0.2
+    done
+    [ -f "$RUN/logs/$name.log" ] && tail -20 "$RUN/logs/$name.log" >&2
+    die "$name did not start listening on 127.0.0.1:$port"
+}
+
+ensure_python_tools() {
+    local stamp="$VENV/.requirements.sha256" want
+    want="$(sha256sum "$ROOT/scripts/requirements.txt" | cut -d' ' -f1)"
+    if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        say "installing Python tools (moto, aiosmtpd, cargo-lambda, aws-sam-cli, cfn-lint) into $VENV"
+        python3 -m venv "$VENV"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/scripts/requirements.txt"
+        echo "$want" >"$stamp"
+    fi
+    export PATH="$VENV/bin:$PATH"
+}
+
+ensure_s3s_fs() {
+    if [ ! -x "$TOOLS/bin/s3s-fs" ] || ! "$TOOLS/bin/s3s-fs" --version 2>/dev/null | grep -q "$S3S_VERSION"; then
+        say "installing s3s-fs $S3S_VERSION (local S3 server) into $TOOLS/bin"
+        # Versions after 0.14.1 need a newer rustc than this toolchain.
+        cargo install s3s-fs --version "$S3S_VERSION" --features binary --locked --root "$TOOLS" --quiet
+    fi
+}
+
+pg_bin() {
+    if command -v "$1" >/dev/null 2>&1; then command -v "$1"; return; fi
+    local found
+    found="$(ls -d /usr/lib/postgresql/*/bin/"$1" 2>/dev/null | sort -V | tail -1)"
+    [ -n "$found" ] && echo "$found"
+}
+
+# PostgreSQL refuses to run as root: as root, run the server as the 'postgres' user.
+pg_as_owner() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# Sets PG_ADMIN_URL (a URL to the server's 'postgres' database).
+ensure_postgres() {
+    if [ -n "${DATABASE_URL:-}" ]; then
+        say "PostgreSQL: using DATABASE_URL"
+        PG_ADMIN_URL="$(python3 -c 'import sys,urllib.parse as u; p=u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/postgres")))' "$DATABASE_URL")"
+    elif pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || port_open 5432; then
+        say "PostgreSQL: using the server on 127.0.0.1:5432"
+        PG_ADMIN_URL="postgresql://postgres@127.0.0.1:5432/postgres"
+    else
+        start_throwaway_postgres
+    fi
+    psql "$PG_ADMIN_URL" -qAtc 'SELECT 1' >/dev/null || die "PostgreSQL at $PG_ADMIN_URL does not answer"
+}
+
+start_throwaway_postgres() {
+    local port="${CAREVAULT_PG_PORT:-55432}"
+    if [ -z "$(pg_bin initdb)" ]; then
+        [ "$(id -u)" = 0 ] || die "no PostgreSQL server runs and initdb is missing: install PostgreSQL or set DATABASE_URL"
+        say "installing PostgreSQL from Debian's packages"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    fi
+    local data="$RUN/pgdata"
+    if port_open "$port"; then
+        say "PostgreSQL: reusing the throwaway cluster on 127.0.0.1:$port"
+    else
+        say "PostgreSQL: starting a throwaway cluster on 127.0.0.1:$port"
+        rm -rf "$data"; mkdir -p "$data"
+        [ "$(id -u)" = 0 ] && chown postgres "$data" "$RUN"
+        pg_as_owner "$(pg_bin initdb)" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+        pg_as_owner "$(pg_bin pg_ctl)" -D "$data" -l "$data/server.log" -w \
+            -o "-c listen_addresses=127.0.0.1 -p $port -k $data -c fsync=off" start >/dev/null
+        STARTED_PG_DATA="$data"
+    fi
+    PG_ADMIN_URL="postgresql://postgres@127.0.0.1:$port/postgres"
+}
+
+ensure_database() {
+    local name="$1"
+    if ! psql "$PG_ADMIN_URL" -qAtc "SELECT 1 FROM pg_database WHERE datname = '$name'" | grep -q 1; then
+        say "creating database $name"
+        psql "$PG_ADMIN_URL" -qc "CREATE DATABASE \"$name\"" >/dev/null
+    fi
+}
+
+ensure_s3() {
+    if port_open "$S3_PORT"; then
+        say "S3: reusing the server on 127.0.0.1:$S3_PORT"
+    else
+        say "S3: starting s3s-fs on 127.0.0.1:$S3_PORT (data in $RUN/s3)"
+        mkdir -p "$RUN/s3"
+        start_bg s3s-fs "$TOOLS/bin/s3s-fs" --host 127.0.0.1 --port "$S3_PORT" \
+            --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" "$RUN/s3"
+        wait_port s3s-fs "$S3_PORT"
+    fi
+    # s3s-fs keeps one folder per bucket.
+    mkdir -p "$RUN/s3/$S3_BUCKET"
+}
+
+ensure_secrets_manager() {
+    if port_open "$SECRETS_PORT"; then
+        say "Secrets Manager: reusing the server on 127.0.0.1:$SECRETS_PORT"
+    else
+        say "Secrets Manager: starting moto on 127.0.0.1:$SECRETS_PORT"
+        start_bg moto "$VENV/bin/moto_server" -H 127.0.0.1 -p "$SECRETS_PORT"
+        wait_port moto "$SECRETS_PORT"
+    fi
+    # The same secrets a deployment has, in the same JSON formats.
+    "$VENV/bin/python" "$ROOT/scripts/lib/seed_secrets.py" \
+        --database-url "$DATABASE_URL" --secret-key "$LOCAL_SECRET_KEY" \
+        --app-secret "$APP_SECRET_ARN" --database-secret "$DATABASE_SECRET_ARN"
+}
+
+ensure_smtp_sink() {
+    if port_open "$SMTP_PORT"; then
+        say "SMTP: reusing the sink on 127.0.0.1:$SMTP_PORT"
+    else
+        say "SMTP: starting the sink on 127.0.0.1:$SMTP_PORT (mail saved in $SMTP_SINK_DIR)"
+        mkdir -p "$SMTP_SINK_DIR"
+        start_bg smtp-sink "$VENV/bin/python" "$ROOT/scripts/lib/smtp_sink.py" \
+            --port "$SMTP_PORT" --dir "$SMTP_SINK_DIR"
+        wait_port smtp-sink "$SMTP_PORT"
+    fi
+}
+
+# stack_up NAME PORT_BASE: the whole stack for a run named NAME (dev, test), its ports from PORT_BASE.
+stack_up() {
+    local name="$1" base="$2"
+    RUN="$ROOT/target/stack/$name"
+    mkdir -p "$RUN"
+    trap stack_down EXIT
+    trap 'exit 130' INT TERM
+
+    export S3_PORT="$((base + 1))" SECRETS_PORT="$((base + 2))" SMTP_PORT="$((base + 3))"
+    export AWS_ACCESS_KEY_ID="carevault-local" AWS_SECRET_ACCESS_KEY="carevault-local-secret"
+    export AWS_REGION="us-east-1" AWS_DEFAULT_REGION="us-east-1"
+    export AWS_ENDPOINT_URL_S3="http://127.0.0.1:$S3_PORT" AWS_ENDPOINT_URL_SECRETS_MANAGER="http://127.0.0.1:$SECRETS_PORT"
+    export S3_BUCKET="carevault-local" S3_FORCE_PATH_STYLE="true"
+    export SMTP_HOST="127.0.0.1" SMTP_TLS="none" SMTP_SINK_DIR="$RUN/mail"
+    export APP_SECRET_ARN="carevault/$name/app" DATABASE_SECRET_ARN="carevault/$name/database"
+    export DATABASE_TLS="disable"
+    LOCAL_SECRET_KEY="local-$name-signing-key-not-for-production"
+
+    ensure_python_tools
+    ensure_s3s_fs
+    ensure_postgres
+    ensure_s3
+    ensure_smtp_sink
+}

@@ -1,0 +1,47 @@
+//! The Postgres pool: made once per cold start, outside the handler.
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::config::{ConfigError, DatabaseConfig, DatabaseTls};
+
+pub use deadpool_postgres::{Object as Connection, Pool as DbPool, PoolError, Transaction};
+
+/// Builds the pool; no connection is opened until the first request asks for one.
+pub fn pool(config: &DatabaseConfig) -> Result<Pool, ConfigError> {
+    // Lambda freezes the process between invocations and the server or proxy may drop an idle
+    // socket meanwhile: `Verified` runs a trivial query before handing out a reused connection.
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Verified,
+    };
+    let pg_config = config.pg_config();
+    let manager = match config.tls {
+        DatabaseTls::Disable => Manager::from_config(pg_config, NoTls, manager_config),
+        DatabaseTls::Require => Manager::from_config(
+            pg_config,
+            tokio_postgres_rustls::MakeRustlsConnect::new(crate::tls::client_config()),
+            manager_config,
+        ),
+    };
+    Pool::builder(manager)
+        .max_size(config.pool.max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(config.pool.wait_timeout))
+        .create_timeout(Some(config.pool.connect_timeout))
+        .recycle_timeout(Some(config.pool.connect_timeout))
+        .build()
+        .map_err(|e| ConfigError::Invalid {
+            name: "DB_POOL_MAX_SIZE",
+            reason: e.to_string(),
+        })
+}
+
+/// The application's pool, from DATABASE_SECRET_ARN (AWS) or DATABASE_URL (local).
+pub async fn pool_from_env(
+    env: &crate::config::Env,
+    secrets: &crate::secrets::SecretsClient,
+    function_name: &str,
+) -> Result<Pool, ConfigError> {
+    let config = DatabaseConfig::load(env, secrets, "DATABASE_SECRET_ARN", function_name).await?;
+    pool(&config)
+}

@@ -1,0 +1,150 @@
+//! Domain types that can only hold valid values. They deserialize through their `parse`, so a
+//! request body that holds an invalid value is a 422 naming the field, before any handler runs.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! string_newtype_serde {
+    ($name:ident) => {
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                Self::parse(value)
+            }
+        }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(deserializer)?;
+                Self::parse(raw).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+/// An email address: syntactically valid, at most 255 characters, surrounding space trimmed.
+/// Stored as given; compared case-insensitively (the database's unique index is on lower(email)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct EmailAddress(String);
+
+impl EmailAddress {
+    pub fn parse(raw: String) -> Result<Self, String> {
+        let trimmed = raw.trim();
+        if trimmed.chars().count() > 255 {
+            return Err("value is not a valid email address: at most 255 characters".into());
+        }
+        // A domain with a dot, as FastAPI's email-validator requires; no display names.
+        let valid = email_address::EmailAddress::is_valid(trimmed)
+            && !trimmed.contains(['<', '>', ' '])
+            && trimmed
+                .rsplit_once('@')
+                .is_some_and(|(_, domain)| domain.contains('.'));
+        if !valid {
+            return Err("value is not a valid email address".into());
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+string_newtype_serde!(EmailAddress);
+
+impl std::fmt::Display for EmailAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub const PASSWORD_MIN_CHARS: usize = 8;
+pub const PASSWORD_MAX_CHARS: usize = 128;
+
+/// A new password: 8 to 128 characters. Never printed: `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn parse(raw: String) -> Result<Self, String> {
+        let chars = raw.chars().count();
+        if chars < PASSWORD_MIN_CHARS {
+            return Err(format!(
+                "String should have at least {PASSWORD_MIN_CHARS} characters"
+            ));
+        }
+        if chars > PASSWORD_MAX_CHARS {
+            return Err(format!(
+                "String should have at most {PASSWORD_MAX_CHARS} characters"
+            ));
+        }
+        Ok(Self(raw))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+string_newtype_serde!(Password);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// What a non-superuser may do with patient data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads and writes patients and attachments. The default.
+    Clinician,
+    /// Reads, searches and downloads only.
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Clinician => "clinician",
+            Self::Viewer => "viewer",
+        }
+    }
+
+    pub fn from_db(value: &str) -> Self {
+        match value {
+            "viewer" => Self::Viewer,
+            _ => Self::Clinician,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert!(EmailAddress::parse("admin@example.com".into()).is_ok());
+        assert_eq!(
+            EmailAddress::parse("  a@b.co ".into()).unwrap().as_str(),
+            "a@b.co"
+        );
+        for bad in ["", "plain", "a@b", "a b@c.com", "Name <a@b.com>", "@b.com"] {
+            assert!(EmailAddress::parse(bad.into()).is_err(), "{bad}");
+        }
+        let long = format!("{}@example.com", "a".repeat(250));
+        assert!(EmailAddress::parse(long).is_err());
+    }
+
+    #[test]
+    fn passwords() {
+        assert!(Password::parse("short".into()).is_err());
+        assert!(Password::parse("x".repeat(129)).is_err());
+        assert!(Password::parse("12345678".into()).is_ok());
+        assert_eq!(
+            format!("{:?}", Password::parse("secret-pass".into()).unwrap()),
+            "Password(<redacted>)"
+        );
+    }
+}

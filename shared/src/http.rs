@@ -1,0 +1,246 @@
+//! The HTTP edge shared by every endpoint group: the Lambda adapter, trailing-slash handling,
+//! FastAPI-shaped input errors, and what the API Gateway request context tells about the caller.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::Router;
+use lambda_http::RequestExt;
+use serde::de::DeserializeOwned;
+use tower::Layer;
+use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
+use uuid::Uuid;
+
+use crate::error::{ApiError, FieldError};
+
+/// Largest request body accepted; API Gateway's own limit is 10 MB, and no route needs more.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The service a function runs: its router with FastAPI's 404/405 answers, where `/x` and `/x/`
+/// are the same route (the original redirected one to the other; clients call both).
+pub fn service(router: Router) -> NormalizePath<Router> {
+    NormalizePathLayer::trim_trailing_slash().layer(
+        router
+            .fallback(|| async { ApiError::NotFound("Not Found".into()) })
+            .method_not_allowed_fallback(|| async {
+                ApiError::MethodNotAllowed("Method Not Allowed".into())
+            }),
+    )
+}
+
+/// Serves `router` on the Lambda Runtime API until the process is stopped.
+pub async fn run(router: Router) -> Result<(), lambda_http::Error> {
+    lambda_http::run(service(router)).await
+}
+
+/// Who asked, from the Lambda and API Gateway contexts: for logs and the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    pub request_id: Option<String>,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let mut meta = RequestMeta {
+            request_id: parts
+                .extensions
+                .lambda_context_ref()
+                .map(|c| c.request_id.clone())
+                .filter(|id| !id.is_empty()),
+            ..Default::default()
+        };
+        if let Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) =
+            parts.extensions.request_context_ref()
+        {
+            meta.source_ip = ctx.http.source_ip.clone();
+            meta.user_agent = ctx.http.user_agent.clone();
+            if meta.request_id.is_none() {
+                meta.request_id = ctx.request_id.clone();
+            }
+        }
+        if meta.user_agent.is_none() {
+            meta.user_agent = parts
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+        }
+        Ok(meta)
+    }
+}
+
+/// A JSON request body, with serde's errors turned into FastAPI's 422 list.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|ct| {
+                let essence = ct
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                essence == "application/json" || essence.ends_with("+json")
+            });
+        let bytes = read_body(req, state).await?;
+        if bytes.is_empty() {
+            return Err(ApiError::validation(&["body"], "Field required", "missing"));
+        }
+        if is_json == Some(false) {
+            return Err(ApiError::UnsupportedMediaType(
+                "Request body must be JSON (Content-Type: application/json)".into(),
+            ));
+        }
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut deserializer)
+            .map_err(|e| json_error("body", e))?;
+        Ok(JsonBody(value))
+    }
+}
+
+/// A form-urlencoded request body (the OAuth2 password flow of login).
+pub struct FormBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for FormBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                ct.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/x-www-form-urlencoded")
+            });
+        let bytes = read_body(req, state).await?;
+        if !is_form && !bytes.is_empty() {
+            return Err(ApiError::UnsupportedMediaType(
+                "Request body must be a form (Content-Type: application/x-www-form-urlencoded)"
+                    .into(),
+            ));
+        }
+        parse_urlencoded("body", &bytes).map(FormBody)
+    }
+}
+
+/// Query-string parameters, with errors as FastAPI's 422 list (`loc: ["query", name]`).
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        parse_urlencoded("query", query.as_bytes()).map(QueryParams)
+    }
+}
+
+fn parse_urlencoded<T: DeserializeOwned>(section: &str, bytes: &[u8]) -> Result<T, ApiError> {
+    // Repeated keys: the last one wins, as in FastAPI for scalar parameters.
+    let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(bytes));
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = path_segments(e.path());
+        let message = e.inner().to_string();
+        ApiError::Validation(vec![field_error_from_message(section, path, &message)])
+    })
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<axum::body::Bytes, ApiError> {
+    let limited =
+        req.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, MAX_BODY_BYTES)));
+    axum::body::Bytes::from_request(limited, state)
+        .await
+        .map_err(|_| {
+            ApiError::PayloadTooLarge(format!(
+                "Request body is larger than {MAX_BODY_BYTES} bytes"
+            ))
+        })
+}
+
+fn json_error(section: &str, e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let inner = e.inner();
+    if inner.is_syntax() || inner.is_eof() {
+        return ApiError::Validation(vec![FieldError {
+            loc: vec![section.into(), inner.column().into()],
+            msg: "JSON decode error".into(),
+            kind: "json_invalid".into(),
+        }]);
+    }
+    let path = path_segments(e.path());
+    // serde_json appends " at line 1 column 42"; the location is already in `loc`.
+    let message = inner.to_string();
+    let message = message.split(" at line ").next().unwrap_or(&message);
+    ApiError::Validation(vec![field_error_from_message(section, path, message)])
+}
+
+fn path_segments(path: &serde_path_to_error::Path) -> Vec<serde_json::Value> {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .filter_map(|segment| match segment {
+            Segment::Seq { index } => Some((*index).into()),
+            Segment::Map { key } => Some(key.clone().into()),
+            Segment::Enum { variant } => Some(variant.clone().into()),
+            Segment::Unknown => None,
+        })
+        .collect()
+}
+
+/// Maps serde's messages onto FastAPI's error types; our own newtypes' messages pass through.
+fn field_error_from_message(
+    section: &str,
+    mut path: Vec<serde_json::Value>,
+    message: &str,
+) -> FieldError {
+    let mut loc = vec![serde_json::Value::from(section)];
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        path.push(field.into());
+        loc.extend(path);
+        return FieldError {
+            loc,
+            msg: "Field required".into(),
+            kind: "missing".into(),
+        };
+    }
+    loc.extend(path);
+    let kind = if message.starts_with("invalid type") {
+        "type_error"
+    } else if message.starts_with("unknown variant") || message.starts_with("invalid value") {
+        "enum"
+    } else if message.contains("invalid digit") || message.contains("invalid float") {
+        "int_parsing"
+    } else {
+        "value_error"
+    };
+    FieldError {
+        loc,
+        msg: message.to_owned(),
+        kind: kind.into(),
+    }
+}
+
+/// Parses a UUID path parameter: a malformed one is 422 as in FastAPI, not 404.
+pub fn parse_uuid(name: &str, raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| {
+        ApiError::validation(
+            &["path", name],
+            "Input should be a valid UUID",
+            "uuid_parsing",
+        )
+    })
+}

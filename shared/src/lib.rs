@@ -1,0 +1,15 @@
+//! The CareVault common crate: everything the Lambda functions share.
+
+pub mod aws;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod logging;
+pub mod password;
+pub mod secrets;
+pub mod storage;
+pub mod tls;
+
+pub use error::{ApiError, ApiResult, FieldError};

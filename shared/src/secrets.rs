@@ -1,0 +1,57 @@
+//! AWS Secrets Manager, read at cold start only, never per request.
+
+use aws_sdk_secretsmanager::error::DisplayErrorContext;
+use serde::de::DeserializeOwned;
+use tokio::sync::OnceCell;
+
+use crate::config::ConfigError;
+
+/// Made on first use, so a function configured with plain environment variables (local
+/// development) never loads AWS configuration for it.
+#[derive(Default)]
+pub struct SecretsClient {
+    client: OnceCell<aws_sdk_secretsmanager::Client>,
+}
+
+impl SecretsClient {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    async fn client(&self) -> &aws_sdk_secretsmanager::Client {
+        self.client
+            .get_or_init(|| async {
+                // AWS_ENDPOINT_URL_SECRETS_MANAGER points it at the local server in development.
+                aws_sdk_secretsmanager::Client::new(&crate::aws::sdk_config().await)
+            })
+            .await
+    }
+
+    /// Reads the secret `secret_id` (ARN or name) given by the setting `setting` and parses its JSON.
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        setting: &'static str,
+        secret_id: &str,
+    ) -> Result<T, ConfigError> {
+        let output = self
+            .client()
+            .await
+            .get_secret_value()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .map_err(|e| ConfigError::Secret {
+                name: setting,
+                reason: DisplayErrorContext(e).to_string(),
+            })?;
+        let text = output.secret_string().ok_or(ConfigError::Secret {
+            name: setting,
+            reason: "the secret has no SecretString".to_owned(),
+        })?;
+        // serde_json's message names the position and the field, never the secret's text.
+        serde_json::from_str(text).map_err(|e| ConfigError::Secret {
+            name: setting,
+            reason: format!("the secret is not the expected JSON: {e}"),
+        })
+    }
+}

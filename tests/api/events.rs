@@ -1,0 +1,68 @@
+//! Every file in events/ is replayed here with its expected answer, so the samples given to
+//! `cargo lambda invoke --data-file` stay true.
+
+use std::path::{Path, PathBuf};
+
+use api_tests::{events_dir, invoke_event, TestDb};
+
+/// (file under events/, expected HTTP status). Non-HTTP events are replayed by their own tests
+/// (migrate.rs) and listed here so that no file goes unchecked.
+const HTTP_EVENTS: &[(&str, u16)] = &[("utils/health-check.json", 200)];
+const OTHER_EVENTS: &[&str] = &[
+    "migrate/custom-resource-create.json",
+    "migrate/direct-invoke.json",
+];
+
+fn all_event_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            all_event_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "json") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_event_file_is_replayed() {
+    let root = events_dir();
+    let mut files = Vec::new();
+    all_event_files(&root, &mut files);
+    for file in files {
+        let relative = file
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        let listed = HTTP_EVENTS.iter().any(|(f, _)| *f == relative)
+            || OTHER_EVENTS.contains(&relative.as_str());
+        assert!(
+            listed,
+            "events/{relative} is not replayed by any test: add it to tests/api/events.rs"
+        );
+    }
+}
+
+#[tokio::test]
+async fn http_events_answer_their_expected_status() {
+    let db = TestDb::new().await;
+    for (file, expected) in HTTP_EVENTS {
+        let event: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(events_dir().join(file)).unwrap())
+                .unwrap();
+        let group = file.split('/').next().unwrap();
+        let router = match group {
+            "utils" => utils::router(utils::UtilsState {
+                pool: db.pool.clone(),
+            }),
+            other => panic!("no router for events/{other}"),
+        };
+        let response = invoke_event(router, event).await;
+        assert_eq!(
+            response.status, *expected,
+            "events/{file}: {}",
+            response.body
+        );
+    }
+}

@@ -1,0 +1,214 @@
+use std::time::Duration;
+
+use api_tests::{migrate_config, RequestRecorder, TestDb, FIRST_SUPERUSER};
+use serde_json::{json, Value};
+
+/// Every column of every table in the public schema, in order: what a second run must not change.
+async fn schema_snapshot(db: &TestDb) -> Vec<String> {
+    db.client()
+        .await
+        .query(
+            "SELECT table_name || '.' || column_name || ':' || data_type || ':' || is_nullable
+             FROM information_schema.columns WHERE table_schema = 'public'
+             ORDER BY table_name, ordinal_position",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+async fn superusers(db: &TestDb) -> Vec<(uuid::Uuid, String, String, bool)> {
+    db.client()
+        .await
+        .query(
+            "SELECT id, email, hashed_password, is_active FROM users WHERE is_superuser ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+#[tokio::test]
+async fn migrate_twice_leaves_schema_and_superuser_unchanged() {
+    let db = TestDb::empty().await;
+    let config = migrate_config(&db.name);
+
+    let first = migrate::run(&config).await.expect("first run");
+    assert!(
+        first.applied.contains(&"V1__core_schema".to_owned()),
+        "{first:?}"
+    );
+    assert!(first.superuser_created);
+    let schema = schema_snapshot(&db).await;
+    assert!(
+        schema
+            .iter()
+            .any(|c| c.starts_with("patients.medical_history:text")),
+        "{schema:?}"
+    );
+    let admins = superusers(&db).await;
+    assert_eq!(admins.len(), 1);
+    assert_eq!(admins[0].1, FIRST_SUPERUSER);
+    assert!(admins[0].2.starts_with("$argon2id$"), "stored as argon2id");
+    assert!(admins[0].3, "active");
+
+    let second = migrate::run(&config).await.expect("second run");
+    assert_eq!(second.applied, Vec::<String>::new());
+    assert!(!second.superuser_created);
+    assert_eq!(schema_snapshot(&db).await, schema);
+    assert_eq!(superusers(&db).await, admins, "same id and same hash");
+}
+
+fn custom_resource_event(request_type: &str, response_url: &str) -> Value {
+    let mut event: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            api_tests::events_dir().join("migrate/custom-resource-create.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    event["RequestType"] = json!(request_type);
+    event["ResponseURL"] = json!(response_url);
+    if request_type != "Create" {
+        event["PhysicalResourceId"] = json!("carevault-database-schema");
+    }
+    event
+}
+
+fn only_response(recorder: &RequestRecorder) -> Value {
+    let received = recorder.received();
+    assert_eq!(
+        received.len(),
+        1,
+        "exactly one answer to CloudFormation: {received:?}"
+    );
+    assert_eq!(received[0].method, "PUT");
+    // The presigned response URL is signed without a Content-Type.
+    assert_eq!(received[0].content_type, None);
+    serde_json::from_slice(&received[0].body).unwrap()
+}
+
+#[tokio::test]
+async fn custom_resource_create_migrates_and_answers_success() {
+    let db = TestDb::empty().await;
+    let recorder = RequestRecorder::start().await;
+    let event = custom_resource_event("Create", &recorder.url);
+
+    let result = migrate::handle_event(
+        &Ok(migrate_config(&db.name)),
+        event,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(result.is_ok(), "{result:?}");
+
+    let answer = only_response(&recorder);
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    assert_eq!(answer["PhysicalResourceId"], "carevault-database-schema");
+    assert_eq!(answer["LogicalResourceId"], "DatabaseSchema");
+    assert_eq!(answer["RequestId"], "11111111-1111-1111-1111-111111111111");
+    assert!(answer["Data"]["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m == "V1__core_schema"));
+    assert_eq!(superusers(&db).await.len(), 1);
+}
+
+#[tokio::test]
+async fn custom_resource_update_with_unreachable_database_answers_failed_with_reason() {
+    let recorder = RequestRecorder::start().await;
+    let mut config = migrate_config("postgres");
+    config.database.port = 1;
+    config.database.pool.connect_timeout = Duration::from_millis(500);
+    let event = custom_resource_event("Update", &recorder.url);
+
+    let result = migrate::handle_event(&Ok(config), event, Duration::from_secs(60)).await;
+    assert!(
+        result.is_ok(),
+        "the answer itself was delivered: {result:?}"
+    );
+
+    let answer = only_response(&recorder);
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    assert!(
+        answer["Reason"].as_str().unwrap().contains("database"),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["PhysicalResourceId"], "carevault-database-schema",
+        "kept on update"
+    );
+}
+
+#[tokio::test]
+async fn custom_resource_with_a_config_error_answers_failed_naming_the_setting() {
+    let recorder = RequestRecorder::start().await;
+    let event = custom_resource_event("Create", &recorder.url);
+    let config =
+        Err("setting FIRST_SUPERUSER is invalid: value is not a valid email address".to_owned());
+
+    migrate::handle_event(&config, event, Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    let answer = only_response(&recorder);
+    assert_eq!(answer["Status"], "FAILED");
+    assert!(
+        answer["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("FIRST_SUPERUSER"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn custom_resource_delete_keeps_the_database_and_answers_success() {
+    let db = TestDb::empty().await;
+    let recorder = RequestRecorder::start().await;
+    let event = custom_resource_event("Delete", &recorder.url);
+
+    migrate::handle_event(
+        &Ok(migrate_config(&db.name)),
+        event,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(only_response(&recorder)["Status"], "SUCCESS");
+    assert!(
+        schema_snapshot(&db).await.is_empty(),
+        "Delete must not touch the database"
+    );
+}
+
+#[tokio::test]
+async fn direct_invocation_answers_the_report() {
+    let db = TestDb::empty().await;
+    let event: Value = serde_json::from_str(
+        &std::fs::read_to_string(api_tests::events_dir().join("migrate/direct-invoke.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let report = migrate::handle_event(
+        &Ok(migrate_config(&db.name)),
+        event,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report["superuser_created"], true);
+    assert!(report["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m == "V1__core_schema"));
+}

@@ -1,0 +1,448 @@
+//! The test harness: a fresh database per test cloned from a migrated template, and API Gateway
+//! HTTP API (payload 2.0) events run through a function's router exactly as Lambda runs them
+//! (the `lambda_http` adapter, from event JSON to response JSON).
+//!
+//! scripts/test starts the real services and exports their addresses; running `cargo test`
+//! without it fails with a message saying so, never silently skips.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use base64::Engine;
+use lambda_http::request::LambdaRequest;
+use lambda_http::{Context, LambdaEvent, Service};
+use serde_json::{json, Value};
+use shared::config::{DatabaseConfig, Env};
+use shared::db::DbPool;
+use tokio::sync::OnceCell;
+
+/// The server's admin URL (a database we may CREATE DATABASE from), exported by scripts/test.
+pub fn admin_url() -> String {
+    std::env::var("CAREVAULT_TEST_ADMIN_URL").unwrap_or_else(|_| {
+        panic!("CAREVAULT_TEST_ADMIN_URL is not set: run the tests with scripts/test, which starts PostgreSQL, S3, Secrets Manager and SMTP")
+    })
+}
+
+/// A required variable of the local stack, with a message naming scripts/test when missing.
+pub fn stack_var(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test"))
+}
+
+pub async fn admin_client() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL server");
+    tokio::spawn(connection);
+    client
+}
+
+/// Connection settings for database `dbname` on the test server.
+pub fn database_config(dbname: &str) -> DatabaseConfig {
+    let env = Env::from_pairs([("DATABASE_URL", admin_url())]);
+    let mut config =
+        DatabaseConfig::from_url_env(&env, "carevault-tests").expect("a valid admin URL");
+    config.dbname = dbname.to_owned();
+    config
+}
+
+pub const FIRST_SUPERUSER: &str = "admin@example.com";
+pub const FIRST_SUPERUSER_PASSWORD: &str = "changethis-in-tests";
+
+pub fn migrate_config(dbname: &str) -> migrate::MigrateConfig {
+    migrate::MigrateConfig {
+        database: database_config(dbname),
+        first_superuser: shared::domain::EmailAddress::parse(FIRST_SUPERUSER.into()).unwrap(),
+        first_superuser_password: shared::domain::Password::parse(FIRST_SUPERUSER_PASSWORD.into())
+            .unwrap(),
+    }
+}
+
+/// The template's name carries a hash of the migrations, so a changed migration makes a new one.
+fn template_name() -> String {
+    let mut files: Vec<_> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations"))
+            .expect("migrations folder")
+            .map(|e| e.unwrap().path())
+            .collect();
+    files.sort();
+    // FNV-1a: stable across runs and processes (std's hasher is randomly seeded).
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for file in files {
+        for byte in file
+            .file_name()
+            .unwrap()
+            .as_encoded_bytes()
+            .iter()
+            .chain(&std::fs::read(&file).unwrap())
+        {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("carevault_template_{hash:016x}")
+}
+
+static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+
+/// Migrates the template database once per run (and once across concurrent runs, by lock).
+async fn template() -> &'static str {
+    TEMPLATE
+        .get_or_init(|| async {
+            let name = template_name();
+            let admin = admin_client().await;
+            admin
+                .execute("SELECT pg_advisory_lock(4242)", &[])
+                .await
+                .unwrap();
+            let exists = admin
+                .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+                .await
+                .unwrap()
+                .is_some();
+            if !exists {
+                let building = format!("{name}_building");
+                // One statement per call: CREATE/DROP DATABASE cannot run in a transaction block.
+                for sql in [
+                    format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"),
+                    format!("CREATE DATABASE {building}"),
+                ] {
+                    admin.batch_execute(&sql).await.unwrap();
+                }
+                migrate::run(&migrate_config(&building))
+                    .await
+                    .expect("migrate the template database");
+                // Renamed only when complete: a run killed half-way leaves no broken template.
+                admin
+                    .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {name}"))
+                    .await
+                    .unwrap();
+            }
+            admin
+                .execute("SELECT pg_advisory_unlock(4242)", &[])
+                .await
+                .unwrap();
+            name
+        })
+        .await
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A database of its own for one test, dropped when the test ends (pass or fail).
+pub struct TestDb {
+    pub name: String,
+    pub config: DatabaseConfig,
+    pub pool: DbPool,
+}
+
+impl TestDb {
+    /// A copy of the migrated template: schema and first superuser, no other rows.
+    pub async fn new() -> Self {
+        let template = template().await;
+        let name = format!(
+            "carevault_test_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        admin_client()
+            .await
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+            .await
+            .expect("create the test database");
+        Self::attach(name)
+    }
+
+    /// An empty database (no schema), for migration tests.
+    pub async fn empty() -> Self {
+        let name = format!(
+            "carevault_test_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        admin_client()
+            .await
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create the test database");
+        Self::attach(name)
+    }
+
+    fn attach(name: String) -> Self {
+        let config = database_config(&name);
+        let pool = shared::db::pool(&config).expect("test pool");
+        Self { name, config, pool }
+    }
+
+    pub async fn client(&self) -> shared::db::Connection {
+        self.pool.get().await.expect("test database connection")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        self.pool.close();
+        let name = self.name.clone();
+        // Drop runs outside async context: a short-lived thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    admin_client()
+                        .await
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await
+                })
+        })
+        .join();
+    }
+}
+
+/// An API Gateway HTTP API request, built up and turned into the event Lambda receives.
+#[derive(Debug, Clone)]
+pub struct ApiRequest {
+    method: String,
+    path: String,
+    query: Vec<(String, String)>,
+    headers: BTreeMap<String, String>,
+    body: Option<String>,
+}
+
+impl ApiRequest {
+    pub fn new(method: &str, path: &str) -> Self {
+        Self {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            query: Vec::new(),
+            headers: BTreeMap::from([("user-agent".to_owned(), "carevault-tests".to_owned())]),
+            body: None,
+        }
+    }
+    pub fn get(path: &str) -> Self {
+        Self::new("GET", path)
+    }
+    pub fn post(path: &str) -> Self {
+        Self::new("POST", path)
+    }
+    pub fn put(path: &str) -> Self {
+        Self::new("PUT", path)
+    }
+    pub fn patch(path: &str) -> Self {
+        Self::new("PATCH", path)
+    }
+    pub fn delete(path: &str) -> Self {
+        Self::new("DELETE", path)
+    }
+
+    pub fn query(mut self, key: &str, value: &str) -> Self {
+        self.query.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers
+            .insert(name.to_ascii_lowercase(), value.to_owned());
+        self
+    }
+
+    pub fn bearer(self, token: &str) -> Self {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+
+    pub fn json(self, body: Value) -> Self {
+        self.raw_body("application/json", &body.to_string())
+    }
+
+    pub fn form(self, pairs: &[(&str, &str)]) -> Self {
+        let encoded = serde_urlencoded::to_string(pairs).unwrap();
+        self.raw_body("application/x-www-form-urlencoded", &encoded)
+    }
+
+    pub fn raw_body(mut self, content_type: &str, body: &str) -> Self {
+        self.headers
+            .insert("content-type".into(), content_type.into());
+        self.body = Some(body.to_owned());
+        self
+    }
+
+    /// The payload-2.0 event API Gateway sends for this request.
+    pub fn to_event(&self) -> Value {
+        let raw_query = serde_urlencoded::to_string(&self.query).unwrap();
+        let mut query_params = serde_json::Map::new();
+        for (k, v) in &self.query {
+            // API Gateway joins repeated keys with commas.
+            let joined = match query_params.get(k) {
+                Some(Value::String(prev)) => format!("{prev},{v}"),
+                _ => v.clone(),
+            };
+            query_params.insert(k.clone(), Value::String(joined));
+        }
+        let request_id = format!("test-{}", uuid::Uuid::new_v4());
+        let mut event = json!({
+            "version": "2.0",
+            "routeKey": "$default",
+            "rawPath": self.path,
+            "rawQueryString": raw_query,
+            "headers": self.headers,
+            "requestContext": {
+                "accountId": "123456789012",
+                "apiId": "carevault",
+                "domainName": "api.carevault.test",
+                "domainPrefix": "api",
+                "http": {
+                    "method": self.method,
+                    "path": self.path,
+                    "protocol": "HTTP/1.1",
+                    "sourceIp": "198.51.100.7",
+                    "userAgent": self.headers.get("user-agent").cloned().unwrap_or_default(),
+                },
+                "requestId": request_id,
+                "routeKey": "$default",
+                "stage": "$default",
+                "time": "27/Nov/2026:06:00:00 +0000",
+                "timeEpoch": 1_795_932_000_000u64,
+            },
+            "isBase64Encoded": false,
+        });
+        if !query_params.is_empty() {
+            event["queryStringParameters"] = Value::Object(query_params);
+        }
+        if let Some(body) = &self.body {
+            event["body"] = Value::String(body.clone());
+        }
+        event
+    }
+}
+
+/// What API Gateway would send back to the client.
+#[derive(Debug, Clone)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+}
+
+impl ApiResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("response body is not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    /// The `detail` of an error answer.
+    pub fn detail(&self) -> Value {
+        self.json()["detail"].clone()
+    }
+}
+
+/// Runs one event through `router` as Lambda would: event JSON in, response JSON out.
+pub async fn invoke_event(router: Router, event: Value) -> ApiResponse {
+    let payload: LambdaRequest = serde_json::from_value(event).expect("a valid API Gateway event");
+    let mut context = Context::default();
+    context.request_id = format!("lambda-{}", uuid::Uuid::new_v4());
+    let mut adapter = lambda_http::Adapter::from(shared::http::service(router));
+    let response = adapter
+        .call(LambdaEvent::new(payload, context))
+        .await
+        .unwrap_or_else(|e| match e {});
+    let response = serde_json::to_value(response).unwrap();
+    let status = response["statusCode"].as_u64().expect("statusCode") as u16;
+    let headers = response["headers"]
+        .as_object()
+        .map(|h| {
+            h.iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_ascii_lowercase(),
+                        v.as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let body = match response.get("body") {
+        Some(Value::String(text)) if response["isBase64Encoded"] == json!(true) => {
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .expect("base64 body"),
+            )
+            .expect("UTF-8 body")
+        }
+        Some(Value::String(text)) => text.clone(),
+        _ => String::new(),
+    };
+    ApiResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub async fn invoke(router: Router, request: ApiRequest) -> ApiResponse {
+    invoke_event(router, request.to_event()).await
+}
+
+/// The repository's `events/` folder.
+pub fn events_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events")
+}
+
+/// A one-route HTTP server on 127.0.0.1 that records what is sent to it: stands in for the
+/// CloudFormation response URL (a presigned S3 URL in AWS).
+pub struct RequestRecorder {
+    pub url: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<RecordedRequest>>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl RequestRecorder {
+    pub async fn start() -> Self {
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = received.clone();
+        let app = Router::new().fallback(move |request: axum::extract::Request| {
+            let sink = sink.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = axum::body::to_bytes(body, 1 << 20)
+                    .await
+                    .unwrap_or_default();
+                sink.lock().unwrap().push(RecordedRequest {
+                    method: parts.method.to_string(),
+                    content_type: parts
+                        .headers
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned),
+                    body: body.to_vec(),
+                });
+                ""
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/cloudformation-response",
+            listener.local_addr().unwrap()
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, received }
+    }
+
+    pub fn received(&self) -> Vec<RecordedRequest> {
+        self.received.lock().unwrap().clone()
+    }
+}
