@@ -16,6 +16,8 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 STARTED_PIDS=()
 STARTED_PG_DATA=""
 stack_down() {
+    # A second Ctrl-C must not cut the clean-up short.
+    trap '' INT TERM
     local pid
     for pid in "${STARTED_PIDS[@]:-}"; do
         [ -n "$pid" ] || continue
@@ -186,6 +188,7 @@ stack_up() {
     export SMTP_HOST="127.0.0.1" SMTP_TLS="none" SMTP_SINK_DIR="$RUN/mail"
     export APP_SECRET_ARN="carevault/$name/app" DATABASE_SECRET_ARN="carevault/$name/database"
     export DATABASE_TLS="disable"
+    export SAM_CLI_TELEMETRY=0
     LOCAL_SECRET_KEY="local-$name-signing-key-not-for-production"
 
     ensure_python_tools
