@@ -148,3 +148,23 @@ mod tests {
         );
     }
 }
+
+/// A person's display name: at most 255 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct FullName(String);
+
+impl FullName {
+    pub fn parse(raw: String) -> Result<Self, String> {
+        if raw.chars().count() > 255 {
+            return Err("String should have at most 255 characters".into());
+        }
+        Ok(Self(raw))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+string_newtype_serde!(FullName);

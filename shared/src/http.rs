@@ -7,6 +7,7 @@ use axum::http::request::Parts;
 use axum::Router;
 use lambda_http::RequestExt;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use tower::Layer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 use uuid::Uuid;
@@ -243,4 +244,54 @@ pub fn parse_uuid(name: &str, raw: &str) -> Result<Uuid, ApiError> {
             "uuid_parsing",
         )
     })
+}
+
+/// For PATCH bodies: a field that is absent stays `None`, a field sent as `null` becomes
+/// `Some(None)` (clear it), a value becomes `Some(Some(v))`. Use with `#[serde(default)]`.
+pub fn present<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// `skip` and `limit` of every list, with FastAPI's 422 for values out of range.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+pub struct Paging {
+    #[serde(default)]
+    pub skip: Option<i64>,
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+pub const DEFAULT_LIMIT: i64 = 100;
+pub const MAX_LIMIT: i64 = 1000;
+
+impl Paging {
+    /// (offset, limit), checked: skip >= 0, 1 <= limit <= 1000 (default 100).
+    pub fn checked(self) -> Result<(i64, i64), ApiError> {
+        let skip = self.skip.unwrap_or(0);
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        let mut errors = Vec::new();
+        if skip < 0 {
+            errors.push(FieldError::new(
+                &["query", "skip"],
+                "Input should be greater than or equal to 0",
+                "greater_than_equal",
+            ));
+        }
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            errors.push(FieldError::new(
+                &["query", "limit"],
+                format!("Input should be between 1 and {MAX_LIMIT}"),
+                "less_than_equal",
+            ));
+        }
+        if errors.is_empty() {
+            Ok((skip, limit))
+        } else {
+            Err(ApiError::Validation(errors))
+        }
+    }
 }

@@ -1,9 +1,11 @@
 //! The CareVault common crate: everything the Lambda functions share.
 
+pub mod auth;
 pub mod aws;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod email;
 pub mod error;
 pub mod http;
 pub mod logging;
@@ -11,5 +13,6 @@ pub mod password;
 pub mod secrets;
 pub mod storage;
 pub mod tls;
+pub mod users;
 
 pub use error::{ApiError, ApiResult, FieldError};

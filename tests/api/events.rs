@@ -3,11 +3,29 @@
 
 use std::path::{Path, PathBuf};
 
-use api_tests::{events_dir, invoke_event, TestDb};
+use api_tests::{events_dir, function_for_path, invoke_event, TestApp};
 
 /// (file under events/, expected HTTP status). Non-HTTP events are replayed by their own tests
 /// (migrate.rs) and listed here so that no file goes unchecked.
-const HTTP_EVENTS: &[(&str, u16)] = &[("utils/health-check.json", 200)];
+/// `{{superuser_token}}` in a file is replaced by a real token of the first superuser.
+const HTTP_EVENTS: &[(&str, u16)] = &[
+    ("auth/login-access-token.json", 200),
+    ("auth/login-test-token.json", 200),
+    ("auth/password-recovery.json", 200),
+    ("auth/reset-password.json", 400),
+    ("auth/password-recovery-html-content.json", 200),
+    ("users/list-users.json", 200),
+    ("users/create-user.json", 200),
+    ("users/read-me.json", 200),
+    ("users/update-me.json", 200),
+    ("users/update-my-password.json", 400),
+    ("users/delete-me.json", 403),
+    ("users/signup.json", 403),
+    ("users/read-user.json", 404),
+    ("users/update-user.json", 404),
+    ("users/delete-user.json", 404),
+    ("utils/health-check.json", 200),
+];
 const OTHER_EVENTS: &[&str] = &[
     "migrate/custom-resource-create.json",
     "migrate/direct-invoke.json",
@@ -46,23 +64,23 @@ fn every_event_file_is_replayed() {
 
 #[tokio::test]
 async fn http_events_answer_their_expected_status() {
-    let db = TestDb::new().await;
+    let app = TestApp::new().await;
+    let token = app.superuser_token().await;
     for (file, expected) in HTTP_EVENTS {
-        let event: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(events_dir().join(file)).unwrap())
-                .unwrap();
+        let text = std::fs::read_to_string(events_dir().join(file))
+            .unwrap()
+            .replace("{{superuser_token}}", &token);
+        let event: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let path = event["rawPath"].as_str().unwrap();
         let group = file.split('/').next().unwrap();
+        assert_eq!(function_for_path(path), Some(group), "events/{file} is filed under its function");
         let router = match group {
-            "utils" => utils::router(utils::UtilsState {
-                pool: db.pool.clone(),
-            }),
+            "auth" => auth::router(app.auth.clone()),
+            "users" => users::router(app.users.clone()),
+            "utils" => utils::router(app.utils.clone()),
             other => panic!("no router for events/{other}"),
         };
         let response = invoke_event(router, event).await;
-        assert_eq!(
-            response.status, *expected,
-            "events/{file}: {}",
-            response.body
-        );
+        assert_eq!(response.status, *expected, "events/{file}: {}", response.body);
     }
 }

@@ -48,7 +48,8 @@ pub fn database_config(dbname: &str) -> DatabaseConfig {
 }
 
 pub const FIRST_SUPERUSER: &str = "admin@example.com";
-pub const FIRST_SUPERUSER_PASSWORD: &str = "changethis-in-tests";
+/// The local default, so the samples in events/ work against scripts/dev too.
+pub const FIRST_SUPERUSER_PASSWORD: &str = "changethis";
 
 pub fn migrate_config(dbname: &str) -> migrate::MigrateConfig {
     migrate::MigrateConfig {
@@ -59,7 +60,8 @@ pub fn migrate_config(dbname: &str) -> migrate::MigrateConfig {
     }
 }
 
-/// The template's name carries a hash of the migrations, so a changed migration makes a new one.
+/// The template's name carries a hash of what it is made from (the migrations and the first
+/// superuser), so a change to either makes a new one.
 fn template_name() -> String {
     let mut files: Vec<_> =
         std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations"))
@@ -67,19 +69,16 @@ fn template_name() -> String {
             .map(|e| e.unwrap().path())
             .collect();
     files.sort();
+    let mut inputs: Vec<Vec<u8>> = vec![FIRST_SUPERUSER.into(), FIRST_SUPERUSER_PASSWORD.into()];
+    for file in files {
+        inputs.push(file.file_name().unwrap().as_encoded_bytes().to_vec());
+        inputs.push(std::fs::read(&file).unwrap());
+    }
     // FNV-1a: stable across runs and processes (std's hasher is randomly seeded).
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for file in files {
-        for byte in file
-            .file_name()
-            .unwrap()
-            .as_encoded_bytes()
-            .iter()
-            .chain(&std::fs::read(&file).unwrap())
-        {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
+    for byte in inputs.iter().flatten() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     format!("carevault_template_{hash:016x}")
 }
@@ -205,7 +204,7 @@ impl Drop for TestDb {
 #[derive(Debug, Clone)]
 pub struct ApiRequest {
     method: String,
-    path: String,
+    pub path: String,
     query: Vec<(String, String)>,
     headers: BTreeMap<String, String>,
     body: Option<String>,
@@ -445,4 +444,186 @@ impl RequestRecorder {
     pub fn received(&self) -> Vec<RecordedRequest> {
         self.received.lock().unwrap().clone()
     }
+}
+
+/// The signing key of every test app (tests forge tokens with it, and with others).
+pub const TEST_SECRET_KEY: &str = "test-signing-key-0123456789-abcdefghijklmnop";
+
+/// One test's API: a fresh database and every function's router, each built by its real cold
+/// start (`from_env`) from settings that point at that database and the local SMTP sink.
+pub struct TestApp {
+    pub db: TestDb,
+    pub auth: auth::AuthState,
+    pub users: users::UsersState,
+    pub utils: utils::UtilsState,
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        Self::with_settings(&[]).await
+    }
+
+    /// `overrides` replace or add settings, e.g. `("USERS_OPEN_REGISTRATION", "true")`.
+    pub async fn with_settings(overrides: &[(&str, &str)]) -> Self {
+        let db = TestDb::new().await;
+        let mut settings: BTreeMap<String, String> = [
+            ("ENVIRONMENT", "local".to_owned()),
+            ("DATABASE_URL", db_url(&db.name)),
+            ("SECRET_KEY", TEST_SECRET_KEY.to_owned()),
+            ("SMTP_HOST", "127.0.0.1".to_owned()),
+            ("SMTP_PORT", stack_var("SMTP_PORT")),
+            ("SMTP_TLS", "none".to_owned()),
+            ("FRONTEND_HOST", "http://console.carevault.test".to_owned()),
+            ("PASSWORD_RECOVERY_MIN_RESPONSE_MS", "0".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (k, v) in overrides {
+            settings.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let env = Env::from_pairs(settings);
+        Self {
+            auth: auth::AuthState::from_env(&env)
+                .await
+                .expect("auth cold start"),
+            users: users::UsersState::from_env(&env)
+                .await
+                .expect("users cold start"),
+            utils: utils::UtilsState::from_env(&env)
+                .await
+                .expect("utils cold start"),
+            db,
+        }
+    }
+
+    /// Sends `request` to the function API Gateway would route it to.
+    pub async fn call(&self, request: ApiRequest) -> ApiResponse {
+        let router = match function_for_path(&request.path) {
+            Some("auth") => auth::router(self.auth.clone()),
+            Some("users") => users::router(self.users.clone()),
+            Some("utils") => utils::router(self.utils.clone()),
+            other => panic!("no function serves {} ({other:?})", request.path),
+        };
+        invoke(router, request).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> ApiResponse {
+        self.call(
+            ApiRequest::post("/api/v1/login/access-token")
+                .form(&[("username", email), ("password", password)]),
+        )
+        .await
+    }
+
+    pub async fn token_for(&self, email: &str, password: &str) -> String {
+        let response = self.login(email, password).await;
+        assert_eq!(response.status, 200, "login {email}: {}", response.body);
+        response.json()["access_token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn superuser_token(&self) -> String {
+        self.token_for(FIRST_SUPERUSER, FIRST_SUPERUSER_PASSWORD)
+            .await
+    }
+
+    /// Creates a user through the API (as the first superuser) and logs them in.
+    pub async fn user_with(&self, body: Value) -> TestUser {
+        let password = body["password"].as_str().unwrap().to_owned();
+        let email = body["email"].as_str().unwrap().to_owned();
+        let admin = self.superuser_token().await;
+        let created = self
+            .call(ApiRequest::post("/api/v1/users/").bearer(&admin).json(body))
+            .await;
+        assert_eq!(created.status, 200, "create user: {}", created.body);
+        let json = created.json();
+        TestUser {
+            id: json["id"].as_str().unwrap().to_owned(),
+            token: self.token_for(&email, &password).await,
+            email,
+            password,
+        }
+    }
+
+    pub async fn clinician(&self) -> TestUser {
+        self.user_with(json!({"email": unique_email("clinician"), "password": "clinician-pass-1", "role": "clinician"}))
+            .await
+    }
+
+    pub async fn viewer(&self) -> TestUser {
+        self.user_with(
+            json!({"email": unique_email("viewer"), "password": "viewer-pass-1", "role": "viewer"}),
+        )
+        .await
+    }
+}
+
+pub struct TestUser {
+    pub id: String,
+    pub email: String,
+    pub password: String,
+    pub token: String,
+}
+
+/// An address no other test uses, so each test finds its own mail in the shared sink.
+pub fn unique_email(prefix: &str) -> String {
+    format!("{prefix}-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+pub fn db_url(dbname: &str) -> String {
+    let admin = admin_url();
+    let base = admin
+        .rsplit_once('/')
+        .map(|(base, _)| base)
+        .unwrap_or(&admin);
+    format!("{base}/{dbname}")
+}
+
+/// Which function API Gateway sends a path to: the first segment after /api/v1/.
+pub fn function_for_path(path: &str) -> Option<&'static str> {
+    let rest = path.strip_prefix("/api/v1/")?;
+    let group = rest.split('/').next()?;
+    Some(match group {
+        "login" | "password-recovery" | "reset-password" | "password-recovery-html-content" => {
+            "auth"
+        }
+        "users" => "users",
+        "utils" => "utils",
+        _ => return None,
+    })
+}
+
+/// Messages the SMTP sink received for `recipient`, oldest first, as (subject, text body).
+pub fn mail_to(recipient: &str) -> Vec<(String, String)> {
+    let dir = std::path::PathBuf::from(stack_var("SMTP_SINK_DIR"));
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .filter_map(|path| {
+            let raw = std::fs::read(path).ok()?;
+            let message = mail_parser::MessageParser::default().parse(&raw)?;
+            let to_us = message
+                .header_raw("X-Envelope-To")
+                .is_some_and(|to| to.contains(recipient));
+            to_us.then(|| {
+                (
+                    message.subject().unwrap_or_default().to_owned(),
+                    message.body_text(0).unwrap_or_default().into_owned(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// The token in a `...reset-password?token=...` link.
+pub fn token_in(text: &str) -> String {
+    let start = text.find("token=").expect("a link with a token") + "token=".len();
+    text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .collect()
 }

@@ -1,0 +1,420 @@
+//! /api/v1/users: the users' own account (me), user management for superusers, open signup.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, Path, State};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use shared::auth::{AppSecret, AuthContext, CurrentUser};
+use shared::config::{ConfigError, Env};
+use shared::domain::{EmailAddress, FullName, Password, Role};
+use shared::email::Mailer;
+use shared::http::{parse_uuid, present, JsonBody, Paging, QueryParams};
+use shared::password::{self, Verified};
+use shared::secrets::SecretsClient;
+use shared::users::{self, is_email_taken, User, USER_COLUMNS};
+use shared::{ApiError, ApiResult};
+use uuid::Uuid;
+
+#[derive(Clone)]
+pub struct UsersState {
+    pub auth: AuthContext,
+    pub mailer: Arc<Mailer>,
+    /// USERS_OPEN_REGISTRATION: may strangers create accounts (POST /users/signup)? Off by default.
+    pub open_registration: bool,
+}
+
+impl FromRef<UsersState> for AuthContext {
+    fn from_ref(state: &UsersState) -> Self {
+        state.auth.clone()
+    }
+}
+
+impl UsersState {
+    pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let secrets = SecretsClient::new();
+        let secret = AppSecret::load(env, &secrets).await?;
+        Ok(Self {
+            auth: AuthContext::with_secret(env, &secrets, &secret, "carevault-users").await?,
+            mailer: Arc::new(Mailer::from_env(env, &secret)?),
+            open_registration: env.bool_or("USERS_OPEN_REGISTRATION", false)?,
+        })
+    }
+}
+
+pub fn router(state: UsersState) -> Router {
+    Router::new()
+        .route("/api/v1/users", get(list_users).post(create_user))
+        .route(
+            "/api/v1/users/me",
+            get(read_me).patch(update_me).delete(delete_me),
+        )
+        .route("/api/v1/users/me/password", patch(update_my_password))
+        .route("/api/v1/users/signup", post(signup))
+        .route(
+            "/api/v1/users/{id}",
+            get(read_user).patch(update_user).delete(delete_user),
+        )
+        .with_state(state)
+}
+
+#[derive(Serialize)]
+struct UserList {
+    data: Vec<User>,
+    count: i64,
+}
+
+fn message(text: &str) -> Json<Value> {
+    Json(json!({ "message": text }))
+}
+
+async fn list_users(
+    State(state): State<UsersState>,
+    current: CurrentUser,
+    QueryParams(paging): QueryParams<Paging>,
+) -> ApiResult<Json<UserList>> {
+    current.require_superuser()?;
+    let (skip, limit) = paging.checked()?;
+    let client = state.auth.pool.get().await?;
+    let page_sql = format!(
+        "SELECT {USER_COLUMNS} FROM users ORDER BY created_at DESC, id DESC OFFSET $1 LIMIT $2"
+    );
+    // Pipelined on one connection: one round trip for both.
+    let page_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&skip, &limit];
+    let (count, rows) = tokio::try_join!(
+        client.query_one("SELECT count(*) FROM users", &[]),
+        client.query(&page_sql, &page_params),
+    )?;
+    Ok(Json(UserList {
+        data: rows.iter().map(User::from_row).collect(),
+        count: count.get(0),
+    }))
+}
+
+#[derive(Deserialize)]
+struct UserCreate {
+    email: EmailAddress,
+    password: Password,
+    #[serde(default)]
+    full_name: Option<FullName>,
+    #[serde(default = "yes")]
+    is_active: bool,
+    #[serde(default)]
+    is_superuser: bool,
+    #[serde(default)]
+    role: Option<Role>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+struct NewUser<'a> {
+    email: &'a EmailAddress,
+    password: &'a Password,
+    full_name: Option<&'a FullName>,
+    is_active: bool,
+    is_superuser: bool,
+    role: Role,
+}
+
+/// Inserts a user; None when the email is taken (in any case).
+async fn insert_user(state: &UsersState, new: NewUser<'_>) -> ApiResult<Option<User>> {
+    let hashed = password::hash(new.password).await?;
+    let client = state.auth.pool.get().await?;
+    let inserted = client
+        .query_one(
+            &format!(
+                "INSERT INTO users (id, email, hashed_password, full_name, is_active, is_superuser, role)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {USER_COLUMNS}"
+            ),
+            &[
+                &Uuid::new_v4(),
+                &new.email.as_str(),
+                &hashed,
+                &new.full_name.map(FullName::as_str),
+                &new.is_active,
+                &new.is_superuser,
+                &new.role.as_str(),
+            ],
+        )
+        .await;
+    match inserted {
+        Ok(row) => Ok(Some(User::from_row(&row))),
+        Err(e) if is_email_taken(&e) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn create_user(
+    State(state): State<UsersState>,
+    current: CurrentUser,
+    JsonBody(body): JsonBody<UserCreate>,
+) -> ApiResult<Json<User>> {
+    current.require_superuser()?;
+    let user = insert_user(
+        &state,
+        NewUser {
+            email: &body.email,
+            password: &body.password,
+            full_name: body.full_name.as_ref(),
+            is_active: body.is_active,
+            is_superuser: body.is_superuser,
+            role: body.role.unwrap_or(Role::Clinician),
+        },
+    )
+    .await?
+    .ok_or_else(|| {
+        ApiError::BadRequest("The user with this email already exists in the system.".into())
+    })?;
+    if state.mailer.enabled() {
+        if let Err(error) = send_new_account_email(&state, &user).await {
+            // The account exists; the superuser can trigger password recovery later.
+            tracing::warn!(%error, user_id = %user.id, "new account email not sent");
+        }
+    }
+    Ok(Json(user))
+}
+
+async fn send_new_account_email(state: &UsersState, user: &User) -> ApiResult<()> {
+    let (_, hash) = users::find_with_hash_by_id(&state.auth.pool, user.id)
+        .await?
+        .ok_or_else(|| ApiError::internal("user vanished after insert"))?;
+    let token = state.auth.tokens.issue_reset(user.id, &hash)?;
+    let minutes = state.auth.tokens.reset_ttl.as_secs() / 60;
+    let email = state.mailer.new_account_email(&user.email, &token, minutes);
+    state.mailer.send(&user.email, email).await
+}
+
+#[derive(Deserialize)]
+struct UserRegister {
+    email: EmailAddress,
+    password: Password,
+    #[serde(default)]
+    full_name: Option<FullName>,
+}
+
+async fn signup(
+    State(state): State<UsersState>,
+    JsonBody(body): JsonBody<UserRegister>,
+) -> ApiResult<Json<User>> {
+    if !state.open_registration {
+        return Err(ApiError::Forbidden(
+            "Open user registration is forbidden on this server".into(),
+        ));
+    }
+    let user = insert_user(
+        &state,
+        NewUser {
+            email: &body.email,
+            password: &body.password,
+            full_name: body.full_name.as_ref(),
+            is_active: true,
+            is_superuser: false,
+            role: Role::Clinician,
+        },
+    )
+    .await?
+    .ok_or_else(|| {
+        ApiError::BadRequest("The user with this email already exists in the system".into())
+    })?;
+    Ok(Json(user))
+}
+
+async fn read_me(current: CurrentUser) -> Json<User> {
+    Json(current.0)
+}
+
+/// Changes to a user; `None` leaves a field as it is. `full_name: null` clears the name.
+#[derive(Default, Deserialize)]
+struct UserChanges {
+    #[serde(default)]
+    email: Option<EmailAddress>,
+    #[serde(default, deserialize_with = "present")]
+    full_name: Option<Option<FullName>>,
+    #[serde(default)]
+    password: Option<Password>,
+    #[serde(default)]
+    is_active: Option<bool>,
+    #[serde(default)]
+    is_superuser: Option<bool>,
+    #[serde(default)]
+    role: Option<Role>,
+}
+
+/// Applies `changes` to user `id`: Ok(None) when there is no such user; 409 when the email is taken.
+async fn apply_changes(
+    state: &UsersState,
+    id: Uuid,
+    changes: UserChanges,
+) -> ApiResult<Option<User>> {
+    let new_hash = match &changes.password {
+        Some(password) => Some(password::hash(password).await?),
+        None => None,
+    };
+    let client = state.auth.pool.get().await?;
+    let updated = client
+        .query_opt(
+            &format!(
+                "UPDATE users SET
+                    email = COALESCE($2, email),
+                    full_name = CASE WHEN $3 THEN $4 ELSE full_name END,
+                    hashed_password = COALESCE($5, hashed_password),
+                    is_active = COALESCE($6, is_active),
+                    is_superuser = COALESCE($7, is_superuser),
+                    role = COALESCE($8, role),
+                    updated_at = now()
+                 WHERE id = $1 RETURNING {USER_COLUMNS}"
+            ),
+            &[
+                &id,
+                &changes.email.as_ref().map(EmailAddress::as_str),
+                &changes.full_name.is_some(),
+                &changes
+                    .full_name
+                    .as_ref()
+                    .and_then(|n| n.as_ref().map(FullName::as_str)),
+                &new_hash,
+                &changes.is_active,
+                &changes.is_superuser,
+                &changes.role.map(Role::as_str),
+            ],
+        )
+        .await;
+    match updated {
+        Ok(row) => Ok(row.as_ref().map(User::from_row)),
+        Err(e) if is_email_taken(&e) => Err(ApiError::Conflict(
+            "User with this email already exists".into(),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct UserUpdateMe {
+    #[serde(default)]
+    email: Option<EmailAddress>,
+    #[serde(default, deserialize_with = "present")]
+    full_name: Option<Option<FullName>>,
+}
+
+async fn update_me(
+    State(state): State<UsersState>,
+    current: CurrentUser,
+    JsonBody(body): JsonBody<UserUpdateMe>,
+) -> ApiResult<Json<User>> {
+    // Only the name and the email: a user cannot change their own role or powers.
+    let changes = UserChanges {
+        email: body.email,
+        full_name: body.full_name,
+        ..Default::default()
+    };
+    let user = apply_changes(&state, current.0.id, changes)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("User not found".into()))?;
+    Ok(Json(user))
+}
+
+#[derive(Deserialize)]
+struct UpdatePassword {
+    current_password: String,
+    new_password: Password,
+}
+
+async fn update_my_password(
+    State(state): State<UsersState>,
+    current: CurrentUser,
+    JsonBody(body): JsonBody<UpdatePassword>,
+) -> ApiResult<Json<Value>> {
+    let (_, stored_hash) = users::find_with_hash_by_id(&state.auth.pool, current.0.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("User not found".into()))?;
+    if password::verify(&body.current_password, Some(&stored_hash)).await? == Verified::No {
+        return Err(ApiError::BadRequest("Incorrect password".into()));
+    }
+    if body.current_password == body.new_password.expose() {
+        return Err(ApiError::BadRequest(
+            "New password cannot be the same as the current one".into(),
+        ));
+    }
+    let new_hash = password::hash(&body.new_password).await?;
+    if !users::replace_password_hash(&state.auth.pool, current.0.id, &stored_hash, &new_hash)
+        .await?
+    {
+        return Err(ApiError::Conflict(
+            "The password was changed meanwhile; try again".into(),
+        ));
+    }
+    Ok(message("Password updated successfully"))
+}
+
+async fn delete_me(
+    State(state): State<UsersState>,
+    current: CurrentUser,
+) -> ApiResult<Json<Value>> {
+    if current.0.is_superuser {
+        return Err(ApiError::Forbidden(
+            "Super users are not allowed to delete themselves".into(),
+        ));
+    }
+    delete_by_id(&state, current.0.id).await?;
+    Ok(message("User deleted successfully"))
+}
+
+async fn delete_by_id(state: &UsersState, id: Uuid) -> ApiResult<bool> {
+    let client = state.auth.pool.get().await?;
+    Ok(client
+        .execute("DELETE FROM users WHERE id = $1", &[&id])
+        .await?
+        == 1)
+}
+
+async fn read_user(
+    State(state): State<UsersState>,
+    current: CurrentUser,
+    Path(raw_id): Path<String>,
+) -> ApiResult<Json<User>> {
+    let id = parse_uuid("user_id", &raw_id)?;
+    if id == current.0.id {
+        return Ok(Json(current.0));
+    }
+    current.require_superuser()?;
+    let user = users::find_by_id(&state.auth.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("User not found".into()))?;
+    Ok(Json(user))
+}
+
+async fn update_user(
+    State(state): State<UsersState>,
+    current: CurrentUser,
+    Path(raw_id): Path<String>,
+    JsonBody(changes): JsonBody<UserChanges>,
+) -> ApiResult<Json<User>> {
+    current.require_superuser()?;
+    let id = parse_uuid("user_id", &raw_id)?;
+    let user = apply_changes(&state, id, changes).await?.ok_or_else(|| {
+        ApiError::NotFound("The user with this id does not exist in the system".into())
+    })?;
+    Ok(Json(user))
+}
+
+async fn delete_user(
+    State(state): State<UsersState>,
+    current: CurrentUser,
+    Path(raw_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    current.require_superuser()?;
+    let id = parse_uuid("user_id", &raw_id)?;
+    if id == current.0.id {
+        return Err(ApiError::Forbidden(
+            "Super users are not allowed to delete themselves".into(),
+        ));
+    }
+    if !delete_by_id(&state, id).await? {
+        return Err(ApiError::NotFound("User not found".into()));
+    }
+    Ok(message("User deleted successfully"))
+}

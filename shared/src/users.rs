@@ -1,0 +1,106 @@
+//! Users as stored and as answered (`{id, email, full_name, is_active, is_superuser, role, created_at}`).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::db::DbPool;
+use crate::domain::Role;
+use crate::error::ApiResult;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub full_name: Option<String>,
+    pub is_active: bool,
+    pub is_superuser: bool,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The columns `User::from_row` reads, in order; `hashed_password` follows where asked for.
+pub const USER_COLUMNS: &str = "id, email, full_name, is_active, is_superuser, role, created_at";
+
+impl User {
+    pub fn from_row(row: &Row) -> Self {
+        Self {
+            id: row.get(0),
+            email: row.get(1),
+            full_name: row.get(2),
+            is_active: row.get(3),
+            is_superuser: row.get(4),
+            role: Role::from_db(row.get(5)),
+            created_at: row.get(6),
+        }
+    }
+}
+
+pub async fn find_by_id(pool: &DbPool, id: Uuid) -> ApiResult<Option<User>> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+        .await?;
+    Ok(client
+        .query_opt(&statement, &[&id])
+        .await?
+        .as_ref()
+        .map(User::from_row))
+}
+
+/// The user with this email (any case) and their stored password hash.
+pub async fn find_with_hash_by_email(
+    pool: &DbPool,
+    email: &str,
+) -> ApiResult<Option<(User, String)>> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {USER_COLUMNS}, hashed_password FROM users WHERE lower(email) = lower($1)"
+        ))
+        .await?;
+    Ok(client
+        .query_opt(&statement, &[&email])
+        .await?
+        .map(|row| (User::from_row(&row), row.get(7))))
+}
+
+pub async fn find_with_hash_by_id(pool: &DbPool, id: Uuid) -> ApiResult<Option<(User, String)>> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {USER_COLUMNS}, hashed_password FROM users WHERE id = $1"
+        ))
+        .await?;
+    Ok(client
+        .query_opt(&statement, &[&id])
+        .await?
+        .map(|row| (User::from_row(&row), row.get(7))))
+}
+
+/// Replaces the hash only if it is still `expected_hash`: of two concurrent changes (or a reset
+/// token used twice at once) exactly one wins. True when this one did.
+pub async fn replace_password_hash(
+    pool: &DbPool,
+    id: Uuid,
+    expected_hash: &str,
+    new_hash: &str,
+) -> ApiResult<bool> {
+    let client = pool.get().await?;
+    let updated = client
+        .execute(
+            "UPDATE users SET hashed_password = $3, updated_at = now()
+             WHERE id = $1 AND hashed_password = $2",
+            &[&id, &expected_hash, &new_hash],
+        )
+        .await?;
+    Ok(updated == 1)
+}
+
+/// Is this database error the unique index on lower(email)?
+pub fn is_email_taken(error: &tokio_postgres::Error) -> bool {
+    error
+        .as_db_error()
+        .is_some_and(|db| db.constraint() == Some("users_email_lower_key"))
+}
