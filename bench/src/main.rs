@@ -45,7 +45,13 @@ fn ms(d: Duration) -> String {
 }
 
 fn row(what: &str, s: &Stats) {
-    println!("| {what} | {} | {} | {} | {} |", s.runs, ms(s.p50), ms(s.p99), ms(s.mean));
+    println!(
+        "| {what} | {} | {} | {} | {} |",
+        s.runs,
+        ms(s.p50),
+        ms(s.p99),
+        ms(s.mean)
+    );
 }
 
 async fn auth() {
@@ -53,7 +59,12 @@ async fn auth() {
     let password = Password::parse("benchmark-password-1".into()).unwrap();
     let stored = shared::password::hash(&password).await.unwrap();
 
-    println!("## Auth (argon2id m={} KiB, t={}, p={})\n", shared::password::MEMORY_KIB, shared::password::ITERATIONS, shared::password::LANES);
+    println!(
+        "## Auth (argon2id m={} KiB, t={}, p={})\n",
+        shared::password::MEMORY_KIB,
+        shared::password::ITERATIONS,
+        shared::password::LANES
+    );
     println!("| measurement | runs | p50 ms | p99 ms | mean ms |\n|---|---|---|---|---|");
     row(
         "argon2id hash (new password)",
@@ -61,7 +72,10 @@ async fn auth() {
     );
     row(
         "argon2id verify (login's main cost)",
-        &time(20, || shared::password::verify("benchmark-password-1", Some(&stored))).await,
+        &time(20, || {
+            shared::password::verify("benchmark-password-1", Some(&stored))
+        })
+        .await,
     );
     row(
         "POST /login/access-token through the handler",
@@ -69,14 +83,20 @@ async fn auth() {
     );
     row(
         "POST /login/access-token, unknown email (dummy hash)",
-        &time(20, || app.login("nobody@example.com", FIRST_SUPERUSER_PASSWORD)).await,
+        &time(20, || {
+            app.login("nobody@example.com", FIRST_SUPERUSER_PASSWORD)
+        })
+        .await,
     );
 
     let token = app.superuser_token().await;
     let user_id = app.auth.auth.tokens.verify_access(&token).unwrap();
     row(
         "token verification alone (HS256, claims)",
-        &time(100_000, || async { app.auth.auth.tokens.verify_access(&token) }).await,
+        &time(100_000, || async {
+            app.auth.auth.tokens.verify_access(&token)
+        })
+        .await,
     );
     let client = app.db.client().await;
     let statement = client
@@ -85,7 +105,10 @@ async fn auth() {
         .unwrap();
     row(
         "bare SQL: user lookup by id (tokio-postgres)",
-        &time(5_000, || client.query_one(&statement, &[&user_id])).await,
+        &time(5_000, || async {
+            client.query_one(&statement, &[&user_id]).await.unwrap()
+        })
+        .await,
     );
     row(
         "verification + user lookup (CurrentUser, pooled)",

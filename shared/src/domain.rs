@@ -1,29 +1,13 @@
-//! Domain types that can only hold valid values. They deserialize through their `parse`, so a
-//! request body that holds an invalid value is a 422 naming the field, before any handler runs.
+//! Domain types that can only hold valid values. They deserialize through their `parse`
+//! (`#[serde(try_from = "String")]`), so a request body that holds an invalid value is a 422
+//! naming the field, before any handler runs.
 
 use serde::{Deserialize, Serialize};
 
-macro_rules! string_newtype_serde {
-    ($name:ident) => {
-        impl TryFrom<String> for $name {
-            type Error = String;
-            fn try_from(value: String) -> Result<Self, Self::Error> {
-                Self::parse(value)
-            }
-        }
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let raw = String::deserialize(deserializer)?;
-                Self::parse(raw).map_err(serde::de::Error::custom)
-            }
-        }
-    };
-}
-
 /// An email address: syntactically valid, at most 255 characters, surrounding space trimmed.
 /// Stored as given; compared case-insensitively (the database's unique index is on lower(email)).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub struct EmailAddress(String);
 
 impl EmailAddress {
@@ -49,7 +33,12 @@ impl EmailAddress {
     }
 }
 
-string_newtype_serde!(EmailAddress);
+impl TryFrom<String> for EmailAddress {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(value)
+    }
+}
 
 impl std::fmt::Display for EmailAddress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,7 +50,8 @@ pub const PASSWORD_MIN_CHARS: usize = 8;
 pub const PASSWORD_MAX_CHARS: usize = 128;
 
 /// A new password: 8 to 128 characters. Never printed: `Debug` hides it.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Password(String);
 
 impl Password {
@@ -85,7 +75,12 @@ impl Password {
     }
 }
 
-string_newtype_serde!(Password);
+impl TryFrom<String> for Password {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(value)
+    }
+}
 
 impl std::fmt::Debug for Password {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -150,8 +145,8 @@ mod tests {
 }
 
 /// A person's display name: at most 255 characters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub struct FullName(String);
 
 impl FullName {
@@ -167,4 +162,9 @@ impl FullName {
     }
 }
 
-string_newtype_serde!(FullName);
+impl TryFrom<String> for FullName {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(value)
+    }
+}

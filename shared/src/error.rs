@@ -124,6 +124,14 @@ impl From<tokio_postgres::Error> for ApiError {
             return Self::Unavailable(format!("database connection: {e}"));
         }
         if let Some(db) = e.as_db_error() {
+            // Text PostgreSQL cannot store (NUL, invalid sequences): the client's input, not our bug.
+            if matches!(db.code().code(), "22021" | "22P05") {
+                return Self::validation(
+                    &["body"],
+                    "Text contains characters that cannot be stored",
+                    "string_unicode",
+                );
+            }
             // Server shutting down, too many connections, or a failover in progress.
             let code = db.code().code();
             if code.starts_with("57P") || code.starts_with("08") || code == "53300" {

@@ -104,8 +104,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             ));
         }
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(&mut deserializer)
+        let document: serde_json::Value = serde_path_to_error::deserialize(&mut deserializer)
             .map_err(|e| json_error("body", e))?;
+        if let Some(loc) = find_nul(&document, vec!["body".into()]) {
+            return Err(ApiError::Validation(vec![FieldError {
+                loc,
+                ..nul_field_error()
+            }]));
+        }
+        let value = serde_path_to_error::deserialize(document).map_err(|e| {
+            let path = path_segments(e.path());
+            ApiError::Validation(vec![field_error_from_message(
+                "body",
+                path,
+                &e.inner().to_string(),
+            )])
+        })?;
         Ok(JsonBody(value))
     }
 }
@@ -150,7 +164,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
 }
 
 fn parse_urlencoded<T: DeserializeOwned>(section: &str, bytes: &[u8]) -> Result<T, ApiError> {
-    // Repeated keys: the last one wins, as in FastAPI for scalar parameters.
+    // PostgreSQL text cannot hold NUL: refuse it here, naming the parameter, not as a 500 later.
+    if let Some((key, _)) =
+        form_urlencoded::parse(bytes).find(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        return Err(nul_error(&[section, &key]));
+    }
+    // A repeated key is a 422 ("duplicate field"), not a silent pick of one value.
     let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(bytes));
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = path_segments(e.path());
@@ -169,6 +189,46 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<axum::body
                 "Request body is larger than {MAX_BODY_BYTES} bytes"
             ))
         })
+}
+
+fn nul_field_error() -> FieldError {
+    FieldError {
+        loc: Vec::new(),
+        msg: "Text must not contain NUL (\\u0000) characters".into(),
+        kind: "string_unicode".into(),
+    }
+}
+
+fn nul_error(loc: &[&str]) -> ApiError {
+    ApiError::Validation(vec![FieldError {
+        loc: loc.iter().map(|s| serde_json::Value::from(*s)).collect(),
+        ..nul_field_error()
+    }])
+}
+
+/// The location of the first string (or key) holding a NUL character.
+fn find_nul(
+    value: &serde_json::Value,
+    at: Vec<serde_json::Value>,
+) -> Option<Vec<serde_json::Value>> {
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => Some(at),
+        serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+            let mut loc = at.clone();
+            loc.push(i.into());
+            find_nul(item, loc)
+        }),
+        serde_json::Value::Object(map) => map.iter().find_map(|(key, item)| {
+            let mut loc = at.clone();
+            loc.push(key.clone().into());
+            if key.contains('\0') {
+                Some(loc)
+            } else {
+                find_nul(item, loc)
+            }
+        }),
+        _ => None,
+    }
 }
 
 fn json_error(section: &str, e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {

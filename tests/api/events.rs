@@ -25,6 +25,12 @@ const HTTP_EVENTS: &[(&str, u16)] = &[
     ("users/update-user.json", 404),
     ("users/delete-user.json", 404),
     ("utils/health-check.json", 200),
+    ("patients/create-patient.json", 200),
+    ("patients/search-patients.json", 200),
+    ("patients/read-patient.json", 404),
+    ("patients/update-patient.json", 404),
+    ("patients/patch-patient.json", 404),
+    ("patients/delete-patient.json", 404),
 ];
 const OTHER_EVENTS: &[&str] = &[
     "migrate/custom-resource-create.json",
@@ -73,14 +79,23 @@ async fn http_events_answer_their_expected_status() {
         let event: serde_json::Value = serde_json::from_str(&text).unwrap();
         let path = event["rawPath"].as_str().unwrap();
         let group = file.split('/').next().unwrap();
-        assert_eq!(function_for_path(path), Some(group), "events/{file} is filed under its function");
+        assert_eq!(
+            function_for_path(path),
+            Some(group),
+            "events/{file} is filed under its function"
+        );
         let router = match group {
             "auth" => auth::router(app.auth.clone()),
             "users" => users::router(app.users.clone()),
             "utils" => utils::router(app.utils.clone()),
+            "patients" => patients::router(app.patients.clone()),
             other => panic!("no router for events/{other}"),
         };
         let response = invoke_event(router, event).await;
-        assert_eq!(response.status, *expected, "events/{file}: {}", response.body);
+        assert_eq!(
+            response.status, *expected,
+            "events/{file}: {}",
+            response.body
+        );
     }
 }

@@ -6,4 +6,5 @@ mod config;
 mod events;
 mod health;
 mod migrate;
+mod patients;
 mod users;

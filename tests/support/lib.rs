@@ -456,6 +456,7 @@ pub struct TestApp {
     pub auth: auth::AuthState,
     pub users: users::UsersState,
     pub utils: utils::UtilsState,
+    pub patients: patients::PatientsState,
 }
 
 impl TestApp {
@@ -493,6 +494,9 @@ impl TestApp {
             utils: utils::UtilsState::from_env(&env)
                 .await
                 .expect("utils cold start"),
+            patients: patients::PatientsState::from_env(&env)
+                .await
+                .expect("patients cold start"),
             db,
         }
     }
@@ -503,6 +507,7 @@ impl TestApp {
             Some("auth") => auth::router(self.auth.clone()),
             Some("users") => users::router(self.users.clone()),
             Some("utils") => utils::router(self.utils.clone()),
+            Some("patients") => patients::router(self.patients.clone()),
             other => panic!("no function serves {} ({other:?})", request.path),
         };
         invoke(router, request).await
@@ -589,6 +594,7 @@ pub fn function_for_path(path: &str) -> Option<&'static str> {
         }
         "users" => "users",
         "utils" => "utils",
+        "patients" => "patients",
         _ => return None,
     })
 }

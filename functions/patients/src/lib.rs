@@ -1,0 +1,338 @@
+//! /api/v1/patients: create, read, update (PUT and PATCH, partial), delete, and search.
+
+pub mod model;
+pub mod search;
+
+use axum::extract::{FromRef, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use shared::auth::{AuthContext, CurrentUser};
+use shared::config::{ConfigError, Env};
+use shared::http::{parse_uuid, present, JsonBody, QueryParams};
+use shared::secrets::SecretsClient;
+use shared::{ApiError, ApiResult};
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+use model::{ContactInfo, Dob, MedicalHistory, Patient, PatientName, PATIENT_COLUMNS};
+use search::{as_typed, CountMode, Search, SearchParams};
+
+#[derive(Clone)]
+pub struct PatientsState {
+    pub auth: AuthContext,
+}
+
+impl FromRef<PatientsState> for AuthContext {
+    fn from_ref(state: &PatientsState) -> Self {
+        state.auth.clone()
+    }
+}
+
+impl PatientsState {
+    pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            auth: AuthContext::from_env(env, &SecretsClient::new(), "carevault-patients").await?,
+        })
+    }
+}
+
+pub fn router(state: PatientsState) -> Router {
+    Router::new()
+        .route(
+            "/api/v1/patients",
+            get(search_patients).post(create_patient),
+        )
+        .route(
+            "/api/v1/patients/{id}",
+            get(read_patient)
+                .put(update_patient)
+                .patch(update_patient)
+                .delete(delete_patient),
+        )
+        .with_state(state)
+}
+
+/// A patient with its ETag, for `If-Match` on later writes.
+struct Tagged(Patient);
+
+impl IntoResponse for Tagged {
+    fn into_response(self) -> Response {
+        let etag = HeaderValue::from_str(&self.0.etag()).ok();
+        let mut response = Json(self.0).into_response();
+        if let Some(etag) = etag {
+            response.headers_mut().insert(header::ETAG, etag);
+        }
+        response
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::NotFound("Patient not found".into())
+}
+
+fn modified_meanwhile() -> ApiError {
+    ApiError::PreconditionFailed(
+        "The patient was changed by someone else since you read it; reload it and try again".into(),
+    )
+}
+
+/// The version `If-Match` requires: None without the header or with `*` (any version).
+/// A header naming no version this record could have fails every comparison (412).
+fn required_version(headers: &HeaderMap) -> Option<i64> {
+    let value = headers.get(header::IF_MATCH)?.to_str().unwrap_or("").trim();
+    if value == "*" {
+        return None;
+    }
+    let version = value
+        .split(',')
+        .map(|tag| tag.trim().trim_start_matches("W/").trim_matches('"'))
+        .find_map(|tag| tag.parse::<i64>().ok());
+    Some(version.unwrap_or(-1))
+}
+
+#[derive(Deserialize)]
+struct PatientCreate {
+    name: PatientName,
+    #[serde(default)]
+    dob: Option<Dob>,
+    #[serde(default)]
+    contact_info: Option<ContactInfo>,
+    #[serde(default)]
+    medical_history: Option<MedicalHistory>,
+}
+
+async fn create_patient(
+    State(state): State<PatientsState>,
+    current: CurrentUser,
+    JsonBody(body): JsonBody<PatientCreate>,
+) -> ApiResult<Tagged> {
+    current.require_writer()?;
+    let client = state.auth.pool.get().await?;
+    let row = client
+        .query_typed_one(
+            &format!(
+                "INSERT INTO patients (id, name, dob, contact_info, medical_history)
+                 VALUES ($1, $2, $3, $4, $5) RETURNING {PATIENT_COLUMNS}"
+            ),
+            &[
+                (&Uuid::new_v4(), Type::UUID),
+                (&body.name.as_str(), Type::VARCHAR),
+                (&body.dob.map(|d| d.0), Type::DATE),
+                (
+                    &body.contact_info.as_ref().map(ContactInfo::as_str),
+                    Type::VARCHAR,
+                ),
+                (
+                    &body.medical_history.as_ref().map(MedicalHistory::as_str),
+                    Type::TEXT,
+                ),
+            ],
+        )
+        .await?;
+    Ok(Tagged(Patient::from_row(&row)))
+}
+
+async fn read_patient(
+    State(state): State<PatientsState>,
+    _current: CurrentUser,
+    Path(raw_id): Path<String>,
+) -> ApiResult<Tagged> {
+    let id = parse_uuid("patient_id", &raw_id)?;
+    let client = state.auth.pool.get().await?;
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {PATIENT_COLUMNS} FROM patients WHERE id = $1"
+        ))
+        .await?;
+    let row = client
+        .query_opt(&statement, &[&id])
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Tagged(Patient::from_row(&row)))
+}
+
+/// PUT and PATCH alike: only the fields sent change; `null` clears a nullable field.
+#[derive(Deserialize)]
+struct PatientUpdate {
+    #[serde(default, deserialize_with = "present")]
+    name: Option<Option<PatientName>>,
+    #[serde(default, deserialize_with = "present")]
+    dob: Option<Option<Dob>>,
+    #[serde(default, deserialize_with = "present")]
+    contact_info: Option<Option<ContactInfo>>,
+    #[serde(default, deserialize_with = "present")]
+    medical_history: Option<Option<MedicalHistory>>,
+}
+
+async fn update_patient(
+    State(state): State<PatientsState>,
+    current: CurrentUser,
+    Path(raw_id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<PatientUpdate>,
+) -> ApiResult<Tagged> {
+    current.require_writer()?;
+    let id = parse_uuid("patient_id", &raw_id)?;
+    let name = match body.name {
+        Some(None) => {
+            return Err(ApiError::validation(
+                &["body", "name"],
+                "Input should be a valid string",
+                "string_type",
+            ))
+        }
+        Some(Some(name)) => Some(name),
+        None => None,
+    };
+    let expected = required_version(&headers);
+    let client = state.auth.pool.get().await?;
+    let updated = client
+        .query_typed_opt(
+            &format!(
+                "UPDATE patients SET
+                    name = COALESCE($2, name),
+                    dob = CASE WHEN $3 THEN $4 ELSE dob END,
+                    contact_info = CASE WHEN $5 THEN $6 ELSE contact_info END,
+                    medical_history = CASE WHEN $7 THEN $8 ELSE medical_history END,
+                    version = version + 1,
+                    updated_at = now()
+                 WHERE id = $1 AND ($9::int8 IS NULL OR version = $9)
+                 RETURNING {PATIENT_COLUMNS}"
+            ),
+            &[
+                (&id, Type::UUID),
+                (&name.as_ref().map(PatientName::as_str), Type::VARCHAR),
+                (&body.dob.is_some(), Type::BOOL),
+                (&body.dob.flatten().map(|d| d.0), Type::DATE),
+                (&body.contact_info.is_some(), Type::BOOL),
+                (
+                    &body
+                        .contact_info
+                        .as_ref()
+                        .and_then(|c| c.as_ref().map(ContactInfo::as_str)),
+                    Type::VARCHAR,
+                ),
+                (&body.medical_history.is_some(), Type::BOOL),
+                (
+                    &body
+                        .medical_history
+                        .as_ref()
+                        .and_then(|m| m.as_ref().map(MedicalHistory::as_str)),
+                    Type::TEXT,
+                ),
+                (&expected, Type::INT8),
+            ],
+        )
+        .await?;
+    match updated {
+        Some(row) => Ok(Tagged(Patient::from_row(&row))),
+        None => Err(missing_or_modified(&client, id).await?),
+    }
+}
+
+/// After a conditional write touched nothing: 404 when the patient is gone, else 412.
+async fn missing_or_modified(client: &tokio_postgres::Client, id: Uuid) -> ApiResult<ApiError> {
+    let exists = client
+        .query_opt("SELECT 1 FROM patients WHERE id = $1", &[&id])
+        .await?
+        .is_some();
+    Ok(if exists {
+        modified_meanwhile()
+    } else {
+        not_found()
+    })
+}
+
+async fn delete_patient(
+    State(state): State<PatientsState>,
+    current: CurrentUser,
+    Path(raw_id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    current.require_writer()?;
+    let id = parse_uuid("patient_id", &raw_id)?;
+    let expected = required_version(&headers);
+    let mut client = state.auth.pool.get().await?;
+    let transaction = client.transaction().await?;
+    let version: i64 = transaction
+        .query_opt(
+            "SELECT version FROM patients WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await?
+        .ok_or_else(not_found)?
+        .get(0);
+    if expected.is_some_and(|v| v != version) {
+        return Err(modified_meanwhile());
+    }
+    // The files go with the rows: their keys are queued in the same transaction, so a
+    // failure anywhere leaves both rows and files, and a success leaves neither for long.
+    transaction
+        .execute(
+            "INSERT INTO object_deletions (object_key)
+             SELECT object_key FROM attachments WHERE patient_id = $1
+             ON CONFLICT (object_key) DO NOTHING",
+            &[&id],
+        )
+        .await?;
+    transaction
+        .execute("DELETE FROM attachments WHERE patient_id = $1", &[&id])
+        .await?;
+    transaction
+        .execute("DELETE FROM patients WHERE id = $1", &[&id])
+        .await?;
+    transaction.commit().await?;
+    Ok(Json(json!({ "message": "Patient deleted successfully" })))
+}
+
+#[derive(Serialize)]
+struct PatientList {
+    data: Vec<Patient>,
+    count: Option<i64>,
+}
+
+async fn search_patients(
+    State(state): State<PatientsState>,
+    _current: CurrentUser,
+    QueryParams(params): QueryParams<SearchParams>,
+) -> ApiResult<Json<PatientList>> {
+    let search = Search::parse(params)?;
+    let client = state.auth.pool.get().await?;
+    let (page_sql, page_params) = search.page_sql(PATIENT_COLUMNS);
+    let page_typed = as_typed(&page_params);
+    let count_statement = search.count_sql();
+    let count_typed = count_statement.as_ref().map(|(_, p)| as_typed(p));
+    // Page and count pipelined on one connection: one round trip for both.
+    let count_future = async {
+        match (&count_statement, &count_typed) {
+            (Some((sql, _)), Some(typed)) => client.query_typed(sql, typed).await.map(Some),
+            _ => Ok(None),
+        }
+    };
+    let (rows, count_rows) =
+        tokio::try_join!(client.query_typed(&page_sql, &page_typed), count_future)?;
+    let count = match (search.count, count_rows) {
+        (CountMode::Exact, Some(rows)) => rows.first().map(|r| r.get::<_, i64>(0)),
+        (CountMode::Estimate, Some(rows)) => rows
+            .first()
+            .and_then(|r| plan_rows(&r.get::<_, serde_json::Value>(0))),
+        _ => None,
+    };
+    Ok(Json(PatientList {
+        data: rows.iter().map(Patient::from_row).collect(),
+        count,
+    }))
+}
+
+/// The planner's row estimate from `EXPLAIN (FORMAT JSON)`.
+fn plan_rows(plan: &serde_json::Value) -> Option<i64> {
+    plan.get(0)?
+        .get("Plan")?
+        .get("Plan Rows")?
+        .as_f64()
+        .map(|rows| rows.round() as i64)
+}

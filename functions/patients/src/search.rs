@@ -1,0 +1,315 @@
+//! GET /patients/: the query string parsed into a search, and the search into one parameterised
+//! SQL statement whose WHERE clause holds only the filters given, so each is served by its index.
+
+use chrono::NaiveDate;
+use serde::Deserialize;
+use shared::http::Paging;
+use shared::{ApiError, FieldError};
+use tokio_postgres::types::{ToSql, Type};
+
+use crate::model::parse_date;
+
+/// The query string as sent; everything optional.
+#[derive(Debug, Default, Deserialize)]
+pub struct SearchParams {
+    name_text: Option<String>,
+    name_exact: Option<String>,
+    history_text: Option<String>,
+    has_attachment_mime_type: Option<String>,
+    dob_from: Option<String>,
+    dob_to: Option<String>,
+    skip: Option<i64>,
+    limit: Option<i64>,
+    sort: Option<String>,
+    count: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    /// Every word must start a word of the name, case- and accent-insensitive, in any order.
+    NameText(String),
+    NameExact(String),
+    /// Web-search syntax over the history, English stemming.
+    HistoryText(String),
+    HasAttachmentMimeType(String),
+    DobFrom(NaiveDate),
+    DobTo(NaiveDate),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sort {
+    Name,
+    NameDesc,
+    Dob,
+    DobDesc,
+    CreatedAt,
+    CreatedAtDesc,
+}
+
+impl Sort {
+    fn parse(raw: &str) -> Option<Self> {
+        Some(match raw {
+            "name" => Self::Name,
+            "-name" => Self::NameDesc,
+            "dob" => Self::Dob,
+            "-dob" => Self::DobDesc,
+            "created_at" => Self::CreatedAt,
+            "-created_at" => Self::CreatedAtDesc,
+            _ => return None,
+        })
+    }
+
+    /// Ties broken by id, so that pages never overlap or skip.
+    fn order_by(self) -> &'static str {
+        match self {
+            Self::Name => "p.name, p.id",
+            Self::NameDesc => "p.name DESC, p.id DESC",
+            Self::Dob => "p.dob, p.id",
+            Self::DobDesc => "p.dob DESC, p.id DESC",
+            Self::CreatedAt => "p.created_at, p.id",
+            Self::CreatedAtDesc => "p.created_at DESC, p.id DESC",
+        }
+    }
+}
+
+/// How `count` is computed: exactly (default), from the planner's estimate, or not at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountMode {
+    Exact,
+    Estimate,
+    None,
+}
+
+#[derive(Debug)]
+pub struct Search {
+    pub filters: Vec<Filter>,
+    pub sort: Sort,
+    pub skip: i64,
+    pub limit: i64,
+    pub count: CountMode,
+}
+
+/// A parameter of the statement, with its type (so the statement needs no prepare round trip).
+pub type Param = (Box<dyn ToSql + Sync + Send>, Type);
+
+impl Search {
+    pub fn parse(params: SearchParams) -> Result<Self, ApiError> {
+        let mut errors = Vec::new();
+        let (skip, limit) = match (Paging {
+            skip: params.skip,
+            limit: params.limit,
+        })
+        .checked()
+        {
+            Ok(paging) => paging,
+            Err(ApiError::Validation(e)) => {
+                errors.extend(e);
+                (0, 0)
+            }
+            Err(other) => return Err(other),
+        };
+        // An empty parameter is no filter (`?name_text=` from a cleared search box).
+        let given = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
+        let mut filters = Vec::new();
+        if let Some(v) = given(params.name_text) {
+            filters.push(Filter::NameText(v));
+        }
+        if let Some(v) = given(params.name_exact) {
+            filters.push(Filter::NameExact(v));
+        }
+        if let Some(v) = given(params.history_text) {
+            filters.push(Filter::HistoryText(v));
+        }
+        if let Some(v) = given(params.has_attachment_mime_type) {
+            filters.push(Filter::HasAttachmentMimeType(v.trim().to_owned()));
+        }
+        for (name, value, make) in [
+            (
+                "dob_from",
+                params.dob_from,
+                Filter::DobFrom as fn(NaiveDate) -> Filter,
+            ),
+            ("dob_to", params.dob_to, Filter::DobTo),
+        ] {
+            if let Some(raw) = given(value) {
+                match parse_date(&raw) {
+                    Some(date) => filters.push(make(date)),
+                    None => errors.push(FieldError::new(
+                        &["query", name],
+                        "Input should be a valid date (YYYY-MM-DD)",
+                        "date_parsing",
+                    )),
+                }
+            }
+        }
+        let sort = match given(params.sort) {
+            None => Sort::Name,
+            Some(raw) => Sort::parse(raw.trim()).unwrap_or_else(|| {
+                errors.push(FieldError::new(
+                    &["query", "sort"],
+                    "Input should be 'name', '-name', 'dob', '-dob', 'created_at' or '-created_at'",
+                    "enum",
+                ));
+                Sort::Name
+            }),
+        };
+        let count = match given(params.count).as_deref().map(str::trim) {
+            None | Some("exact") => CountMode::Exact,
+            Some("estimate") => CountMode::Estimate,
+            Some("none") => CountMode::None,
+            Some(_) => {
+                errors.push(FieldError::new(
+                    &["query", "count"],
+                    "Input should be 'exact', 'estimate' or 'none'",
+                    "enum",
+                ));
+                CountMode::Exact
+            }
+        };
+        if !errors.is_empty() {
+            return Err(ApiError::Validation(errors));
+        }
+        Ok(Self {
+            filters,
+            sort,
+            skip,
+            limit,
+            count,
+        })
+    }
+
+    /// `WHERE ...` (or nothing) over `patients p`, and its parameters numbered from $1.
+    pub fn where_clause(&self) -> (String, Vec<Param>) {
+        let mut clauses = Vec::new();
+        let mut params: Vec<Param> = Vec::new();
+        for filter in &self.filters {
+            let n = params.len() + 1;
+            let (clause, param): (String, Param) = match filter {
+                Filter::NameText(v) => (
+                    format!("p.name_search @@ carevault_prefix_query(${n})"),
+                    (Box::new(v.clone()), Type::TEXT),
+                ),
+                Filter::NameExact(v) => (format!("p.name = ${n}"), (Box::new(v.clone()), Type::TEXT)),
+                Filter::HistoryText(v) => (
+                    format!("p.history_search @@ websearch_to_tsquery('english', ${n})"),
+                    (Box::new(v.clone()), Type::TEXT),
+                ),
+                Filter::HasAttachmentMimeType(v) => (
+                    format!(
+                        "EXISTS (SELECT 1 FROM attachments a WHERE a.patient_id = p.id AND a.mime_type = ${n})"
+                    ),
+                    (Box::new(v.clone()), Type::TEXT),
+                ),
+                Filter::DobFrom(d) => (format!("p.dob >= ${n}"), (Box::new(*d), Type::DATE)),
+                Filter::DobTo(d) => (format!("p.dob <= ${n}"), (Box::new(*d), Type::DATE)),
+            };
+            clauses.push(clause);
+            params.push(param);
+        }
+        let clause = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", clauses.join(" AND "))
+        };
+        (clause, params)
+    }
+
+    /// The page: `SELECT <columns> ... ORDER BY ... OFFSET/LIMIT`, with its parameters.
+    pub fn page_sql(&self, columns: &str) -> (String, Vec<Param>) {
+        let (clause, mut params) = self.where_clause();
+        let n = params.len();
+        params.push((Box::new(self.skip), Type::INT8));
+        params.push((Box::new(self.limit), Type::INT8));
+        let sql = format!(
+            "SELECT {columns} FROM patients p{clause} ORDER BY {} OFFSET ${} LIMIT ${}",
+            self.sort.order_by(),
+            n + 1,
+            n + 2
+        );
+        (sql, params)
+    }
+
+    /// The statement that counts every match (exact) or whose plan estimates it.
+    pub fn count_sql(&self) -> Option<(String, Vec<Param>)> {
+        let (clause, params) = self.where_clause();
+        match self.count {
+            CountMode::Exact => Some((format!("SELECT count(*) FROM patients p{clause}"), params)),
+            CountMode::Estimate => Some((
+                format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM patients p{clause}"),
+                params,
+            )),
+            CountMode::None => None,
+        }
+    }
+
+    /// The filter names used, for logs and the audit trail (never their values).
+    pub fn filter_names(&self) -> Vec<&'static str> {
+        self.filters
+            .iter()
+            .map(|f| match f {
+                Filter::NameText(_) => "name_text",
+                Filter::NameExact(_) => "name_exact",
+                Filter::HistoryText(_) => "history_text",
+                Filter::HasAttachmentMimeType(_) => "has_attachment_mime_type",
+                Filter::DobFrom(_) => "dob_from",
+                Filter::DobTo(_) => "dob_to",
+            })
+            .collect()
+    }
+}
+
+/// Borrowed form of the parameters, as tokio-postgres' `query_typed` takes them.
+pub fn as_typed(params: &[Param]) -> Vec<(&(dyn ToSql + Sync), Type)> {
+    params
+        .iter()
+        .map(|(value, ty)| (value.as_ref() as &(dyn ToSql + Sync), ty.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn search(pairs: &[(&str, &str)]) -> Result<Search, ApiError> {
+        let query = serde_urlencoded::to_string(pairs).unwrap();
+        Search::parse(serde_urlencoded::from_str(&query).unwrap())
+    }
+
+    #[test]
+    fn only_given_filters_reach_the_sql() {
+        let s = search(&[
+            ("name_text", "jo smi"),
+            ("dob_from", "1980-01-01"),
+            ("history_text", ""),
+        ])
+        .unwrap();
+        let (sql, params) = s.page_sql("p.id");
+        assert_eq!(params.len(), 4);
+        assert!(
+            sql.contains("carevault_prefix_query($1)") && sql.contains("p.dob >= $2"),
+            "{sql}"
+        );
+        assert!(
+            sql.ends_with("ORDER BY p.name, p.id OFFSET $3 LIMIT $4"),
+            "{sql}"
+        );
+        assert!(!sql.contains("history"), "{sql}");
+    }
+
+    #[test]
+    fn bad_values_are_all_reported() {
+        let Err(ApiError::Validation(errors)) = search(&[
+            ("limit", "5000"),
+            ("sort", "age"),
+            ("dob_to", "yesterday"),
+            ("count", "maybe"),
+        ]) else {
+            panic!("expected 422");
+        };
+        let fields: Vec<_> = errors
+            .iter()
+            .map(|e| e.loc[1].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(fields, ["limit", "dob_to", "sort", "count"]);
+    }
+}

@@ -1,0 +1,761 @@
+use std::collections::HashSet;
+
+use api_tests::{ApiRequest, ApiResponse, TestApp};
+use serde_json::{json, Value};
+
+async fn create(app: &TestApp, token: &str, body: Value) -> Value {
+    let response = app
+        .call(
+            ApiRequest::post("/api/v1/patients/")
+                .bearer(token)
+                .json(body.clone()),
+        )
+        .await;
+    assert_eq!(response.status, 200, "create {body}: {}", response.body);
+    response.json()
+}
+
+async fn search(app: &TestApp, token: &str, query: &[(&str, &str)]) -> ApiResponse {
+    let mut request = ApiRequest::get("/api/v1/patients/").bearer(token);
+    for (k, v) in query {
+        request = request.query(k, v);
+    }
+    app.call(request).await
+}
+
+async fn names(app: &TestApp, token: &str, query: &[(&str, &str)]) -> Vec<String> {
+    let response = search(app, token, query).await;
+    assert_eq!(response.status, 200, "{query:?}: {}", response.body);
+    let body = response.json();
+    let names: Vec<String> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        body["count"],
+        names.len(),
+        "count counts the matches: {query:?}"
+    );
+    names
+}
+
+/// Adds an attachment row the way the attachments API stores one (that API has its own tests).
+async fn attach(app: &TestApp, patient_id: &str, mime_type: &str) -> String {
+    let patient_id = uuid::Uuid::parse_str(patient_id).unwrap();
+    let id = uuid::Uuid::new_v4();
+    let key = format!("patients/{patient_id}/attachments/{id}");
+    app.db
+        .client()
+        .await
+        .execute(
+            "INSERT INTO attachments (id, patient_id, file_name, mime_type, object_key) VALUES ($1, $2, 'f', $3, $4)",
+            &[&id, &patient_id, &mime_type, &key],
+        )
+        .await
+        .unwrap();
+    key
+}
+
+// --- The test cases the original system shipped -----------------------------------------------
+
+#[tokio::test]
+async fn original_suite_create_read_list_update_delete() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let created = create(
+        &app,
+        &t,
+        json!({"name": "Test Patient", "contact_info": "555-0100"}),
+    )
+    .await;
+    assert_eq!(created["name"], "Test Patient");
+    assert_eq!(created["contact_info"], "555-0100");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&id).is_ok());
+
+    let read = app
+        .call(ApiRequest::get(&format!("/api/v1/patients/{id}")).bearer(&t))
+        .await;
+    assert_eq!(read.status, 200);
+    assert_eq!(read.json()["name"], "Test Patient");
+
+    create(&app, &t, json!({"name": "Second Patient"})).await;
+    let list = search(&app, &t, &[]).await.json();
+    assert!(list["count"].as_i64().unwrap() >= 2);
+
+    let updated = app
+        .call(
+            ApiRequest::put(&format!("/api/v1/patients/{id}"))
+                .bearer(&t)
+                .json(json!({"name": "Renamed Patient"})),
+        )
+        .await;
+    assert_eq!(updated.status, 200);
+    assert_eq!(updated.json()["name"], "Renamed Patient");
+    assert_eq!(
+        updated.json()["contact_info"],
+        "555-0100",
+        "fields not sent are unchanged"
+    );
+
+    let deleted = app
+        .call(ApiRequest::delete(&format!("/api/v1/patients/{id}")).bearer(&t))
+        .await;
+    assert_eq!(deleted.status, 200);
+    assert_eq!(
+        deleted.json(),
+        json!({"message": "Patient deleted successfully"})
+    );
+    let gone = app
+        .call(ApiRequest::get(&format!("/api/v1/patients/{id}")).bearer(&t))
+        .await;
+    assert_eq!(gone.status, 404);
+    assert_eq!(gone.detail(), "Patient not found");
+
+    let unknown = format!("/api/v1/patients/{}", uuid::Uuid::new_v4());
+    for request in [
+        ApiRequest::get(&unknown),
+        ApiRequest::put(&unknown).json(json!({"name": "x"})),
+        ApiRequest::patch(&unknown).json(json!({"name": "x"})),
+        ApiRequest::delete(&unknown),
+    ] {
+        let response = app.call(request.clone().bearer(&t)).await;
+        assert_eq!(response.status, 404, "{request:?}");
+        assert_eq!(response.detail(), "Patient not found");
+    }
+}
+
+#[tokio::test]
+async fn original_suite_searches() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    for (name, history) in [
+        ("Alice Asthma", "Patient has a fulltext history of asthma"),
+        ("Dan Diabetes", "Patient has a fulltext history of diabetes"),
+        ("Nora None", "No significant fulltext medical history"),
+    ] {
+        create(&app, &t, json!({"name": name, "medical_history": history})).await;
+    }
+    assert_eq!(
+        names(&app, &t, &[("history_text", "asthma")]).await,
+        ["Alice Asthma"]
+    );
+    assert_eq!(
+        names(&app, &t, &[("history_text", "fulltext")]).await.len(),
+        3
+    );
+
+    for name in [
+        "Bob Smith",
+        "Bob Doe",
+        "John Smith",
+        "John Doe",
+        "Jane Wilson",
+    ] {
+        create(&app, &t, json!({"name": name})).await;
+    }
+    assert_eq!(
+        names(&app, &t, &[("name_exact", "Bob Smith")]).await,
+        ["Bob Smith"]
+    );
+    assert_eq!(
+        names(&app, &t, &[("name_text", "John")]).await,
+        ["John Doe", "John Smith"]
+    );
+
+    let bam = create(&app, &t, json!({"name": "Genome Patient"})).await;
+    let other = create(&app, &t, json!({"name": "Scan Patient"})).await;
+    attach(&app, bam["id"].as_str().unwrap(), "application/x-bam").await;
+    attach(&app, other["id"].as_str().unwrap(), "image/png").await;
+    assert_eq!(
+        names(
+            &app,
+            &t,
+            &[("has_attachment_mime_type", "application/x-bam")]
+        )
+        .await,
+        ["Genome Patient"]
+    );
+}
+
+// --- Our search rules ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn name_text_matches_word_prefixes_in_any_order_ignoring_case_and_accents() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    for name in [
+        "John Smith",
+        "John Doe",
+        "Jane Wilson",
+        "José Álvarez",
+        "Smithers Jones",
+        "Łukasz Żółw",
+    ] {
+        create(&app, &t, json!({"name": name})).await;
+    }
+    let cases: &[(&str, &[&str])] = &[
+        ("jo smi", &["John Smith", "Smithers Jones"]),
+        ("joh smi", &["John Smith"]),
+        ("smi jo", &["John Smith", "Smithers Jones"]),
+        ("JOHN", &["John Doe", "John Smith"]),
+        ("josé", &["José Álvarez"]),
+        ("jose", &["José Álvarez"]),
+        ("ALVA", &["José Álvarez"]),
+        ("lukasz zolw", &["Łukasz Żółw"]),
+        ("ith", &[]),
+        ("John Smith", &["John Smith"]),
+        ("  john   doe  ", &["John Doe"]),
+    ];
+    for (query, expected) in cases {
+        assert_eq!(
+            names(&app, &t, &[("name_text", query)]).await,
+            *expected,
+            "name_text={query}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn history_text_uses_stemming_phrases_or_and_exclusion() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    for (name, history) in [
+        ("A", "History of asthma since childhood."),
+        ("B", "Diabetes type 2, managed with metformin."),
+        ("C", "Diabetes insipidus. Allergic to penicillin."),
+        ("D", "Chronic kidney disease; recurring infections."),
+    ] {
+        create(&app, &t, json!({"name": name, "medical_history": history})).await;
+    }
+    let cases: &[(&str, &[&str])] = &[
+        ("asthma", &["A"]),
+        ("diabetes -type", &["C"]),
+        ("\"kidney disease\"", &["D"]),
+        ("\"disease kidney\"", &[]),
+        ("asthma or penicillin", &["A", "C"]),
+        ("infection", &["D"]),
+        ("managing", &["B"]),
+    ];
+    for (query, expected) in cases {
+        assert_eq!(
+            names(&app, &t, &[("history_text", query)]).await,
+            *expected,
+            "history_text={query}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn hostile_search_input_never_gives_a_server_error() {
+    let app = TestApp::new().await;
+    let t = app.viewer().await.token;
+    let long = "asthma ".repeat(1500);
+    let inputs = [
+        "John Smith",
+        "\"",
+        "\"unterminated",
+        "&",
+        "|",
+        "!",
+        "!!",
+        ":*",
+        "a:*",
+        "(",
+        ")",
+        "()",
+        "(a | b",
+        "-",
+        "or",
+        "and",
+        "not",
+        "'",
+        "''",
+        "\\",
+        "\\\\'",
+        "a & b | !c",
+        "<->",
+        "a <-> b",
+        "*",
+        "%",
+        "_",
+        "%_%",
+        "; DROP TABLE patients; --",
+        "\u{0}",
+        "\u{202e}evil",
+        "名前",
+        "🙂🙃",
+        "ﷺ",
+        "a\tb\nc",
+        long.as_str(),
+        "the",
+        "a b c d e f g h i j k l m n o p q r s t u v w x y z",
+    ];
+    for input in inputs {
+        for filter in [
+            "name_text",
+            "history_text",
+            "name_exact",
+            "has_attachment_mime_type",
+        ] {
+            let response = search(&app, &t, &[(filter, input)]).await;
+            assert!(
+                response.status < 500,
+                "{filter}={input:?}: {} {}",
+                response.status,
+                response.body
+            );
+            if input.contains('\0') {
+                // PostgreSQL text cannot hold NUL: a clear 422 naming the parameter.
+                assert_eq!(response.status, 422, "{filter}={input:?}");
+                assert_eq!(response.detail()[0]["loc"], json!(["query", filter]));
+            } else {
+                assert_eq!(
+                    response.status, 200,
+                    "{filter}={input:?}: {}",
+                    response.body
+                );
+            }
+        }
+    }
+    let nul_body = app
+        .call(
+            ApiRequest::post("/api/v1/patients/")
+                .bearer(&app.clinician().await.token)
+                .json(json!({"name": "ok", "medical_history": "a\u{0}b"})),
+        )
+        .await;
+    assert_eq!(nul_body.status, 422, "{}", nul_body.body);
+    assert_eq!(
+        nul_body.detail()[0]["loc"],
+        json!(["body", "medical_history"])
+    );
+}
+
+#[tokio::test]
+async fn paging_is_stable_across_pages_for_every_sort() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let mut ids = HashSet::new();
+    for i in 0..23 {
+        // Repeated names and dobs: ties must be broken the same way on every page.
+        let body = json!({"name": format!("Page Patient {}", i % 4), "dob": format!("19{:02}-01-01", 50 + i % 3)});
+        ids.insert(
+            create(&app, &t, body).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    for sort in ["name", "-name", "dob", "-dob", "created_at", "-created_at"] {
+        let mut seen = Vec::new();
+        for page in 0..5 {
+            let skip = (page * 7).to_string();
+            let response =
+                search(&app, &t, &[("sort", sort), ("skip", &skip), ("limit", "7")]).await;
+            assert_eq!(response.status, 200);
+            let body = response.json();
+            assert_eq!(body["count"], 23);
+            seen.extend(
+                body["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["id"].as_str().unwrap().to_owned()),
+            );
+        }
+        assert_eq!(seen.len(), 23, "{sort}: no repeats");
+        assert_eq!(
+            seen.iter().cloned().collect::<HashSet<_>>(),
+            ids,
+            "{sort}: no gaps"
+        );
+    }
+    // The order itself.
+    let by_name = names(&app, &t, &[("sort", "-name"), ("limit", "1000")]).await;
+    let mut sorted = by_name.clone();
+    sorted.sort();
+    sorted.reverse();
+    assert_eq!(by_name, sorted);
+}
+
+#[tokio::test]
+async fn dob_range_is_inclusive_and_dob_keeps_the_original_format() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let born = create(&app, &t, json!({"name": "Y2K", "dob": "2000-01-01"})).await;
+    assert_eq!(born["dob"], "2000-01-01T00:00:00");
+    let from_datetime = create(
+        &app,
+        &t,
+        json!({"name": "Leap", "dob": "2000-02-29T13:45:00Z"}),
+    )
+    .await;
+    assert_eq!(from_datetime["dob"], "2000-02-29T00:00:00");
+    create(&app, &t, json!({"name": "Eighties", "dob": "1985-06-15"})).await;
+    create(&app, &t, json!({"name": "Unknown dob"})).await;
+
+    assert_eq!(
+        names(&app, &t, &[("dob_from", "2000-01-01"), ("sort", "dob")]).await,
+        ["Y2K", "Leap"]
+    );
+    assert_eq!(
+        names(&app, &t, &[("dob_to", "2000-01-01"), ("sort", "dob")]).await,
+        ["Eighties", "Y2K"]
+    );
+    assert_eq!(
+        names(
+            &app,
+            &t,
+            &[("dob_from", "1985-06-15"), ("dob_to", "1985-06-15")]
+        )
+        .await,
+        ["Eighties"]
+    );
+    assert_eq!(
+        names(
+            &app,
+            &t,
+            &[("dob_from", "1980-01-01"), ("name_text", "y2k")]
+        )
+        .await,
+        ["Y2K"],
+        "filters combine with AND"
+    );
+}
+
+#[tokio::test]
+async fn count_modes() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    for i in 0..3 {
+        create(&app, &t, json!({"name": format!("Counted {i}")})).await;
+    }
+    let exact = search(&app, &t, &[("limit", "1")]).await.json();
+    assert_eq!(exact["count"], 3);
+    assert_eq!(exact["data"].as_array().unwrap().len(), 1);
+    let estimate = search(&app, &t, &[("count", "estimate")]).await.json();
+    assert!(estimate["count"].as_i64().is_some(), "{estimate}");
+    let none = search(&app, &t, &[("count", "none")]).await.json();
+    assert_eq!(none["count"], Value::Null);
+    assert_eq!(none["data"].as_array().unwrap().len(), 3);
+}
+
+// --- Validation ----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn bad_input_is_422_naming_the_field() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let cases = [
+        (json!({}), "name"),
+        (json!({"name": ""}), "name"),
+        (json!({"name": "   "}), "name"),
+        (json!({"name": "n".repeat(256)}), "name"),
+        (json!({"name": 5}), "name"),
+        (
+            json!({"name": "ok", "contact_info": "c".repeat(256)}),
+            "contact_info",
+        ),
+        (
+            json!({"name": "ok", "medical_history": "h".repeat(100_001)}),
+            "medical_history",
+        ),
+        (json!({"name": "ok", "dob": "2999-01-01"}), "dob"),
+        (json!({"name": "ok", "dob": "1899-12-31"}), "dob"),
+        (json!({"name": "ok", "dob": "01/02/2000"}), "dob"),
+        (json!({"name": "ok", "dob": 2000}), "dob"),
+    ];
+    for (body, field) in cases {
+        let response = app
+            .call(
+                ApiRequest::post("/api/v1/patients/")
+                    .bearer(&t)
+                    .json(body.clone()),
+            )
+            .await;
+        assert_eq!(
+            response.status,
+            422,
+            "{}: {}",
+            body.to_string().chars().take(80).collect::<String>(),
+            response.body
+        );
+        assert_eq!(response.detail()[0]["loc"], json!(["body", field]));
+    }
+    // Long histories are fine (the original failed past 255 characters), unknown fields ignored.
+    let long = create(
+        &app,
+        &t,
+        json!({"name": "Long", "medical_history": "h".repeat(100_000), "ward": 7}),
+    )
+    .await;
+    assert_eq!(long["medical_history"].as_str().unwrap().len(), 100_000);
+    assert!(long.get("ward").is_none());
+
+    let id = long["id"].as_str().unwrap().to_owned();
+    let null_name = app
+        .call(
+            ApiRequest::patch(&format!("/api/v1/patients/{id}"))
+                .bearer(&t)
+                .json(json!({"name": null})),
+        )
+        .await;
+    assert_eq!(null_name.status, 422);
+    assert_eq!(null_name.detail()[0]["loc"], json!(["body", "name"]));
+
+    let malformed = app
+        .call(ApiRequest::get("/api/v1/patients/not-a-uuid").bearer(&t))
+        .await;
+    assert_eq!(malformed.status, 422);
+    assert_eq!(malformed.detail()[0]["loc"], json!(["path", "patient_id"]));
+
+    for (query, field) in [
+        (("limit", "0"), "limit"),
+        (("limit", "1001"), "limit"),
+        (("limit", "ten"), "limit"),
+        (("skip", "-1"), "skip"),
+        (("sort", "age"), "sort"),
+        (("dob_from", "1990-13-01"), "dob_from"),
+        (("count", "sometimes"), "count"),
+    ] {
+        let response = search(&app, &t, &[query]).await;
+        assert_eq!(response.status, 422, "{query:?}");
+        assert_eq!(
+            response.detail()[0]["loc"],
+            json!(["query", field]),
+            "{query:?}"
+        );
+    }
+    let bad_json = app
+        .call(
+            ApiRequest::post("/api/v1/patients/")
+                .bearer(&t)
+                .raw_body("application/json", "{\"name\": \"x\""),
+        )
+        .await;
+    assert_eq!(bad_json.status, 422);
+}
+
+#[tokio::test]
+async fn put_and_patch_change_only_what_is_sent_and_null_clears() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let p = create(
+        &app,
+        &t,
+        json!({"name": "Full", "dob": "1970-05-05", "contact_info": "c", "medical_history": "h"}),
+    )
+    .await;
+    let path = format!("/api/v1/patients/{}", p["id"].as_str().unwrap());
+    let patched = app
+        .call(
+            ApiRequest::patch(&path)
+                .bearer(&t)
+                .json(json!({"contact_info": null, "dob": null})),
+        )
+        .await
+        .json();
+    assert_eq!(patched["contact_info"], Value::Null);
+    assert_eq!(patched["dob"], Value::Null);
+    assert_eq!(patched["medical_history"], "h");
+    assert_eq!(patched["name"], "Full");
+    assert_ne!(patched["updated_at"], p["updated_at"]);
+    let put = app
+        .call(
+            ApiRequest::put(&path)
+                .bearer(&t)
+                .json(json!({"medical_history": "new"})),
+        )
+        .await
+        .json();
+    assert_eq!(put["medical_history"], "new");
+    assert_eq!(put["name"], "Full");
+}
+
+// --- Access -----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn viewer_reads_and_searches_but_cannot_write() {
+    let app = TestApp::new().await;
+    let clinician = app.clinician().await.token;
+    let viewer = app.viewer().await.token;
+    let p = create(&app, &clinician, json!({"name": "Visible"})).await;
+    let path = format!("/api/v1/patients/{}", p["id"].as_str().unwrap());
+
+    assert_eq!(
+        app.call(ApiRequest::get(&path).bearer(&viewer))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        names(&app, &viewer, &[("name_text", "vis")]).await,
+        ["Visible"]
+    );
+    for request in [
+        ApiRequest::post("/api/v1/patients/").json(json!({"name": "No"})),
+        ApiRequest::put(&path).json(json!({"name": "No"})),
+        ApiRequest::patch(&path).json(json!({"name": "No"})),
+        ApiRequest::delete(&path),
+    ] {
+        let response = app.call(request.clone().bearer(&viewer)).await;
+        assert_eq!(response.status, 403, "{request:?}");
+        assert_eq!(response.detail(), "The user doesn't have enough privileges");
+    }
+    // And superusers write.
+    let admin = app.superuser_token().await;
+    assert_eq!(
+        app.call(
+            ApiRequest::patch(&path)
+                .bearer(&admin)
+                .json(json!({"name": "Admin edit"}))
+        )
+        .await
+        .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn every_patients_route_needs_a_token() {
+    let app = TestApp::new().await;
+    let path = format!("/api/v1/patients/{}", uuid::Uuid::new_v4());
+    for request in [
+        ApiRequest::get("/api/v1/patients/"),
+        ApiRequest::get("/api/v1/patients"),
+        ApiRequest::post("/api/v1/patients/").json(json!({"name": "x"})),
+        ApiRequest::get(&path),
+        ApiRequest::put(&path).json(json!({})),
+        ApiRequest::patch(&path).json(json!({})),
+        ApiRequest::delete(&path),
+    ] {
+        let response = app.call(request.clone()).await;
+        assert_eq!(response.status, 401, "{request:?}");
+        let bad = app.call(request.clone().bearer("not.a.token")).await;
+        assert_eq!(bad.status, 401, "{request:?}");
+    }
+}
+
+// --- Concurrency and deletion ---------------------------------------------------------------
+
+#[tokio::test]
+async fn if_match_prevents_lost_updates() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let p = create(&app, &t, json!({"name": "Shared Record"})).await;
+    let path = format!("/api/v1/patients/{}", p["id"].as_str().unwrap());
+    let read = app.call(ApiRequest::get(&path).bearer(&t)).await;
+    let etag = read.header("etag").expect("an ETag").to_owned();
+
+    // Clinician A saves first.
+    let first = app
+        .call(
+            ApiRequest::put(&path)
+                .bearer(&t)
+                .header("if-match", &etag)
+                .json(json!({"contact_info": "A"})),
+        )
+        .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let new_etag = first.header("etag").unwrap().to_owned();
+    assert_ne!(new_etag, etag);
+
+    // Clinician B, still holding the old ETag, is told instead of overwriting A.
+    let second = app
+        .call(
+            ApiRequest::patch(&path)
+                .bearer(&t)
+                .header("if-match", &etag)
+                .json(json!({"contact_info": "B"})),
+        )
+        .await;
+    assert_eq!(second.status, 412, "{}", second.body);
+    assert!(second.detail().is_string());
+    let delete_stale = app
+        .call(
+            ApiRequest::delete(&path)
+                .bearer(&t)
+                .header("if-match", &etag),
+        )
+        .await;
+    assert_eq!(delete_stale.status, 412);
+    assert_eq!(
+        app.call(ApiRequest::get(&path).bearer(&t)).await.json()["contact_info"],
+        "A"
+    );
+
+    // The current ETag, `*`, and no If-Match (compatibility) all go through.
+    let current = app
+        .call(
+            ApiRequest::patch(&path)
+                .bearer(&t)
+                .header("if-match", &new_etag)
+                .json(json!({"contact_info": "C"})),
+        )
+        .await;
+    assert_eq!(current.status, 200);
+    let star = app
+        .call(
+            ApiRequest::patch(&path)
+                .bearer(&t)
+                .header("if-match", "*")
+                .json(json!({"contact_info": "D"})),
+        )
+        .await;
+    assert_eq!(star.status, 200);
+    let plain = app
+        .call(
+            ApiRequest::patch(&path)
+                .bearer(&t)
+                .json(json!({"contact_info": "E"})),
+        )
+        .await;
+    assert_eq!(plain.status, 200);
+}
+
+#[tokio::test]
+async fn delete_removes_attachment_rows_and_queues_their_objects() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let p = create(&app, &t, json!({"name": "With Files"})).await;
+    let keep = create(&app, &t, json!({"name": "Keeps Files"})).await;
+    let id = p["id"].as_str().unwrap();
+    let mut keys = vec![
+        attach(&app, id, "image/png").await,
+        attach(&app, id, "application/pdf").await,
+    ];
+    let kept_key = attach(&app, keep["id"].as_str().unwrap(), "image/png").await;
+
+    let deleted = app
+        .call(ApiRequest::delete(&format!("/api/v1/patients/{id}")).bearer(&t))
+        .await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+
+    let client = app.db.client().await;
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM attachments WHERE patient_id = $1",
+            &[&uuid::Uuid::parse_str(id).unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    let mut queued: Vec<String> = client
+        .query(
+            "SELECT object_key FROM object_deletions ORDER BY object_key",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    queued.sort();
+    keys.sort();
+    assert_eq!(queued, keys, "exactly this patient's objects are queued");
+    assert!(!queued.contains(&kept_key));
+}
