@@ -46,10 +46,15 @@ start_bg() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# wait_port NAME PORT [TRIES]: until the service just started listens; fails at once if it died.
 wait_port() {
-    local name="$1" port="$2" tries="${3:-150}"
+    local name="$1" port="$2" tries="${3:-150}" pid="${STARTED_PIDS[-1]:-}"
     for _ in $(seq "$tries"); do
         port_open "$port" && return 0
+        if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+            tail -20 "$RUN/logs/$name.log" >&2
+            die "$name exited before listening on 127.0.0.1:$port"
+        fi
         sleep 0.2
     done
     [ -f "$RUN/logs/$name.log" ] && tail -20 "$RUN/logs/$name.log" >&2

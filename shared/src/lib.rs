@@ -1,5 +1,6 @@
 //! The CareVault common crate: everything the Lambda functions share.
 
+pub mod attachments;
 pub mod auth;
 pub mod aws;
 pub mod config;

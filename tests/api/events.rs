@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use api_tests::{events_dir, function_for_path, invoke_event, TestApp};
 
 /// (file under events/, expected HTTP status). Non-HTTP events are replayed by their own tests
-/// (migrate.rs) and listed here so that no file goes unchecked.
+/// (migrate.rs, attachments.rs) and listed here so that no file goes unchecked.
 /// `{{superuser_token}}` in a file is replaced by a real token of the first superuser.
 const HTTP_EVENTS: &[(&str, u16)] = &[
     ("auth/login-access-token.json", 200),
@@ -31,10 +31,18 @@ const HTTP_EVENTS: &[(&str, u16)] = &[
     ("patients/update-patient.json", 404),
     ("patients/patch-patient.json", 404),
     ("patients/delete-patient.json", 404),
+    ("attachments/create-attachment.json", 404),
+    ("attachments/list-attachments.json", 200),
+    ("attachments/list-patient-attachments.json", 404),
+    ("attachments/read-attachment.json", 404),
+    ("attachments/download-attachment.json", 404),
+    ("attachments/delete-attachment.json", 404),
 ];
 const OTHER_EVENTS: &[&str] = &[
     "migrate/custom-resource-create.json",
     "migrate/direct-invoke.json",
+    "attachment-events/s3-object-created.json",
+    "attachment-events/schedule.json",
 ];
 
 fn all_event_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -89,6 +97,7 @@ async fn http_events_answer_their_expected_status() {
             "users" => users::router(app.users.clone()),
             "utils" => utils::router(app.utils.clone()),
             "patients" => patients::router(app.patients.clone()),
+            "attachments" => attachments::router(app.attachments.clone()),
             other => panic!("no router for events/{other}"),
         };
         let response = invoke_event(router, event).await;

@@ -1,6 +1,7 @@
 //! One test binary for the whole API (one link step instead of one per file).
 //! Every test runs against real PostgreSQL, S3, Secrets Manager and SMTP started by scripts/test.
 
+mod attachments;
 mod auth;
 mod config;
 mod events;

@@ -453,10 +453,13 @@ pub const TEST_SECRET_KEY: &str = "test-signing-key-0123456789-abcdefghijklmnop"
 /// start (`from_env`) from settings that point at that database and the local SMTP sink.
 pub struct TestApp {
     pub db: TestDb,
+    settings: BTreeMap<String, String>,
     pub auth: auth::AuthState,
     pub users: users::UsersState,
     pub utils: utils::UtilsState,
     pub patients: patients::PatientsState,
+    pub attachments: attachments::AttachmentsState,
+    pub events: std::sync::Arc<attachment_events::EventsState>,
 }
 
 impl TestApp {
@@ -476,6 +479,8 @@ impl TestApp {
             ("SMTP_TLS", "none".to_owned()),
             ("FRONTEND_HOST", "http://console.carevault.test".to_owned()),
             ("PASSWORD_RECOVERY_MIN_RESPONSE_MS", "0".to_owned()),
+            ("S3_BUCKET", stack_var("S3_BUCKET")),
+            ("S3_FORCE_PATH_STYLE", "true".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -483,8 +488,17 @@ impl TestApp {
         for (k, v) in overrides {
             settings.insert((*k).to_owned(), (*v).to_owned());
         }
-        let env = Env::from_pairs(settings);
+        let env = Env::from_pairs(settings.clone());
         Self {
+            attachments: attachments::AttachmentsState::from_env(&env)
+                .await
+                .expect("attachments cold start"),
+            events: std::sync::Arc::new(
+                attachment_events::EventsState::from_env(&env)
+                    .await
+                    .expect("attachment-events cold start"),
+            ),
+            settings,
             auth: auth::AuthState::from_env(&env)
                 .await
                 .expect("auth cold start"),
@@ -501,6 +515,16 @@ impl TestApp {
         }
     }
 
+    /// This app's settings with `overrides`: to build a second function state on the same
+    /// database (for example one whose S3 endpoint is down).
+    pub fn env_with(&self, overrides: &[(&str, &str)]) -> Env {
+        let mut settings = self.settings.clone();
+        for (k, v) in overrides {
+            settings.insert((*k).to_owned(), (*v).to_owned());
+        }
+        Env::from_pairs(settings)
+    }
+
     /// Sends `request` to the function API Gateway would route it to.
     pub async fn call(&self, request: ApiRequest) -> ApiResponse {
         let router = match function_for_path(&request.path) {
@@ -508,6 +532,7 @@ impl TestApp {
             Some("users") => users::router(self.users.clone()),
             Some("utils") => utils::router(self.utils.clone()),
             Some("patients") => patients::router(self.patients.clone()),
+            Some("attachments") => attachments::router(self.attachments.clone()),
             other => panic!("no function serves {} ({other:?})", request.path),
         };
         invoke(router, request).await
@@ -587,7 +612,12 @@ pub fn db_url(dbname: &str) -> String {
 /// Which function API Gateway sends a path to: the first segment after /api/v1/.
 pub fn function_for_path(path: &str) -> Option<&'static str> {
     let rest = path.strip_prefix("/api/v1/")?;
-    let group = rest.split('/').next()?;
+    let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    // The one route of a group under another group's prefix.
+    if let ["patients", _, "attachments"] = segments.as_slice() {
+        return Some("attachments");
+    }
+    let group = segments[0];
     Some(match group {
         "login" | "password-recovery" | "reset-password" | "password-recovery-html-content" => {
             "auth"
@@ -595,6 +625,7 @@ pub fn function_for_path(path: &str) -> Option<&'static str> {
         "users" => "users",
         "utils" => "utils",
         "patients" => "patients",
+        "attachments" => "attachments",
         _ => return None,
     })
 }
@@ -632,4 +663,33 @@ pub fn token_in(text: &str) -> String {
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
         .collect()
+}
+
+/// An HTTP client for presigned URLs (the client side of an upload or download).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(shared::tls::client_config())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("HTTP client")
+}
+
+/// The object under `key` in the local bucket, as its bytes on disk (s3s-fs keeps one file per
+/// object): None when there is none.
+pub async fn object_in_bucket(key: &str) -> Option<Vec<u8>> {
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&shared::aws::sdk_config().await)
+            .force_path_style(true)
+            .build(),
+    );
+    match s3
+        .get_object()
+        .bucket(stack_var("S3_BUCKET"))
+        .key(key)
+        .send()
+        .await
+    {
+        Ok(object) => Some(object.body.collect().await.unwrap().into_bytes().to_vec()),
+        Err(_) => None,
+    }
 }

@@ -14,6 +14,7 @@ use shared::auth::{AuthContext, CurrentUser};
 use shared::config::{ConfigError, Env};
 use shared::http::{parse_uuid, present, JsonBody, QueryParams};
 use shared::secrets::SecretsClient;
+use shared::storage::{drain_deletions, Storage, StorageConfig};
 use shared::{ApiError, ApiResult};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
@@ -24,6 +25,8 @@ use search::{as_typed, CountMode, Search, SearchParams};
 #[derive(Clone)]
 pub struct PatientsState {
     pub auth: AuthContext,
+    /// To delete a deleted patient's files at once (the queue retries what fails).
+    pub storage: Storage,
 }
 
 impl FromRef<PatientsState> for AuthContext {
@@ -34,8 +37,10 @@ impl FromRef<PatientsState> for AuthContext {
 
 impl PatientsState {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let storage_config = StorageConfig::from_env(env)?;
         Ok(Self {
             auth: AuthContext::from_env(env, &SecretsClient::new(), "carevault-patients").await?,
+            storage: Storage::new(&shared::aws::sdk_config().await, storage_config),
         })
     }
 }
@@ -271,14 +276,18 @@ async fn delete_patient(
     }
     // The files go with the rows: their keys are queued in the same transaction, so a
     // failure anywhere leaves both rows and files, and a success leaves neither for long.
-    transaction
-        .execute(
+    let keys: Vec<String> = transaction
+        .query(
             "INSERT INTO object_deletions (object_key)
              SELECT object_key FROM attachments WHERE patient_id = $1
-             ON CONFLICT (object_key) DO NOTHING",
+             ON CONFLICT (object_key) DO UPDATE SET queued_at = now()
+             RETURNING object_key",
             &[&id],
         )
-        .await?;
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
     transaction
         .execute("DELETE FROM attachments WHERE patient_id = $1", &[&id])
         .await?;
@@ -286,6 +295,11 @@ async fn delete_patient(
         .execute("DELETE FROM patients WHERE id = $1", &[&id])
         .await?;
     transaction.commit().await?;
+    drop(client);
+    if !keys.is_empty() {
+        // Now, not later: if S3 cannot be reached the keys stay queued for the scheduled sweep.
+        drain_deletions(&state.auth.pool, &state.storage, Some(keys), 0).await?;
+    }
     Ok(Json(json!({ "message": "Patient deleted successfully" })))
 }
 

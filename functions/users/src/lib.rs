@@ -81,15 +81,17 @@ async fn list_users(
     let page_sql = format!(
         "SELECT {USER_COLUMNS} FROM users ORDER BY created_at DESC, id DESC OFFSET $1 LIMIT $2"
     );
-    // Pipelined on one connection: one round trip for both.
-    let page_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&skip, &limit];
-    let (count, rows) = tokio::try_join!(
-        client.query_one("SELECT count(*) FROM users", &[]),
-        client.query(&page_sql, &page_params),
-    )?;
+    let (count, rows) = shared::db::count_and_page(
+        &client,
+        "SELECT count(*) FROM users",
+        &[],
+        &page_sql,
+        &[&skip, &limit],
+    )
+    .await?;
     Ok(Json(UserList {
         data: rows.iter().map(User::from_row).collect(),
-        count: count.get(0),
+        count,
     }))
 }
 

@@ -1,0 +1,819 @@
+use std::time::Duration;
+
+use api_tests::{events_dir, http_client, object_in_bucket, ApiRequest, ApiResponse, TestApp};
+use md5::{Digest, Md5};
+use serde_json::{json, Value};
+
+async fn patient(app: &TestApp, token: &str, name: &str) -> String {
+    let response = app
+        .call(
+            ApiRequest::post("/api/v1/patients/")
+                .bearer(token)
+                .json(json!({"name": name})),
+        )
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    response.json()["id"].as_str().unwrap().to_owned()
+}
+
+async fn create(app: &TestApp, token: &str, body: Value) -> ApiResponse {
+    app.call(
+        ApiRequest::post("/api/v1/attachments/")
+            .bearer(token)
+            .json(body),
+    )
+    .await
+}
+
+/// PUTs `bytes` to the upload URL with exactly the headers the API said to send.
+async fn upload(created: &Value, bytes: &[u8]) -> reqwest::Response {
+    assert_eq!(created["upload_method"], "PUT");
+    let mut request = http_client()
+        .put(created["upload_url"].as_str().unwrap())
+        .body(bytes.to_vec());
+    for (name, value) in created["upload_headers"].as_object().unwrap() {
+        request = request.header(name, value.as_str().unwrap());
+    }
+    request.send().await.expect("the S3 server answers")
+}
+
+fn key_of(created: &Value) -> String {
+    format!(
+        "patients/{}/attachments/{}",
+        created["patient_id"].as_str().unwrap(),
+        created["id"].as_str().unwrap()
+    )
+}
+
+#[tokio::test]
+async fn whole_flow_with_real_bytes() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let patient_id = patient(&app, &t, "File Owner").await;
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let file_name = "Scan \"final\"; v2 — Ünïcode 🙂.png";
+
+    let created = create(
+        &app,
+        &t,
+        json!({"patient_id": patient_id, "file_name": file_name, "mime_type": "image/png", "size": bytes.len()}),
+    )
+    .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let created = created.json();
+    assert_eq!(created["status"], "pending");
+    assert_eq!(created["file_name"], file_name);
+    assert_eq!(created["mime_type"], "image/png");
+    let headers = created["upload_headers"].as_object().unwrap();
+    let mut names: Vec<&String> = headers.keys().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["content-length", "content-type"],
+        "exactly what the client must send"
+    );
+    assert_eq!(
+        headers.get("content-type").and_then(Value::as_str),
+        Some("image/png"),
+        "{headers:?}"
+    );
+    assert_eq!(
+        headers.get("content-length").and_then(Value::as_str),
+        Some("200000"),
+        "{headers:?}"
+    );
+    assert!(created["upload_expires_at"].is_string());
+    // The key is made from ids, never from the file name.
+    assert!(created["upload_url"]
+        .as_str()
+        .unwrap()
+        .contains(&key_of(&created)));
+    assert!(!created["upload_url"].as_str().unwrap().contains("Scan"));
+
+    let id = created["id"].as_str().unwrap();
+    let early = app
+        .call(ApiRequest::get(&format!("/api/v1/attachments/{id}/content")).bearer(&t))
+        .await;
+    assert_eq!(early.status, 409);
+    assert_eq!(early.detail(), "Attachment content has not been uploaded");
+
+    let put = upload(&created, &bytes).await;
+    assert!(
+        put.status().is_success(),
+        "upload: {} {}",
+        put.status(),
+        put.text().await.unwrap()
+    );
+
+    // No S3 notification locally: the read itself checks the bucket and confirms.
+    let read = app
+        .call(ApiRequest::get(&format!("/api/v1/attachments/{id}")).bearer(&t))
+        .await
+        .json();
+    assert_eq!(read["status"], "uploaded");
+    assert_eq!(read["size"], 200_000);
+    assert_eq!(read["etag"], format!("{:x}", Md5::digest(&bytes)));
+    assert!(read["uploaded_at"].is_string());
+
+    let content = app
+        .call(ApiRequest::get(&format!("/api/v1/attachments/{id}/content")).bearer(&t))
+        .await;
+    assert_eq!(content.status, 302, "{}", content.body);
+    assert_eq!(content.header("cache-control"), Some("no-store"));
+    let location = content.header("location").unwrap().to_owned();
+    let download = http_client().get(&location).send().await.unwrap();
+    assert_eq!(download.status(), 200);
+    assert_eq!(download.headers()["content-type"], "image/png");
+    assert_eq!(
+        download.headers()["content-disposition"],
+        "attachment; filename=\"Scan _final__ v2 _ _n_code _.png\"; \
+         filename*=UTF-8''Scan%20%22final%22%3B%20v2%20%E2%80%94%20%C3%9Cn%C3%AFcode%20%F0%9F%99%82.png"
+    );
+    assert_eq!(download.bytes().await.unwrap().to_vec(), bytes);
+}
+
+#[tokio::test]
+async fn the_bucket_refuses_uploads_that_break_the_signature() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let patient_id = patient(&app, &t, "P").await;
+    let created = create(
+        &app,
+        &t,
+        json!({"patient_id": patient_id, "file_name": "a.pdf", "mime_type": "application/pdf"}),
+    )
+    .await
+    .json();
+    let url = created["upload_url"].as_str().unwrap();
+
+    let other_type = http_client()
+        .put(url)
+        .header("content-type", "text/html")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other_type.status(), 403, "another Content-Type");
+
+    let other_key = url.replace(
+        created["id"].as_str().unwrap(),
+        &uuid::Uuid::new_v4().to_string(),
+    );
+    let tampered = http_client()
+        .put(&other_key)
+        .header("content-type", "application/pdf")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        tampered.status(),
+        403,
+        "another key under the same signature"
+    );
+
+    let with_size = create(&app, &t, json!({"patient_id": patient_id, "file_name": "b.pdf", "mime_type": "application/pdf", "size": 10}))
+        .await
+        .json();
+    let longer = http_client()
+        .put(with_size["upload_url"].as_str().unwrap())
+        .header("content-type", "application/pdf")
+        .body(vec![0u8; 11])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        longer.status().is_client_error(),
+        "another size: {}",
+        longer.status()
+    );
+    assert!(object_in_bucket(&key_of(&with_size)).await.is_none());
+    assert!(object_in_bucket(&key_of(&created)).await.is_none());
+}
+
+#[tokio::test]
+async fn upload_and_download_urls_expire() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let short = attachments::AttachmentsState::from_env(&app.env_with(&[
+        ("UPLOAD_URL_EXPIRE_SECONDS", "1"),
+        ("DOWNLOAD_URL_EXPIRE_SECONDS", "1"),
+    ]))
+    .await
+    .unwrap();
+    let patient_id = patient(&app, &t, "P").await;
+    let call = |request: ApiRequest| api_tests::invoke(attachments::router(short.clone()), request);
+
+    let expired = call(ApiRequest::post("/api/v1/attachments/").bearer(&t).json(
+        json!({"patient_id": patient_id, "file_name": "late.txt", "mime_type": "text/plain"}),
+    ))
+    .await
+    .json();
+    let fresh = call(ApiRequest::post("/api/v1/attachments/").bearer(&t).json(
+        json!({"patient_id": patient_id, "file_name": "on-time.txt", "mime_type": "text/plain"}),
+    ))
+    .await
+    .json();
+    assert!(upload(&fresh, b"in time").await.status().is_success());
+    let content = call(
+        ApiRequest::get(&format!(
+            "/api/v1/attachments/{}/content",
+            fresh["id"].as_str().unwrap()
+        ))
+        .bearer(&t),
+    )
+    .await;
+    assert_eq!(content.status, 302);
+
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let late_put = upload(&expired, b"too late").await;
+    assert_eq!(late_put.status(), 403, "expired upload URL");
+    let late_get = http_client()
+        .get(content.header("location").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late_get.status(), 403, "expired download URL");
+}
+
+#[tokio::test]
+async fn s3_notification_confirms_and_a_replay_changes_nothing() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let patient_id = patient(&app, &t, "P").await;
+    let created = create(
+        &app,
+        &t,
+        json!({"patient_id": patient_id, "file_name": "r.txt", "mime_type": "text/plain"}),
+    )
+    .await
+    .json();
+    assert!(upload(&created, b"hello").await.status().is_success());
+
+    let mut event: Value = serde_json::from_str(
+        &std::fs::read_to_string(events_dir().join("attachment-events/s3-object-created.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    event["Records"][0]["s3"]["object"]["key"] = json!(key_of(&created));
+    event["Records"][0]["s3"]["bucket"]["name"] = json!(api_tests::stack_var("S3_BUCKET"));
+
+    let first = attachment_events::handle(&app.events, event.clone())
+        .await
+        .unwrap();
+    assert_eq!(first, json!({"confirmed": 1, "ignored": 0}));
+    let confirmed = attachment_row(&app, &created).await;
+    assert_eq!(confirmed.0, "uploaded");
+    assert_eq!(confirmed.1, Some(5));
+    assert_eq!(
+        confirmed.2.as_deref(),
+        Some(format!("{:x}", Md5::digest(b"hello")).as_str())
+    );
+    assert_eq!(confirmed.3.as_deref(), Some("text/plain"));
+    assert!(!confirmed.4, "what was stored is what was declared");
+
+    let replay = attachment_events::handle(&app.events, event).await.unwrap();
+    assert_eq!(replay, json!({"confirmed": 0, "ignored": 1}));
+    assert_eq!(
+        attachment_row(&app, &created).await,
+        confirmed,
+        "a redelivered event changes nothing"
+    );
+
+    let mut unknown: Value = serde_json::from_str(
+        &std::fs::read_to_string(events_dir().join("attachment-events/s3-object-created.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    unknown["Records"][0]["s3"]["object"]["key"] = json!("somewhere/else.txt");
+    assert_eq!(
+        attachment_events::handle(&app.events, unknown)
+            .await
+            .unwrap(),
+        json!({"confirmed": 0, "ignored": 1})
+    );
+    let wrong_shape =
+        attachment_events::handle(&app.events, json!({"rawPath": "/api/v1/patients"})).await;
+    assert!(wrong_shape.is_err());
+}
+
+#[tokio::test]
+async fn validation_and_not_found() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let patient_id = patient(&app, &t, "P").await;
+    let unknown_patient = create(
+        &app,
+        &t,
+        json!({"patient_id": uuid::Uuid::new_v4(), "file_name": "x.txt"}),
+    )
+    .await;
+    assert_eq!(unknown_patient.status, 404);
+    assert_eq!(unknown_patient.detail(), "Patient not found");
+
+    let cases = [
+        (
+            json!({"patient_id": patient_id, "file_name": "x", "mime_type": "nonsense"}),
+            "mime_type",
+        ),
+        (
+            json!({"patient_id": patient_id, "file_name": "x", "mime_type": "image/"}),
+            "mime_type",
+        ),
+        (
+            json!({"patient_id": patient_id, "file_name": "x", "mime_type": "a/b c"}),
+            "mime_type",
+        ),
+        (
+            json!({"patient_id": patient_id, "file_name": ""}),
+            "file_name",
+        ),
+        (
+            json!({"patient_id": patient_id, "file_name": "n".repeat(256)}),
+            "file_name",
+        ),
+        (
+            json!({"patient_id": patient_id, "file_name": "../etc/passwd"}),
+            "file_name",
+        ),
+        (
+            json!({"patient_id": patient_id, "file_name": "a\\b"}),
+            "file_name",
+        ),
+        (
+            json!({"patient_id": patient_id, "file_name": "a\r\nb"}),
+            "file_name",
+        ),
+        (
+            json!({"patient_id": patient_id, "file_name": "x", "size": -1}),
+            "size",
+        ),
+        (
+            json!({"patient_id": patient_id, "file_name": "x", "size": 5u64 * 1024 * 1024 * 1024 + 1}),
+            "size",
+        ),
+        (
+            json!({"patient_id": "not-a-uuid", "file_name": "x"}),
+            "patient_id",
+        ),
+        (json!({"file_name": "x"}), "patient_id"),
+    ];
+    for (body, field) in cases {
+        let response = create(&app, &t, body.clone()).await;
+        assert_eq!(response.status, 422, "{body}: {}", response.body);
+        assert_eq!(
+            response.detail()[0]["loc"],
+            json!(["body", field]),
+            "{body}"
+        );
+    }
+    let bad_mime = create(
+        &app,
+        &t,
+        json!({"patient_id": patient_id, "file_name": "x", "mime_type": "nonsense"}),
+    )
+    .await;
+    assert_eq!(
+        bad_mime.detail()[0]["msg"],
+        "Value error, Invalid MIME type format"
+    );
+
+    let default_type = create(
+        &app,
+        &t,
+        json!({"patient_id": patient_id, "file_name": "blob"}),
+    )
+    .await
+    .json();
+    assert_eq!(default_type["mime_type"], "application/octet-stream");
+
+    let missing = format!("/api/v1/attachments/{}", uuid::Uuid::new_v4());
+    for request in [
+        ApiRequest::get(&missing),
+        ApiRequest::get(&format!("{missing}/content")),
+        ApiRequest::delete(&missing),
+    ] {
+        let response = app.call(request.clone().bearer(&t)).await;
+        assert_eq!(response.status, 404, "{request:?}");
+        assert_eq!(response.detail(), "Attachment not found");
+    }
+    let malformed = app
+        .call(ApiRequest::get("/api/v1/attachments/nope").bearer(&t))
+        .await;
+    assert_eq!(malformed.status, 422);
+    let bad_filter = app
+        .call(
+            ApiRequest::get("/api/v1/attachments/")
+                .bearer(&t)
+                .query("patient_id", "nope"),
+        )
+        .await;
+    assert_eq!(bad_filter.status, 422);
+    let no_patient = app
+        .call(
+            ApiRequest::get(&format!(
+                "/api/v1/patients/{}/attachments",
+                uuid::Uuid::new_v4()
+            ))
+            .bearer(&t),
+        )
+        .await;
+    assert_eq!(no_patient.status, 404);
+    assert_eq!(no_patient.detail(), "Patient not found");
+}
+
+#[tokio::test]
+async fn mime_type_allow_list() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let patient_id = patient(&app, &t, "P").await;
+    let strict = attachments::AttachmentsState::from_env(
+        &app.env_with(&[("ALLOWED_MIME_TYPES", "application/pdf, image/png")]),
+    )
+    .await
+    .unwrap();
+    let post = |body: Value| {
+        api_tests::invoke(
+            attachments::router(strict.clone()),
+            ApiRequest::post("/api/v1/attachments")
+                .bearer(&t)
+                .json(body),
+        )
+    };
+    assert_eq!(
+        post(json!({"patient_id": patient_id, "file_name": "a", "mime_type": "IMAGE/PNG"}))
+            .await
+            .status,
+        200
+    );
+    let refused =
+        post(json!({"patient_id": patient_id, "file_name": "a", "mime_type": "text/html"})).await;
+    assert_eq!(refused.status, 422);
+    assert_eq!(refused.detail()[0]["loc"], json!(["body", "mime_type"]));
+}
+
+#[tokio::test]
+async fn lists_all_and_per_patient_newest_first() {
+    let app = TestApp::new().await;
+    let t = app.viewer().await.token;
+    let writer = app.clinician().await.token;
+    let a = patient(&app, &writer, "A").await;
+    let b = patient(&app, &writer, "B").await;
+    let mut ids = Vec::new();
+    for (p, name) in [(&a, "1"), (&b, "2"), (&a, "3")] {
+        ids.push(
+            create(&app, &writer, json!({"patient_id": p, "file_name": name}))
+                .await
+                .json()["id"]
+                .clone(),
+        );
+    }
+    let all = app
+        .call(ApiRequest::get("/api/v1/attachments/").bearer(&t))
+        .await
+        .json();
+    assert_eq!(all["count"], 3);
+    assert_eq!(all["data"][0]["file_name"], "3");
+    let page = app
+        .call(
+            ApiRequest::get("/api/v1/attachments")
+                .bearer(&t)
+                .query("skip", "1")
+                .query("limit", "1"),
+        )
+        .await
+        .json();
+    assert_eq!(page["data"][0]["file_name"], "2");
+    assert_eq!(page["count"], 3);
+    let of_a = app
+        .call(
+            ApiRequest::get("/api/v1/attachments/")
+                .bearer(&t)
+                .query("patient_id", &a),
+        )
+        .await
+        .json();
+    assert_eq!(of_a["count"], 2);
+    let nested = app
+        .call(ApiRequest::get(&format!("/api/v1/patients/{a}/attachments")).bearer(&t))
+        .await
+        .json();
+    assert_eq!(nested["count"], 2);
+    assert_eq!(nested["data"][0]["file_name"], "3");
+    assert_eq!(nested["data"][1]["file_name"], "1");
+    for field in [
+        "id",
+        "patient_id",
+        "file_name",
+        "mime_type",
+        "status",
+        "size",
+        "etag",
+        "created_at",
+        "uploaded_at",
+    ] {
+        assert!(nested["data"][0].get(field).is_some(), "{field}");
+    }
+}
+
+#[tokio::test]
+async fn viewer_downloads_but_cannot_create_or_delete_and_tokens_are_required() {
+    let app = TestApp::new().await;
+    let clinician = app.clinician().await.token;
+    let viewer = app.viewer().await.token;
+    let patient_id = patient(&app, &clinician, "P").await;
+    let created = create(
+        &app,
+        &clinician,
+        json!({"patient_id": patient_id, "file_name": "v.txt", "mime_type": "text/plain"}),
+    )
+    .await
+    .json();
+    assert!(upload(&created, b"viewable").await.status().is_success());
+    let id = created["id"].as_str().unwrap();
+
+    let content = app
+        .call(ApiRequest::get(&format!("/api/v1/attachments/{id}/content")).bearer(&viewer))
+        .await;
+    assert_eq!(content.status, 302);
+    let denied_create = create(
+        &app,
+        &viewer,
+        json!({"patient_id": patient_id, "file_name": "no"}),
+    )
+    .await;
+    assert_eq!(denied_create.status, 403);
+    let denied_delete = app
+        .call(ApiRequest::delete(&format!("/api/v1/attachments/{id}")).bearer(&viewer))
+        .await;
+    assert_eq!(denied_delete.status, 403);
+
+    for request in [
+        ApiRequest::get("/api/v1/attachments/"),
+        ApiRequest::post("/api/v1/attachments/").json(json!({})),
+        ApiRequest::get(&format!("/api/v1/attachments/{id}")),
+        ApiRequest::get(&format!("/api/v1/attachments/{id}/content")),
+        ApiRequest::delete(&format!("/api/v1/attachments/{id}")),
+        ApiRequest::get(&format!("/api/v1/patients/{patient_id}/attachments")),
+    ] {
+        assert_eq!(app.call(request.clone()).await.status, 401, "{request:?}");
+    }
+}
+
+#[tokio::test]
+async fn deleting_attachments_and_patients_leaves_no_object() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let patient_id = patient(&app, &t, "Leaving").await;
+    let mut keys = Vec::new();
+    let mut first_id = String::new();
+    for i in 0..3 {
+        let created = create(
+            &app,
+            &t,
+            json!({"patient_id": patient_id, "file_name": format!("{i}.bin")}),
+        )
+        .await
+        .json();
+        assert!(upload(&created, format!("file {i}").as_bytes())
+            .await
+            .status()
+            .is_success());
+        keys.push(key_of(&created));
+        if i == 0 {
+            first_id = created["id"].as_str().unwrap().to_owned();
+        }
+    }
+    for key in &keys {
+        assert!(object_in_bucket(key).await.is_some());
+    }
+    let deleted = app
+        .call(ApiRequest::delete(&format!("/api/v1/attachments/{first_id}")).bearer(&t))
+        .await;
+    assert_eq!(deleted.status, 200);
+    assert_eq!(
+        deleted.json(),
+        json!({"message": "Attachment deleted successfully"})
+    );
+    assert!(object_in_bucket(&keys[0]).await.is_none());
+    assert!(object_in_bucket(&keys[1]).await.is_some());
+
+    let gone = app
+        .call(ApiRequest::delete(&format!("/api/v1/patients/{patient_id}")).bearer(&t))
+        .await;
+    assert_eq!(gone.status, 200);
+    for key in &keys {
+        assert!(object_in_bucket(key).await.is_none(), "{key} left behind");
+    }
+    let queued: i64 = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM object_deletions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(queued, 0);
+}
+
+#[tokio::test]
+async fn with_s3_unreachable_deletes_are_queued_and_the_sweep_finishes_them() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let patient_id = patient(&app, &t, "P").await;
+    let created = create(
+        &app,
+        &t,
+        json!({"patient_id": patient_id, "file_name": "keep-trying.bin"}),
+    )
+    .await
+    .json();
+    assert!(upload(&created, b"bytes").await.status().is_success());
+    let key = key_of(&created);
+
+    // The same database, an S3 endpoint where nothing listens.
+    let down = attachments::AttachmentsState::from_env(
+        &app.env_with(&[("S3_ENDPOINT_URL", "http://127.0.0.1:1")]),
+    )
+    .await
+    .unwrap();
+    let call = |request: ApiRequest| api_tests::invoke(attachments::router(down.clone()), request);
+
+    // Presigning needs no network: creating still works.
+    let offline = call(
+        ApiRequest::post("/api/v1/attachments/")
+            .bearer(&t)
+            .json(json!({"patient_id": patient_id, "file_name": "x"})),
+    )
+    .await;
+    assert_eq!(offline.status, 200, "{}", offline.body);
+    assert!(offline.json()["upload_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://127.0.0.1:1/"));
+
+    let deleted = call(
+        ApiRequest::delete(&format!(
+            "/api/v1/attachments/{}",
+            created["id"].as_str().unwrap()
+        ))
+        .bearer(&t),
+    )
+    .await;
+    assert_eq!(
+        deleted.status, 200,
+        "the row is gone; the object is queued: {}",
+        deleted.body
+    );
+    assert!(object_in_bucket(&key).await.is_some(), "S3 was unreachable");
+    let queue = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT object_key, attempts, last_error IS NOT NULL FROM object_deletions",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(queue.get::<_, String>(0), key);
+    assert_eq!(queue.get::<_, i32>(1), 1);
+    assert!(queue.get::<_, bool>(2));
+
+    let schedule: Value = serde_json::from_str(
+        &std::fs::read_to_string(events_dir().join("attachment-events/schedule.json")).unwrap(),
+    )
+    .unwrap();
+    let sweep = attachment_events::handle(&app.events, schedule)
+        .await
+        .unwrap();
+    assert_eq!(sweep["objects_deleted"], 1, "{sweep}");
+    assert!(object_in_bucket(&key).await.is_none());
+    let left: i64 = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM object_deletions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn the_sweep_removes_uploads_never_completed_and_confirms_late_ones() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let patient_id = patient(&app, &t, "P").await;
+    let abandoned = create(
+        &app,
+        &t,
+        json!({"patient_id": patient_id, "file_name": "never.bin"}),
+    )
+    .await
+    .json();
+    let late = create(
+        &app,
+        &t,
+        json!({"patient_id": patient_id, "file_name": "late.bin"}),
+    )
+    .await
+    .json();
+    let recent = create(
+        &app,
+        &t,
+        json!({"patient_id": patient_id, "file_name": "recent.bin"}),
+    )
+    .await
+    .json();
+    assert!(upload(&late, b"made it").await.status().is_success());
+    for old in [&abandoned, &late] {
+        let id = uuid::Uuid::parse_str(old["id"].as_str().unwrap()).unwrap();
+        app.db
+            .client()
+            .await
+            .execute(
+                "UPDATE attachments SET created_at = now() - interval '2 days' WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+    }
+    let schedule: Value = serde_json::from_str(
+        &std::fs::read_to_string(events_dir().join("attachment-events/schedule.json")).unwrap(),
+    )
+    .unwrap();
+    let sweep = attachment_events::handle(&app.events, schedule)
+        .await
+        .unwrap();
+    assert_eq!(sweep["abandoned_uploads_removed"], 1, "{sweep}");
+    let status = |v: &Value| {
+        app.call(
+            ApiRequest::get(&format!(
+                "/api/v1/attachments/{}",
+                v["id"].as_str().unwrap()
+            ))
+            .bearer(&t),
+        )
+    };
+    assert_eq!(status(&abandoned).await.status, 404);
+    assert_eq!(status(&late).await.json()["status"], "uploaded");
+    assert_eq!(status(&recent).await.json()["status"], "pending");
+}
+
+#[tokio::test]
+async fn patient_search_by_attachment_mime_type_uses_these_attachments() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let genome = patient(&app, &t, "Genome").await;
+    let scan = patient(&app, &t, "Scan").await;
+    create(
+        &app,
+        &t,
+        json!({"patient_id": genome, "file_name": "reads.bam", "mime_type": "application/x-bam"}),
+    )
+    .await;
+    create(
+        &app,
+        &t,
+        json!({"patient_id": scan, "file_name": "ct.png", "mime_type": "image/png"}),
+    )
+    .await;
+    let found = app
+        .call(
+            ApiRequest::get("/api/v1/patients/")
+                .bearer(&t)
+                .query("has_attachment_mime_type", "application/x-bam"),
+        )
+        .await
+        .json();
+    assert_eq!(found["count"], 1);
+    assert_eq!(found["data"][0]["name"], "Genome");
+}
+
+/// What the database holds about an attachment's upload.
+async fn attachment_row(
+    app: &TestApp,
+    created: &Value,
+) -> (
+    String,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    bool,
+    Option<String>,
+) {
+    let id = uuid::Uuid::parse_str(created["id"].as_str().unwrap()).unwrap();
+    let r = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT status, size, etag, stored_content_type, content_mismatch, uploaded_at::text
+             FROM attachments WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))
+}
