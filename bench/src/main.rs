@@ -1,6 +1,8 @@
-//! `bench [auth]`: timings through the real handlers (API Gateway event in, response out)
+//! `bench [auth|patients]`: timings through the real handlers (API Gateway event in, response out)
 //! against the real database, next to the bare cost of the same work. Prints a Markdown report.
 //! Run by scripts/bench, which starts the services and builds in release mode.
+
+mod dataset;
 
 use std::time::{Duration, Instant};
 
@@ -128,10 +130,216 @@ async fn auth() {
     println!();
 }
 
+/// Node types and index names of a plan, and whether it reads the whole patients table.
+fn plan_summary(plan: &serde_json::Value, out: &mut Vec<String>) {
+    if let Some(node) = plan.get("Node Type").and_then(|v| v.as_str()) {
+        let on = plan
+            .get("Index Name")
+            .or_else(|| plan.get("Relation Name"))
+            .and_then(|v| v.as_str())
+            .map(|n| format!(" on {n}"))
+            .unwrap_or_default();
+        if node.contains("Scan") {
+            out.push(format!("{node}{on}"));
+        }
+    }
+    for child in plan
+        .get("Plans")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+    {
+        plan_summary(child, out);
+    }
+}
+
+async fn patients_at_scale() {
+    const PATIENTS: usize = 1_000_000;
+    const ATTACHMENTS: usize = 300_000;
+    let dbname = std::env::var("CAREVAULT_BENCH_DB").unwrap_or_else(|_| "carevault_bench".into());
+    migrate::run(&api_tests::migrate_config(&dbname))
+        .await
+        .expect("migrate the bench database");
+    let config = api_tests::database_config(&dbname);
+    let pool = shared::db::pool(&config).unwrap();
+    let client = pool.get().await.unwrap();
+    let started = Instant::now();
+    let loaded = dataset::ensure_loaded(&client, PATIENTS, ATTACHMENTS)
+        .await
+        .expect("load the data set");
+    let load_time = started.elapsed();
+    // Fresh statistics, as autovacuum would have after a migration rewrote the table.
+    client
+        .batch_execute("ANALYZE patients; ANALYZE attachments")
+        .await
+        .unwrap();
+
+    let env = shared::config::Env::from_pairs([
+        ("DATABASE_URL", api_tests::db_url(&dbname)),
+        ("SECRET_KEY", api_tests::TEST_SECRET_KEY.to_owned()),
+        ("S3_BUCKET", "carevault-bench".to_owned()),
+    ]);
+    let state = patients::PatientsState::from_env(&env).await.unwrap();
+    let router = patients::router(state.clone());
+    let admin: uuid::Uuid = client
+        .query_one("SELECT id FROM users WHERE is_superuser LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let token = state.auth.tokens.issue_access(admin).unwrap();
+    let some_ids: Vec<uuid::Uuid> = client
+        .query(
+            "SELECT id FROM patients TABLESAMPLE SYSTEM (0.1) LIMIT 1000",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+
+    println!("## Patients at 1M\n");
+    if loaded {
+        println!(
+            "Loaded {PATIENTS} patients and {ATTACHMENTS} attachments with COPY (generated columns and every index maintained) in {:.1} s.\n",
+            load_time.as_secs_f64()
+        );
+    } else {
+        println!("Data set already loaded ({PATIENTS} patients, {ATTACHMENTS} attachments).\n");
+    }
+    println!("| request | matches (count) | runs | p50 ms | p99 ms | plan (scans) |\n|---|---|---|---|---|---|");
+
+    let mut i = 0usize;
+    let by_id = time(500, || {
+        i += 1;
+        let id = some_ids[i % some_ids.len()];
+        api_tests::invoke(
+            router.clone(),
+            ApiRequest::get(&format!("/api/v1/patients/{id}")).bearer(&token),
+        )
+    })
+    .await;
+    println!(
+        "| GET /patients/{{id}} | 1 | {} | {} | {} | Index Scan on patients_pkey |",
+        by_id.runs,
+        ms(by_id.p50),
+        ms(by_id.p99)
+    );
+
+    let shapes: &[(&str, &[(&str, &str)])] = &[
+        ("name_text, selective", &[("name_text", "dvořák ígor")]),
+        (
+            "name_text, accent-free input",
+            &[("name_text", "igor dvorak")],
+        ),
+        ("name_exact", &[("name_exact", "Zoë Østergaard")]),
+        (
+            "history_text, selective",
+            &[("history_text", "sarcoidosis")],
+        ),
+        (
+            "history_text, phrase",
+            &[("history_text", "\"myasthenia gravis\"")],
+        ),
+        (
+            "has_attachment_mime_type, selective",
+            &[("has_attachment_mime_type", "application/x-bam")],
+        ),
+        (
+            "dob range, one week",
+            &[("dob_from", "1985-06-01"), ("dob_to", "1985-06-07")],
+        ),
+        (
+            "name_text + dob range",
+            &[
+                ("name_text", "maria"),
+                ("dob_from", "1990-01-01"),
+                ("dob_to", "1990-12-31"),
+            ],
+        ),
+        ("name_text, broad prefix", &[("name_text", "jo")]),
+        ("history_text, broad", &[("history_text", "hypertension")]),
+        (
+            "history_text, broad, count=estimate",
+            &[("history_text", "hypertension"), ("count", "estimate")],
+        ),
+        (
+            "history_text, exclusion, broad",
+            &[("history_text", "diabetes -hypertension")],
+        ),
+        (
+            "has_attachment_mime_type, broad",
+            &[("has_attachment_mime_type", "application/pdf")],
+        ),
+        ("no filter (list), sort name", &[]),
+        ("no filter, count=estimate", &[("count", "estimate")]),
+        (
+            "no filter, sort -created_at, page 50",
+            &[("sort", "-created_at"), ("skip", "5000")],
+        ),
+    ];
+    for (label, query) in shapes {
+        let request = || {
+            let mut request = ApiRequest::get("/api/v1/patients/").bearer(&token);
+            for (k, v) in *query {
+                request = request.query(k, v);
+            }
+            request
+        };
+        let first = api_tests::invoke(router.clone(), request()).await;
+        assert_eq!(first.status, 200, "{label}: {}", first.body);
+        let count = first.json()["count"].clone();
+        let stats = time(50, || api_tests::invoke(router.clone(), request())).await;
+
+        // The plans of the statements the handler ran: the page and the count.
+        let pairs: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let encoded = serde_urlencoded::to_string(&pairs).unwrap();
+        let search =
+            patients::search::Search::parse(serde_urlencoded::from_str(&encoded).unwrap()).unwrap();
+        let mut scans = Vec::new();
+        let mut statements = vec![search.page_sql(patients::model::PATIENT_COLUMNS)];
+        statements.extend(search.count_sql());
+        for (sql, params) in &statements {
+            let explain = format!(
+                "EXPLAIN (FORMAT JSON) {}",
+                sql.trim_start_matches("EXPLAIN (FORMAT JSON) ")
+            );
+            let typed = patients::search::as_typed(params);
+            let plan: serde_json::Value = client
+                .query_typed_one(&explain, &typed)
+                .await
+                .unwrap()
+                .get(0);
+            plan_summary(&plan[0]["Plan"], &mut scans);
+        }
+        scans.dedup();
+        println!(
+            "| `{}` ({label}) | {} | {} | {} | {} | {} |",
+            pairs
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("&"),
+            count,
+            stats.runs,
+            ms(stats.p50),
+            ms(stats.p99),
+            scans.join("; ")
+        );
+    }
+    println!();
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     if matches!(which.as_str(), "all" | "auth") {
         auth().await;
+    }
+    if matches!(which.as_str(), "all" | "patients") {
+        patients_at_scale().await;
     }
 }

@@ -76,19 +76,28 @@ pub async fn confirm(
     stored: &StoredObject,
 ) -> ApiResult<Option<Attachment>> {
     let client = pool.get().await?;
+    // The confirmation and its audit event (the system is the actor) are one statement.
     let row = client
         .query_opt(
             &format!(
-                "UPDATE attachments SET
-                    status = 'uploaded',
-                    size = $2,
-                    etag = $3,
-                    stored_content_type = $4,
-                    content_mismatch = lower(coalesce($4, '')) <> mime_type
-                        OR (declared_size IS NOT NULL AND declared_size <> $2),
-                    uploaded_at = now()
-                 WHERE id = $1 AND status = 'pending'
-                 RETURNING {ATTACHMENT_COLUMNS}, content_mismatch"
+                "WITH confirmed AS (
+                    UPDATE attachments SET
+                        status = 'uploaded',
+                        size = $2,
+                        etag = $3,
+                        stored_content_type = $4,
+                        content_mismatch = lower(coalesce($4, '')) <> mime_type
+                            OR (declared_size IS NOT NULL AND declared_size <> $2),
+                        uploaded_at = now()
+                    WHERE id = $1 AND status = 'pending'
+                    RETURNING {ATTACHMENT_COLUMNS}, content_mismatch
+                 ), logged AS (
+                    INSERT INTO audit_events (id, action, outcome, resource_type, resource_id, patient_id, details)
+                    SELECT gen_random_uuid(), 'attachment.upload_confirmed', 'success', 'attachment', id, patient_id,
+                           jsonb_build_object('size', size, 'content_mismatch', content_mismatch)
+                    FROM confirmed
+                 )
+                 SELECT * FROM confirmed"
             ),
             &[&id, &stored.size, &stored.etag, &stored.content_type],
         )

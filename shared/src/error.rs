@@ -26,7 +26,7 @@ impl FieldError {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     #[error("validation failed")]
     Validation(Vec<FieldError>),
@@ -138,7 +138,13 @@ impl From<tokio_postgres::Error> for ApiError {
                 return Self::Unavailable(format!("database: {e}"));
             }
         }
-        Self::Internal(format!("database: {e}"))
+        let detail = e
+            .as_db_error()
+            .map(|db| format!("{} ({})", db.message(), db.code().code()));
+        Self::Internal(format!(
+            "database: {}",
+            detail.unwrap_or_else(|| e.to_string())
+        ))
     }
 }
 

@@ -1,6 +1,7 @@
 //! The CareVault common crate: everything the Lambda functions share.
 
 pub mod attachments;
+pub mod audit;
 pub mod auth;
 pub mod aws;
 pub mod config;

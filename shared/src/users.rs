@@ -81,13 +81,12 @@ pub async fn find_with_hash_by_id(pool: &DbPool, id: Uuid) -> ApiResult<Option<(
 
 /// Replaces the hash only if it is still `expected_hash`: of two concurrent changes (or a reset
 /// token used twice at once) exactly one wins. True when this one did.
-pub async fn replace_password_hash(
-    pool: &DbPool,
+pub async fn replace_password_hash<C: deadpool_postgres::GenericClient>(
+    client: &C,
     id: Uuid,
     expected_hash: &str,
     new_hash: &str,
 ) -> ApiResult<bool> {
-    let client = pool.get().await?;
     let updated = client
         .execute(
             "UPDATE users SET hashed_password = $3, updated_at = now()

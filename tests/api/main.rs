@@ -2,6 +2,7 @@
 //! Every test runs against real PostgreSQL, S3, Secrets Manager and SMTP started by scripts/test.
 
 mod attachments;
+mod audit;
 mod auth;
 mod config;
 mod events;

@@ -54,6 +54,7 @@ pub const FIRST_SUPERUSER_PASSWORD: &str = "changethis";
 pub fn migrate_config(dbname: &str) -> migrate::MigrateConfig {
     migrate::MigrateConfig {
         database: database_config(dbname),
+        audit_retention_days: 2_190,
         first_superuser: shared::domain::EmailAddress::parse(FIRST_SUPERUSER.into()).unwrap(),
         first_superuser_password: shared::domain::Password::parse(FIRST_SUPERUSER_PASSWORD.into())
             .unwrap(),
@@ -208,6 +209,7 @@ pub struct ApiRequest {
     query: Vec<(String, String)>,
     headers: BTreeMap<String, String>,
     body: Option<String>,
+    request_id: Option<String>,
 }
 
 impl ApiRequest {
@@ -218,7 +220,14 @@ impl ApiRequest {
             query: Vec::new(),
             headers: BTreeMap::from([("user-agent".to_owned(), "carevault-tests".to_owned())]),
             body: None,
+            request_id: None,
         }
+    }
+
+    /// API Gateway's request id for this request (Lambda's will be `lambda-<it>`).
+    pub fn request_id(mut self, id: &str) -> Self {
+        self.request_id = Some(id.to_owned());
+        self
     }
     pub fn get(path: &str) -> Self {
         Self::new("GET", path)
@@ -279,7 +288,10 @@ impl ApiRequest {
             };
             query_params.insert(k.clone(), Value::String(joined));
         }
-        let request_id = format!("test-{}", uuid::Uuid::new_v4());
+        let request_id = self
+            .request_id
+            .clone()
+            .unwrap_or_else(|| format!("test-{}", uuid::Uuid::new_v4()));
         let mut event = json!({
             "version": "2.0",
             "routeKey": "$default",
@@ -344,9 +356,14 @@ impl ApiResponse {
 
 /// Runs one event through `router` as Lambda would: event JSON in, response JSON out.
 pub async fn invoke_event(router: Router, event: Value) -> ApiResponse {
-    let payload: LambdaRequest = serde_json::from_value(event).expect("a valid API Gateway event");
     let mut context = Context::default();
-    context.request_id = format!("lambda-{}", uuid::Uuid::new_v4());
+    context.request_id = format!(
+        "lambda-{}",
+        event["requestContext"]["requestId"]
+            .as_str()
+            .unwrap_or("none")
+    );
+    let payload: LambdaRequest = serde_json::from_value(event).expect("a valid API Gateway event");
     let mut adapter = lambda_http::Adapter::from(shared::http::service(router));
     let response = adapter
         .call(LambdaEvent::new(payload, context))
@@ -460,6 +477,7 @@ pub struct TestApp {
     pub patients: patients::PatientsState,
     pub attachments: attachments::AttachmentsState,
     pub events: std::sync::Arc<attachment_events::EventsState>,
+    pub audit: audit::AuditState,
 }
 
 impl TestApp {
@@ -469,6 +487,8 @@ impl TestApp {
 
     /// `overrides` replace or add settings, e.g. `("USERS_OPEN_REGISTRATION", "true")`.
     pub async fn with_settings(overrides: &[(&str, &str)]) -> Self {
+        // The functions' JSON logs, shown by the test runner next to a failing test.
+        shared::logging::init();
         let db = TestDb::new().await;
         let mut settings: BTreeMap<String, String> = [
             ("ENVIRONMENT", "local".to_owned()),
@@ -490,6 +510,9 @@ impl TestApp {
         }
         let env = Env::from_pairs(settings.clone());
         Self {
+            audit: audit::AuditState::from_env(&env)
+                .await
+                .expect("audit cold start"),
             attachments: attachments::AttachmentsState::from_env(&env)
                 .await
                 .expect("attachments cold start"),
@@ -533,6 +556,7 @@ impl TestApp {
             Some("utils") => utils::router(self.utils.clone()),
             Some("patients") => patients::router(self.patients.clone()),
             Some("attachments") => attachments::router(self.attachments.clone()),
+            Some("audit") => audit::router(self.audit.clone()),
             other => panic!("no function serves {} ({other:?})", request.path),
         };
         invoke(router, request).await
@@ -626,6 +650,7 @@ pub fn function_for_path(path: &str) -> Option<&'static str> {
         "utils" => "utils",
         "patients" => "patients",
         "attachments" => "attachments",
+        "audit-events" => "audit",
         _ => return None,
     })
 }

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shared::attachments::{self, content_disposition, object_key, Attachment, ATTACHMENT_COLUMNS};
+use shared::audit::{Audit, Event};
 use shared::auth::{AuthContext, CurrentUser};
 use shared::config::{ConfigError, Env};
 use shared::http::{parse_uuid, JsonBody, Paging, QueryParams};
@@ -60,6 +61,13 @@ pub fn router(state: AttachmentsState) -> Router {
         )
         .with_state(state)
 }
+
+const ATTACHMENT: &str = "attachment";
+pub const ATTACHMENT_CREATE: &str = "attachment.create";
+pub const ATTACHMENT_READ: &str = "attachment.read";
+pub const ATTACHMENT_LIST: &str = "attachment.list";
+pub const ATTACHMENT_DOWNLOAD: &str = "attachment.download";
+pub const ATTACHMENT_DELETE: &str = "attachment.delete";
 
 fn not_found() -> ApiError {
     ApiError::NotFound("Attachment not found".into())
@@ -137,9 +145,29 @@ struct CreatedAttachment {
 async fn create_attachment(
     State(state): State<AttachmentsState>,
     current: CurrentUser,
-    JsonBody(body): JsonBody<AttachmentCreate>,
+    audit: Audit,
+    body: Result<JsonBody<AttachmentCreate>, ApiError>,
+) -> ApiResult<Json<CreatedAttachment>> {
+    let audit = audit.by(&current);
+    let id = Uuid::new_v4();
+    let patient_id = body.as_ref().ok().map(|JsonBody(b)| b.patient_id);
+    let event = Event::new(ATTACHMENT_CREATE, ATTACHMENT)
+        .resource(Some(id))
+        .patient(patient_id);
+    let result = create(&state, &current, &audit, &event, id, body).await;
+    audit.refused(&state.auth.pool, event, result).await
+}
+
+async fn create(
+    state: &AttachmentsState,
+    current: &CurrentUser,
+    audit: &Audit,
+    event: &Event,
+    id: Uuid,
+    body: Result<JsonBody<AttachmentCreate>, ApiError>,
 ) -> ApiResult<Json<CreatedAttachment>> {
     current.require_writer()?;
+    let JsonBody(body) = body?;
     let config = &state.storage.config;
     let mime_type = body
         .mime_type
@@ -165,26 +193,37 @@ async fn create_attachment(
             "less_than_equal",
         ));
     }
-    let id = Uuid::new_v4();
     let key = object_key(body.patient_id, id);
     // Signing is local computation; done before the insert so a failure leaves no row.
     let upload = state
         .storage
         .presign_upload(&key, &mime_type, body.size)
         .await?;
-    let client = state.auth.pool.get().await?;
+    let mut client = state.auth.pool.get().await?;
     let declared_size = body.size.map(|s| s as i64);
-    let inserted = client
-        .query_opt(
-            &format!(
-                "INSERT INTO attachments (id, patient_id, file_name, mime_type, object_key, declared_size)
-                 SELECT $1, p.id, $3, $4, $5, $6 FROM patients p WHERE p.id = $2
-                 RETURNING {ATTACHMENT_COLUMNS}"
-            ),
-            &[&id, &body.patient_id, &body.file_name.0, &mime_type, &key, &declared_size],
-        )
-        .await?
-        .ok_or_else(|| ApiError::NotFound("Patient not found".into()))?;
+    let transaction = client.transaction().await?;
+    // The row and its audit event commit together, or neither does.
+    let (inserted, ()) = tokio::try_join!(
+        async {
+            transaction
+                .query_opt(
+                    &format!(
+                        "INSERT INTO attachments (id, patient_id, file_name, mime_type, object_key, declared_size)
+                         SELECT $1, p.id, $3, $4, $5, $6 FROM patients p WHERE p.id = $2
+                         RETURNING {ATTACHMENT_COLUMNS}"
+                    ),
+                    &[&id, &body.patient_id, &body.file_name.0, &mime_type, &key, &declared_size],
+                )
+                .await
+                .map_err(ApiError::from)
+        },
+        audit.insert(&transaction, event),
+    )?;
+    let Some(inserted) = inserted else {
+        transaction.rollback().await?;
+        return Err(ApiError::NotFound("Patient not found".into()));
+    };
+    transaction.commit().await?;
     Ok(Json(CreatedAttachment {
         attachment: Attachment::from_row(&inserted),
         upload_url: upload.url,
@@ -213,9 +252,42 @@ struct AttachmentList {
 
 async fn list_attachments(
     State(state): State<AttachmentsState>,
-    _current: CurrentUser,
-    QueryParams(params): QueryParams<ListParams>,
+    current: CurrentUser,
+    audit: Audit,
+    params: Result<QueryParams<ListParams>, ApiError>,
 ) -> ApiResult<Json<AttachmentList>> {
+    let audit = audit.by(&current);
+    let result = async {
+        let QueryParams(params) = params?;
+        list_filtered(&state, params).await
+    }
+    .await;
+    let event = list_event(Event::new(ATTACHMENT_LIST, ATTACHMENT), &result);
+    audit.read(&state.auth.pool, event, result.map(Json)).await
+}
+
+/// Which attachments (and so which patients' files) a list showed.
+fn list_event(event: Event, result: &ApiResult<AttachmentList>) -> Event {
+    match result {
+        Ok(list) => {
+            let mut patients: Vec<Uuid> = list.data.iter().map(|a| a.patient_id).collect();
+            patients.sort();
+            patients.dedup();
+            let event = if patients.len() == 1 {
+                event.patient(Some(patients[0]))
+            } else {
+                event
+            };
+            event.details(json!({
+                "attachment_ids": list.data.iter().map(|a| a.id).collect::<Vec<_>>(),
+                "patient_ids": patients,
+            }))
+        }
+        Err(_) => event,
+    }
+}
+
+async fn list_filtered(state: &AttachmentsState, params: ListParams) -> ApiResult<AttachmentList> {
     let paging = Paging {
         skip: params.skip,
         limit: params.limit,
@@ -235,16 +307,36 @@ async fn list_attachments(
         })?),
         None => None,
     };
-    list(&state, patient_id, paging).await.map(Json)
+    list(state, patient_id, paging).await
 }
 
 async fn list_patient_attachments(
     State(state): State<AttachmentsState>,
-    _current: CurrentUser,
+    current: CurrentUser,
+    audit: Audit,
     Path(raw_id): Path<String>,
-    QueryParams(paging): QueryParams<Paging>,
+    paging: Result<QueryParams<Paging>, ApiError>,
 ) -> ApiResult<Json<AttachmentList>> {
-    let patient_id = parse_uuid("patient_id", &raw_id)?;
+    let audit = audit.by(&current);
+    let patient_id = parse_uuid("patient_id", &raw_id);
+    let result = async {
+        let patient_id = patient_id.clone()?;
+        let QueryParams(paging) = paging?;
+        list_of_patient(&state, patient_id, paging).await
+    }
+    .await;
+    let event = list_event(
+        Event::new(ATTACHMENT_LIST, ATTACHMENT).patient(patient_id.ok()),
+        &result,
+    );
+    audit.read(&state.auth.pool, event, result.map(Json)).await
+}
+
+async fn list_of_patient(
+    state: &AttachmentsState,
+    patient_id: Uuid,
+    paging: Paging,
+) -> ApiResult<AttachmentList> {
     let client = state.auth.pool.get().await?;
     if client
         .query_opt("SELECT 1 FROM patients WHERE id = $1", &[&patient_id])
@@ -254,7 +346,7 @@ async fn list_patient_attachments(
         return Err(ApiError::NotFound("Patient not found".into()));
     }
     drop(client);
-    list(&state, Some(patient_id), paging).await.map(Json)
+    list(state, Some(patient_id), paging).await
 }
 
 /// A page of attachments, newest first, with pending ones checked against the bucket.
@@ -306,26 +398,56 @@ async fn load(state: &AttachmentsState, raw_id: &str) -> ApiResult<Attachment> {
     Ok(attachment)
 }
 
+/// The event of a request about one attachment, once its outcome is known.
+fn attachment_event(action: &'static str, raw_id: &str, result: &ApiResult<Attachment>) -> Event {
+    let event = Event::new(action, ATTACHMENT).resource(Uuid::parse_str(raw_id).ok());
+    match result {
+        Ok(attachment) => event.patient(Some(attachment.patient_id)),
+        Err(_) => event,
+    }
+}
+
 async fn read_attachment(
     State(state): State<AttachmentsState>,
-    _current: CurrentUser,
+    current: CurrentUser,
+    audit: Audit,
     Path(raw_id): Path<String>,
 ) -> ApiResult<Json<Attachment>> {
-    load(&state, &raw_id).await.map(Json)
+    let result = load(&state, &raw_id).await;
+    let event = attachment_event(ATTACHMENT_READ, &raw_id, &result);
+    audit
+        .by(&current)
+        .read(&state.auth.pool, event, result.map(Json))
+        .await
 }
 
 /// 302 to a short-lived presigned GET; the file never passes through Lambda.
 async fn download_attachment(
     State(state): State<AttachmentsState>,
-    _current: CurrentUser,
+    current: CurrentUser,
+    audit: Audit,
     Path(raw_id): Path<String>,
 ) -> ApiResult<Response> {
-    let attachment = load(&state, &raw_id).await?;
-    if attachment.is_pending() {
-        return Err(ApiError::Conflict(
+    let loaded = load(&state, &raw_id).await;
+    let event = attachment_event(ATTACHMENT_DOWNLOAD, &raw_id, &loaded);
+    let result = match loaded {
+        Ok(attachment) if attachment.is_pending() => Err(ApiError::Conflict(
             "Attachment content has not been uploaded".into(),
-        ));
-    }
+        )),
+        Ok(attachment) => redirect_to_content(&state, attachment).await,
+        Err(error) => Err(error),
+    };
+    // Recorded before the URL (a credential for the file) is handed out.
+    audit
+        .by(&current)
+        .read(&state.auth.pool, event, result)
+        .await
+}
+
+async fn redirect_to_content(
+    state: &AttachmentsState,
+    attachment: Attachment,
+) -> ApiResult<Response> {
     let download = state
         .storage
         .presign_download(
@@ -347,23 +469,46 @@ async fn download_attachment(
 async fn delete_attachment(
     State(state): State<AttachmentsState>,
     current: CurrentUser,
+    audit: Audit,
     Path(raw_id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    let audit = audit.by(&current);
+    let event = Event::new(ATTACHMENT_DELETE, ATTACHMENT).resource(Uuid::parse_str(&raw_id).ok());
+    let result = delete(&state, &current, &audit, &event, &raw_id).await;
+    audit.refused(&state.auth.pool, event, result).await
+}
+
+async fn delete(
+    state: &AttachmentsState,
+    current: &CurrentUser,
+    audit: &Audit,
+    event: &Event,
+    raw_id: &str,
+) -> ApiResult<Json<serde_json::Value>> {
     current.require_writer()?;
-    let id = parse_uuid("attachment_id", &raw_id)?;
-    let client = state.auth.pool.get().await?;
-    // Row deleted and object queued in one statement (one transaction): never one without the other.
-    let key: String = client
+    let id = parse_uuid("attachment_id", raw_id)?;
+    let mut client = state.auth.pool.get().await?;
+    let transaction = client.transaction().await?;
+    // Row deleted and object queued in one statement, with the audit event in the same
+    // transaction: never one without the others.
+    let gone = transaction
         .query_opt(
-            "WITH gone AS (DELETE FROM attachments WHERE id = $1 RETURNING object_key)
+            "WITH gone AS (DELETE FROM attachments WHERE id = $1 RETURNING object_key, patient_id)
              INSERT INTO object_deletions (object_key) SELECT object_key FROM gone
              ON CONFLICT (object_key) DO UPDATE SET queued_at = now()
-             RETURNING object_key",
+             RETURNING object_key, (SELECT patient_id FROM gone)",
             &[&id],
         )
-        .await?
-        .ok_or_else(not_found)?
-        .get(0);
+        .await?;
+    let Some(gone) = gone else {
+        transaction.rollback().await?;
+        return Err(not_found());
+    };
+    let key: String = gone.get(0);
+    audit
+        .insert(&transaction, &event.clone().patient(gone.get(1)))
+        .await?;
+    transaction.commit().await?;
     drop(client);
     // Delete the object now; if S3 cannot be reached the key stays queued for the sweep.
     drain_deletions(&state.auth.pool, &state.storage, Some(vec![key]), 0).await?;

@@ -11,6 +11,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use shared::audit::{Audit, Event, Outcome};
 use shared::auth::{password_fingerprint, AuthContext, CurrentUser};
 use shared::config::{ConfigError, Env};
 use shared::domain::{EmailAddress, Password};
@@ -75,8 +76,34 @@ struct LoginForm {
 
 async fn login_access_token(
     State(state): State<AuthState>,
+    audit: Audit,
     FormBody(form): FormBody<LoginForm>,
 ) -> ApiResult<Json<Value>> {
+    let audit = audit.claiming(form.username.trim());
+    let result = login(&state, &form).await;
+    // Success and failure alike, before the token leaves; never the password.
+    let event = Event::new("auth.login", "user");
+    let (audit, event) = match &result {
+        Ok((user, _)) => (
+            Audit {
+                actor_id: Some(user.id),
+                ..audit
+            },
+            event.resource(Some(user.id)),
+        ),
+        // Wrong credentials or an inactive account: access denied.
+        Err(_) => (audit, event.outcome(Outcome::Denied)),
+    };
+    if !matches!(
+        result,
+        Err(ApiError::Unavailable(_) | ApiError::Internal(_))
+    ) {
+        audit.record(&state.auth.pool, &event).await?;
+    }
+    result.map(|(_, token)| Json(json!({ "access_token": token, "token_type": "bearer" })))
+}
+
+async fn login(state: &AuthState, form: &LoginForm) -> ApiResult<(User, String)> {
     let incorrect = || ApiError::BadRequest("Incorrect email or password".into());
     let found = users::find_with_hash_by_email(&state.auth.pool, form.username.trim()).await?;
     // An unknown email is verified against a dummy hash: same cost, same answer.
@@ -97,14 +124,12 @@ async fn login_access_token(
         // we know the password. Losing a race with a password change is fine.
         if let Ok(password) = Password::parse(form.password.clone()) {
             let new_hash = password::hash(&password).await?;
-            users::replace_password_hash(&state.auth.pool, user.id, &stored_hash, &new_hash)
-                .await?;
+            let client = state.auth.pool.get().await?;
+            users::replace_password_hash(&client, user.id, &stored_hash, &new_hash).await?;
         }
     }
-    Ok(Json(json!({
-        "access_token": state.auth.tokens.issue_access(user.id)?,
-        "token_type": "bearer",
-    })))
+    let token = state.auth.tokens.issue_access(user.id)?;
+    Ok((user, token))
 }
 
 async fn test_token(user: CurrentUser) -> Json<User> {
@@ -118,11 +143,23 @@ fn parse_email_path(raw: &str) -> ApiResult<EmailAddress> {
 
 async fn recover_password(
     State(state): State<AuthState>,
+    audit: Audit,
     Path(raw_email): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let started = Instant::now();
-    let email = parse_email_path(&raw_email)?;
+    let audit = audit.claiming(&raw_email);
+    let event = Event::new("auth.password_reset_request", "user");
+    let email = match parse_email_path(&raw_email) {
+        Ok(email) => email,
+        Err(error) => return audit.refused(&state.auth.pool, event, Err(error)).await,
+    };
     let outcome = send_recovery_email(&state, &email).await;
+    // The trail says whether an account was found; the answer never does.
+    let event = match &outcome {
+        Ok(Some(user_id)) => event.resource(Some(*user_id)),
+        _ => event.outcome(Outcome::NotFound),
+    };
+    audit.record(&state.auth.pool, &event).await?;
     tokio::time::sleep_until((started + state.recovery_min_response).into()).await;
     if let Err(error) = outcome {
         // Logged, not answered: the answer must not depend on whether the account exists.
@@ -133,21 +170,26 @@ async fn recover_password(
     })))
 }
 
-async fn send_recovery_email(state: &AuthState, email: &EmailAddress) -> ApiResult<()> {
+/// Sends the email to an active user with this address; their id, or None when there is none.
+async fn send_recovery_email(
+    state: &AuthState,
+    email: &EmailAddress,
+) -> ApiResult<Option<uuid::Uuid>> {
     let Some((user, hash)) =
         users::find_with_hash_by_email(&state.auth.pool, email.as_str()).await?
     else {
-        return Ok(());
+        return Ok(None);
     };
     if !user.is_active {
-        return Ok(());
+        return Ok(None);
     }
     let token = state.auth.tokens.issue_reset(user.id, &hash)?;
     let minutes = state.auth.tokens.reset_ttl.as_secs() / 60;
     let message = state
         .mailer
         .reset_password_email(&user.email, &token, minutes);
-    state.mailer.send(&user.email, message).await
+    state.mailer.send(&user.email, message).await?;
+    Ok(Some(user.id))
 }
 
 #[derive(Deserialize)]
@@ -158,7 +200,28 @@ struct ResetPassword {
 
 async fn reset_password(
     State(state): State<AuthState>,
+    audit: Audit,
     JsonBody(body): JsonBody<ResetPassword>,
+) -> ApiResult<Json<Value>> {
+    let subject = state
+        .auth
+        .tokens
+        .verify_reset(&body.token)
+        .map(|(id, _)| id);
+    let audit = Audit {
+        actor_id: subject,
+        ..audit
+    };
+    let event = Event::new("auth.password_reset", "user").resource(subject);
+    let result = reset(&state, &audit, &event, body).await;
+    audit.refused(&state.auth.pool, event, result).await
+}
+
+async fn reset(
+    state: &AuthState,
+    audit: &Audit,
+    event: &Event,
+    body: ResetPassword,
 ) -> ApiResult<Json<Value>> {
     let invalid = || ApiError::BadRequest("Invalid token".into());
     let (user_id, fingerprint) = state
@@ -177,9 +240,17 @@ async fn reset_password(
         return Err(ApiError::BadRequest("Inactive user".into()));
     }
     let new_hash = password::hash(&body.new_password).await?;
-    if !users::replace_password_hash(&state.auth.pool, user.id, &current_hash, &new_hash).await? {
+    let mut client = state.auth.pool.get().await?;
+    let transaction = client.transaction().await?;
+    let (replaced, ()) = tokio::try_join!(
+        users::replace_password_hash(&transaction, user.id, &current_hash, &new_hash),
+        audit.insert(&transaction, event),
+    )?;
+    if !replaced {
+        transaction.rollback().await?;
         return Err(invalid());
     }
+    transaction.commit().await?;
     Ok(Json(json!({ "message": "Password updated successfully" })))
 }
 

@@ -28,6 +28,9 @@ pub enum MigrateError {
 
 pub struct MigrateConfig {
     pub database: DatabaseConfig,
+    /// AUDIT_RETENTION_DAYS: audit events older than this are purged by the scheduled run
+    /// (default 2,190 days: HIPAA's six years of documentation retention).
+    pub audit_retention_days: i32,
     pub first_superuser: EmailAddress,
     pub first_superuser_password: Password,
 }
@@ -71,6 +74,7 @@ impl MigrateConfig {
             })?;
         Ok(Self {
             database,
+            audit_retention_days: env.number_in("AUDIT_RETENTION_DAYS", 2_190, 365..=36_500)?,
             first_superuser,
             first_superuser_password,
         })
@@ -178,6 +182,14 @@ pub async fn handle_event(
         tracing::info!(applied = ?report.applied, superuser_created = report.superuser_created, "migrated");
         serde_json::to_value(report).map_err(|e| e.to_string())
     };
+    if event.get("source").and_then(serde_json::Value::as_str) == Some("aws.events") {
+        let config = config.as_ref().map_err(Clone::clone)?;
+        let removed = purge_audit_events(config)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(removed, "audit retention purge");
+        return Ok(serde_json::json!({ "audit_events_purged": removed }));
+    }
     if custom_resource::is_custom_resource(&event) {
         let request: custom_resource::CustomResourceRequest = serde_json::from_value(event)
             .map_err(|e| format!("malformed custom resource request: {e}"))?;
@@ -185,4 +197,22 @@ pub async fn handle_event(
         return serde_json::to_value(response).map_err(|e| e.to_string());
     }
     work().await
+}
+
+/// Removes audit events older than the retention period. Only the schema owner can: the
+/// application role may not execute the function, and the trigger refuses any other delete.
+pub async fn purge_audit_events(config: &MigrateConfig) -> Result<i64, MigrateError> {
+    let pool = shared::db::pool(&config.database)?;
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| MigrateError::Database(e.to_string()))?;
+    let row = client
+        .query_one(
+            "SELECT carevault_purge_audit_events(make_interval(days => $1))",
+            &[&config.audit_retention_days],
+        )
+        .await
+        .map_err(|e| MigrateError::Database(e.to_string()))?;
+    Ok(row.get(0))
 }

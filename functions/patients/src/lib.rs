@@ -10,6 +10,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use shared::audit::{Audit, Event};
 use shared::auth::{AuthContext, CurrentUser};
 use shared::config::{ConfigError, Env};
 use shared::http::{parse_uuid, present, JsonBody, QueryParams};
@@ -75,6 +76,13 @@ impl IntoResponse for Tagged {
     }
 }
 
+const PATIENT: &str = "patient";
+pub const PATIENT_CREATE: &str = "patient.create";
+pub const PATIENT_READ: &str = "patient.read";
+pub const PATIENT_UPDATE: &str = "patient.update";
+pub const PATIENT_DELETE: &str = "patient.delete";
+pub const PATIENT_SEARCH: &str = "patient.search";
+
 fn not_found() -> ApiError {
     ApiError::NotFound("Patient not found".into())
 }
@@ -113,51 +121,81 @@ struct PatientCreate {
 async fn create_patient(
     State(state): State<PatientsState>,
     current: CurrentUser,
-    JsonBody(body): JsonBody<PatientCreate>,
+    audit: Audit,
+    body: Result<JsonBody<PatientCreate>, ApiError>,
 ) -> ApiResult<Tagged> {
-    current.require_writer()?;
-    let client = state.auth.pool.get().await?;
-    let row = client
-        .query_typed_one(
-            &format!(
-                "INSERT INTO patients (id, name, dob, contact_info, medical_history)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING {PATIENT_COLUMNS}"
-            ),
-            &[
-                (&Uuid::new_v4(), Type::UUID),
-                (&body.name.as_str(), Type::VARCHAR),
-                (&body.dob.map(|d| d.0), Type::DATE),
-                (
-                    &body.contact_info.as_ref().map(ContactInfo::as_str),
-                    Type::VARCHAR,
-                ),
-                (
-                    &body.medical_history.as_ref().map(MedicalHistory::as_str),
-                    Type::TEXT,
-                ),
-            ],
-        )
-        .await?;
-    Ok(Tagged(Patient::from_row(&row)))
+    let audit = audit.by(&current);
+    let id = Uuid::new_v4();
+    let event = Event::new(PATIENT_CREATE, PATIENT)
+        .resource(Some(id))
+        .patient(Some(id));
+    let result = async {
+        current.require_writer()?;
+        let JsonBody(body) = body?;
+        let mut client = state.auth.pool.get().await?;
+        let transaction = client.transaction().await?;
+        // The row and its audit event commit together, or neither does.
+        let (row, ()) = tokio::try_join!(
+            async {
+                transaction
+                    .query_typed_one(
+                        &format!(
+                            "INSERT INTO patients (id, name, dob, contact_info, medical_history)
+                             VALUES ($1, $2, $3, $4, $5) RETURNING {PATIENT_COLUMNS}"
+                        ),
+                        &[
+                            (&id, Type::UUID),
+                            (&body.name.as_str(), Type::VARCHAR),
+                            (&body.dob.map(|d| d.0), Type::DATE),
+                            (
+                                &body.contact_info.as_ref().map(ContactInfo::as_str),
+                                Type::VARCHAR,
+                            ),
+                            (
+                                &body.medical_history.as_ref().map(MedicalHistory::as_str),
+                                Type::TEXT,
+                            ),
+                        ],
+                    )
+                    .await
+                    .map_err(ApiError::from)
+            },
+            audit.insert(&transaction, &event),
+        )?;
+        transaction.commit().await?;
+        Ok(Tagged(Patient::from_row(&row)))
+    }
+    .await;
+    audit.refused(&state.auth.pool, event, result).await
 }
 
 async fn read_patient(
     State(state): State<PatientsState>,
-    _current: CurrentUser,
+    current: CurrentUser,
+    audit: Audit,
     Path(raw_id): Path<String>,
 ) -> ApiResult<Tagged> {
-    let id = parse_uuid("patient_id", &raw_id)?;
-    let client = state.auth.pool.get().await?;
-    let statement = client
-        .prepare_cached(&format!(
-            "SELECT {PATIENT_COLUMNS} FROM patients WHERE id = $1"
-        ))
-        .await?;
-    let row = client
-        .query_opt(&statement, &[&id])
-        .await?
-        .ok_or_else(not_found)?;
-    Ok(Tagged(Patient::from_row(&row)))
+    let audit = audit.by(&current);
+    let id = parse_uuid("patient_id", &raw_id);
+    let event = Event::new(PATIENT_READ, PATIENT)
+        .resource(id.as_ref().ok().copied())
+        .patient(id.as_ref().ok().copied());
+    let result = async {
+        let id = id?;
+        let client = state.auth.pool.get().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {PATIENT_COLUMNS} FROM patients WHERE id = $1"
+            ))
+            .await?;
+        let row = client
+            .query_opt(&statement, &[&id])
+            .await?
+            .ok_or_else(not_found)?;
+        Ok(Tagged(Patient::from_row(&row)))
+    }
+    .await;
+    audit.read(&state.auth.pool, event, result).await
 }
 
 /// PUT and PATCH alike: only the fields sent change; `null` clears a nullable field.
@@ -176,67 +214,104 @@ struct PatientUpdate {
 async fn update_patient(
     State(state): State<PatientsState>,
     current: CurrentUser,
+    audit: Audit,
     Path(raw_id): Path<String>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<PatientUpdate>,
+    body: Result<JsonBody<PatientUpdate>, ApiError>,
 ) -> ApiResult<Tagged> {
-    current.require_writer()?;
-    let id = parse_uuid("patient_id", &raw_id)?;
-    let name = match body.name {
-        Some(None) => {
-            return Err(ApiError::validation(
-                &["body", "name"],
-                "Input should be a valid string",
-                "string_type",
-            ))
+    let audit = audit.by(&current);
+    let id = parse_uuid("patient_id", &raw_id);
+    let event = Event::new(PATIENT_UPDATE, PATIENT)
+        .resource(id.as_ref().ok().copied())
+        .patient(id.as_ref().ok().copied());
+    let result = async {
+        current.require_writer()?;
+        let id = id?;
+        let JsonBody(body) = body?;
+        let name = match body.name {
+            Some(None) => {
+                return Err(ApiError::validation(
+                    &["body", "name"],
+                    "Input should be a valid string",
+                    "string_type",
+                ))
+            }
+            Some(Some(name)) => Some(name),
+            None => None,
+        };
+        let changed: Vec<&str> = [
+            ("name", name.is_some()),
+            ("dob", body.dob.is_some()),
+            ("contact_info", body.contact_info.is_some()),
+            ("medical_history", body.medical_history.is_some()),
+        ]
+        .iter()
+        .filter(|(_, sent)| *sent)
+        .map(|(field, _)| *field)
+        .collect();
+        // Which fields changed, never their values.
+        let event = event.clone().details(json!({ "fields": changed }));
+        let expected = required_version(&headers);
+        let mut client = state.auth.pool.get().await?;
+        let transaction = client.transaction().await?;
+        let (updated, ()) = tokio::try_join!(
+            async {
+                transaction
+                    .query_typed_opt(
+                        &format!(
+                            "UPDATE patients SET
+                                name = COALESCE($2, name),
+                                dob = CASE WHEN $3 THEN $4 ELSE dob END,
+                                contact_info = CASE WHEN $5 THEN $6 ELSE contact_info END,
+                                medical_history = CASE WHEN $7 THEN $8 ELSE medical_history END,
+                                version = version + 1,
+                                updated_at = now()
+                             WHERE id = $1 AND ($9::int8 IS NULL OR version = $9)
+                             RETURNING {PATIENT_COLUMNS}"
+                        ),
+                        &[
+                            (&id, Type::UUID),
+                            (&name.as_ref().map(PatientName::as_str), Type::VARCHAR),
+                            (&body.dob.is_some(), Type::BOOL),
+                            (&body.dob.flatten().map(|d| d.0), Type::DATE),
+                            (&body.contact_info.is_some(), Type::BOOL),
+                            (
+                                &body
+                                    .contact_info
+                                    .as_ref()
+                                    .and_then(|c| c.as_ref().map(ContactInfo::as_str)),
+                                Type::VARCHAR,
+                            ),
+                            (&body.medical_history.is_some(), Type::BOOL),
+                            (
+                                &body
+                                    .medical_history
+                                    .as_ref()
+                                    .and_then(|m| m.as_ref().map(MedicalHistory::as_str)),
+                                Type::TEXT,
+                            ),
+                            (&expected, Type::INT8),
+                        ],
+                    )
+                    .await
+                    .map_err(ApiError::from)
+            },
+            audit.insert(&transaction, &event),
+        )?;
+        match updated {
+            Some(row) => {
+                transaction.commit().await?;
+                Ok(Tagged(Patient::from_row(&row)))
+            }
+            None => {
+                // Nothing changed: the success event goes with the rollback.
+                transaction.rollback().await?;
+                Err(missing_or_modified(&client, id).await?)
+            }
         }
-        Some(Some(name)) => Some(name),
-        None => None,
-    };
-    let expected = required_version(&headers);
-    let client = state.auth.pool.get().await?;
-    let updated = client
-        .query_typed_opt(
-            &format!(
-                "UPDATE patients SET
-                    name = COALESCE($2, name),
-                    dob = CASE WHEN $3 THEN $4 ELSE dob END,
-                    contact_info = CASE WHEN $5 THEN $6 ELSE contact_info END,
-                    medical_history = CASE WHEN $7 THEN $8 ELSE medical_history END,
-                    version = version + 1,
-                    updated_at = now()
-                 WHERE id = $1 AND ($9::int8 IS NULL OR version = $9)
-                 RETURNING {PATIENT_COLUMNS}"
-            ),
-            &[
-                (&id, Type::UUID),
-                (&name.as_ref().map(PatientName::as_str), Type::VARCHAR),
-                (&body.dob.is_some(), Type::BOOL),
-                (&body.dob.flatten().map(|d| d.0), Type::DATE),
-                (&body.contact_info.is_some(), Type::BOOL),
-                (
-                    &body
-                        .contact_info
-                        .as_ref()
-                        .and_then(|c| c.as_ref().map(ContactInfo::as_str)),
-                    Type::VARCHAR,
-                ),
-                (&body.medical_history.is_some(), Type::BOOL),
-                (
-                    &body
-                        .medical_history
-                        .as_ref()
-                        .and_then(|m| m.as_ref().map(MedicalHistory::as_str)),
-                    Type::TEXT,
-                ),
-                (&expected, Type::INT8),
-            ],
-        )
-        .await?;
-    match updated {
-        Some(row) => Ok(Tagged(Patient::from_row(&row))),
-        None => Err(missing_or_modified(&client, id).await?),
     }
+    .await;
+    audit.refused(&state.auth.pool, event, result).await
 }
 
 /// After a conditional write touched nothing: 404 when the patient is gone, else 412.
@@ -255,52 +330,72 @@ async fn missing_or_modified(client: &tokio_postgres::Client, id: Uuid) -> ApiRe
 async fn delete_patient(
     State(state): State<PatientsState>,
     current: CurrentUser,
+    audit: Audit,
     Path(raw_id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Json<serde_json::Value>> {
-    current.require_writer()?;
-    let id = parse_uuid("patient_id", &raw_id)?;
-    let expected = required_version(&headers);
-    let mut client = state.auth.pool.get().await?;
-    let transaction = client.transaction().await?;
-    let version: i64 = transaction
-        .query_opt(
-            "SELECT version FROM patients WHERE id = $1 FOR UPDATE",
-            &[&id],
-        )
-        .await?
-        .ok_or_else(not_found)?
-        .get(0);
-    if expected.is_some_and(|v| v != version) {
-        return Err(modified_meanwhile());
+    let audit = audit.by(&current);
+    let id = parse_uuid("patient_id", &raw_id);
+    let event = Event::new(PATIENT_DELETE, PATIENT)
+        .resource(id.as_ref().ok().copied())
+        .patient(id.as_ref().ok().copied());
+    let result = async {
+        current.require_writer()?;
+        let id = id?;
+        let expected = required_version(&headers);
+        let mut client = state.auth.pool.get().await?;
+        let transaction = client.transaction().await?;
+        let version: i64 = transaction
+            .query_opt(
+                "SELECT version FROM patients WHERE id = $1 FOR UPDATE",
+                &[&id],
+            )
+            .await?
+            .ok_or_else(not_found)?
+            .get(0);
+        if expected.is_some_and(|v| v != version) {
+            return Err(modified_meanwhile());
+        }
+        // The files go with the rows: their keys are queued in the same transaction, so a
+        // failure anywhere leaves both rows and files, and a success leaves neither for long.
+        let keys: Vec<String> = transaction
+            .query(
+                "INSERT INTO object_deletions (object_key)
+                 SELECT object_key FROM attachments WHERE patient_id = $1
+                 ON CONFLICT (object_key) DO UPDATE SET queued_at = now()
+                 RETURNING object_key",
+                &[&id],
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let event = event
+            .clone()
+            .details(json!({ "attachments_deleted": keys.len() }));
+        // Attachments before their patient (the foreign key); the event alongside the last delete.
+        transaction
+            .execute("DELETE FROM attachments WHERE patient_id = $1", &[&id])
+            .await?;
+        tokio::try_join!(
+            async {
+                transaction
+                    .execute("DELETE FROM patients WHERE id = $1", &[&id])
+                    .await
+                    .map_err(ApiError::from)
+            },
+            audit.insert(&transaction, &event),
+        )?;
+        transaction.commit().await?;
+        drop(client);
+        if !keys.is_empty() {
+            // Now, not later: if S3 cannot be reached the keys stay queued for the scheduled sweep.
+            drain_deletions(&state.auth.pool, &state.storage, Some(keys), 0).await?;
+        }
+        Ok(Json(json!({ "message": "Patient deleted successfully" })))
     }
-    // The files go with the rows: their keys are queued in the same transaction, so a
-    // failure anywhere leaves both rows and files, and a success leaves neither for long.
-    let keys: Vec<String> = transaction
-        .query(
-            "INSERT INTO object_deletions (object_key)
-             SELECT object_key FROM attachments WHERE patient_id = $1
-             ON CONFLICT (object_key) DO UPDATE SET queued_at = now()
-             RETURNING object_key",
-            &[&id],
-        )
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    transaction
-        .execute("DELETE FROM attachments WHERE patient_id = $1", &[&id])
-        .await?;
-    transaction
-        .execute("DELETE FROM patients WHERE id = $1", &[&id])
-        .await?;
-    transaction.commit().await?;
-    drop(client);
-    if !keys.is_empty() {
-        // Now, not later: if S3 cannot be reached the keys stay queued for the scheduled sweep.
-        drain_deletions(&state.auth.pool, &state.storage, Some(keys), 0).await?;
-    }
-    Ok(Json(json!({ "message": "Patient deleted successfully" })))
+    .await;
+    audit.refused(&state.auth.pool, event, result).await
 }
 
 #[derive(Serialize)]
@@ -311,10 +406,30 @@ struct PatientList {
 
 async fn search_patients(
     State(state): State<PatientsState>,
-    _current: CurrentUser,
-    QueryParams(params): QueryParams<SearchParams>,
+    current: CurrentUser,
+    audit: Audit,
+    params: Result<QueryParams<SearchParams>, ApiError>,
 ) -> ApiResult<Json<PatientList>> {
-    let search = Search::parse(params)?;
+    let audit = audit.by(&current);
+    let search = params.and_then(|QueryParams(params)| Search::parse(params));
+    let event = Event::new(PATIENT_SEARCH, PATIENT);
+    let search = match search {
+        Ok(search) => search,
+        Err(error) => return audit.read(&state.auth.pool, event, Err(error)).await,
+    };
+    let result = run_search(&state, &search).await;
+    // Which filters (never their values) and which patients were shown.
+    let event = match &result {
+        Ok(list) => event.details(json!({
+            "filters": search.filter_names(),
+            "patient_ids": list.data.iter().map(|p| p.id).collect::<Vec<_>>(),
+        })),
+        Err(_) => event.details(json!({ "filters": search.filter_names() })),
+    };
+    audit.read(&state.auth.pool, event, result.map(Json)).await
+}
+
+async fn run_search(state: &PatientsState, search: &Search) -> ApiResult<PatientList> {
     let client = state.auth.pool.get().await?;
     let (page_sql, page_params) = search.page_sql(PATIENT_COLUMNS);
     let page_typed = as_typed(&page_params);
@@ -336,10 +451,10 @@ async fn search_patients(
             .and_then(|r| plan_rows(&r.get::<_, serde_json::Value>(0))),
         _ => None,
     };
-    Ok(Json(PatientList {
+    Ok(PatientList {
         data: rows.iter().map(Patient::from_row).collect(),
         count,
-    }))
+    })
 }
 
 /// The planner's row estimate from `EXPLAIN (FORMAT JSON)`.

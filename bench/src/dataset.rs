@@ -1,0 +1,318 @@
+//! A realistic patient population, generated deterministically and loaded with COPY:
+//! varied names (accented ones included), dates of birth, multi-sentence histories drawn from a
+//! vocabulary of real conditions (common and rare), and attachments of a dozen MIME types.
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio_postgres::Client;
+
+const FIRST: &[&str] = &[
+    "James",
+    "Mary",
+    "John",
+    "Patricia",
+    "Robert",
+    "Jennifer",
+    "Michael",
+    "Linda",
+    "William",
+    "Elizabeth",
+    "David",
+    "Barbara",
+    "Richard",
+    "Susan",
+    "Joseph",
+    "Jessica",
+    "Thomas",
+    "Sarah",
+    "Charles",
+    "Karen",
+    "Christopher",
+    "Nancy",
+    "Daniel",
+    "Lisa",
+    "Matthew",
+    "Betty",
+    "Anthony",
+    "Margaret",
+    "Mark",
+    "Sandra",
+    "José",
+    "María",
+    "Zoë",
+    "Chloé",
+    "Renée",
+    "André",
+    "François",
+    "Søren",
+    "Björn",
+    "Łukasz",
+    "Ígor",
+    "Núria",
+    "Ahmed",
+    "Fatima",
+    "Wei",
+    "Mei",
+    "Hiroshi",
+    "Yuki",
+    "Olusegun",
+    "Amara",
+    "Priya",
+    "Arjun",
+    "Nikolai",
+    "Olga",
+    "Giulia",
+    "Matteo",
+    "Siobhán",
+    "Seán",
+    "Ana",
+    "João",
+    "Mateus",
+    "Inês",
+    "Dmitri",
+    "Anya",
+];
+const LAST: &[&str] = &[
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Gonzalez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Perez",
+    "Thompson",
+    "White",
+    "Harris",
+    "Sanchez",
+    "Clark",
+    "Ramirez",
+    "Lewis",
+    "Robinson",
+    "Álvarez",
+    "Muñoz",
+    "Núñez",
+    "Müller",
+    "Schröder",
+    "Dvořák",
+    "Kovač",
+    "Nováková",
+    "Østergaard",
+    "Åkesson",
+    "O'Brien",
+    "McCarthy",
+    "Nguyen",
+    "Tran",
+    "Kim",
+    "Park",
+    "Chen",
+    "Wang",
+    "Singh",
+    "Patel",
+    "Okafor",
+    "Adeyemi",
+    "Ivanov",
+    "Petrov",
+    "Rossi",
+    "Bianchi",
+    "Santos",
+    "Oliveira",
+    "Fernández",
+    "Gómez",
+    "Weiß",
+];
+/// Common conditions appear in many histories; the rare ones (last) in very few.
+const COMMON: &[&str] = &[
+    "hypertension",
+    "type 2 diabetes",
+    "asthma",
+    "hyperlipidemia",
+    "osteoarthritis",
+    "depression",
+    "anxiety",
+    "obesity",
+    "chronic back pain",
+    "GERD",
+    "hypothyroidism",
+    "migraine",
+    "allergic rhinitis",
+    "atrial fibrillation",
+    "COPD",
+    "chronic kidney disease",
+    "anemia",
+    "insomnia",
+    "gout",
+    "eczema",
+];
+const RARE: &[&str] = &[
+    "sarcoidosis",
+    "myasthenia gravis",
+    "amyloidosis",
+    "pheochromocytoma",
+    "acromegaly",
+    "Wilson disease",
+    "porphyria",
+    "Addison disease",
+    "Takayasu arteritis",
+    "Behçet disease",
+];
+const SENTENCES: &[&str] = &[
+    "Diagnosed with {} several years ago.",
+    "History of {} managed with medication.",
+    "Family history of {}.",
+    "Presented with symptoms consistent with {}.",
+    "Follow-up scheduled for {} monitoring.",
+    "Reports good control of {}.",
+    "Referred to a specialist for {}.",
+];
+pub const MIME_TYPES: &[&str] = &[
+    "application/pdf",
+    "image/jpeg",
+    "image/png",
+    "application/dicom",
+    "text/plain",
+    "image/tiff",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "text/csv",
+    "application/json",
+    "application/zip",
+    "video/mp4",
+    "application/x-bam",
+];
+
+/// Text-format COPY: backslash, tab and newline escaped.
+fn field(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn history(rng: &mut fastrand::Rng) -> String {
+    let sentences = rng.usize(2..=5);
+    let mut text = String::new();
+    for i in 0..sentences {
+        // One history in 2,000 mentions a rare condition: selective searches find a few hundred.
+        let condition = if rng.usize(0..2_000) == 0 {
+            RARE[rng.usize(0..RARE.len())]
+        } else {
+            COMMON[rng.usize(0..COMMON.len())]
+        };
+        if i > 0 {
+            text.push(' ');
+        }
+        text.push_str(&SENTENCES[rng.usize(0..SENTENCES.len())].replace("{}", condition));
+    }
+    text
+}
+
+/// Loads `patients` patients and `attachments` attachments unless the database already holds them.
+pub async fn ensure_loaded(
+    client: &Client,
+    patients: usize,
+    attachments: usize,
+) -> Result<bool, tokio_postgres::Error> {
+    let have: i64 = client
+        .query_one("SELECT count(*) FROM patients", &[])
+        .await?
+        .get(0);
+    if have as usize >= patients {
+        return Ok(false);
+    }
+    client
+        .batch_execute("TRUNCATE attachments, patients, object_deletions")
+        .await?;
+    let mut rng = fastrand::Rng::with_seed(20261127);
+    let mut ids = Vec::with_capacity(patients);
+    let sink = client
+        .copy_in(
+            "COPY patients (id, name, dob, contact_info, medical_history, created_at) FROM STDIN",
+        )
+        .await?;
+    futures_util::pin_mut!(sink);
+    let mut chunk = String::with_capacity(4 << 20);
+    for i in 0..patients {
+        let id = uuid::Uuid::from_u64_pair(rng.u64(..), rng.u64(..));
+        ids.push(id);
+        let name = format!(
+            "{} {}",
+            FIRST[rng.usize(0..FIRST.len())],
+            LAST[rng.usize(0..LAST.len())]
+        );
+        let dob = chrono::NaiveDate::from_ymd_opt(
+            1920 + rng.i32(0..100),
+            rng.u32(1..=12),
+            rng.u32(1..=28),
+        )
+        .unwrap();
+        chunk.push_str(&id.to_string());
+        chunk.push('\t');
+        field(&mut chunk, &name);
+        chunk.push('\t');
+        chunk.push_str(&dob.to_string());
+        chunk.push('\t');
+        chunk.push_str(&format!("+1 555 {:04}", rng.u32(0..10_000)));
+        chunk.push('\t');
+        field(&mut chunk, &history(&mut rng));
+        chunk.push('\t');
+        // Spread over five years, so the created_at sort has real order.
+        let created = chrono::DateTime::parse_from_rfc3339("2021-01-01T00:00:00Z").unwrap()
+            + chrono::Duration::seconds(i as i64 * 150);
+        chunk.push_str(&created.to_rfc3339());
+        chunk.push('\n');
+        if chunk.len() > (4 << 20) - 4096 {
+            sink.send(Bytes::from(std::mem::take(&mut chunk))).await?;
+        }
+    }
+    sink.send(Bytes::from(chunk)).await?;
+    sink.finish().await?;
+
+    let sink = client
+        .copy_in("COPY attachments (id, patient_id, file_name, mime_type, object_key, status, size, etag, uploaded_at) FROM STDIN")
+        .await?;
+    futures_util::pin_mut!(sink);
+    let mut chunk = String::with_capacity(4 << 20);
+    for _ in 0..attachments {
+        let id = uuid::Uuid::from_u64_pair(rng.u64(..), rng.u64(..));
+        let patient = ids[rng.usize(0..ids.len())];
+        // Skewed: PDFs and images common; genomics files (x-bam, the last type) one in a thousand.
+        let mime = if rng.usize(0..1_000) == 0 {
+            MIME_TYPES[MIME_TYPES.len() - 1]
+        } else {
+            MIME_TYPES[(rng.f64().powi(3) * (MIME_TYPES.len() - 1) as f64) as usize]
+        };
+        chunk.push_str(&format!(
+            "{id}\t{patient}\tfile-{id}.dat\t{mime}\tpatients/{patient}/attachments/{id}\tuploaded\t{}\t{:032x}\t2025-01-01 00:00:00+00\n",
+            rng.u32(1_000..50_000_000),
+            rng.u128(..)
+        ));
+        if chunk.len() > (4 << 20) - 4096 {
+            sink.send(Bytes::from(std::mem::take(&mut chunk))).await?;
+        }
+    }
+    sink.send(Bytes::from(chunk)).await?;
+    sink.finish().await?;
+    client
+        .batch_execute("ANALYZE patients; ANALYZE attachments")
+        .await?;
+    Ok(true)
+}
