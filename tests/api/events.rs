@@ -31,6 +31,7 @@ const HTTP_EVENTS: &[(&str, u16)] = &[
     ("patients/update-patient.json", 404),
     ("patients/patch-patient.json", 404),
     ("patients/delete-patient.json", 404),
+    ("audit/list-audit-events.json", 200),
     ("attachments/create-attachment.json", 404),
     ("attachments/list-attachments.json", 200),
     ("attachments/list-patient-attachments.json", 404),
@@ -41,6 +42,7 @@ const HTTP_EVENTS: &[(&str, u16)] = &[
 const OTHER_EVENTS: &[&str] = &[
     "migrate/custom-resource-create.json",
     "migrate/direct-invoke.json",
+    "migrate/schedule-audit-retention.json",
     "attachment-events/s3-object-created.json",
     "attachment-events/schedule.json",
 ];
@@ -98,6 +100,7 @@ async fn http_events_answer_their_expected_status() {
             "utils" => utils::router(app.utils.clone()),
             "patients" => patients::router(app.patients.clone()),
             "attachments" => attachments::router(app.attachments.clone()),
+            "audit" => audit::router(app.audit.clone()),
             other => panic!("no router for events/{other}"),
         };
         let response = invoke_event(router, event).await;

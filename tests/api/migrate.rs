@@ -212,3 +212,39 @@ async fn direct_invocation_answers_the_report() {
         .iter()
         .any(|m| m == "V1__core_schema"));
 }
+
+#[tokio::test]
+async fn the_scheduled_run_purges_only_audit_events_past_retention() {
+    let db = api_tests::TestDb::new().await;
+    let client = db.client().await;
+    // One event seven years old (written as it would have been then), one from today.
+    client
+        .batch_execute(
+            "INSERT INTO audit_events (id, occurred_at, action, outcome, resource_type)
+             VALUES (gen_random_uuid(), now() - interval '7 years', 'patient.read', 'success', 'patient'),
+                    (gen_random_uuid(), now(), 'patient.read', 'success', 'patient')",
+        )
+        .await
+        .unwrap();
+    let event: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            api_tests::events_dir().join("migrate/schedule-audit-retention.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let report = migrate::handle_event(
+        &Ok(migrate_config(&db.name)),
+        event,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report["audit_events_purged"], 1);
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM audit_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 1);
+}
