@@ -73,6 +73,20 @@ ensure_python_tools() {
     export PATH="$VENV/bin:$PATH"
 }
 
+# checkov pins its own versions of boto3 and friends: it lives in a venv of its own.
+ensure_checkov() {
+    local venv="$TOOLS/checkov-venv" stamp want
+    stamp="$venv/.requirements.sha256"
+    want="$(sha256sum "$ROOT/scripts/requirements-checkov.txt" | cut -d' ' -f1)"
+    if [ ! -x "$venv/bin/checkov" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        say "installing checkov (template security scan) into $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/scripts/requirements-checkov.txt"
+        echo "$want" >"$stamp"
+    fi
+    CHECKOV="$venv/bin/checkov"
+}
+
 ensure_s3s_fs() {
     if [ ! -x "$TOOLS/bin/s3s-fs" ] || ! "$TOOLS/bin/s3s-fs" --version 2>/dev/null | grep -q "$S3S_VERSION"; then
         say "installing s3s-fs $S3S_VERSION (local S3 server) into $TOOLS/bin"

@@ -9,4 +9,5 @@ mod events;
 mod health;
 mod migrate;
 mod patients;
+mod template;
 mod users;

@@ -248,3 +248,61 @@ async fn the_scheduled_run_purges_only_audit_events_past_retention() {
         .get(0);
     assert_eq!(left, 1);
 }
+
+#[tokio::test]
+async fn migrate_creates_the_application_login_with_only_the_application_grants() {
+    let db = TestDb::empty().await;
+    let username = format!(
+        "carevault_api_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let mut config = migrate_config(&db.name);
+    config.app_login = Some(migrate::AppLogin {
+        username: username.clone(),
+        password: "first-secret-value".into(),
+    });
+    migrate::run(&config).await.expect("creates the login");
+    // The secret rotated: the next run sets the new password.
+    config.app_login.as_mut().unwrap().password = "it's a 'quoted' secret".into();
+    migrate::run(&config).await.expect("updates the login");
+
+    let mut login = db.config.clone();
+    login.user = username.clone();
+    login.password = Some("it's a 'quoted' secret".into());
+    let (client, connection) = login
+        .pg_config()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("log in as the app role");
+    tokio::spawn(connection);
+    client
+        .query("SELECT count(*) FROM patients", &[])
+        .await
+        .expect("reads patients");
+    client
+        .execute(
+            "INSERT INTO audit_events (id, action, outcome, resource_type) VALUES (gen_random_uuid(), 'x', 'success', 'y')",
+            &[],
+        )
+        .await
+        .expect("appends to the trail");
+    for sql in [
+        "UPDATE audit_events SET action = 'y'",
+        "DELETE FROM audit_events",
+        "CREATE TABLE intruder (id int)",
+        "DROP TABLE patients",
+    ] {
+        let err = client.batch_execute(sql).await.expect_err(sql);
+        assert_eq!(
+            err.code().map(|c| c.code()),
+            Some("42501"),
+            "{sql}: {err:?}"
+        );
+    }
+    drop(client);
+    api_tests::admin_client()
+        .await
+        .batch_execute(&format!("DROP ROLE \"{username}\""))
+        .await
+        .unwrap();
+}

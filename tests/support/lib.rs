@@ -55,6 +55,7 @@ pub fn migrate_config(dbname: &str) -> migrate::MigrateConfig {
     migrate::MigrateConfig {
         database: database_config(dbname),
         audit_retention_days: 2_190,
+        app_login: None,
         first_superuser: shared::domain::EmailAddress::parse(FIRST_SUPERUSER.into()).unwrap(),
         first_superuser_password: shared::domain::Password::parse(FIRST_SUPERUSER_PASSWORD.into())
             .unwrap(),

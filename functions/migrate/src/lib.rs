@@ -33,6 +33,15 @@ pub struct MigrateConfig {
     pub audit_retention_days: i32,
     pub first_superuser: EmailAddress,
     pub first_superuser_password: Password,
+    /// The API functions' database login (DATABASE_APP_SECRET_ARN, RDS JSON format): made a
+    /// member of `carevault_app` so it holds only the application's grants. None locally.
+    pub app_login: Option<AppLogin>,
+}
+
+#[derive(serde::Deserialize)]
+pub struct AppLogin {
+    pub username: String,
+    pub password: String,
 }
 
 impl MigrateConfig {
@@ -72,8 +81,13 @@ impl MigrateConfig {
                 name: "FIRST_SUPERUSER_PASSWORD",
                 reason,
             })?;
+        let app_login = match env.get("DATABASE_APP_SECRET_ARN") {
+            Some(secret_id) => Some(secrets.json("DATABASE_APP_SECRET_ARN", secret_id).await?),
+            None => None,
+        };
         Ok(Self {
             database,
+            app_login,
             audit_retention_days: env.number_in("AUDIT_RETENTION_DAYS", 2_190, 365..=36_500)?,
             first_superuser,
             first_superuser_password,
@@ -126,10 +140,51 @@ async fn migrate_locked(
         .map(|m| format!("V{}__{}", m.version(), m.name()))
         .collect();
     let superuser_created = ensure_first_superuser(client, config).await?;
+    if let Some(login) = &config.app_login {
+        ensure_app_login(client, login).await?;
+    }
     Ok(Report {
         applied,
         superuser_created,
     })
+}
+
+/// Creates the application's login role, or sets its password (the secret may have rotated).
+/// DDL takes no parameters: the statement is built by the server with `format(%I, %L)`.
+async fn ensure_app_login(
+    client: &tokio_postgres::Client,
+    login: &AppLogin,
+) -> Result<(), MigrateError> {
+    let db_err = |e: tokio_postgres::Error| MigrateError::Database(e.to_string());
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_roles WHERE rolname = $1",
+            &[&login.username],
+        )
+        .await
+        .map_err(db_err)?
+        .is_some();
+    let template = if exists {
+        "SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', $1::text, $2::text)"
+    } else {
+        "SELECT format('CREATE ROLE %I WITH LOGIN PASSWORD %L IN ROLE carevault_app', $1::text, $2::text)"
+    };
+    let statement: String = client
+        .query_one(template, &[&login.username, &login.password])
+        .await
+        .map_err(db_err)?
+        .get(0);
+    client.batch_execute(&statement).await.map_err(db_err)?;
+    let grant: String = client
+        .query_one(
+            "SELECT format('GRANT carevault_app TO %I', $1::text)",
+            &[&login.username],
+        )
+        .await
+        .map_err(db_err)?
+        .get(0);
+    client.batch_execute(&grant).await.map_err(db_err)?;
+    Ok(())
 }
 
 async fn ensure_first_superuser(

@@ -1,0 +1,279 @@
+//! template.yaml, read as data: the deployment must route every request to the function that
+//! serves it, grant no wildcard, keep buckets private and TLS-only, and keep every log.
+
+use std::path::Path;
+
+use api_tests::{events_dir, function_for_path};
+use serde_yaml::Value;
+
+fn template() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).expect("template.yaml is YAML")
+}
+
+/// The value under a CloudFormation tag (`!Ref x` is a tagged value).
+fn untag(value: &Value) -> &Value {
+    match value {
+        Value::Tagged(tagged) => untag(&tagged.value),
+        other => other,
+    }
+}
+
+fn resources(template: &Value) -> Vec<(String, Value)> {
+    template["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.as_str().unwrap().to_owned(), v.clone()))
+        .collect()
+}
+
+fn of_type(template: &Value, kind: &str) -> Vec<(String, Value)> {
+    resources(template)
+        .into_iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some(kind))
+        .collect()
+}
+
+/// (path pattern, method, binary) of every HTTP API route.
+fn routes(template: &Value) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for (_, function) in of_type(template, "AWS::Serverless::Function") {
+        let binary = function["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let Some(events) = function["Properties"]["Events"].as_mapping() else {
+            continue;
+        };
+        for (_, event) in events {
+            if event["Type"].as_str() == Some("HttpApi") {
+                out.push((
+                    event["Properties"]["Path"].as_str().unwrap().to_owned(),
+                    event["Properties"]["Method"].as_str().unwrap().to_owned(),
+                    binary.clone(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// API Gateway's choice among routes: the match with the most literal segments, then params
+/// before greedy. None when nothing matches.
+fn route_for<'a>(
+    routes: &'a [(String, String, String)],
+    path: &str,
+    method: &str,
+) -> Option<&'a (String, String, String)> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let score = |pattern: &str| -> Option<(usize, usize)> {
+        let parts: Vec<&str> = pattern.trim_start_matches('/').split('/').collect();
+        let mut literal = 0;
+        for (i, part) in parts.iter().enumerate() {
+            if part.ends_with("+}") {
+                return (segments.len() > i && !segments[i..].join("/").is_empty())
+                    .then_some((literal, 0));
+            }
+            let segment = segments.get(i)?;
+            if part.starts_with('{') {
+                if segment.is_empty() {
+                    return None;
+                }
+            } else if part != segment {
+                return None;
+            } else {
+                literal += 1;
+            }
+        }
+        (parts.len() == segments.len()).then_some((literal, 1))
+    };
+    routes
+        .iter()
+        .filter(|(_, m, _)| m == "ANY" || m == method)
+        .filter_map(|route| score(&route.0).map(|s| (s, route)))
+        .max_by_key(|(s, _)| *s)
+        .map(|(_, route)| route)
+}
+
+/// Every HTTP event in events/, as (file, method, path).
+fn http_events() -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![events_dir()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let event: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            if let Some(raw_path) = event["rawPath"].as_str() {
+                out.push((
+                    path.display().to_string(),
+                    event["requestContext"]["http"]["method"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                    raw_path.trim_end_matches('/').to_owned(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_event_route_reaches_the_function_that_serves_it() {
+    let template = template();
+    let routes = routes(&template);
+    let events = http_events();
+    assert!(events.len() > 20);
+    for (file, method, path) in events {
+        let expected =
+            function_for_path(&path).unwrap_or_else(|| panic!("{file}: no function serves {path}"));
+        let route = route_for(&routes, &path, &method)
+            .unwrap_or_else(|| panic!("{file}: no route for {method} {path}"));
+        assert_eq!(
+            route.2, expected,
+            "{file}: {method} {path} goes to {} by {}",
+            route.2, route.0
+        );
+    }
+}
+
+#[test]
+fn the_local_router_matches_the_deployment() {
+    // Cargo.toml's [workspace.metadata.lambda.watch.router]: the same path goes to the same function.
+    let manifest: toml::Value =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+    let router = manifest["workspace"]["metadata"]["lambda"]["watch"]["router"]
+        .as_table()
+        .unwrap();
+    let local: Vec<(String, String, String)> = router
+        .iter()
+        .map(|(pattern, function)| {
+            // matchit's `{*rest}` is API Gateway's `{rest+}`.
+            let pattern = pattern.replace("{*path}", "{proxy+}");
+            (
+                pattern,
+                "ANY".to_owned(),
+                function.as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (file, method, path) in http_events() {
+        for variant in [path.clone(), format!("{path}/")] {
+            let route = route_for(&local, &variant, &method)
+                .unwrap_or_else(|| panic!("{file}: cargo lambda watch has no route for {variant}"));
+            assert_eq!(
+                Some(route.2.as_str()),
+                function_for_path(&path),
+                "{file}: {variant}"
+            );
+        }
+    }
+}
+
+fn statements(policy_holder: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    for policy in policy_holder.as_sequence().into_iter().flatten() {
+        let document = if policy.get("PolicyDocument").is_some() {
+            &policy["PolicyDocument"]
+        } else {
+            policy
+        };
+        for statement in document["Statement"].as_sequence().into_iter().flatten() {
+            out.push(statement.clone());
+        }
+    }
+    out
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    match untag(value) {
+        Value::String(s) => vec![s.clone()],
+        Value::Sequence(items) => items.iter().flat_map(strings).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn no_function_or_role_has_a_wildcard_action_or_resource() {
+    let template = template();
+    let mut checked = 0;
+    for (name, resource) in resources(&template) {
+        let policies = match resource["Type"].as_str() {
+            Some("AWS::Serverless::Function") => &resource["Properties"]["Policies"],
+            Some("AWS::IAM::Role") => &resource["Properties"]["Policies"],
+            _ => continue,
+        };
+        for statement in statements(policies) {
+            checked += 1;
+            for action in strings(&statement["Action"]) {
+                assert!(!action.contains('*'), "{name}: wildcard action {action}");
+            }
+            for target in strings(&statement["Resource"]) {
+                assert_ne!(target, "*", "{name}: wildcard resource");
+            }
+        }
+    }
+    assert!(checked > 10, "policies were found and read");
+}
+
+#[test]
+fn buckets_are_private_and_tls_only() {
+    let template = template();
+    let policies = of_type(&template, "AWS::S3::BucketPolicy");
+    let buckets = of_type(&template, "AWS::S3::Bucket");
+    assert!(buckets.len() >= 2);
+    for (name, bucket) in buckets {
+        let block = &bucket["Properties"]["PublicAccessBlockConfiguration"];
+        for key in [
+            "BlockPublicAcls",
+            "BlockPublicPolicy",
+            "IgnorePublicAcls",
+            "RestrictPublicBuckets",
+        ] {
+            assert_eq!(block[key].as_bool(), Some(true), "{name}: {key}");
+        }
+        assert!(
+            bucket["Properties"]["BucketEncryption"].is_mapping(),
+            "{name}: encrypted"
+        );
+        let denies_http = policies.iter().any(|(_, policy)| {
+            strings(&policy["Properties"]["Bucket"]) == [name.clone()]
+                && statements(&Value::Sequence(vec![policy["Properties"]
+                    ["PolicyDocument"]
+                    .clone()]))
+                .iter()
+                .any(|s| {
+                    s["Effect"].as_str() == Some("Deny")
+                        && s["Condition"]["Bool"]["aws:SecureTransport"].as_str() == Some("false")
+                })
+        });
+        assert!(denies_http, "{name}: a bucket policy must deny plain HTTP");
+    }
+}
+
+#[test]
+fn every_function_logs_to_a_group_with_retention() {
+    let template = template();
+    let groups = of_type(&template, "AWS::Logs::LogGroup");
+    for (name, function) in of_type(&template, "AWS::Serverless::Function") {
+        let group = strings(&function["Properties"]["LoggingConfig"]["LogGroup"]);
+        assert_eq!(group.len(), 1, "{name}: LoggingConfig.LogGroup");
+        let (_, log_group) = groups
+            .iter()
+            .find(|(g, _)| *g == group[0])
+            .unwrap_or_else(|| panic!("{name}: log group {} is not in the template", group[0]));
+        assert!(
+            !log_group["Properties"]["RetentionInDays"].is_null(),
+            "{name}: retention"
+        );
+    }
+}
