@@ -3,6 +3,8 @@
 //! Run by scripts/bench, which starts the services and builds in release mode.
 
 mod dataset;
+mod lambda;
+mod runtime;
 
 use std::time::{Duration, Instant};
 
@@ -333,6 +335,47 @@ async fn patients_at_scale() {
     println!();
 }
 
+/// The functions as Lambda runs them, at 1M patients; writes target/bench/results.json.
+async fn functions_as_lambda() {
+    let dbname = std::env::var("CAREVAULT_BENCH_DB").unwrap_or_else(|_| "carevault_bench".into());
+    migrate::run(&api_tests::migrate_config(&dbname)).await.expect("migrate the bench database");
+    let config = api_tests::database_config(&dbname);
+    let pool = shared::db::pool(&config).unwrap();
+    let client = pool.get().await.unwrap();
+    dataset::ensure_loaded(&client, 1_000_000, 300_000).await.expect("load the data set");
+    client.batch_execute("ANALYZE patients; ANALYZE attachments").await.unwrap();
+    let admin: uuid::Uuid = client
+        .query_one("SELECT id FROM users WHERE is_superuser LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let patient: uuid::Uuid = client.query_one("SELECT id FROM patients LIMIT 1", &[]).await.unwrap().get(0);
+    let tokens = shared::auth::Tokens::new(
+        api_tests::TEST_SECRET_KEY,
+        Duration::from_secs(3600),
+        Duration::from_secs(3600),
+    );
+    let token = tokens.issue_access(admin).unwrap();
+    // What each function reads at cold start; AWS endpoints and keys come from scripts/bench.
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("AWS_") || k == "PATH")
+        .collect();
+    env.extend(
+        [
+            ("ENVIRONMENT", "local".to_owned()),
+            ("DATABASE_URL", api_tests::db_url(&dbname)),
+            ("SECRET_KEY", api_tests::TEST_SECRET_KEY.to_owned()),
+            ("S3_BUCKET", api_tests::stack_var("S3_BUCKET")),
+            ("S3_FORCE_PATH_STYLE", "true".to_owned()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v)),
+    );
+    let results = lambda::run(&dbname, env, &token, patient, admin).await;
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&results).unwrap()).unwrap();
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
@@ -341,5 +384,8 @@ async fn main() {
     }
     if matches!(which.as_str(), "all" | "patients") {
         patients_at_scale().await;
+    }
+    if matches!(which.as_str(), "all" | "lambda") {
+        functions_as_lambda().await;
     }
 }

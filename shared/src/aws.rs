@@ -6,5 +6,8 @@ use aws_config::{BehaviorVersion, SdkConfig};
 /// `AWS_ENDPOINT_URL_SECRETS_MANAGER`) from the standard AWS environment.
 /// Credentials are resolved lazily, on the first signed call.
 pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    let started = std::time::Instant::now();
+    let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    crate::logging::record_init_step("aws_sdk", started.elapsed());
+    config
 }

@@ -9,6 +9,13 @@ pub use deadpool_postgres::{Object as Connection, Pool as DbPool, PoolError, Tra
 
 /// Builds the pool; no connection is opened until the first request asks for one.
 pub fn pool(config: &DatabaseConfig) -> Result<Pool, ConfigError> {
+    let started = std::time::Instant::now();
+    let pool = build_pool(config);
+    crate::logging::record_init_step("pool", started.elapsed());
+    pool
+}
+
+fn build_pool(config: &DatabaseConfig) -> Result<Pool, ConfigError> {
     // Lambda freezes the process between invocations and the server or proxy may drop an idle
     // socket meanwhile: `Verified` runs a trivial query before handing out a reused connection.
     let manager_config = ManagerConfig {

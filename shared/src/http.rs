@@ -355,3 +355,21 @@ impl Paging {
         }
     }
 }
+
+/// A function's whole life: logging, the cold start (`init` builds the state from the
+/// environment, once), then serving `router` until the process ends. A failed cold start ends
+/// the process with one log line naming the problem.
+pub async fn start<S, Init, Fut>(
+    init: Init,
+    router: impl FnOnce(S) -> Router,
+) -> Result<(), lambda_http::Error>
+where
+    Init: FnOnce(crate::config::Env) -> Fut,
+    Fut: std::future::Future<Output = Result<S, crate::config::ConfigError>>,
+{
+    crate::logging::init();
+    let started = std::time::Instant::now();
+    let state = crate::logging::exit_on_init_error(init(crate::config::Env::from_process()).await);
+    crate::logging::cold_start_complete(started);
+    run(router(state)).await
+}

@@ -28,3 +28,39 @@ pub fn exit_on_init_error<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
         }
     }
 }
+
+/// The parts of a cold start and what each cost, logged once by `cold_start_complete`:
+/// the benchmark and the CloudWatch query in the README read that line.
+static INIT_STEPS: std::sync::Mutex<Vec<(&'static str, f64)>> = std::sync::Mutex::new(Vec::new());
+
+/// Adds `elapsed` to the cold-start step `step` (config, secrets, pool, aws_sdk).
+pub fn record_init_step(step: &'static str, elapsed: std::time::Duration) {
+    if let Ok(mut steps) = INIT_STEPS.lock() {
+        steps.push((step, elapsed.as_secs_f64() * 1000.0));
+    }
+}
+
+/// Logs `{"message":"cold start complete","init_ms":..,"steps":{..}}` for this process.
+pub fn cold_start_complete(started: std::time::Instant) {
+    let steps: serde_json::Map<String, serde_json::Value> = INIT_STEPS
+        .lock()
+        .map(|steps| {
+            let mut totals: Vec<(&str, f64)> = Vec::new();
+            for (name, ms) in steps.iter() {
+                match totals.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, total)) => *total += ms,
+                    None => totals.push((name, *ms)),
+                }
+            }
+            totals
+                .into_iter()
+                .map(|(n, ms)| (format!("{n}_ms"), ms.into()))
+                .collect()
+        })
+        .unwrap_or_default();
+    tracing::info!(
+        init_ms = started.elapsed().as_secs_f64() * 1000.0,
+        steps = %serde_json::Value::Object(steps),
+        "cold start complete"
+    );
+}

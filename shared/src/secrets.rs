@@ -33,6 +33,7 @@ impl SecretsClient {
         setting: &'static str,
         secret_id: &str,
     ) -> Result<T, ConfigError> {
+        let started = std::time::Instant::now();
         let output = self
             .client()
             .await
@@ -44,6 +45,7 @@ impl SecretsClient {
                 name: setting,
                 reason: DisplayErrorContext(e).to_string(),
             })?;
+        crate::logging::record_init_step("secrets", started.elapsed());
         let text = output.secret_string().ok_or(ConfigError::Secret {
             name: setting,
             reason: "the secret has no SecretString".to_owned(),

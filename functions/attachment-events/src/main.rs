@@ -4,9 +4,11 @@ use shared::config::Env;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::logging::init();
+    let started = std::time::Instant::now();
     let state = shared::logging::exit_on_init_error(
         attachment_events::EventsState::from_env(&Env::from_process()).await,
     );
+    shared::logging::cold_start_complete(started);
     let state = &state;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {

@@ -1,9 +1,8 @@
-use shared::config::Env;
-
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::logging::init();
-    let state =
-        shared::logging::exit_on_init_error(auth::AuthState::from_env(&Env::from_process()).await);
-    shared::http::run(auth::router(state)).await
+    shared::http::start(
+        |env| async move { auth::AuthState::from_env(&env).await },
+        auth::router,
+    )
+    .await
 }

@@ -1,10 +1,8 @@
-use shared::config::Env;
-
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::logging::init();
-    let state = shared::logging::exit_on_init_error(
-        patients::PatientsState::from_env(&Env::from_process()).await,
-    );
-    shared::http::run(patients::router(state)).await
+    shared::http::start(
+        |env| async move { patients::PatientsState::from_env(&env).await },
+        patients::router,
+    )
+    .await
 }

@@ -1,10 +1,8 @@
-use shared::config::Env;
-
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::logging::init();
-    let state = shared::logging::exit_on_init_error(
-        users::UsersState::from_env(&Env::from_process()).await,
-    );
-    shared::http::run(users::router(state)).await
+    shared::http::start(
+        |env| async move { users::UsersState::from_env(&env).await },
+        users::router,
+    )
+    .await
 }
