@@ -14,12 +14,15 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::{mpsc, oneshot, Mutex as AsyncMutex};
 
+/// Where the response to one invocation goes: the function's answer or its error.
+type ResponseSender = oneshot::Sender<Result<serde_json::Value, String>>;
+
 #[derive(Clone)]
 struct Shared {
     /// Events waiting for the function's next poll.
     queue: Arc<AsyncMutex<mpsc::Receiver<(String, serde_json::Value)>>>,
     /// Where each request id's response goes.
-    waiting: Arc<Mutex<HashMap<String, oneshot::Sender<Result<serde_json::Value, String>>>>>,
+    waiting: Arc<Mutex<HashMap<String, ResponseSender>>>,
     /// Signalled at the function's first poll: its init is over.
     first_poll: Arc<Mutex<Option<oneshot::Sender<Instant>>>>,
 }
