@@ -45,7 +45,13 @@ struct Route {
     bare: Vec<(&'static str, String)>,
 }
 
-pub async fn run(dbname: &str, env: Vec<(String, String)>, token: &str, patient: uuid::Uuid, admin: uuid::Uuid) -> Value {
+pub async fn run(
+    dbname: &str,
+    env: Vec<(String, String)>,
+    token: &str,
+    patient: uuid::Uuid,
+    admin: uuid::Uuid,
+) -> Value {
     let event = |request: ApiRequest| request.bearer(token).to_event();
     let user_lookup = format!("SELECT {USER_COLUMNS} FROM users WHERE id = '{admin}'");
     let audit = "INSERT INTO audit_events (id, actor_id, action, outcome, resource_type, patient_id, request_id, details) \
@@ -127,7 +133,11 @@ pub async fn run(dbname: &str, env: Vec<(String, String)>, token: &str, patient:
     ];
 
     let config = api_tests::database_config(dbname);
-    let (bare_client, connection) = config.pg_config().connect(tokio_postgres::NoTls).await.unwrap();
+    let (bare_client, connection) = config
+        .pg_config()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(connection);
 
     let mut report = serde_json::Map::new();
@@ -155,11 +165,18 @@ pub async fn run(dbname: &str, env: Vec<(String, String)>, token: &str, patient:
             let t = Instant::now();
             let response = api.invoke(route.event.clone()).await.expect("a response");
             samples.push(t.elapsed());
-            debug_assert!(response["statusCode"].as_u64().is_some_and(|s| s < 400), "{response}");
+            debug_assert!(
+                response["statusCode"].as_u64().is_some_and(|s| s < 400),
+                "{response}"
+            );
         }
         let total = started.elapsed();
         let first = api.invoke(route.event.clone()).await.unwrap();
-        assert!(first["statusCode"].as_u64().unwrap() < 400, "{}: {first}", route.label);
+        assert!(
+            first["statusCode"].as_u64().unwrap() < 400,
+            "{}: {first}",
+            route.label
+        );
         let warm = stats(samples);
         let rss = process.peak_rss_kib();
         drop(process);
@@ -218,7 +235,12 @@ pub async fn run(dbname: &str, env: Vec<(String, String)>, token: &str, patient:
     json!({ "warm": report, "cold": cold_rows })
 }
 
-async fn cold_starts(function: &str, binary: &Path, env: &[(String, String)], event: &Value) -> Value {
+async fn cold_starts(
+    function: &str,
+    binary: &Path,
+    env: &[(String, String)],
+    event: &Value,
+) -> Value {
     let mut inits = Vec::new();
     let mut firsts = Vec::new();
     let mut steps: Vec<Value> = Vec::new();
@@ -243,14 +265,22 @@ async fn cold_starts(function: &str, binary: &Path, env: &[(String, String)], ev
         .filter_map(|name| {
             let mut values: Vec<f64> = steps
                 .iter()
-                .filter_map(|s| s["steps"].as_str().and_then(|t| serde_json::from_str::<Value>(t).ok()))
+                .filter_map(|s| {
+                    s["steps"]
+                        .as_str()
+                        .and_then(|t| serde_json::from_str::<Value>(t).ok())
+                })
                 .filter_map(|s| s[*name].as_f64())
                 .collect();
             if values.is_empty() {
                 return None;
             }
             values.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            Some(format!("{} {:.2}", name.trim_end_matches("_ms"), values[values.len() / 2]))
+            Some(format!(
+                "{} {:.2}",
+                name.trim_end_matches("_ms"),
+                values[values.len() / 2]
+            ))
         })
         .collect();
     let bytes = std::fs::metadata(binary).map(|m| m.len()).unwrap_or(0);

@@ -338,18 +338,29 @@ async fn patients_at_scale() {
 /// The functions as Lambda runs them, at 1M patients; writes target/bench/results.json.
 async fn functions_as_lambda() {
     let dbname = std::env::var("CAREVAULT_BENCH_DB").unwrap_or_else(|_| "carevault_bench".into());
-    migrate::run(&api_tests::migrate_config(&dbname)).await.expect("migrate the bench database");
+    migrate::run(&api_tests::migrate_config(&dbname))
+        .await
+        .expect("migrate the bench database");
     let config = api_tests::database_config(&dbname);
     let pool = shared::db::pool(&config).unwrap();
     let client = pool.get().await.unwrap();
-    dataset::ensure_loaded(&client, 1_000_000, 300_000).await.expect("load the data set");
-    client.batch_execute("ANALYZE patients; ANALYZE attachments").await.unwrap();
+    dataset::ensure_loaded(&client, 1_000_000, 300_000)
+        .await
+        .expect("load the data set");
+    client
+        .batch_execute("ANALYZE patients; ANALYZE attachments")
+        .await
+        .unwrap();
     let admin: uuid::Uuid = client
         .query_one("SELECT id FROM users WHERE is_superuser LIMIT 1", &[])
         .await
         .unwrap()
         .get(0);
-    let patient: uuid::Uuid = client.query_one("SELECT id FROM patients LIMIT 1", &[]).await.unwrap().get(0);
+    let patient: uuid::Uuid = client
+        .query_one("SELECT id FROM patients LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
     let tokens = shared::auth::Tokens::new(
         api_tests::TEST_SECRET_KEY,
         Duration::from_secs(3600),
@@ -373,7 +384,11 @@ async fn functions_as_lambda() {
     let results = lambda::run(&dbname, env, &token, patient, admin).await;
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&results).unwrap()).unwrap();
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&results).unwrap(),
+    )
+    .unwrap();
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -48,8 +48,14 @@ async fn next(State(shared): State<Shared>) -> Response {
         .as_millis()
         + 30_000;
     let mut headers = HeaderMap::new();
-    headers.insert("lambda-runtime-aws-request-id", HeaderValue::from_str(&request_id).unwrap());
-    headers.insert("lambda-runtime-deadline-ms", HeaderValue::from_str(&deadline.to_string()).unwrap());
+    headers.insert(
+        "lambda-runtime-aws-request-id",
+        HeaderValue::from_str(&request_id).unwrap(),
+    );
+    headers.insert(
+        "lambda-runtime-deadline-ms",
+        HeaderValue::from_str(&deadline.to_string()).unwrap(),
+    );
     headers.insert(
         "lambda-runtime-invoked-function-arn",
         HeaderValue::from_static("arn:aws:lambda:us-east-1:123456789012:function:bench"),
@@ -61,7 +67,11 @@ async fn next(State(shared): State<Shared>) -> Response {
     (headers, axum::Json(event)).into_response()
 }
 
-async fn respond(State(shared): State<Shared>, Path(request_id): Path<String>, body: axum::body::Bytes) -> StatusCode {
+async fn respond(
+    State(shared): State<Shared>,
+    Path(request_id): Path<String>,
+    body: axum::body::Bytes,
+) -> StatusCode {
     let value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
     if let Some(sender) = shared.waiting.lock().unwrap().remove(&request_id) {
         let _ = sender.send(Ok(value));
@@ -69,7 +79,11 @@ async fn respond(State(shared): State<Shared>, Path(request_id): Path<String>, b
     StatusCode::ACCEPTED
 }
 
-async fn error(State(shared): State<Shared>, Path(request_id): Path<String>, body: axum::body::Bytes) -> StatusCode {
+async fn error(
+    State(shared): State<Shared>,
+    Path(request_id): Path<String>,
+    body: axum::body::Bytes,
+) -> StatusCode {
     if let Some(sender) = shared.waiting.lock().unwrap().remove(&request_id) {
         let _ = sender.send(Err(String::from_utf8_lossy(&body).into_owned()));
     }
@@ -92,7 +106,10 @@ impl RuntimeApi {
         };
         let app = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
-            .route("/2018-06-01/runtime/invocation/{id}/response", post(respond))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(respond),
+            )
             .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
             .route("/2018-06-01/runtime/init/error", post(init_error))
             .with_state(shared.clone());
@@ -112,15 +129,26 @@ impl RuntimeApi {
 
     /// Waits until the function polls for its first event; the instant it did.
     pub async fn first_poll(&mut self) -> Instant {
-        self.first_poll.take().expect("first poll awaited once").await.expect("the function polled")
+        self.first_poll
+            .take()
+            .expect("first poll awaited once")
+            .await
+            .expect("the function polled")
     }
 
     /// Hands `event` to the function and waits for its response.
     pub async fn invoke(&self, event: serde_json::Value) -> Result<serde_json::Value, String> {
         let request_id = uuid::Uuid::new_v4().to_string();
         let (tx, rx) = oneshot::channel();
-        self.shared.waiting.lock().unwrap().insert(request_id.clone(), tx);
-        self.sender.send((request_id, event)).await.map_err(|e| e.to_string())?;
+        self.shared
+            .waiting
+            .lock()
+            .unwrap()
+            .insert(request_id.clone(), tx);
+        self.sender
+            .send((request_id, event))
+            .await
+            .map_err(|e| e.to_string())?;
         tokio::time::timeout(Duration::from_secs(30), rx)
             .await
             .map_err(|_| "no response within 30 s".to_owned())?

@@ -8,6 +8,7 @@ mod config;
 mod events;
 mod health;
 mod migrate;
+mod openapi;
 mod patients;
 mod template;
 mod users;

@@ -648,7 +648,7 @@ pub fn function_for_path(path: &str) -> Option<&'static str> {
             "auth"
         }
         "users" => "users",
-        "utils" => "utils",
+        "utils" | "openapi.json" => "utils",
         "patients" => "patients",
         "attachments" => "attachments",
         "audit-events" => "audit",

@@ -1,4 +1,6 @@
 //! GET /api/v1/utils/health-check/: is this API able to serve requests right now?
+//! GET /api/v1/openapi.json: the API's contract (docs/openapi.json, checked against the code by
+//! tests/api/openapi.rs).
 
 use axum::extract::State;
 use axum::routing::get;
@@ -25,6 +27,7 @@ impl UtilsState {
 pub fn router(state: UtilsState) -> Router {
     Router::new()
         .route("/api/v1/utils/health-check", get(health_check))
+        .route("/api/v1/openapi.json", get(openapi))
         .with_state(state)
 }
 
@@ -36,4 +39,14 @@ async fn health_check(State(state): State<UtilsState>) -> ApiResult<Json<bool>> 
         .await
         .map_err(|e| ApiError::Unavailable(format!("health check query: {e}")))?;
     Ok(Json(true))
+}
+
+/// The OpenAPI 3.1 document, compiled into the binary.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
 }
