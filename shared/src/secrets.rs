@@ -11,6 +11,9 @@ use crate::config::ConfigError;
 #[derive(Default)]
 pub struct SecretsClient {
     client: OnceCell<aws_sdk_secretsmanager::Client>,
+    /// SECRETS_MANAGER_ENDPOINT_URL: this client's endpoint, over the SDK's
+    /// AWS_ENDPOINT_URL_SECRETS_MANAGER (tests point one client at a server that is down).
+    endpoint_url: Option<String>,
 }
 
 impl SecretsClient {
@@ -18,11 +21,23 @@ impl SecretsClient {
         Self::default()
     }
 
+    pub fn from_env(env: &crate::config::Env) -> Self {
+        Self {
+            endpoint_url: env.get("SECRETS_MANAGER_ENDPOINT_URL").map(str::to_owned),
+            ..Self::default()
+        }
+    }
+
     async fn client(&self) -> &aws_sdk_secretsmanager::Client {
         self.client
             .get_or_init(|| async {
                 // AWS_ENDPOINT_URL_SECRETS_MANAGER points it at the local server in development.
-                aws_sdk_secretsmanager::Client::new(&crate::aws::sdk_config().await)
+                let sdk_config = crate::aws::sdk_config().await;
+                let mut builder = aws_sdk_secretsmanager::config::Builder::from(&sdk_config);
+                if let Some(endpoint) = &self.endpoint_url {
+                    builder = builder.endpoint_url(endpoint);
+                }
+                aws_sdk_secretsmanager::Client::from_conf(builder.build())
             })
             .await
     }

@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod config;
 mod events;
+mod faults;
 mod health;
 mod migrate;
 mod openapi;

@@ -33,7 +33,10 @@ fn template_of(doc: &Value, path: &str) -> Option<String> {
 
 /// JSON Pointer escaping (RFC 6901), percent-encoded for a URI fragment.
 fn pointer_part(s: &str) -> String {
-    s.replace('~', "~0").replace('/', "~1").replace('{', "%7B").replace('}', "%7D")
+    s.replace('~', "~0")
+        .replace('/', "~1")
+        .replace('{', "%7B")
+        .replace('}', "%7D")
 }
 
 /// Checks one exchange against the document: operation, status, body.

@@ -22,7 +22,7 @@ impl EventsState {
         Ok(Self {
             pool: shared::db::pool_from_env(
                 env,
-                &SecretsClient::new(),
+                &SecretsClient::from_env(env),
                 "carevault-attachment-events",
             )
             .await?,

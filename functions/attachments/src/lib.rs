@@ -35,7 +35,8 @@ impl AttachmentsState {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let storage_config = StorageConfig::from_env(env)?;
         let auth =
-            AuthContext::from_env(env, &SecretsClient::new(), "carevault-attachments").await?;
+            AuthContext::from_env(env, &SecretsClient::from_env(env), "carevault-attachments")
+                .await?;
         let sdk_config = shared::aws::sdk_config().await;
         Ok(Self {
             auth,

@@ -31,7 +31,8 @@ impl FromRef<AuditState> for AuthContext {
 impl AuditState {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            auth: AuthContext::from_env(env, &SecretsClient::new(), "carevault-audit").await?,
+            auth: AuthContext::from_env(env, &SecretsClient::from_env(env), "carevault-audit")
+                .await?,
         })
     }
 }

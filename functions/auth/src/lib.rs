@@ -39,7 +39,7 @@ impl FromRef<AuthState> for AuthContext {
 
 impl AuthState {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let secrets = SecretsClient::new();
+        let secrets = SecretsClient::from_env(env);
         let secret = shared::auth::AppSecret::load(env, &secrets).await?;
         let auth = AuthContext::with_secret(env, &secrets, &secret, "carevault-auth").await?;
         Ok(Self {

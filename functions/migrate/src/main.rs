@@ -13,7 +13,7 @@ use shared::secrets::SecretsClient;
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::logging::init();
     let env = Env::from_process();
-    let config = MigrateConfig::from_env(&env, &SecretsClient::new()).await;
+    let config = MigrateConfig::from_env(&env, &SecretsClient::from_env(&env)).await;
     if env.get("AWS_LAMBDA_RUNTIME_API").is_none() {
         let report = exit_on_init_error(migrate::run(&exit_on_init_error(config)).await);
         println!("{}", serde_json::to_string(&report)?);

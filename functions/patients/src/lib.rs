@@ -40,7 +40,8 @@ impl PatientsState {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let storage_config = StorageConfig::from_env(env)?;
         Ok(Self {
-            auth: AuthContext::from_env(env, &SecretsClient::new(), "carevault-patients").await?,
+            auth: AuthContext::from_env(env, &SecretsClient::from_env(env), "carevault-patients")
+                .await?,
             storage: Storage::new(&shared::aws::sdk_config().await, storage_config),
         })
     }

@@ -35,7 +35,7 @@ impl FromRef<UsersState> for AuthContext {
 
 impl UsersState {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let secrets = SecretsClient::new();
+        let secrets = SecretsClient::from_env(env);
         let secret = AppSecret::load(env, &secrets).await?;
         Ok(Self {
             auth: AuthContext::with_secret(env, &secrets, &secret, "carevault-users").await?,

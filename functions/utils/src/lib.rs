@@ -17,7 +17,7 @@ pub struct UtilsState {
 
 impl UtilsState {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let secrets = SecretsClient::new();
+        let secrets = SecretsClient::from_env(env);
         Ok(Self {
             pool: shared::db::pool_from_env(env, &secrets, "carevault-utils").await?,
         })

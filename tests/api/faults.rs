@@ -1,0 +1,279 @@
+//! Infrastructure faults: the database going away and coming back, an exhausted pool, Secrets
+//! Manager unreachable at cold start, a Lambda event of the wrong shape. Each answers quickly
+//! and cleanly, and recovers without restarting the function. (S3 unreachable: attachments.rs.)
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use api_tests::{db_url, invoke, ApiRequest, TestDb};
+use serde_json::json;
+use shared::config::Env;
+use tokio::net::{TcpListener, TcpStream};
+
+/// A TCP proxy in front of PostgreSQL that can be cut (every connection dropped, new ones
+/// refused) and restored: what a database restart or failover looks like to the function.
+struct CuttableProxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl CuttableProxy {
+    async fn start(target: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (flag, conns) = (up.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !flag.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                conns.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Self {
+            port,
+            up,
+            connections,
+        }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+fn server_address() -> String {
+    let config = api_tests::database_config("postgres");
+    format!("{}:{}", config.host, config.port)
+}
+
+fn env_through(proxy: &CuttableProxy, db: &TestDb, extra: &[(&str, &str)]) -> Env {
+    let url = db_url(&db.name).replacen(&server_address(), &format!("127.0.0.1:{}", proxy.port), 1);
+    let mut pairs: Vec<(String, String)> = vec![
+        ("DATABASE_URL".into(), url),
+        ("SECRET_KEY".into(), api_tests::TEST_SECRET_KEY.into()),
+        ("S3_BUCKET".into(), api_tests::stack_var("S3_BUCKET")),
+        ("S3_FORCE_PATH_STYLE".into(), "true".into()),
+        ("DB_CONNECT_TIMEOUT_MS".into(), "500".into()),
+        ("DB_POOL_WAIT_TIMEOUT_MS".into(), "500".into()),
+    ];
+    pairs.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    Env::from_pairs(pairs)
+}
+
+/// The bound on any answer during a fault: the pool's wait plus connect timeouts, with room.
+const BOUND: Duration = Duration::from_secs(3);
+
+#[tokio::test]
+async fn a_database_restart_answers_503_quickly_then_recovers_without_a_restart() {
+    let db = TestDb::new().await;
+    let proxy = CuttableProxy::start(server_address()).await;
+    let env = env_through(&proxy, &db, &[]);
+    let utils_state = utils::UtilsState::from_env(&env).await.unwrap();
+    let patients_state = patients::PatientsState::from_env(&env).await.unwrap();
+    let admin: uuid::Uuid = db
+        .client()
+        .await
+        .query_one("SELECT id FROM users LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let token = patients_state.auth.tokens.issue_access(admin).unwrap();
+    let health = || {
+        invoke(
+            utils::router(utils_state.clone()),
+            ApiRequest::get("/api/v1/utils/health-check/"),
+        )
+    };
+    let search = || {
+        invoke(
+            patients::router(patients_state.clone()),
+            ApiRequest::get("/api/v1/patients/").bearer(&token),
+        )
+    };
+
+    assert_eq!(health().await.status, 200);
+    assert_eq!(search().await.status, 200);
+
+    proxy.cut();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let (h, s) = (health().await, search().await);
+        let took = started.elapsed();
+        assert_eq!(h.status, 503, "{}", h.body);
+        assert_eq!(s.status, 503, "{}", s.body);
+        assert!(took < BOUND * 2, "answered in {took:?}, not a hang");
+        assert!(
+            h.detail().is_string() && !h.body.contains("127.0.0.1"),
+            "no internals: {}",
+            h.body
+        );
+    }
+
+    proxy.restore();
+    assert_eq!(
+        health().await.status,
+        200,
+        "the same function instance recovers"
+    );
+    assert_eq!(search().await.status, 200);
+}
+
+#[tokio::test]
+async fn an_exhausted_pool_answers_503_after_the_wait_timeout_and_never_hangs() {
+    let db = TestDb::new().await;
+    let proxy = CuttableProxy::start(server_address()).await;
+    let env = env_through(
+        &proxy,
+        &db,
+        &[
+            ("DB_POOL_MAX_SIZE", "1"),
+            ("DB_POOL_WAIT_TIMEOUT_MS", "300"),
+        ],
+    );
+    let state = utils::UtilsState::from_env(&env).await.unwrap();
+    let health = || {
+        invoke(
+            utils::router(state.clone()),
+            ApiRequest::get("/api/v1/utils/health-check/"),
+        )
+    };
+
+    let held = state.pool.get().await.unwrap();
+    let started = Instant::now();
+    let waited = health().await;
+    assert_eq!(waited.status, 503);
+    assert!(
+        started.elapsed() >= Duration::from_millis(250) && started.elapsed() < BOUND,
+        "{:?}",
+        started.elapsed()
+    );
+    drop(held);
+    assert_eq!(health().await.status, 200);
+
+    // More concurrent requests than connections: served in turn within the wait, or 503; none hang.
+    let patient = utils::UtilsState::from_env(&env_through(
+        &proxy,
+        &db,
+        &[
+            ("DB_POOL_MAX_SIZE", "1"),
+            ("DB_POOL_WAIT_TIMEOUT_MS", "2000"),
+        ],
+    ))
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let answers = futures_util::future::join_all((0..8).map(|_| {
+        invoke(
+            utils::router(patient.clone()),
+            ApiRequest::get("/api/v1/utils/health-check/"),
+        )
+    }))
+    .await;
+    assert!(started.elapsed() < BOUND * 2);
+    for answer in answers {
+        assert!(
+            answer.status == 200 || answer.status == 503,
+            "{}",
+            answer.status
+        );
+    }
+}
+
+#[tokio::test]
+async fn secrets_manager_unreachable_fails_the_cold_start_clearly_then_the_next_one_works() {
+    let db = TestDb::new().await;
+    api_tests::stack_var("AWS_ENDPOINT_URL_SECRETS_MANAGER");
+    let client = aws_sdk_secretsmanager::Client::new(&shared::aws::sdk_config().await);
+    let name = format!("carevault/test/{}", uuid::Uuid::new_v4());
+    client
+        .create_secret()
+        .name(&name)
+        .secret_string(
+            json!({"username": db.config.user, "password": "x", "host": db.config.host, "port": db.config.port, "dbname": db.name})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let down = Env::from_pairs([
+        ("DATABASE_SECRET_ARN", name.as_str()),
+        ("DATABASE_TLS", "disable"),
+        ("SECRETS_MANAGER_ENDPOINT_URL", "http://127.0.0.1:1"),
+    ]);
+    let started = Instant::now();
+    let err = utils::UtilsState::from_env(&down)
+        .await
+        .err()
+        .expect("cold start fails");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("DATABASE_SECRET_ARN") && message.contains("Secrets Manager"),
+        "{message}"
+    );
+
+    let up = Env::from_pairs([
+        ("DATABASE_SECRET_ARN", name.as_str()),
+        ("DATABASE_TLS", "disable"),
+    ]);
+    let state = utils::UtilsState::from_env(&up)
+        .await
+        .expect("the next cold start works");
+    let response = invoke(
+        utils::router(state),
+        ApiRequest::get("/api/v1/utils/health-check/"),
+    )
+    .await;
+    assert_eq!(response.status, 200);
+}
+
+#[tokio::test]
+async fn an_event_of_the_wrong_shape_is_a_clean_error() {
+    let s3_event: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            api_tests::events_dir().join("attachment-events/s3-object-created.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    // What lambda_http does with the payload before any of our code: refuse it, no panic.
+    let parsed = serde_json::from_value::<lambda_http::request::LambdaRequest>(s3_event.clone());
+    assert!(parsed.is_err(), "an S3 event is not an API Gateway request");
+
+    let app = api_tests::TestApp::new().await;
+    let api_event = ApiRequest::get("/api/v1/patients/").to_event();
+    let refused = attachment_events::handle(&app.events, api_event).await;
+    assert!(
+        refused.is_err(),
+        "an API Gateway event is not an S3 notification"
+    );
+    let garbage = attachment_events::handle(&app.events, json!({"Records": "not a list"})).await;
+    assert!(garbage.unwrap_err().contains("malformed S3 event"));
+}
