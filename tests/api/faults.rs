@@ -277,3 +277,20 @@ async fn an_event_of_the_wrong_shape_is_a_clean_error() {
     let garbage = attachment_events::handle(&app.events, json!({"Records": "not a list"})).await;
     assert!(garbage.unwrap_err().contains("malformed S3 event"));
 }
+
+#[tokio::test]
+async fn a_body_that_is_not_utf8_is_a_client_error() {
+    use base64::Engine;
+    let app = api_tests::TestApp::new().await;
+    let token = app.clinician().await.token;
+    // API Gateway hands a non-text body over base64-encoded.
+    let mut event = ApiRequest::post("/api/v1/patients/")
+        .bearer(&token)
+        .raw_body("application/json", "x")
+        .to_event();
+    event["body"] =
+        json!(base64::engine::general_purpose::STANDARD.encode([0xff, 0xfe, 0x7b, 0x00]));
+    event["isBase64Encoded"] = json!(true);
+    let response = api_tests::invoke_event(patients::router(app.patients.clone()), event).await;
+    assert_eq!(response.status, 422, "{}", response.body);
+}
