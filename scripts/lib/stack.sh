@@ -191,6 +191,36 @@ ensure_smtp_sink() {
     fi
 }
 
+# start_api PORT: every function behind one address, as API Gateway serves them (cargo lambda
+# watch, which builds a function on its first request), reading its settings as in AWS.
+start_api() {
+    local port="$1"
+    # What each function reads at cold start: secrets from the local Secrets Manager, as in AWS.
+    local env_file="$RUN/functions.env"
+    cat >"$env_file" <<ENV
+ENVIRONMENT=local
+RUST_LOG=${RUST_LOG:-info}
+AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID
+AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY
+AWS_REGION=$AWS_REGION
+AWS_ENDPOINT_URL_S3=$AWS_ENDPOINT_URL_S3
+AWS_ENDPOINT_URL_SECRETS_MANAGER=$AWS_ENDPOINT_URL_SECRETS_MANAGER
+DATABASE_SECRET_ARN=$DATABASE_SECRET_ARN
+DATABASE_TLS=disable
+APP_SECRET_ARN=$APP_SECRET_ARN
+S3_BUCKET=$S3_BUCKET
+S3_FORCE_PATH_STYLE=true
+SMTP_HOST=$SMTP_HOST
+SMTP_PORT=$SMTP_PORT
+SMTP_TLS=none
+FRONTEND_HOST=${FRONTEND_HOST:-http://127.0.0.1:5173}
+PASSWORD_RECOVERY_MIN_RESPONSE_MS=${PASSWORD_RECOVERY_MIN_RESPONSE_MS:-1500}
+ENV
+    say "cargo lambda watch on http://127.0.0.1:$port"
+    start_bg watch cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$port" --env-file "$env_file"
+    wait_port watch "$port" 600
+}
+
 # stack_up NAME PORT_BASE: the whole stack for a run named NAME (dev, test), its ports from PORT_BASE.
 stack_up() {
     local name="$1" base="$2"
