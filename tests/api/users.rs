@@ -359,6 +359,20 @@ async fn deleting_users_and_self_deletion_rules() {
         self_delete.detail(),
         "Super users are not allowed to delete themselves"
     );
+    for change in [json!({"is_active": false}), json!({"is_superuser": false})] {
+        let demote = app
+            .call(
+                ApiRequest::patch(&format!("/api/v1/users/{admin_id}"))
+                    .bearer(&admin)
+                    .json(change.clone()),
+            )
+            .await;
+        assert_eq!(demote.status, 403, "{change}");
+        assert_eq!(
+            demote.detail(),
+            "Super users are not allowed to deactivate or demote themselves"
+        );
+    }
     let self_delete_by_id = app
         .call(ApiRequest::delete(&format!("/api/v1/users/{admin_id}")).bearer(&admin))
         .await;

@@ -519,6 +519,14 @@ async fn update_user(
         current.require_superuser()?;
         let id = parse_uuid("user_id", &raw_id)?;
         let JsonBody(changes) = changes?;
+        // The last administrator must not lock everyone out by a slip of their own.
+        if id == current.0.id
+            && (changes.is_active == Some(false) || changes.is_superuser == Some(false))
+        {
+            return Err(ApiError::Forbidden(
+                "Super users are not allowed to deactivate or demote themselves".into(),
+            ));
+        }
         let user = apply_changes(&state, &audit, id, changes)
             .await?
             .ok_or_else(|| {
