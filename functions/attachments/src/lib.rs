@@ -293,12 +293,7 @@ async fn list_filtered(state: &AttachmentsState, params: ListParams) -> ApiResul
         skip: params.skip,
         limit: params.limit,
     };
-    let patient_id = match params
-        .patient_id
-        .as_deref()
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-    {
+    let patient_id = match params.patient_id.as_deref().map(str::trim) {
         Some(raw) => Some(Uuid::parse_str(raw).map_err(|_| {
             ApiError::validation(
                 &["query", "patient_id"],

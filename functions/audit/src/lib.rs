@@ -106,7 +106,8 @@ fn parse(filters: Filters) -> ApiResult<(String, Vec<Param>, i64)> {
     let mut errors = Vec::new();
     let mut clauses: Vec<String> = Vec::new();
     let mut params: Vec<Param> = Vec::new();
-    let given = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    // Sent empty is invalid for every one of these typed filters.
+    let given = |v: Option<String>| v.map(|s| s.trim().to_owned());
     for (name, column, value) in [
         ("patient_id", "patient_id", given(filters.patient_id)),
         ("actor_id", "actor_id", given(filters.actor_id)),

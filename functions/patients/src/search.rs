@@ -131,7 +131,8 @@ impl Search {
             ),
             ("dob_to", params.dob_to, Filter::DobTo),
         ] {
-            if let Some(raw) = given(value) {
+            // A typed parameter sent empty is invalid (only text filters treat empty as absent).
+            if let Some(raw) = value {
                 match parse_date(&raw) {
                     Some(date) => filters.push(make(date)),
                     None => errors.push(FieldError::new(
@@ -142,7 +143,7 @@ impl Search {
                 }
             }
         }
-        let sort = match given(params.sort) {
+        let sort = match params.sort {
             None => Sort::Name,
             Some(raw) => Sort::parse(raw.trim()).unwrap_or_else(|| {
                 errors.push(FieldError::new(
@@ -153,7 +154,7 @@ impl Search {
                 Sort::Name
             }),
         };
-        let count = match given(params.count).as_deref().map(str::trim) {
+        let count = match params.count.as_deref().map(str::trim) {
             None | Some("exact") => CountMode::Exact,
             Some("estimate") => CountMode::Estimate,
             Some("none") => CountMode::None,
