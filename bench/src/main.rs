@@ -155,39 +155,62 @@ fn plan_summary(plan: &serde_json::Value, out: &mut Vec<String>) {
     }
 }
 
-async fn patients_at_scale() {
-    const PATIENTS: usize = 1_000_000;
-    const ATTACHMENTS: usize = 300_000;
-    let dbname = std::env::var("CAREVAULT_BENCH_DB").unwrap_or_else(|_| "carevault_bench".into());
-    migrate::run(&api_tests::migrate_config(&dbname))
-        .await
-        .expect("migrate the bench database");
-    let config = api_tests::database_config(&dbname);
-    let pool = shared::db::pool(&config).unwrap();
-    let client = pool.get().await.unwrap();
-    let started = Instant::now();
-    let loaded = dataset::ensure_loaded(&client, PATIENTS, ATTACHMENTS)
-        .await
-        .expect("load the data set");
-    let load_time = started.elapsed();
-    // Fresh statistics, as autovacuum would have after a migration rewrote the table.
-    client
-        .batch_execute("ANALYZE patients; ANALYZE attachments")
-        .await
-        .unwrap();
+/// The 1M-patient database every scale benchmark reads: migrated, loaded once, analysed.
+struct BenchData {
+    dbname: String,
+    client: shared::db::Connection,
+    /// The first superuser, whose token the requests carry.
+    admin: uuid::Uuid,
+    /// Some(load time) when this run loaded the data set.
+    loaded_in: Option<Duration>,
+}
 
+const PATIENTS: usize = 1_000_000;
+const ATTACHMENTS: usize = 300_000;
+
+impl BenchData {
+    async fn open() -> Self {
+        let dbname =
+            std::env::var("CAREVAULT_BENCH_DB").unwrap_or_else(|_| "carevault_bench".into());
+        migrate::run(&api_tests::migrate_config(&dbname))
+            .await
+            .expect("migrate the bench database");
+        let pool = shared::db::pool(&api_tests::database_config(&dbname)).unwrap();
+        let client = pool.get().await.unwrap();
+        let started = Instant::now();
+        let loaded = dataset::ensure_loaded(&client, PATIENTS, ATTACHMENTS)
+            .await
+            .expect("load the data set");
+        let loaded_in = loaded.then(|| started.elapsed());
+        // Fresh statistics, as autovacuum would have after a migration rewrote the table.
+        client
+            .batch_execute("ANALYZE patients; ANALYZE attachments")
+            .await
+            .unwrap();
+        let admin = client
+            .query_one("SELECT id FROM users WHERE is_superuser LIMIT 1", &[])
+            .await
+            .unwrap()
+            .get(0);
+        Self {
+            dbname,
+            client,
+            admin,
+            loaded_in,
+        }
+    }
+}
+
+async fn patients_at_scale() {
+    let data = BenchData::open().await;
+    let (dbname, client, admin) = (&data.dbname, &data.client, data.admin);
     let env = shared::config::Env::from_pairs([
-        ("DATABASE_URL", api_tests::db_url(&dbname)),
+        ("DATABASE_URL", api_tests::db_url(dbname)),
         ("SECRET_KEY", api_tests::TEST_SECRET_KEY.to_owned()),
         ("S3_BUCKET", "carevault-bench".to_owned()),
     ]);
     let state = patients::PatientsState::from_env(&env).await.unwrap();
     let router = patients::router(state.clone());
-    let admin: uuid::Uuid = client
-        .query_one("SELECT id FROM users WHERE is_superuser LIMIT 1", &[])
-        .await
-        .unwrap()
-        .get(0);
     let token = state.auth.tokens.issue_access(admin).unwrap();
     let some_ids: Vec<uuid::Uuid> = client
         .query(
@@ -201,7 +224,7 @@ async fn patients_at_scale() {
         .collect();
 
     println!("## Patients at 1M\n");
-    if loaded {
+    if let Some(load_time) = data.loaded_in {
         println!(
             "Loaded {PATIENTS} patients and {ATTACHMENTS} attachments with COPY (generated columns and every index maintained) in {:.1} s.\n",
             load_time.as_secs_f64()
@@ -337,25 +360,8 @@ async fn patients_at_scale() {
 
 /// The functions as Lambda runs them, at 1M patients; writes target/bench/results.json.
 async fn functions_as_lambda() {
-    let dbname = std::env::var("CAREVAULT_BENCH_DB").unwrap_or_else(|_| "carevault_bench".into());
-    migrate::run(&api_tests::migrate_config(&dbname))
-        .await
-        .expect("migrate the bench database");
-    let config = api_tests::database_config(&dbname);
-    let pool = shared::db::pool(&config).unwrap();
-    let client = pool.get().await.unwrap();
-    dataset::ensure_loaded(&client, 1_000_000, 300_000)
-        .await
-        .expect("load the data set");
-    client
-        .batch_execute("ANALYZE patients; ANALYZE attachments")
-        .await
-        .unwrap();
-    let admin: uuid::Uuid = client
-        .query_one("SELECT id FROM users WHERE is_superuser LIMIT 1", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let data = BenchData::open().await;
+    let (dbname, client, admin) = (&data.dbname, &data.client, data.admin);
     let patient: uuid::Uuid = client
         .query_one("SELECT id FROM patients LIMIT 1", &[])
         .await
@@ -374,14 +380,14 @@ async fn functions_as_lambda() {
     env.extend(
         [
             ("ENVIRONMENT", "local".to_owned()),
-            ("DATABASE_URL", api_tests::db_url(&dbname)),
+            ("DATABASE_URL", api_tests::db_url(dbname)),
             ("SECRET_KEY", api_tests::TEST_SECRET_KEY.to_owned()),
             ("S3_BUCKET", api_tests::stack_var("S3_BUCKET")),
             ("S3_FORCE_PATH_STYLE", "true".to_owned()),
         ]
         .map(|(k, v)| (k.to_owned(), v)),
     );
-    let results = lambda::run(&dbname, env, &token, patient, admin).await;
+    let results = lambda::run(dbname, env, &token, patient, admin).await;
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(

@@ -605,14 +605,7 @@ async fn deleting_attachments_and_patients_leaves_no_object() {
     for key in &keys {
         assert!(object_in_bucket(key).await.is_none(), "{key} left behind");
     }
-    let queued: i64 = app
-        .db
-        .client()
-        .await
-        .query_one("SELECT count(*) FROM object_deletions", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let queued = app.db.number("SELECT count(*) FROM object_deletions").await;
     assert_eq!(queued, 0);
 }
 
@@ -689,14 +682,7 @@ async fn with_s3_unreachable_deletes_are_queued_and_the_sweep_finishes_them() {
         .unwrap();
     assert_eq!(sweep["objects_deleted"], 1, "{sweep}");
     assert!(object_in_bucket(&key).await.is_none());
-    let left: i64 = app
-        .db
-        .client()
-        .await
-        .query_one("SELECT count(*) FROM object_deletions", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let left = app.db.number("SELECT count(*) FROM object_deletions").await;
     assert_eq!(left, 0);
 }
 

@@ -522,17 +522,10 @@ async fn a_read_fails_closed_when_the_audit_insert_fails() {
         )
         .await;
     assert_eq!(write.status, 503);
-    let stored: i64 = app
+    let stored = app
         .db
-        .client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM patients WHERE name = 'Never Stored'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        .number("SELECT count(*) FROM patients WHERE name = 'Never Stored'")
+        .await;
     assert_eq!(stored, 0);
 }
 

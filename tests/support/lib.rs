@@ -142,6 +142,15 @@ impl TestDb {
     /// A copy of the migrated template: schema and first superuser, no other rows.
     pub async fn new() -> Self {
         let template = template().await;
+        Self::create(&format!("TEMPLATE {template}")).await
+    }
+
+    /// An empty database (no schema), for migration tests.
+    pub async fn empty() -> Self {
+        Self::create("").await
+    }
+
+    async fn create(options: &str) -> Self {
         let name = format!(
             "carevault_test_{}_{}",
             std::process::id(),
@@ -149,25 +158,20 @@ impl TestDb {
         );
         admin_client()
             .await
-            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+            .batch_execute(&format!("CREATE DATABASE {name} {options}"))
             .await
             .expect("create the test database");
         Self::attach(name)
     }
 
-    /// An empty database (no schema), for migration tests.
-    pub async fn empty() -> Self {
-        let name = format!(
-            "carevault_test_{}_{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        admin_client()
+    /// The single number a query answers, such as a `count(*)`.
+    pub async fn number(&self, sql: &str) -> i64 {
+        self.client()
             .await
-            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .query_one(sql, &[])
             .await
-            .expect("create the test database");
-        Self::attach(name)
+            .unwrap()
+            .get(0)
     }
 
     fn attach(name: String) -> Self {
