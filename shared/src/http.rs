@@ -106,6 +106,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         let document: serde_json::Value = serde_path_to_error::deserialize(&mut deserializer)
             .map_err(|e| json_error("body", e))?;
+        // Every body is an object; serde would also read a struct from an array, positionally.
+        if !document.is_object() {
+            return Err(ApiError::validation(
+                &["body"],
+                "Input should be a valid dictionary or object to extract fields from",
+                "model_attributes_type",
+            ));
+        }
         if let Some(loc) = find_nul(&document, vec!["body".into()]) {
             return Err(ApiError::Validation(vec![FieldError {
                 loc,

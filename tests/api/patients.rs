@@ -777,3 +777,24 @@ async fn delete_removes_attachment_rows_and_queues_their_objects() {
     assert_eq!(queued, keys, "exactly this patient's objects are queued");
     assert!(!queued.contains(&kept_key));
 }
+
+#[tokio::test]
+async fn a_body_that_is_not_an_object_is_422() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    for body in ["[]", "[\"Name\"]", "\"Name\"", "42", "null"] {
+        let response = app
+            .call(
+                ApiRequest::post("/api/v1/patients/")
+                    .bearer(&t)
+                    .raw_body("application/json", body),
+            )
+            .await;
+        assert_eq!(response.status, 422, "{body}: {}", response.body);
+        assert_eq!(
+            response.detail()[0]["type"],
+            "model_attributes_type",
+            "{body}"
+        );
+    }
+}
