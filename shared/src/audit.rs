@@ -206,3 +206,46 @@ impl Audit {
         result
     }
 }
+
+impl Audit {
+    /// The audit insert as a CTE of the change's own statement, so the event costs no extra round
+    /// trip and exists exactly when the change does: one row per row of `source` (a CTE holding
+    /// the changed row). `resource` and `patient` are SQL expressions over `source`; parameters
+    /// are numbered from `$first`.
+    pub fn logged_cte(
+        &self,
+        event: &Event,
+        source: &str,
+        resource: &str,
+        patient: &str,
+        first: usize,
+    ) -> (String, Vec<crate::db::TypedParam>) {
+        use tokio_postgres::types::Type;
+        let params: Vec<crate::db::TypedParam> = vec![
+            (Box::new(self.actor_id), Type::UUID),
+            (Box::new(self.actor_email.clone()), Type::TEXT),
+            (Box::new(event.action.to_owned()), Type::TEXT),
+            (Box::new(event.resource_type.to_owned()), Type::TEXT),
+            (Box::new(self.meta.request_id.clone()), Type::TEXT),
+            (Box::new(self.meta.source_ip.clone()), Type::TEXT),
+            (Box::new(self.meta.user_agent.clone()), Type::TEXT),
+            (Box::new(event.details.clone()), Type::JSONB),
+        ];
+        let n = |i: usize| format!("${}", first + i);
+        let sql = format!(
+            "logged AS (INSERT INTO audit_events (id, actor_id, actor_email, action, outcome, resource_type,
+                 resource_id, patient_id, request_id, source_ip, user_agent, details)
+             SELECT gen_random_uuid(), {}, {}, {}, 'success', {}, {resource}, {patient}, {}, {}, {}, {}
+             FROM {source})",
+            n(0),
+            n(1),
+            n(2),
+            n(3),
+            n(4),
+            n(5),
+            n(6),
+            n(7)
+        );
+        (sql, params)
+    }
+}

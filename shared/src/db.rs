@@ -70,3 +70,35 @@ pub async fn count_and_page(
     )?;
     Ok((count.get(0), rows))
 }
+
+/// A parameter with its type: statements sent with `query_typed` need no prepare round trip.
+pub type TypedParam = (
+    Box<dyn tokio_postgres::types::ToSql + Sync + Send>,
+    tokio_postgres::types::Type,
+);
+
+/// Borrowed form of typed parameters, as `query_typed` takes them.
+pub fn typed(
+    params: &[TypedParam],
+) -> Vec<(
+    &(dyn tokio_postgres::types::ToSql + Sync),
+    tokio_postgres::types::Type,
+)> {
+    params
+        .iter()
+        .map(|(value, ty)| {
+            (
+                value.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync),
+                ty.clone(),
+            )
+        })
+        .collect()
+}
+
+/// A typed parameter from a value.
+pub fn param<T: tokio_postgres::types::ToSql + Sync + Send + 'static>(
+    value: T,
+    ty: tokio_postgres::types::Type,
+) -> TypedParam {
+    (Box::new(value), ty)
+}

@@ -134,7 +134,8 @@ impl From<tokio_postgres::Error> for ApiError {
             }
             // Server shutting down, too many connections, or a failover in progress.
             let code = db.code().code();
-            if code.starts_with("57P") || code.starts_with("08") || code == "53300" {
+            // Out of disk, memory or connections (class 53): the server cannot serve us now.
+            if code.starts_with("57P") || code.starts_with("08") || code.starts_with("53") {
                 return Self::Unavailable(format!("database: {e}"));
             }
         }

@@ -80,21 +80,44 @@ pub async fn find_with_hash_by_id(pool: &DbPool, id: Uuid) -> ApiResult<Option<(
 }
 
 /// Replaces the hash only if it is still `expected_hash`: of two concurrent changes (or a reset
-/// token used twice at once) exactly one wins. True when this one did.
-pub async fn replace_password_hash<C: deadpool_postgres::GenericClient>(
-    client: &C,
+/// token used twice at once) exactly one wins. True when this one did. With `audit`, the event is
+/// written by the same statement, exactly when the hash changed.
+pub async fn replace_password_hash(
+    pool: &DbPool,
     id: Uuid,
     expected_hash: &str,
     new_hash: &str,
+    audit: Option<(&crate::audit::Audit, &crate::audit::Event)>,
 ) -> ApiResult<bool> {
-    let updated = client
-        .execute(
-            "UPDATE users SET hashed_password = $3, updated_at = now()
-             WHERE id = $1 AND hashed_password = $2",
-            &[&id, &expected_hash, &new_hash],
+    use tokio_postgres::types::Type;
+    let mut params = vec![
+        crate::db::param(id, Type::UUID),
+        crate::db::param(expected_hash.to_owned(), Type::TEXT),
+        crate::db::param(new_hash.to_owned(), Type::TEXT),
+    ];
+    let logged = match audit {
+        Some((audit, event)) => {
+            let (cte, audit_params) =
+                audit.logged_cte(event, "changed", "changed.id", "NULL::uuid", 4);
+            params.extend(audit_params);
+            format!(", {cte}")
+        }
+        None => String::new(),
+    };
+    let client = pool.get().await?;
+    let changed = client
+        .query_typed(
+            &format!(
+                "WITH changed AS (
+                    UPDATE users SET hashed_password = $3, updated_at = now()
+                    WHERE id = $1 AND hashed_password = $2 RETURNING id
+                 ){logged}
+                 SELECT id FROM changed"
+            ),
+            &crate::db::typed(&params),
         )
         .await?;
-    Ok(updated == 1)
+    Ok(changed.len() == 1)
 }
 
 /// Is this database error the unique index on lower(email)?

@@ -13,10 +13,12 @@ use shared::attachments::{self, content_disposition, object_key, Attachment, ATT
 use shared::audit::{Audit, Event};
 use shared::auth::{AuthContext, CurrentUser};
 use shared::config::{ConfigError, Env};
+use shared::db::{param, typed};
 use shared::http::{parse_uuid, JsonBody, Paging, QueryParams};
 use shared::secrets::SecretsClient;
 use shared::storage::{drain_deletions, Storage, StorageConfig};
 use shared::{ApiError, ApiResult};
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 #[derive(Clone)]
@@ -200,31 +202,34 @@ async fn create(
         .storage
         .presign_upload(&key, &mime_type, body.size)
         .await?;
-    let mut client = state.auth.pool.get().await?;
     let declared_size = body.size.map(|s| s as i64);
-    let transaction = client.transaction().await?;
-    // The row and its audit event commit together, or neither does.
-    let (inserted, ()) = tokio::try_join!(
-        async {
-            transaction
-                .query_opt(
-                    &format!(
-                        "INSERT INTO attachments (id, patient_id, file_name, mime_type, object_key, declared_size)
-                         SELECT $1, p.id, $3, $4, $5, $6 FROM patients p WHERE p.id = $2
-                         RETURNING {ATTACHMENT_COLUMNS}"
-                    ),
-                    &[&id, &body.patient_id, &body.file_name.0, &mime_type, &key, &declared_size],
-                )
-                .await
-                .map_err(ApiError::from)
-        },
-        audit.insert(&transaction, event),
-    )?;
-    let Some(inserted) = inserted else {
-        transaction.rollback().await?;
-        return Err(ApiError::NotFound("Patient not found".into()));
-    };
-    transaction.commit().await?;
+    // The row and its audit event in one statement; no row (unknown patient), no event.
+    let (logged, audit_params) =
+        audit.logged_cte(event, "created", "created.id", "created.patient_id", 7);
+    let mut params = vec![
+        param(id, Type::UUID),
+        param(body.patient_id, Type::UUID),
+        param(body.file_name.0.clone(), Type::VARCHAR),
+        param(mime_type.clone(), Type::VARCHAR),
+        param(key.clone(), Type::TEXT),
+        param(declared_size, Type::INT8),
+    ];
+    params.extend(audit_params);
+    let client = state.auth.pool.get().await?;
+    let inserted = client
+        .query_typed_opt(
+            &format!(
+                "WITH created AS (
+                    INSERT INTO attachments (id, patient_id, file_name, mime_type, object_key, declared_size)
+                    SELECT $1, p.id, $3, $4, $5, $6 FROM patients p WHERE p.id = $2
+                    RETURNING {ATTACHMENT_COLUMNS}
+                 ), {logged}
+                 SELECT * FROM created"
+            ),
+            &typed(&params),
+        )
+        .await?
+        .ok_or_else(|| ApiError::NotFound("Patient not found".into()))?;
     Ok(Json(CreatedAttachment {
         attachment: Attachment::from_row(&inserted),
         upload_url: upload.url,
@@ -483,28 +488,28 @@ async fn delete(
 ) -> ApiResult<Json<serde_json::Value>> {
     current.require_writer()?;
     let id = parse_uuid("attachment_id", raw_id)?;
-    let mut client = state.auth.pool.get().await?;
-    let transaction = client.transaction().await?;
-    // Row deleted and object queued in one statement, with the audit event in the same
-    // transaction: never one without the others.
-    let gone = transaction
-        .query_opt(
-            "WITH gone AS (DELETE FROM attachments WHERE id = $1 RETURNING object_key, patient_id)
-             INSERT INTO object_deletions (object_key) SELECT object_key FROM gone
-             ON CONFLICT (object_key) DO UPDATE SET queued_at = now()
-             RETURNING object_key, (SELECT patient_id FROM gone)",
-            &[&id],
+    // Row deleted, object queued and audit event written in one statement: never one without
+    // the others, in one round trip.
+    let (logged, audit_params) = audit.logged_cte(event, "gone", "gone.id", "gone.patient_id", 2);
+    let mut params = vec![param(id, Type::UUID)];
+    params.extend(audit_params);
+    let client = state.auth.pool.get().await?;
+    let key: String = client
+        .query_typed_opt(
+            &format!(
+                "WITH gone AS (
+                    DELETE FROM attachments WHERE id = $1 RETURNING id, patient_id, object_key
+                 ), queued AS (
+                    INSERT INTO object_deletions (object_key) SELECT object_key FROM gone
+                    ON CONFLICT (object_key) DO UPDATE SET queued_at = now()
+                 ), {logged}
+                 SELECT object_key FROM gone"
+            ),
+            &typed(&params),
         )
-        .await?;
-    let Some(gone) = gone else {
-        transaction.rollback().await?;
-        return Err(not_found());
-    };
-    let key: String = gone.get(0);
-    audit
-        .insert(&transaction, &event.clone().patient(gone.get(1)))
-        .await?;
-    transaction.commit().await?;
+        .await?
+        .ok_or_else(not_found)?
+        .get(0);
     drop(client);
     // Delete the object now; if S3 cannot be reached the key stays queued for the sweep.
     drain_deletions(&state.auth.pool, &state.storage, Some(vec![key]), 0).await?;

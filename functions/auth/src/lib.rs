@@ -124,8 +124,8 @@ async fn login(state: &AuthState, form: &LoginForm) -> ApiResult<(User, String)>
         // we know the password. Losing a race with a password change is fine.
         if let Ok(password) = Password::parse(form.password.clone()) {
             let new_hash = password::hash(&password).await?;
-            let client = state.auth.pool.get().await?;
-            users::replace_password_hash(&client, user.id, &stored_hash, &new_hash).await?;
+            users::replace_password_hash(&state.auth.pool, user.id, &stored_hash, &new_hash, None)
+                .await?;
         }
     }
     let token = state.auth.tokens.issue_access(user.id)?;
@@ -240,17 +240,17 @@ async fn reset(
         return Err(ApiError::BadRequest("Inactive user".into()));
     }
     let new_hash = password::hash(&body.new_password).await?;
-    let mut client = state.auth.pool.get().await?;
-    let transaction = client.transaction().await?;
-    let (replaced, ()) = tokio::try_join!(
-        users::replace_password_hash(&transaction, user.id, &current_hash, &new_hash),
-        audit.insert(&transaction, event),
-    )?;
+    let replaced = users::replace_password_hash(
+        &state.auth.pool,
+        user.id,
+        &current_hash,
+        &new_hash,
+        Some((audit, event)),
+    )
+    .await?;
     if !replaced {
-        transaction.rollback().await?;
         return Err(invalid());
     }
-    transaction.commit().await?;
     Ok(Json(json!({ "message": "Password updated successfully" })))
 }
 

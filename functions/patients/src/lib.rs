@@ -13,6 +13,7 @@ use serde_json::json;
 use shared::audit::{Audit, Event};
 use shared::auth::{AuthContext, CurrentUser};
 use shared::config::{ConfigError, Env};
+use shared::db::{param, typed};
 use shared::http::{parse_uuid, present, JsonBody, QueryParams};
 use shared::secrets::SecretsClient;
 use shared::storage::{drain_deletions, Storage, StorageConfig};
@@ -133,37 +134,36 @@ async fn create_patient(
     let result = async {
         current.require_writer()?;
         let JsonBody(body) = body?;
-        let mut client = state.auth.pool.get().await?;
-        let transaction = client.transaction().await?;
-        // The row and its audit event commit together, or neither does.
-        let (row, ()) = tokio::try_join!(
-            async {
-                transaction
-                    .query_typed_one(
-                        &format!(
-                            "INSERT INTO patients (id, name, dob, contact_info, medical_history)
-                             VALUES ($1, $2, $3, $4, $5) RETURNING {PATIENT_COLUMNS}"
-                        ),
-                        &[
-                            (&id, Type::UUID),
-                            (&body.name.as_str(), Type::VARCHAR),
-                            (&body.dob.map(|d| d.0), Type::DATE),
-                            (
-                                &body.contact_info.as_ref().map(ContactInfo::as_str),
-                                Type::VARCHAR,
-                            ),
-                            (
-                                &body.medical_history.as_ref().map(MedicalHistory::as_str),
-                                Type::TEXT,
-                            ),
-                        ],
-                    )
-                    .await
-                    .map_err(ApiError::from)
-            },
-            audit.insert(&transaction, &event),
-        )?;
-        transaction.commit().await?;
+        // The row and its audit event in one statement: both or neither, one round trip.
+        let (logged, audit_params) =
+            audit.logged_cte(&event, "created", "created.id", "created.id", 6);
+        let mut params = vec![
+            param(id, Type::UUID),
+            param(body.name.as_str().to_owned(), Type::VARCHAR),
+            param(body.dob.map(|d| d.0), Type::DATE),
+            param(
+                body.contact_info.as_ref().map(|c| c.as_str().to_owned()),
+                Type::VARCHAR,
+            ),
+            param(
+                body.medical_history.as_ref().map(|m| m.as_str().to_owned()),
+                Type::TEXT,
+            ),
+        ];
+        params.extend(audit_params);
+        let client = state.auth.pool.get().await?;
+        let row = client
+            .query_typed_one(
+                &format!(
+                    "WITH created AS (
+                        INSERT INTO patients (id, name, dob, contact_info, medical_history)
+                        VALUES ($1, $2, $3, $4, $5) RETURNING {PATIENT_COLUMNS}
+                     ), {logged}
+                     SELECT * FROM created"
+                ),
+                &typed(&params),
+            )
+            .await?;
         Ok(Tagged(Patient::from_row(&row)))
     }
     .await;
@@ -253,62 +253,55 @@ async fn update_patient(
         // Which fields changed, never their values.
         let event = event.clone().details(json!({ "fields": changed }));
         let expected = required_version(&headers);
-        let mut client = state.auth.pool.get().await?;
-        let transaction = client.transaction().await?;
-        let (updated, ()) = tokio::try_join!(
-            async {
-                transaction
-                    .query_typed_opt(
-                        &format!(
-                            "UPDATE patients SET
-                                name = COALESCE($2, name),
-                                dob = CASE WHEN $3 THEN $4 ELSE dob END,
-                                contact_info = CASE WHEN $5 THEN $6 ELSE contact_info END,
-                                medical_history = CASE WHEN $7 THEN $8 ELSE medical_history END,
-                                version = version + 1,
-                                updated_at = now()
-                             WHERE id = $1 AND ($9::int8 IS NULL OR version = $9)
-                             RETURNING {PATIENT_COLUMNS}"
-                        ),
-                        &[
-                            (&id, Type::UUID),
-                            (&name.as_ref().map(PatientName::as_str), Type::VARCHAR),
-                            (&body.dob.is_some(), Type::BOOL),
-                            (&body.dob.flatten().map(|d| d.0), Type::DATE),
-                            (&body.contact_info.is_some(), Type::BOOL),
-                            (
-                                &body
-                                    .contact_info
-                                    .as_ref()
-                                    .and_then(|c| c.as_ref().map(ContactInfo::as_str)),
-                                Type::VARCHAR,
-                            ),
-                            (&body.medical_history.is_some(), Type::BOOL),
-                            (
-                                &body
-                                    .medical_history
-                                    .as_ref()
-                                    .and_then(|m| m.as_ref().map(MedicalHistory::as_str)),
-                                Type::TEXT,
-                            ),
-                            (&expected, Type::INT8),
-                        ],
-                    )
-                    .await
-                    .map_err(ApiError::from)
-            },
-            audit.insert(&transaction, &event),
-        )?;
+        // The change and its audit event in one statement: the event exists exactly when a row
+        // changed (not for a 404 or a 412), at no extra round trip.
+        let (logged, audit_params) =
+            audit.logged_cte(&event, "updated", "updated.id", "updated.id", 10);
+        let mut params = vec![
+            param(id, Type::UUID),
+            param(name.as_ref().map(|n| n.as_str().to_owned()), Type::VARCHAR),
+            param(body.dob.is_some(), Type::BOOL),
+            param(body.dob.flatten().map(|d| d.0), Type::DATE),
+            param(body.contact_info.is_some(), Type::BOOL),
+            param(
+                body.contact_info
+                    .as_ref()
+                    .and_then(|c| c.as_ref().map(|c| c.as_str().to_owned())),
+                Type::VARCHAR,
+            ),
+            param(body.medical_history.is_some(), Type::BOOL),
+            param(
+                body.medical_history
+                    .as_ref()
+                    .and_then(|m| m.as_ref().map(|m| m.as_str().to_owned())),
+                Type::TEXT,
+            ),
+            param(expected, Type::INT8),
+        ];
+        params.extend(audit_params);
+        let client = state.auth.pool.get().await?;
+        let updated = client
+            .query_typed_opt(
+                &format!(
+                    "WITH updated AS (
+                        UPDATE patients SET
+                            name = COALESCE($2, name),
+                            dob = CASE WHEN $3 THEN $4 ELSE dob END,
+                            contact_info = CASE WHEN $5 THEN $6 ELSE contact_info END,
+                            medical_history = CASE WHEN $7 THEN $8 ELSE medical_history END,
+                            version = version + 1,
+                            updated_at = now()
+                        WHERE id = $1 AND ($9::int8 IS NULL OR version = $9)
+                        RETURNING {PATIENT_COLUMNS}
+                     ), {logged}
+                     SELECT * FROM updated"
+                ),
+                &typed(&params),
+            )
+            .await?;
         match updated {
-            Some(row) => {
-                transaction.commit().await?;
-                Ok(Tagged(Patient::from_row(&row)))
-            }
-            None => {
-                // Nothing changed: the success event goes with the rollback.
-                transaction.rollback().await?;
-                Err(missing_or_modified(&client, id).await?)
-            }
+            Some(row) => Ok(Tagged(Patient::from_row(&row))),
+            None => Err(missing_or_modified(&client, id).await?),
         }
     }
     .await;

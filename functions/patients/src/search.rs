@@ -5,7 +5,7 @@ use chrono::NaiveDate;
 use serde::Deserialize;
 use shared::http::Paging;
 use shared::{ApiError, FieldError};
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 
 use crate::model::parse_date;
 
@@ -89,8 +89,7 @@ pub struct Search {
     pub count: CountMode,
 }
 
-/// A parameter of the statement, with its type (so the statement needs no prepare round trip).
-pub type Param = (Box<dyn ToSql + Sync + Send>, Type);
+pub use shared::db::{typed as as_typed, TypedParam as Param};
 
 impl Search {
     pub fn parse(params: SearchParams) -> Result<Self, ApiError> {
@@ -259,14 +258,6 @@ impl Search {
             })
             .collect()
     }
-}
-
-/// Borrowed form of the parameters, as tokio-postgres' `query_typed` takes them.
-pub fn as_typed(params: &[Param]) -> Vec<(&(dyn ToSql + Sync), Type)> {
-    params
-        .iter()
-        .map(|(value, ty)| (value.as_ref() as &(dyn ToSql + Sync), ty.clone()))
-        .collect()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use shared::audit::{Audit, Event};
 use shared::auth::{AppSecret, AuthContext, CurrentUser};
 use shared::config::{ConfigError, Env};
+use shared::db::{param, typed};
 use shared::domain::{EmailAddress, FullName, Password, Role};
 use shared::email::Mailer;
 use shared::http::{parse_uuid, present, JsonBody, Paging, QueryParams};
@@ -17,6 +18,7 @@ use shared::password::{self, Verified};
 use shared::secrets::SecretsClient;
 use shared::users::{self, is_email_taken, User, USER_COLUMNS};
 use shared::{ApiError, ApiResult};
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 #[derive(Clone)]
@@ -131,31 +133,33 @@ async fn insert_user(
     new: NewUser<'_>,
 ) -> ApiResult<Option<User>> {
     let hashed = password::hash(new.password).await?;
-    let mut client = state.auth.pool.get().await?;
-    let transaction = client.transaction().await?;
-    let inserted = transaction
-        .query_one(
+    // The user and the audit event in one statement.
+    let (logged, audit_params) = audit.logged_cte(event, "created", "created.id", "NULL::uuid", 8);
+    let mut params = vec![
+        param(event.resource_id, Type::UUID),
+        param(new.email.as_str().to_owned(), Type::VARCHAR),
+        param(hashed, Type::TEXT),
+        param(new.full_name.map(|n| n.as_str().to_owned()), Type::VARCHAR),
+        param(new.is_active, Type::BOOL),
+        param(new.is_superuser, Type::BOOL),
+        param(new.role.as_str().to_owned(), Type::TEXT),
+    ];
+    params.extend(audit_params);
+    let client = state.auth.pool.get().await?;
+    let inserted = client
+        .query_typed_one(
             &format!(
-                "INSERT INTO users (id, email, hashed_password, full_name, is_active, is_superuser, role)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {USER_COLUMNS}"
+                "WITH created AS (
+                    INSERT INTO users (id, email, hashed_password, full_name, is_active, is_superuser, role)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {USER_COLUMNS}
+                 ), {logged}
+                 SELECT * FROM created"
             ),
-            &[
-                &event.resource_id,
-                &new.email.as_str(),
-                &hashed,
-                &new.full_name.map(FullName::as_str),
-                &new.is_active,
-                &new.is_superuser,
-                &new.role.as_str(),
-            ],
+            &typed(&params),
         )
         .await;
     match inserted {
-        Ok(row) => {
-            audit.insert(&transaction, event).await?;
-            transaction.commit().await?;
-            Ok(Some(User::from_row(&row)))
-        }
+        Ok(row) => Ok(Some(User::from_row(&row))),
         Err(e) if is_email_taken(&e) => Ok(None),
         Err(e) => Err(e.into()),
     }
@@ -321,43 +325,50 @@ async fn apply_changes(
     let event = Event::new("user.update", "user")
         .resource(Some(id))
         .details(json!({ "fields": fields }));
-    let mut client = state.auth.pool.get().await?;
-    let transaction = client.transaction().await?;
-    let updated = transaction
-        .query_opt(
+    // The change and its audit event in one statement: the event exists exactly when a user changed.
+    let (logged, audit_params) = audit.logged_cte(&event, "updated", "updated.id", "NULL::uuid", 9);
+    let mut params = vec![
+        param(id, Type::UUID),
+        param(
+            changes.email.as_ref().map(|e| e.as_str().to_owned()),
+            Type::VARCHAR,
+        ),
+        param(changes.full_name.is_some(), Type::BOOL),
+        param(
+            changes
+                .full_name
+                .as_ref()
+                .and_then(|n| n.as_ref().map(|n| n.as_str().to_owned())),
+            Type::VARCHAR,
+        ),
+        param(new_hash, Type::TEXT),
+        param(changes.is_active, Type::BOOL),
+        param(changes.is_superuser, Type::BOOL),
+        param(changes.role.map(|r| r.as_str().to_owned()), Type::TEXT),
+    ];
+    params.extend(audit_params);
+    let client = state.auth.pool.get().await?;
+    let updated = client
+        .query_typed_opt(
             &format!(
-                "UPDATE users SET
-                    email = COALESCE($2, email),
-                    full_name = CASE WHEN $3 THEN $4 ELSE full_name END,
-                    hashed_password = COALESCE($5, hashed_password),
-                    is_active = COALESCE($6, is_active),
-                    is_superuser = COALESCE($7, is_superuser),
-                    role = COALESCE($8, role),
-                    updated_at = now()
-                 WHERE id = $1 RETURNING {USER_COLUMNS}"
+                "WITH updated AS (
+                    UPDATE users SET
+                        email = COALESCE($2, email),
+                        full_name = CASE WHEN $3 THEN $4 ELSE full_name END,
+                        hashed_password = COALESCE($5, hashed_password),
+                        is_active = COALESCE($6, is_active),
+                        is_superuser = COALESCE($7, is_superuser),
+                        role = COALESCE($8, role),
+                        updated_at = now()
+                    WHERE id = $1 RETURNING {USER_COLUMNS}
+                 ), {logged}
+                 SELECT * FROM updated"
             ),
-            &[
-                &id,
-                &changes.email.as_ref().map(EmailAddress::as_str),
-                &changes.full_name.is_some(),
-                &changes
-                    .full_name
-                    .as_ref()
-                    .and_then(|n| n.as_ref().map(FullName::as_str)),
-                &new_hash,
-                &changes.is_active,
-                &changes.is_superuser,
-                &changes.role.map(Role::as_str),
-            ],
+            &typed(&params),
         )
         .await;
     match updated {
-        Ok(Some(row)) => {
-            audit.insert(&transaction, &event).await?;
-            transaction.commit().await?;
-            Ok(Some(User::from_row(&row)))
-        }
-        Ok(None) => Ok(None),
+        Ok(row) => Ok(row.as_ref().map(User::from_row)),
         Err(e) if is_email_taken(&e) => Err(ApiError::Conflict(
             "User with this email already exists".into(),
         )),
@@ -432,19 +443,19 @@ async fn change_password(
         ));
     }
     let new_hash = password::hash(&body.new_password).await?;
-    let mut client = state.auth.pool.get().await?;
-    let transaction = client.transaction().await?;
-    let (replaced, ()) = tokio::try_join!(
-        users::replace_password_hash(&transaction, current.0.id, &stored_hash, &new_hash),
-        audit.insert(&transaction, event),
-    )?;
+    let replaced = users::replace_password_hash(
+        &state.auth.pool,
+        current.0.id,
+        &stored_hash,
+        &new_hash,
+        Some((audit, event)),
+    )
+    .await?;
     if !replaced {
-        transaction.rollback().await?;
         return Err(ApiError::Conflict(
             "The password was changed meanwhile; try again".into(),
         ));
     }
-    transaction.commit().await?;
     Ok(message("Password updated successfully"))
 }
 
@@ -468,26 +479,22 @@ async fn delete_me(
     audit.refused(&state.auth.pool, event, result).await
 }
 
-/// Deletes the user `event` is about, with the event, in one transaction. False when absent.
+/// Deletes the user `event` is about, with its audit event, in one statement. False when absent.
 async fn delete_by_id(state: &UsersState, audit: &Audit, event: &Event) -> ApiResult<bool> {
-    let mut client = state.auth.pool.get().await?;
-    let transaction = client.transaction().await?;
-    let (deleted, ()) = tokio::try_join!(
-        async {
-            transaction
-                .execute("DELETE FROM users WHERE id = $1", &[&event.resource_id])
-                .await
-                .map_err(ApiError::from)
-        },
-        audit.insert(&transaction, event),
-    )?;
-    if deleted == 1 {
-        transaction.commit().await?;
-        Ok(true)
-    } else {
-        transaction.rollback().await?;
-        Ok(false)
-    }
+    let (logged, audit_params) = audit.logged_cte(event, "gone", "gone.id", "NULL::uuid", 2);
+    let mut params = vec![param(event.resource_id, Type::UUID)];
+    params.extend(audit_params);
+    let client = state.auth.pool.get().await?;
+    let gone = client
+        .query_typed(
+            &format!(
+                "WITH gone AS (DELETE FROM users WHERE id = $1 RETURNING id), {logged}
+                 SELECT id FROM gone"
+            ),
+            &typed(&params),
+        )
+        .await?;
+    Ok(gone.len() == 1)
 }
 
 async fn read_user(
