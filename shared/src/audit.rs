@@ -1,6 +1,7 @@
 //! The audit trail: one event for every request that touches patient data or identity.
-//! Writes record their event in the same transaction as the change; reads record theirs before
-//! the data is returned, and fail closed (503, no data) when it cannot be written.
+//! Writes record their event in the change's own statement (`logged_cte`), so it exists exactly
+//! when the change does; reads record theirs before the data is returned, and fail closed (503,
+//! no data) when it cannot be written. Refusals (403, 404, 422...) are recorded on their own.
 //! Events never hold a password, token or secret.
 
 use axum::extract::FromRequestParts;
@@ -132,8 +133,7 @@ impl Audit {
         self
     }
 
-    /// Writes `event` on `client` (inside the caller's transaction for a change). A failure
-    /// is 503: the caller must not go on without its trail.
+    /// Writes `event` on `client`. A failure is 503: the caller must not go on without its trail.
     pub async fn insert<C: deadpool_postgres::GenericClient>(
         &self,
         client: &C,
@@ -191,7 +191,7 @@ impl Audit {
         result
     }
 
-    /// For a write whose success was recorded in its own transaction: records a refusal.
+    /// For a write whose success was recorded by its own statement: records a refusal.
     pub async fn refused<T>(
         &self,
         pool: &DbPool,
