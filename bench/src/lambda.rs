@@ -103,13 +103,14 @@ pub async fn run(
             event: event(ApiRequest::post("/api/v1/patients/").json(json!({"name": "Bench Patient", "dob": "1980-01-01"}))),
             bare: vec![
                 ("user lookup", user_lookup.clone()),
-                ("begin", "BEGIN".into()),
                 (
-                    "insert",
-                    "INSERT INTO patients (id, name, dob) VALUES (gen_random_uuid(), 'Bench Patient', '1980-01-01') RETURNING *".into(),
+                    "insert with its audit event",
+                    format!(
+                        "WITH created AS (INSERT INTO patients (id, name, dob) VALUES (gen_random_uuid(), 'Bench Patient', '1980-01-01') RETURNING *), \
+                         logged AS (INSERT INTO audit_events (id, action, outcome, resource_type, resource_id, patient_id, details) \
+                         SELECT gen_random_uuid(), 'bench', 'success', 'patient', id, id, '{{}}' FROM created) SELECT * FROM created"
+                    ),
                 ),
-                ("audit insert", audit.clone()),
-                ("commit", "COMMIT".into()),
             ],
         },
         Route {
@@ -118,16 +119,15 @@ pub async fn run(
             event: event(ApiRequest::post("/api/v1/attachments/").json(json!({"patient_id": patient, "file_name": "scan.png", "mime_type": "image/png", "size": 1000}))),
             bare: vec![
                 ("user lookup", user_lookup.clone()),
-                ("begin", "BEGIN".into()),
                 (
-                    "insert",
+                    "insert with its audit event",
                     format!(
-                        "INSERT INTO attachments (id, patient_id, file_name, mime_type, object_key) \
-                         SELECT gen_random_uuid(), p.id, 'scan.png', 'image/png', gen_random_uuid()::text FROM patients p WHERE p.id = '{patient}' RETURNING *"
+                        "WITH created AS (INSERT INTO attachments (id, patient_id, file_name, mime_type, object_key) \
+                         SELECT gen_random_uuid(), p.id, 'scan.png', 'image/png', gen_random_uuid()::text FROM patients p WHERE p.id = '{patient}' RETURNING *), \
+                         logged AS (INSERT INTO audit_events (id, action, outcome, resource_type, resource_id, patient_id, details) \
+                         SELECT gen_random_uuid(), 'bench', 'success', 'attachment', id, patient_id, '{{}}' FROM created) SELECT * FROM created"
                     ),
                 ),
-                ("audit insert", audit.clone()),
-                ("commit", "COMMIT".into()),
             ],
         },
     ];
