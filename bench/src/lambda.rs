@@ -105,11 +105,10 @@ pub async fn run(
                 ("user lookup", user_lookup.clone()),
                 (
                     "insert with its audit event",
-                    format!(
-                        "WITH created AS (INSERT INTO patients (id, name, dob) VALUES (gen_random_uuid(), 'Bench Patient', '1980-01-01') RETURNING *), \
+                                            "WITH created AS (INSERT INTO patients (id, name, dob) VALUES (gen_random_uuid(), 'Bench Patient', '1980-01-01') RETURNING *), \
                          logged AS (INSERT INTO audit_events (id, action, outcome, resource_type, resource_id, patient_id, details) \
-                         SELECT gen_random_uuid(), 'bench', 'success', 'patient', id, id, '{{}}' FROM created) SELECT * FROM created"
-                    ),
+                         SELECT gen_random_uuid(), 'bench', 'success', 'patient', id, id, '{}' FROM created) SELECT * FROM created"
+                        .to_owned(),
                 ),
             ],
         },
