@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use api_tests::{events_dir, http_client, object_in_bucket, ApiRequest, ApiResponse, TestApp};
+use api_tests::{http_client, object_in_bucket, ApiRequest, ApiResponse, TestApp};
 use md5::{Digest, Md5};
 use serde_json::{json, Value};
 
@@ -250,11 +250,7 @@ async fn s3_notification_confirms_and_a_replay_changes_nothing() {
     .json();
     assert!(upload(&created, b"hello").await.status().is_success());
 
-    let mut event: Value = serde_json::from_str(
-        &std::fs::read_to_string(events_dir().join("attachment-events/s3-object-created.json"))
-            .unwrap(),
-    )
-    .unwrap();
+    let mut event: Value = api_tests::event("attachment-events/s3-object-created.json");
     event["Records"][0]["s3"]["object"]["key"] = json!(key_of(&created));
     event["Records"][0]["s3"]["bucket"]["name"] = json!(api_tests::stack_var("S3_BUCKET"));
 
@@ -280,11 +276,7 @@ async fn s3_notification_confirms_and_a_replay_changes_nothing() {
         "a redelivered event changes nothing"
     );
 
-    let mut unknown: Value = serde_json::from_str(
-        &std::fs::read_to_string(events_dir().join("attachment-events/s3-object-created.json"))
-            .unwrap(),
-    )
-    .unwrap();
+    let mut unknown: Value = api_tests::event("attachment-events/s3-object-created.json");
     unknown["Records"][0]["s3"]["object"]["key"] = json!("somewhere/else.txt");
     assert_eq!(
         attachment_events::handle(&app.events, unknown)
@@ -673,10 +665,7 @@ async fn with_s3_unreachable_deletes_are_queued_and_the_sweep_finishes_them() {
     assert_eq!(queue.get::<_, i32>(1), 1);
     assert!(queue.get::<_, bool>(2));
 
-    let schedule: Value = serde_json::from_str(
-        &std::fs::read_to_string(events_dir().join("attachment-events/schedule.json")).unwrap(),
-    )
-    .unwrap();
+    let schedule: Value = api_tests::event("attachment-events/schedule.json");
     let sweep = attachment_events::handle(&app.events, schedule)
         .await
         .unwrap();
@@ -725,10 +714,7 @@ async fn the_sweep_removes_uploads_never_completed_and_confirms_late_ones() {
             .await
             .unwrap();
     }
-    let schedule: Value = serde_json::from_str(
-        &std::fs::read_to_string(events_dir().join("attachment-events/schedule.json")).unwrap(),
-    )
-    .unwrap();
+    let schedule: Value = api_tests::event("attachment-events/schedule.json");
     let sweep = attachment_events::handle(&app.events, schedule)
         .await
         .unwrap();

@@ -256,13 +256,7 @@ async fn secrets_manager_unreachable_fails_the_cold_start_clearly_then_the_next_
 
 #[tokio::test]
 async fn an_event_of_the_wrong_shape_is_a_clean_error() {
-    let s3_event: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            api_tests::events_dir().join("attachment-events/s3-object-created.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let s3_event: serde_json::Value = api_tests::event("attachment-events/s3-object-created.json");
     // What lambda_http does with the payload before any of our code: refuse it, no panic.
     let parsed = serde_json::from_value::<lambda_http::request::LambdaRequest>(s3_event.clone());
     assert!(parsed.is_err(), "an S3 event is not an API Gateway request");

@@ -66,13 +66,7 @@ async fn migrate_twice_leaves_schema_and_superuser_unchanged() {
 }
 
 fn custom_resource_event(request_type: &str, response_url: &str) -> Value {
-    let mut event: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            api_tests::events_dir().join("migrate/custom-resource-create.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let mut event: Value = api_tests::event("migrate/custom-resource-create.json");
     event["RequestType"] = json!(request_type);
     event["ResponseURL"] = json!(response_url);
     if request_type != "Create" {
@@ -193,11 +187,7 @@ async fn custom_resource_delete_keeps_the_database_and_answers_success() {
 #[tokio::test]
 async fn direct_invocation_answers_the_report() {
     let db = TestDb::empty().await;
-    let event: Value = serde_json::from_str(
-        &std::fs::read_to_string(api_tests::events_dir().join("migrate/direct-invoke.json"))
-            .unwrap(),
-    )
-    .unwrap();
+    let event: Value = api_tests::event("migrate/direct-invoke.json");
     let report = migrate::handle_event(
         &Ok(migrate_config(&db.name)),
         event,
@@ -226,13 +216,7 @@ async fn the_scheduled_run_purges_only_audit_events_past_retention() {
         )
         .await
         .unwrap();
-    let event: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            api_tests::events_dir().join("migrate/schedule-audit-retention.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let event: Value = api_tests::event("migrate/schedule-audit-retention.json");
     let report = migrate::handle_event(
         &Ok(migrate_config(&db.name)),
         event,

@@ -723,3 +723,10 @@ pub async fn object_in_bucket(key: &str) -> Option<Vec<u8>> {
         Err(_) => None,
     }
 }
+
+/// The sample event `events/<name>`, parsed.
+pub fn event(name: &str) -> Value {
+    let path = events_dir().join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
