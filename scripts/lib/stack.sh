@@ -61,30 +61,34 @@ wait_port() {
     die "$name did not start listening on 127.0.0.1:$port"
 }
 
-ensure_python_tools() {
-    local stamp="$VENV/.requirements.sha256" want
-    want="$(sha256sum "$ROOT/scripts/requirements.txt" | cut -d' ' -f1)"
-    if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-        say "installing Python tools (moto, aiosmtpd, cargo-lambda, aws-sam-cli, cfn-lint) into $VENV"
-        python3 -m venv "$VENV"
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/scripts/requirements.txt"
+# ensure_venv DIR REQUIREMENTS: a venv holding exactly REQUIREMENTS, reinstalled when the file
+# changes. Tools that pin their own versions of shared libraries get a venv each.
+ensure_venv() {
+    local venv="$1" requirements="$2" stamp want
+    stamp="$venv/.requirements.sha256"
+    want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+    if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        say "installing $(basename "$requirements") into $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
         echo "$want" >"$stamp"
     fi
+}
+
+# moto, aiosmtpd, cargo-lambda, aws-sam-cli, cfn-lint.
+ensure_python_tools() {
+    ensure_venv "$VENV" "$ROOT/scripts/requirements.txt"
     export PATH="$VENV/bin:$PATH"
 }
 
-# checkov pins its own versions of boto3 and friends: it lives in a venv of its own.
 ensure_checkov() {
-    local venv="$TOOLS/checkov-venv" stamp want
-    stamp="$venv/.requirements.sha256"
-    want="$(sha256sum "$ROOT/scripts/requirements-checkov.txt" | cut -d' ' -f1)"
-    if [ ! -x "$venv/bin/checkov" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-        say "installing checkov (template security scan) into $venv"
-        python3 -m venv "$venv"
-        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/scripts/requirements-checkov.txt"
-        echo "$want" >"$stamp"
-    fi
-    CHECKOV="$venv/bin/checkov"
+    ensure_venv "$TOOLS/checkov-venv" "$ROOT/scripts/requirements-checkov.txt"
+    CHECKOV="$TOOLS/checkov-venv/bin/checkov"
+}
+
+ensure_schemathesis() {
+    ensure_venv "$TOOLS/schemathesis-venv" "$ROOT/scripts/requirements-schemathesis.txt"
+    SCHEMATHESIS="$TOOLS/schemathesis-venv/bin/st"
 }
 
 ensure_s3s_fs() {
@@ -163,6 +167,15 @@ ensure_s3() {
     fi
     # s3s-fs keeps one folder per bucket.
     mkdir -p "$RUN/s3/$S3_BUCKET"
+    # What browsers reach: the bucket's CORS rule (as in template.yaml) in front of s3s-fs.
+    if port_open "$S3_BROWSER_PORT"; then
+        say "S3 for browsers: reusing the CORS gateway on 127.0.0.1:$S3_BROWSER_PORT"
+    else
+        say "S3 for browsers: the bucket's CORS (origin $FRONTEND_HOST) on 127.0.0.1:$S3_BROWSER_PORT"
+        start_bg s3-cors "$VENV/bin/python" "$ROOT/scripts/lib/s3_cors_gateway.py" \
+            --port "$S3_BROWSER_PORT" --upstream-port "$S3_PORT" --allow-origin "$FRONTEND_HOST"
+        wait_port s3-cors "$S3_BROWSER_PORT"
+    fi
 }
 
 ensure_secrets_manager() {
@@ -203,7 +216,7 @@ RUST_LOG=${RUST_LOG:-info}
 AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID
 AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY
 AWS_REGION=$AWS_REGION
-AWS_ENDPOINT_URL_S3=$AWS_ENDPOINT_URL_S3
+AWS_ENDPOINT_URL_S3=http://127.0.0.1:$S3_BROWSER_PORT
 AWS_ENDPOINT_URL_SECRETS_MANAGER=$AWS_ENDPOINT_URL_SECRETS_MANAGER
 DATABASE_SECRET_ARN=$DATABASE_SECRET_ARN
 DATABASE_TLS=disable
@@ -213,12 +226,54 @@ S3_FORCE_PATH_STYLE=true
 SMTP_HOST=$SMTP_HOST
 SMTP_PORT=$SMTP_PORT
 SMTP_TLS=none
-FRONTEND_HOST=${FRONTEND_HOST:-http://127.0.0.1:5173}
+FRONTEND_HOST=$FRONTEND_HOST
 PASSWORD_RECOVERY_MIN_RESPONSE_MS=${PASSWORD_RECOVERY_MIN_RESPONSE_MS:-1500}
 ENV
     say "cargo lambda watch on http://127.0.0.1:$port"
     start_bg watch cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$port" --env-file "$env_file"
     wait_port watch "$port" 600
+}
+
+# Debian's Chromium for the browser tests (Playwright's own browser downloads do not work here).
+ensure_chromium() {
+    CHROMIUM_PATH="${CHROMIUM_PATH:-/usr/bin/chromium}"
+    if [ ! -x "$CHROMIUM_PATH" ]; then
+        [ "$(id -u)" = 0 ] || die "Chromium is missing: install Debian's chromium package, or set CHROMIUM_PATH"
+        say "installing Chromium from Debian's packages"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    fi
+    export CHROMIUM_PATH
+}
+
+ensure_console_packages() {
+    # npm ci only when package-lock.json changed since the last install.
+    local stamp="$ROOT/web/node_modules/.package-lock.sha256" want
+    want="$(sha256sum "$ROOT/web/package-lock.json" | cut -d' ' -f1)"
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        say "installing the console's npm packages"
+        (cd "$ROOT/web" && npm ci --no-audit --no-fund --loglevel=error)
+        echo "$want" >"$stamp"
+    fi
+    (cd "$ROOT/web" && npx openapi-typescript ../docs/openapi.json -o src/api/schema.d.ts >/dev/null)
+}
+
+# start_console dev|preview PORT API_PORT: the web console on 127.0.0.1:PORT, passing /api to the
+# API on API_PORT (one origin, as CloudFront and API Gateway are to the browser). dev: Vite's
+# dev server (reloads on change); preview: the production build, as deployed.
+start_console() {
+    local mode="$1" port="$2" api_port="$3"
+    ensure_console_packages
+    export CAREVAULT_API_PROXY="http://127.0.0.1:$api_port"
+    if [ "$mode" = preview ]; then
+        say "building the console"
+        # The production build's CSP meta tag lets the page reach only itself and the bucket.
+        (cd "$ROOT/web" && CONSOLE_CONNECT_SRC="http://127.0.0.1:$S3_BROWSER_PORT" npx vite build --logLevel warn)
+        start_bg console bash -c "cd '$ROOT/web' && exec npx vite preview --host 127.0.0.1 --port $port --strictPort"
+    else
+        start_bg console bash -c "cd '$ROOT/web' && exec npx vite --host 127.0.0.1 --port $port --strictPort"
+    fi
+    wait_port console "$port" 300
+    say "web console on http://127.0.0.1:$port"
 }
 
 # stack_up NAME PORT_BASE: the whole stack for a run named NAME (dev, test), its ports from PORT_BASE.
@@ -230,6 +285,9 @@ stack_up() {
     trap 'exit 130' INT TERM
 
     export S3_PORT="$((base + 1))" SECRETS_PORT="$((base + 2))" SMTP_PORT="$((base + 3))"
+    export S3_BROWSER_PORT="$((base + 4))"
+    # Where the console is served: the origin the bucket's CORS allows and email links point to.
+    export FRONTEND_HOST="${FRONTEND_HOST:-http://127.0.0.1:5173}"
     export AWS_ACCESS_KEY_ID="carevault-local" AWS_SECRET_ACCESS_KEY="carevault-local-secret"
     export AWS_REGION="us-east-1" AWS_DEFAULT_REGION="us-east-1"
     export AWS_ENDPOINT_URL_S3="http://127.0.0.1:$S3_PORT" AWS_ENDPOINT_URL_SECRETS_MANAGER="http://127.0.0.1:$SECRETS_PORT"

@@ -130,6 +130,26 @@ async fn whole_flow_with_real_bytes() {
          filename*=UTF-8''Scan%20%22final%22%3B%20v2%20%E2%80%94%20%C3%9Cn%C3%AFcode%20%F0%9F%99%82.png"
     );
     assert_eq!(download.bytes().await.unwrap().to_vec(), bytes);
+
+    // For browser apps: the same URL as JSON, no redirect (fetch cannot read a Location).
+    let as_json = app
+        .call(
+            ApiRequest::get(&format!("/api/v1/attachments/{id}/content?redirect=false")).bearer(&t),
+        )
+        .await;
+    assert_eq!(as_json.status, 200, "{}", as_json.body);
+    assert_eq!(as_json.header("location"), None);
+    assert_eq!(as_json.header("cache-control"), Some("no-store"));
+    let url = as_json.json()["url"].as_str().unwrap().to_owned();
+    let download = http_client().get(&url).send().await.unwrap();
+    assert_eq!(download.bytes().await.unwrap().to_vec(), bytes);
+    let bad = app
+        .call(
+            ApiRequest::get(&format!("/api/v1/attachments/{id}/content?redirect=maybe")).bearer(&t),
+        )
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert_eq!(bad.json()["detail"][0]["loc"], json!(["query", "redirect"]));
 }
 
 #[tokio::test]

@@ -277,3 +277,128 @@ fn every_function_logs_to_a_group_with_retention() {
         );
     }
 }
+
+#[test]
+fn the_console_is_served_only_through_cloudfront_over_https_with_security_headers() {
+    let template = template();
+    let resources = resources(&template);
+    let get = |name: &str| {
+        resources
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, r)| r.clone())
+            .unwrap_or_else(|| panic!("{name} is not in the template"))
+    };
+
+    let config = &get("ConsoleDistribution")["Properties"]["DistributionConfig"];
+    let origins = config["Origins"].as_sequence().unwrap();
+    assert_eq!(origins.len(), 1);
+    let origin = &origins[0];
+    assert_eq!(
+        strings(&origin["DomainName"]),
+        ["ConsoleBucket.RegionalDomainName"]
+    );
+    assert_eq!(
+        strings(&origin["OriginAccessControlId"]),
+        ["ConsoleOriginAccessControl.Id"]
+    );
+    assert_eq!(
+        origin["S3OriginConfig"]["OriginAccessIdentity"].as_str(),
+        Some("")
+    );
+    let behavior = &config["DefaultCacheBehavior"];
+    assert_eq!(
+        behavior["ViewerProtocolPolicy"].as_str(),
+        Some("redirect-to-https")
+    );
+    assert_eq!(
+        strings(&behavior["ResponseHeadersPolicyId"]),
+        ["ConsoleSecurityHeaders"]
+    );
+    // Page addresses (/patients/<id>) are answered by the app's index.html.
+    let fallbacks: Vec<_> = config["CustomErrorResponses"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| (r["ErrorCode"].as_u64(), r["ResponsePagePath"].as_str()))
+        .collect();
+    assert_eq!(
+        fallbacks,
+        [
+            (Some(403), Some("/index.html")),
+            (Some(404), Some("/index.html"))
+        ]
+    );
+
+    let headers = &get("ConsoleSecurityHeaders")["Properties"]["ResponseHeadersPolicyConfig"]
+        ["SecurityHeadersConfig"];
+    let csp = headers["ContentSecurityPolicy"]["ContentSecurityPolicy"]
+        .as_str()
+        .unwrap();
+    for directive in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+    ] {
+        assert!(csp.contains(directive), "CSP lacks {directive}: {csp}");
+    }
+    assert_eq!(
+        headers["FrameOptions"]["FrameOption"].as_str(),
+        Some("DENY")
+    );
+    assert_eq!(
+        headers["ContentTypeOptions"]["Override"].as_bool(),
+        Some(true)
+    );
+    assert!(
+        headers["StrictTransportSecurity"]["AccessControlMaxAgeSec"].as_u64() >= Some(31_536_000)
+    );
+
+    // The bucket: readable by this distribution alone.
+    let policy = &get("ConsoleBucketPolicy")["Properties"]["PolicyDocument"];
+    let allows: Vec<Value> = statements(&Value::Sequence(vec![policy.clone()]))
+        .into_iter()
+        .filter(|s| s["Effect"].as_str() == Some("Allow"))
+        .collect();
+    assert_eq!(allows.len(), 1);
+    assert_eq!(
+        allows[0]["Principal"]["Service"].as_str(),
+        Some("cloudfront.amazonaws.com")
+    );
+    assert_eq!(strings(&allows[0]["Action"]), ["s3:GetObject"]);
+    let source = strings(&allows[0]["Condition"]["StringEquals"]["AWS:SourceArn"]);
+    assert!(
+        source
+            .iter()
+            .any(|s| s.contains("distribution/${ConsoleDistribution}")),
+        "{source:?}"
+    );
+}
+
+#[test]
+fn without_a_frontend_host_the_api_and_bucket_allow_the_console_origin() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml"))
+            .unwrap();
+    let template = template();
+    assert_eq!(
+        template["Parameters"]["FrontendHost"]["Default"].as_str(),
+        Some("")
+    );
+    // API CORS, bucket CORS and both password-email functions: one rule, the console's origin
+    // unless FrontendHost names another.
+    let rule =
+        "!If [ConsoleIsFrontend, !If [HasConsoleDomain, !Sub \"https://${ConsoleDomainName}\", \
+                !Sub \"https://${ConsoleDistribution.DomainName}\"], !Ref FrontendHost]";
+    assert_eq!(
+        text.matches(rule).count(),
+        4,
+        "CORS (API, bucket) and FRONTEND_HOST (auth, users)"
+    );
+    assert_eq!(
+        text.matches("!Ref FrontendHost").count(),
+        5,
+        "FrontendHost is used only by the ConsoleIsFrontend condition and the rule"
+    );
+}

@@ -422,20 +422,32 @@ async fn read_attachment(
         .await
 }
 
-/// 302 to a short-lived presigned GET; the file never passes through Lambda.
+#[derive(Deserialize)]
+struct ContentParams {
+    /// false: 200 with the URL as JSON instead of the 302, for a browser app, which cannot read
+    /// a redirect's Location from fetch (it would follow it and pull the whole file into memory).
+    redirect: Option<bool>,
+}
+
+/// 302 to a short-lived presigned GET (or, with `redirect=false`, that URL as JSON); the file
+/// never passes through Lambda.
 async fn download_attachment(
     State(state): State<AttachmentsState>,
     current: CurrentUser,
     audit: Audit,
     Path(raw_id): Path<String>,
+    params: Result<QueryParams<ContentParams>, ApiError>,
 ) -> ApiResult<Response> {
-    let loaded = load(&state, &raw_id).await;
+    let (loaded, redirect) = match params {
+        Ok(QueryParams(params)) => (load(&state, &raw_id).await, params.redirect.unwrap_or(true)),
+        Err(error) => (Err(error), true),
+    };
     let event = attachment_event(ATTACHMENT_DOWNLOAD, &raw_id, &loaded);
     let result = match loaded {
         Ok(attachment) if attachment.is_pending() => Err(ApiError::Conflict(
             "Attachment content has not been uploaded".into(),
         )),
-        Ok(attachment) => redirect_to_content(&state, attachment).await,
+        Ok(attachment) => content_response(&state, attachment, redirect).await,
         Err(error) => Err(error),
     };
     // Recorded before the URL (a credential for the file) is handed out.
@@ -445,9 +457,10 @@ async fn download_attachment(
         .await
 }
 
-async fn redirect_to_content(
+async fn content_response(
     state: &AttachmentsState,
     attachment: Attachment,
+    redirect: bool,
 ) -> ApiResult<Response> {
     let download = state
         .storage
@@ -459,9 +472,16 @@ async fn redirect_to_content(
         .await?;
     let location = HeaderValue::from_str(&download.url)
         .map_err(|e| ApiError::internal(format!("presigned URL is not a header value: {e}")))?;
-    let mut response = (StatusCode::FOUND, Json(json!({ "url": download.url }))).into_response();
+    let status = if redirect {
+        StatusCode::FOUND
+    } else {
+        StatusCode::OK
+    };
+    let mut response = (status, Json(json!({ "url": download.url }))).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::LOCATION, location);
+    if redirect {
+        headers.insert(header::LOCATION, location);
+    }
     // The URL is a bearer credential for a short while: no cache may keep it.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)

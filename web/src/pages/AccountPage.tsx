@@ -1,0 +1,125 @@
+// My account: name and email, and password.
+import { useState, type FormEvent } from "react";
+import { Alert, Button, Paper, PasswordInput, Stack, Text, TextInput, Title } from "@mantine/core";
+import { api, call } from "../api/client";
+import { ApiError } from "../api/errors";
+import { ErrorAlert } from "../components/ErrorAlert";
+import { useSession, useUser } from "../session";
+
+export function AccountPage() {
+  const user = useUser();
+  return (
+    <Stack maw={560}>
+      <Title order={1}>My account</Title>
+      <Text c="dimmed">
+        Role: {user.is_superuser ? "superuser" : user.role}
+      </Text>
+      <ProfileForm />
+      <PasswordForm />
+    </Stack>
+  );
+}
+
+function ProfileForm() {
+  const user = useUser();
+  const { refresh } = useSession();
+  const [fullName, setFullName] = useState(user.full_name ?? "");
+  const [email, setEmail] = useState(user.email);
+  const [error, setError] = useState<unknown>(null);
+  const [saved, setSaved] = useState(false);
+  const [busy, setBusy] = useState(false);
+
+  async function submit(event: FormEvent) {
+    event.preventDefault();
+    setBusy(true);
+    setError(null);
+    setSaved(false);
+    try {
+      await call(api.PATCH("/api/v1/users/me", { body: { full_name: fullName.trim() || null, email } }));
+      await refresh();
+      setSaved(true);
+    } catch (caught) {
+      setError(caught);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  return (
+    <Paper withBorder p="md" component="section" aria-labelledby="profile-heading">
+      <form onSubmit={submit} noValidate>
+        <Stack>
+          <Title order={2} size="h4" id="profile-heading">
+            Profile
+          </Title>
+          {saved && (
+            <Alert color="teal" role="status">
+              Profile saved.
+            </Alert>
+          )}
+          <ErrorAlert error={error} title="Could not save" />
+          <TextInput label="Full name" autoComplete="name" value={fullName} onChange={(e) => setFullName(e.currentTarget.value)} />
+          <TextInput label="Email" type="email" autoComplete="email" required value={email} onChange={(e) => setEmail(e.currentTarget.value)} />
+          <Button type="submit" loading={busy} w="fit-content">
+            Save profile
+          </Button>
+        </Stack>
+      </form>
+    </Paper>
+  );
+}
+
+function PasswordForm() {
+  const [current, setCurrent] = useState("");
+  const [next, setNext] = useState("");
+  const [repeat, setRepeat] = useState("");
+  const [error, setError] = useState<unknown>(null);
+  const [saved, setSaved] = useState(false);
+  const [busy, setBusy] = useState(false);
+
+  async function submit(event: FormEvent) {
+    event.preventDefault();
+    setError(null);
+    setSaved(false);
+    if (next !== repeat) {
+      setError(new ApiError(422, "The new passwords do not match."));
+      return;
+    }
+    setBusy(true);
+    try {
+      await call(api.PATCH("/api/v1/users/me/password", { body: { current_password: current, new_password: next } }));
+      setCurrent("");
+      setNext("");
+      setRepeat("");
+      setSaved(true);
+    } catch (caught) {
+      setError(caught);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  return (
+    <Paper withBorder p="md" component="section" aria-labelledby="password-heading">
+      <form onSubmit={submit} noValidate>
+        <Stack>
+          <Title order={2} size="h4" id="password-heading">
+            Password
+          </Title>
+          {saved && (
+            <Alert color="teal" role="status">
+              Password changed.
+            </Alert>
+          )}
+          <ErrorAlert error={error} title="Could not change the password" />
+          <PasswordInput label="Current password" autoComplete="current-password" required value={current} onChange={(e) => setCurrent(e.currentTarget.value)} />
+          <PasswordInput label="New password" description="8 to 128 characters" autoComplete="new-password" required value={next} onChange={(e) => setNext(e.currentTarget.value)} />
+          <PasswordInput label="Repeat the new password" autoComplete="new-password" required value={repeat} onChange={(e) => setRepeat(e.currentTarget.value)} />
+          <Button type="submit" loading={busy} w="fit-content">
+            Change password
+          </Button>
+        </Stack>
+      </form>
+    </Paper>
+  );
+}
