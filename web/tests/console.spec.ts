@@ -2,7 +2,7 @@
 // log in as the first superuser, create a clinician, work as the clinician (create a patient,
 // find it by typing part of its name, upload 1 MB and download it byte for byte, see the
 // conflict of two tabs editing the same patient), the audit trail, password reset from the
-// emailed link, and log out. Every page is screenshotted and checked with axe.
+// emailed link, user roles and deactivation, deleting, and log out. Every page is screenshotted and checked with axe.
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { expect, test, type Page } from "@playwright/test";
@@ -210,6 +210,51 @@ test("a forgotten password is reset from the emailed link", async ({ page }) => 
   await logIn(page, clinician.email, newPassword);
   await expect(page.getByRole("heading", { name: "Patients" })).toBeVisible();
   await logOut(page);
+});
+
+test("a superuser changes a user's role and deactivates them, who then cannot log in", async ({ page }) => {
+  const other = { email: `viewer-${run}@example.com`, password: `Viewer-${run}-pw` };
+  await page.goto("/users");
+  await logIn(page, admin.email, admin.password);
+  await page.getByRole("button", { name: "New user" }).click();
+  const dialog = page.getByRole("dialog", { name: "New user" });
+  await dialog.getByLabel("Email").fill(other.email);
+  await dialog.getByLabel("Initial password").fill(other.password);
+  await dialog.getByRole("button", { name: "Create user" }).click();
+  const row = page.locator(`tr[data-user="${other.email}"]`);
+  await expect(row).toBeVisible();
+
+  await row.getByLabel(`Role of ${other.email}`).click();
+  await page.getByRole("option", { name: /Viewer/ }).click();
+  await expect(page.getByText(`${other.email} is now a viewer`)).toBeVisible();
+  // From the keyboard: the switch takes focus and Space toggles it.
+  await row.getByLabel(`${other.email} is active`).focus();
+  await page.keyboard.press("Space");
+  await expect(page.getByText(`${other.email} deactivated`)).toBeVisible();
+  await page.reload();
+  await expect(row.getByLabel(`Role of ${other.email}`)).toHaveValue(/Viewer/);
+  await expect(row.getByLabel(`${other.email} is active`)).not.toBeChecked();
+  await logOut(page);
+
+  await logIn(page, other.email, other.password);
+  await expect(page.getByRole("alert")).toContainText("Inactive user");
+});
+
+test("the clinician deletes the attachment, then the patient", async ({ page }) => {
+  await page.goto(patientPath);
+  await logIn(page, clinician.email, `${clinician.password}-reset`);
+  const row = page.locator(`tr[data-attachment="${file.name}"]`);
+  await row.getByRole("button", { name: `Delete ${file.name}` }).click();
+  await checkPage(page, "14-attachment-delete");
+  await page.getByRole("dialog", { name: "Delete this attachment?" }).getByRole("button", { name: "Delete" }).click();
+  await expect(row).toHaveCount(0);
+  await expect(page.getByText("No attachments yet.")).toBeVisible();
+
+  await page.getByRole("button", { name: "Delete patient" }).click();
+  await page.getByRole("dialog", { name: "Delete this patient?" }).getByRole("button", { name: "Delete patient" }).click();
+  await expect(page.getByRole("heading", { name: "Patients" })).toBeVisible();
+  await page.goto(patientPath);
+  await expect(page.getByRole("alert")).toContainText("Patient not found");
 });
 
 async function expectNoSideways(page: Page) {
