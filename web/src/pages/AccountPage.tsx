@@ -1,10 +1,11 @@
 // My account: name and email, and password.
-import { useState, type FormEvent } from "react";
+import { useState } from "react";
 import { Alert, Button, Paper, PasswordInput, Stack, Text, TextInput, Title } from "@mantine/core";
 import { api, call } from "../api/client";
 import { ApiError } from "../api/errors";
 import { ErrorAlert } from "../components/ErrorAlert";
 import { useSession, useUser } from "../session";
+import { useAction } from "../useAction";
 
 export function AccountPage() {
   const user = useUser();
@@ -25,29 +26,17 @@ function ProfileForm() {
   const { refresh } = useSession();
   const [fullName, setFullName] = useState(user.full_name ?? "");
   const [email, setEmail] = useState(user.email);
-  const [error, setError] = useState<unknown>(null);
   const [saved, setSaved] = useState(false);
-  const [busy, setBusy] = useState(false);
-
-  async function submit(event: FormEvent) {
-    event.preventDefault();
-    setBusy(true);
-    setError(null);
+  const { busy, error, onSubmit } = useAction(async () => {
     setSaved(false);
-    try {
-      await call(api.PATCH("/api/v1/users/me", { body: { full_name: fullName.trim() || null, email } }));
-      await refresh();
-      setSaved(true);
-    } catch (caught) {
-      setError(caught);
-    } finally {
-      setBusy(false);
-    }
-  }
+    await call(api.PATCH("/api/v1/users/me", { body: { full_name: fullName.trim() || null, email } }));
+    await refresh();
+    setSaved(true);
+  });
 
   return (
     <Paper withBorder p="md" component="section" aria-labelledby="profile-heading">
-      <form onSubmit={submit} noValidate>
+      <form onSubmit={onSubmit} noValidate>
         <Stack>
           <Title order={2} size="h4" id="profile-heading">
             Profile
@@ -73,35 +62,20 @@ function PasswordForm() {
   const [current, setCurrent] = useState("");
   const [next, setNext] = useState("");
   const [repeat, setRepeat] = useState("");
-  const [error, setError] = useState<unknown>(null);
   const [saved, setSaved] = useState(false);
-  const [busy, setBusy] = useState(false);
-
-  async function submit(event: FormEvent) {
-    event.preventDefault();
-    setError(null);
+  const { busy, error, onSubmit } = useAction(async () => {
     setSaved(false);
-    if (next !== repeat) {
-      setError(new ApiError(422, "The new passwords do not match."));
-      return;
-    }
-    setBusy(true);
-    try {
-      await call(api.PATCH("/api/v1/users/me/password", { body: { current_password: current, new_password: next } }));
-      setCurrent("");
-      setNext("");
-      setRepeat("");
-      setSaved(true);
-    } catch (caught) {
-      setError(caught);
-    } finally {
-      setBusy(false);
-    }
-  }
+    if (next !== repeat) throw new ApiError(422, "The new passwords do not match.");
+    await call(api.PATCH("/api/v1/users/me/password", { body: { current_password: current, new_password: next } }));
+    setCurrent("");
+    setNext("");
+    setRepeat("");
+    setSaved(true);
+  });
 
   return (
     <Paper withBorder p="md" component="section" aria-labelledby="password-heading">
-      <form onSubmit={submit} noValidate>
+      <form onSubmit={onSubmit} noValidate>
         <Stack>
           <Title order={2} size="h4" id="password-heading">
             Password

@@ -1,33 +1,22 @@
-import { useState, type FormEvent } from "react";
+import { useState } from "react";
 import { Alert, Anchor, Button, Stack, TextInput } from "@mantine/core";
 import { Link } from "react-router";
 import { api, call } from "../api/client";
 import { AuthCard } from "../components/AuthCard";
 import { ErrorAlert } from "../components/ErrorAlert";
+import { useAction } from "../useAction";
 
 export function ForgotPasswordPage() {
   const [email, setEmail] = useState("");
   const [sent, setSent] = useState(false);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
-
-  async function submit(event: FormEvent) {
-    event.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      await call(api.POST("/api/v1/password-recovery/{email}", { params: { path: { email } } }));
-      setSent(true);
-    } catch (caught) {
-      setError(caught);
-    } finally {
-      setBusy(false);
-    }
-  }
+  const { busy, error, onSubmit } = useAction(async () => {
+    await call(api.POST("/api/v1/password-recovery/{email}", { params: { path: { email } } }));
+    setSent(true);
+  });
 
   return (
     <AuthCard title="Reset your password">
-      <form onSubmit={submit} noValidate>
+      <form onSubmit={onSubmit} noValidate>
         <Stack>
           {sent ? (
             <Alert color="teal" role="status" title="Check your email">

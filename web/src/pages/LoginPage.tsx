@@ -1,10 +1,11 @@
-import { useState, type FormEvent } from "react";
+import { useState } from "react";
 import { Anchor, Button, PasswordInput, Stack, Text, TextInput } from "@mantine/core";
 import { Link, Navigate, useLocation, useNavigate } from "react-router";
 import { logIn } from "../api/client";
 import { AuthCard } from "../components/AuthCard";
 import { ErrorAlert } from "../components/ErrorAlert";
 import { useSession, type ReturnTo } from "../session";
+import { useAction } from "../useAction";
 
 export function LoginPage() {
   const { user, refresh } = useSession();
@@ -13,29 +14,17 @@ export function LoginPage() {
   const returnTo = (location.state as ReturnTo | null)?.from ?? "/patients";
   const [email, setEmail] = useState("");
   const [password, setPassword] = useState("");
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, onSubmit } = useAction(async () => {
+    await logIn(email, password);
+    await refresh();
+    navigate(returnTo, { replace: true });
+  });
 
   if (user) return <Navigate to={returnTo} replace />;
 
-  async function submit(event: FormEvent) {
-    event.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      await logIn(email, password);
-      await refresh();
-      navigate(returnTo, { replace: true });
-    } catch (caught) {
-      setError(caught);
-    } finally {
-      setBusy(false);
-    }
-  }
-
   return (
     <AuthCard title="Log in">
-      <form onSubmit={submit} noValidate>
+      <form onSubmit={onSubmit} noValidate>
         <Stack>
           {(location.state as ReturnTo | null)?.from && !error && (
             <Text size="sm" c="dimmed">

@@ -1,12 +1,13 @@
 // Create a patient, or edit one. An edit sends the ETag it loaded as If-Match: when someone else
 // saved the record in between, the API answers 412 and the page says so instead of overwriting.
-import { useEffect, useState, type FormEvent } from "react";
+import { useEffect, useState } from "react";
 import { Alert, Button, Center, Group, Loader, Stack, TextInput, Textarea, Title } from "@mantine/core";
 import { notifications } from "@mantine/notifications";
 import { Link, useNavigate, useParams } from "react-router";
 import { api, call, callWithEtag, type Patient } from "../api/client";
 import { ApiError } from "../api/errors";
 import { ErrorAlert } from "../components/ErrorAlert";
+import { useAction } from "../useAction";
 
 interface Fields {
   name: string;
@@ -43,9 +44,7 @@ export function PatientFormPage() {
   const [etag, setEtag] = useState<string | null>(null);
   const [loading, setLoading] = useState(editing);
   const [loadError, setLoadError] = useState<unknown>(null);
-  const [error, setError] = useState<unknown>(null);
   const [conflict, setConflict] = useState(false);
-  const [busy, setBusy] = useState(false);
 
   async function load(id: string) {
     setLoading(true);
@@ -54,7 +53,7 @@ export function PatientFormPage() {
       setFields(fieldsOf(data));
       setEtag(loadedEtag);
       setConflict(false);
-      setError(null);
+      save.setError(null);
     } catch (caught) {
       setLoadError(caught);
     } finally {
@@ -71,10 +70,7 @@ export function PatientFormPage() {
     setFields((current) => ({ ...current, [name]: value }));
   };
 
-  async function submit(event: FormEvent) {
-    event.preventDefault();
-    setBusy(true);
-    setError(null);
+  const save = useAction(async () => {
     setConflict(false);
     try {
       if (patientId) {
@@ -92,12 +88,11 @@ export function PatientFormPage() {
         navigate(`/patients/${created.id}`);
       }
     } catch (caught) {
+      // Someone saved in between: say so (and offer the current version), not a bare error.
       if (caught instanceof ApiError && caught.status === 412) setConflict(true);
-      else setError(caught);
-    } finally {
-      setBusy(false);
+      else throw caught;
     }
-  }
+  });
 
   if (loading) {
     return (
@@ -111,7 +106,7 @@ export function PatientFormPage() {
   return (
     <Stack maw={720}>
       <Title order={1}>{editing ? "Edit patient" : "New patient"}</Title>
-      <form onSubmit={submit} noValidate>
+      <form onSubmit={save.onSubmit} noValidate>
         <Stack>
           {conflict && (
             <Alert color="yellow" role="alert" title="This record was changed by someone else" styles={{ title: { color: "var(--mantine-color-text)" } }}>
@@ -123,13 +118,13 @@ export function PatientFormPage() {
               </Stack>
             </Alert>
           )}
-          <ErrorAlert error={error} title="Could not save" />
+          <ErrorAlert error={save.error} title="Could not save" />
           <TextInput label="Name" required maxLength={255} value={fields.name} onChange={set("name")} autoFocus autoComplete="off" />
           <TextInput label="Date of birth" type="date" min="1900-01-01" value={fields.dob} onChange={set("dob")} />
           <TextInput label="Contact information" maxLength={255} value={fields.contact_info} onChange={set("contact_info")} autoComplete="off" />
           <Textarea label="Medical history" autosize minRows={6} maxRows={20} maxLength={100000} value={fields.medical_history} onChange={set("medical_history")} />
           <Group>
-            <Button type="submit" loading={busy}>
+            <Button type="submit" loading={save.busy}>
               {editing ? "Save changes" : "Create patient"}
             </Button>
             <Button variant="default" component={Link} to={patientId ? `/patients/${patientId}` : "/patients"}>

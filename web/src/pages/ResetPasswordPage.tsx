@@ -1,10 +1,11 @@
-import { useState, type FormEvent } from "react";
+import { useState } from "react";
 import { Alert, Anchor, Button, PasswordInput, Stack } from "@mantine/core";
 import { Link } from "react-router";
 import { api, call } from "../api/client";
 import { ApiError } from "../api/errors";
 import { AuthCard } from "../components/AuthCard";
 import { ErrorAlert } from "../components/ErrorAlert";
+import { useAction } from "../useAction";
 
 // The emailed link carries the token in its query string; it is read once and taken out of the
 // address bar and history, so it is not left in the browser for the next person.
@@ -23,26 +24,11 @@ export function ResetPasswordPage() {
   const [password, setPassword] = useState("");
   const [confirmation, setConfirmation] = useState("");
   const [done, setDone] = useState(false);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
-
-  async function submit(event: FormEvent) {
-    event.preventDefault();
-    setError(null);
-    if (password !== confirmation) {
-      setError(new ApiError(422, "The passwords do not match."));
-      return;
-    }
-    setBusy(true);
-    try {
-      await call(api.POST("/api/v1/reset-password/", { body: { token, new_password: password } }));
-      setDone(true);
-    } catch (caught) {
-      setError(caught);
-    } finally {
-      setBusy(false);
-    }
-  }
+  const { busy, error, onSubmit } = useAction(async () => {
+    if (password !== confirmation) throw new ApiError(422, "The passwords do not match.");
+    await call(api.POST("/api/v1/reset-password/", { body: { token, new_password: password } }));
+    setDone(true);
+  });
 
   if (!token) {
     return (
@@ -61,7 +47,7 @@ export function ResetPasswordPage() {
 
   return (
     <AuthCard title="Set a new password">
-      <form onSubmit={submit} noValidate>
+      <form onSubmit={onSubmit} noValidate>
         <Stack>
           {done ? (
             <Alert color="teal" role="status" title="Password updated">

@@ -1,11 +1,12 @@
 // User administration (superusers): list, create, change role, activate or deactivate.
-import { useCallback, useEffect, useState, type FormEvent } from "react";
+import { useCallback, useEffect, useState } from "react";
 import { Badge, Button, Checkbox, Group, Modal, Pagination, PasswordInput, Select, Stack, Switch, Table, Text, TextInput, Title } from "@mantine/core";
 import { notifications } from "@mantine/notifications";
 import { api, call, type Role, type User } from "../api/client";
 import { messageOf } from "../api/errors";
 import { ErrorAlert } from "../components/ErrorAlert";
 import { useSession, useUser } from "../session";
+import { useAction } from "../useAction";
 
 const PAGE_SIZE = 50;
 const roles: { value: Role; label: string }[] = [
@@ -118,33 +119,21 @@ function CreateUserModal({ opened, onClose, onCreated }: { opened: boolean; onCl
   const [password, setPassword] = useState("");
   const [role, setRole] = useState<Role>("clinician");
   const [superuser, setSuperuser] = useState(false);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
-
-  async function submit(event: FormEvent) {
-    event.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      const user = await call(
-        api.POST("/api/v1/users/", { body: { email, password, full_name: fullName.trim() || null, role, is_superuser: superuser, is_active: true } }),
-      );
-      setEmail("");
-      setFullName("");
-      setPassword("");
-      setRole("clinician");
-      setSuperuser(false);
-      await onCreated(user);
-    } catch (caught) {
-      setError(caught);
-    } finally {
-      setBusy(false);
-    }
-  }
+  const { busy, error, onSubmit } = useAction(async () => {
+    const user = await call(
+      api.POST("/api/v1/users/", { body: { email, password, full_name: fullName.trim() || null, role, is_superuser: superuser, is_active: true } }),
+    );
+    setEmail("");
+    setFullName("");
+    setPassword("");
+    setRole("clinician");
+    setSuperuser(false);
+    await onCreated(user);
+  });
 
   return (
     <Modal opened={opened} onClose={onClose} title="New user">
-      <form onSubmit={submit} noValidate>
+      <form onSubmit={onSubmit} noValidate>
         <Stack>
           <ErrorAlert error={error} title="Could not create the user" />
           <TextInput label="Email" type="email" required autoComplete="off" value={email} onChange={(e) => setEmail(e.currentTarget.value)} data-autofocus />
