@@ -52,6 +52,23 @@ pub async fn run(
     patient: uuid::Uuid,
     admin: uuid::Uuid,
 ) -> Value {
+    let config = api_tests::database_config(dbname);
+    let (bare_client, connection) = config
+        .pg_config()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // One of the data set's uploaded attachments, for the download route.
+    let attachment: uuid::Uuid = bare_client
+        .query_one(
+            "SELECT id FROM attachments WHERE status = 'uploaded' LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
     let event = |request: ApiRequest| request.bearer(token).to_event();
     let user_lookup = format!("SELECT {USER_COLUMNS} FROM users WHERE id = '{admin}'");
     let audit = "INSERT INTO audit_events (id, actor_id, action, outcome, resource_type, patient_id, request_id, details) \
@@ -63,6 +80,12 @@ pub async fn run(
             label: "GET /utils/health-check/",
             event: ApiRequest::get("/api/v1/utils/health-check/").to_event(),
             bare: vec![("select 1", "SELECT 1".into())],
+        },
+        Route {
+            function: "auth",
+            label: "POST /login/test-token",
+            event: event(ApiRequest::post("/api/v1/login/test-token")),
+            bare: vec![("user lookup", user_lookup.clone())],
         },
         Route {
             function: "users",
@@ -129,15 +152,41 @@ pub async fn run(
                 ),
             ],
         },
+        Route {
+            function: "attachments",
+            label: "GET /attachments/{id}/content (302 to a presigned URL)",
+            event: event(ApiRequest::get(&format!("/api/v1/attachments/{attachment}/content"))),
+            bare: vec![
+                ("user lookup", user_lookup.clone()),
+                ("attachment", format!("SELECT * FROM attachments WHERE id = '{attachment}'")),
+                ("audit insert", audit.clone()),
+            ],
+        },
+        Route {
+            function: "audit",
+            label: "GET /audit-events/?limit=100",
+            event: event(ApiRequest::get("/api/v1/audit-events/").query("limit", "100")),
+            bare: vec![
+                ("user lookup", user_lookup.clone()),
+                (
+                    "page",
+                    "SELECT id, occurred_at, actor_id, actor_email, action, outcome, resource_type, resource_id, \
+                     patient_id, request_id, source_ip, user_agent, details FROM audit_events \
+                     ORDER BY occurred_at DESC, id DESC LIMIT 101"
+                        .into(),
+                ),
+                ("audit insert", audit.clone()),
+            ],
+        },
     ];
-
-    let config = api_tests::database_config(dbname);
-    let (bare_client, connection) = config
-        .pg_config()
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    // The functions that API Gateway does not call: cold starts only, with their own events.
+    let event_functions = [
+        (
+            "attachment-events",
+            api_tests::event("attachment-events/s3-object-created.json"),
+        ),
+        ("migrate", api_tests::event("migrate/direct-invoke.json")),
+    ];
 
     let mut report = serde_json::Map::new();
     let mut cold_rows = Vec::new();
@@ -215,6 +264,9 @@ pub async fn run(
                 "peak_rss_kib": rss,
             }),
         );
+    }
+    for (function, event) in &event_functions {
+        cold_rows.push(cold_starts(function, &bootstrap(function), &env, event).await);
     }
     println!("\nCold starts ({COLD_STARTS} per function, median), peak memory and size:\n");
     println!("| function | init ms | first response ms | init steps (median ms) | peak RSS MB | bootstrap MB | zip MB |\n|---|---|---|---|---|---|---|");
