@@ -4,7 +4,7 @@
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use api_tests::ApiRequest;
 use serde_json::{json, Value};
@@ -20,21 +20,24 @@ fn bootstrap(function: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/lambda/{function}/bootstrap"))
 }
 
-/// The "cold start complete" line the function logs: its init steps.
+/// The "cold start complete" line the function logs: its init steps. Read on a thread of its
+/// own and waited for at most 10 s, so a function that never logs it cannot stall the run.
 fn cold_start_line(process: &mut FunctionProcess) -> Option<Value> {
     let stdout = process.child.stdout.take()?;
-    let mut reader = std::io::BufReader::new(stdout);
-    let mut line = String::new();
-    while reader.read_line(&mut line).ok()? > 0 {
-        if line.contains("cold start complete") {
-            let value: Value = serde_json::from_str(&line).ok()?;
+    let (found, line_found) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            if line.contains("cold start complete") {
+                let _ = found.send(serde_json::from_str::<Value>(&line).ok());
+            }
             // Keep draining so the function never blocks on a full pipe.
-            std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-            return Some(value["fields"].clone());
+            line.clear();
         }
-        line.clear();
-    }
-    None
+    });
+    let value = line_found.recv_timeout(Duration::from_secs(10)).ok()??;
+    Some(value["fields"].clone())
 }
 
 struct Route {

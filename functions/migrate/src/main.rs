@@ -12,6 +12,7 @@ use shared::secrets::SecretsClient;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::logging::init();
+    let started = std::time::Instant::now();
     let env = Env::from_process();
     let config = MigrateConfig::from_env(&env, &SecretsClient::from_env(&env)).await;
     if env.get("AWS_LAMBDA_RUNTIME_API").is_none() {
@@ -19,7 +20,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
+    // A configuration error is answered to each event (a custom resource must hear FAILED).
     let config = &config.map_err(|e| e.to_string());
+    shared::logging::cold_start_complete(started);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
             let time_left = event
