@@ -1,11 +1,11 @@
 // My account: name and email, and password.
-import { useState } from "react";
+import { useId, useState, type ReactNode } from "react";
 import { Alert, Button, Paper, PasswordInput, Stack, Text, TextInput, Title } from "@mantine/core";
 import { api, call } from "../api/client";
 import { ApiError } from "../api/errors";
 import { ErrorAlert } from "../components/ErrorAlert";
 import { useSession, useUser } from "../session";
-import { useAction } from "../useAction";
+import { useAction, type Action } from "../useAction";
 
 export function AccountPage() {
   const user = useUser();
@@ -35,26 +35,10 @@ function ProfileForm() {
   });
 
   return (
-    <Paper withBorder p="md" component="section" aria-labelledby="profile-heading">
-      <form onSubmit={onSubmit} noValidate>
-        <Stack>
-          <Title order={2} size="h4" id="profile-heading">
-            Profile
-          </Title>
-          {saved && (
-            <Alert color="teal" role="status">
-              Profile saved.
-            </Alert>
-          )}
-          <ErrorAlert error={error} title="Could not save" />
-          <TextInput label="Full name" autoComplete="name" value={fullName} onChange={(e) => setFullName(e.currentTarget.value)} />
-          <TextInput label="Email" type="email" autoComplete="email" required value={email} onChange={(e) => setEmail(e.currentTarget.value)} />
-          <Button type="submit" loading={busy} w="fit-content">
-            Save profile
-          </Button>
-        </Stack>
-      </form>
-    </Paper>
+    <AccountSection title="Profile" done={saved ? "Profile saved." : null} action={{ busy, error, onSubmit }} errorTitle="Could not save" submit="Save profile">
+      <TextInput label="Full name" autoComplete="name" value={fullName} onChange={(e) => setFullName(e.currentTarget.value)} />
+      <TextInput label="Email" type="email" autoComplete="email" required value={email} onChange={(e) => setEmail(e.currentTarget.value)} />
+    </AccountSection>
   );
 }
 
@@ -74,23 +58,53 @@ function PasswordForm() {
   });
 
   return (
-    <Paper withBorder p="md" component="section" aria-labelledby="password-heading">
-      <form onSubmit={onSubmit} noValidate>
+    <AccountSection
+      title="Password"
+      done={saved ? "Password changed." : null}
+      action={{ busy, error, onSubmit }}
+      errorTitle="Could not change the password"
+      submit="Change password"
+    >
+      <PasswordInput label="Current password" autoComplete="current-password" required value={current} onChange={(e) => setCurrent(e.currentTarget.value)} />
+      <PasswordInput label="New password" description="8 to 128 characters" autoComplete="new-password" required value={next} onChange={(e) => setNext(e.currentTarget.value)} />
+      <PasswordInput label="Repeat the new password" autoComplete="new-password" required value={repeat} onChange={(e) => setRepeat(e.currentTarget.value)} />
+    </AccountSection>
+  );
+}
+
+/** One titled form of the account page: its fields, what it says when done or refused, its button. */
+function AccountSection({
+  title,
+  done,
+  action,
+  errorTitle,
+  submit,
+  children,
+}: {
+  title: string;
+  done: string | null;
+  action: Pick<Action, "busy" | "error" | "onSubmit">;
+  errorTitle: string;
+  submit: string;
+  children: ReactNode;
+}) {
+  const headingId = useId();
+  return (
+    <Paper withBorder p="md" component="section" aria-labelledby={headingId}>
+      <form onSubmit={action.onSubmit} noValidate>
         <Stack>
-          <Title order={2} size="h4" id="password-heading">
-            Password
+          <Title order={2} size="h4" id={headingId}>
+            {title}
           </Title>
-          {saved && (
+          {done && (
             <Alert color="teal" role="status">
-              Password changed.
+              {done}
             </Alert>
           )}
-          <ErrorAlert error={error} title="Could not change the password" />
-          <PasswordInput label="Current password" autoComplete="current-password" required value={current} onChange={(e) => setCurrent(e.currentTarget.value)} />
-          <PasswordInput label="New password" description="8 to 128 characters" autoComplete="new-password" required value={next} onChange={(e) => setNext(e.currentTarget.value)} />
-          <PasswordInput label="Repeat the new password" autoComplete="new-password" required value={repeat} onChange={(e) => setRepeat(e.currentTarget.value)} />
-          <Button type="submit" loading={busy} w="fit-content">
-            Change password
+          <ErrorAlert error={action.error} title={errorTitle} />
+          {children}
+          <Button type="submit" loading={action.busy} w="fit-content">
+            {submit}
           </Button>
         </Stack>
       </form>
