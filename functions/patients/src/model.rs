@@ -55,7 +55,8 @@ fn dob_as_datetime<S: Serializer>(
     }
 }
 
-/// A patient's name: 1 to 255 characters once surrounding space is trimmed (stored trimmed).
+/// A patient's name: at most 255 characters as sent (the document's maxLength), and at least one
+/// once surrounding space is trimmed (stored trimmed).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "String")]
 pub struct PatientName(String);
@@ -63,11 +64,12 @@ pub struct PatientName(String);
 impl TryFrom<String> for PatientName {
     type Error = String;
     fn try_from(raw: String) -> Result<Self, String> {
-        let trimmed = raw.trim();
-        match trimmed.chars().count() {
-            0 => Err("String should have at least 1 character".into()),
-            n if n > 255 => Err("String should have at most 255 characters".into()),
-            _ => Ok(Self(trimmed.to_owned())),
+        if raw.chars().count() > 255 {
+            return Err("String should have at most 255 characters".into());
+        }
+        match raw.trim() {
+            "" => Err("String should have at least 1 character".into()),
+            trimmed => Ok(Self(trimmed.to_owned())),
         }
     }
 }
@@ -195,6 +197,8 @@ mod tests {
         );
         assert!(PatientName::try_from("   ".to_owned()).is_err());
         assert!(PatientName::try_from("é".repeat(255)).is_ok());
+        // The limit counts what was sent, as the document's maxLength does.
+        assert!(PatientName::try_from(format!("\t{}", "*".repeat(255))).is_err());
         assert!(PatientName::try_from("é".repeat(256)).is_err());
     }
 }
