@@ -85,8 +85,6 @@ const typesByExtension: Record<string, string> = {
   csv: "text/csv",
   json: "application/json",
   vcf: "text/x-vcard",
-  fastq: "application/octet-stream",
-  bam: "application/octet-stream",
   gz: "application/gzip",
   zip: "application/zip",
 };

@@ -470,8 +470,6 @@ async fn content_response(
             &content_disposition(&attachment.file_name),
         )
         .await?;
-    let location = HeaderValue::from_str(&download.url)
-        .map_err(|e| ApiError::internal(format!("presigned URL is not a header value: {e}")))?;
     let status = if redirect {
         StatusCode::FOUND
     } else {
@@ -480,6 +478,8 @@ async fn content_response(
     let mut response = (status, Json(json!({ "url": download.url }))).into_response();
     let headers = response.headers_mut();
     if redirect {
+        let location = HeaderValue::from_str(&download.url)
+            .map_err(|e| ApiError::internal(format!("presigned URL is not a header value: {e}")))?;
         headers.insert(header::LOCATION, location);
     }
     // The URL is a bearer credential for a short while: no cache may keep it.

@@ -1,12 +1,11 @@
 // A patient's attachments: download (a short-lived link straight to storage) and delete.
 import { useState } from "react";
-import { Button, Group, Modal, Stack, Table, Text } from "@mantine/core";
+import { Badge, Button, Group, Modal, Stack, Table, Text } from "@mantine/core";
 import { notifications } from "@mantine/notifications";
 import { api, call, type Attachment } from "../api/client";
 import { messageOf } from "../api/errors";
 import { ErrorAlert } from "./ErrorAlert";
 import { formatBytes, formatDateTime } from "../format";
-import { StatusBadge } from "../pages/PatientPage";
 
 async function download(attachment: Attachment) {
   // The API hands out a presigned URL; the browser fetches the file from storage itself, as a
@@ -105,5 +104,13 @@ export function AttachmentList({ attachments, canDelete, onChanged }: { attachme
         </Stack>
       </Modal>
     </>
+  );
+}
+
+function StatusBadge({ status }: { status: Attachment["status"] }) {
+  return (
+    <Badge color={status === "uploaded" ? "teal.9" : "gray.7"} variant="outline">
+      {status === "uploaded" ? "Uploaded" : "Pending"}
+    </Badge>
   );
 }

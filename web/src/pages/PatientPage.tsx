@@ -1,7 +1,7 @@
 // One patient: details, attachments (upload by drag-and-drop or file picker with a progress bar
 // per file, download, delete) and, for superusers, the patient's audit trail.
 import { useCallback, useEffect, useReducer, useState } from "react";
-import { Anchor, Badge, Button, Center, Group, Loader, Modal, Paper, Stack, Text, Title } from "@mantine/core";
+import { Anchor, Button, Center, Group, Loader, Modal, Paper, Stack, Text, Title } from "@mantine/core";
 import { notifications } from "@mantine/notifications";
 import { Link, useNavigate, useParams } from "react-router";
 import { api, call, callWithEtag, type Attachment, type Patient } from "../api/client";
@@ -164,13 +164,5 @@ function Detail({ label, value, multiline = false }: { label: string; value: str
         {value}
       </Text>
     </div>
-  );
-}
-
-export function StatusBadge({ status }: { status: Attachment["status"] }) {
-  return (
-    <Badge color={status === "uploaded" ? "teal.9" : "gray.7"} variant="outline">
-      {status === "uploaded" ? "Uploaded" : "Pending"}
-    </Badge>
   );
 }
