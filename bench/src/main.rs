@@ -340,7 +340,7 @@ async fn patients_at_scale() {
                 "EXPLAIN (FORMAT JSON) {}",
                 sql.trim_start_matches("EXPLAIN (FORMAT JSON) ")
             );
-            let typed = patients::search::as_typed(params);
+            let typed = params.typed();
             let plan: serde_json::Value = client
                 .query_typed_one(&explain, &typed)
                 .await
@@ -375,7 +375,7 @@ async fn functions_as_lambda() {
         .await
         .unwrap()
         .get(0);
-    let tokens = shared::auth::Tokens::new(
+    let tokens = shared::tokens::Tokens::new(
         api_tests::TEST_SECRET_KEY,
         Duration::from_secs(3600),
         Duration::from_secs(3600),

@@ -6,7 +6,10 @@ use serde::Serialize;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::db::DbPool;
+use tokio_postgres::types::Type;
+
+use crate::audit::{Attribution, Event, LoggedRows};
+use crate::db::{DbPool, SqlParams};
 use crate::error::ApiResult;
 use crate::storage::{Storage, StoredObject};
 
@@ -54,18 +57,12 @@ impl Attachment {
     }
 }
 
+/// Every attachment's key starts with this; nothing else is stored under it.
+pub const KEY_PREFIX: &str = "patients/";
+
 /// Made by the server from ids only, never from the file name.
 pub fn object_key(patient_id: Uuid, attachment_id: Uuid) -> String {
-    format!("patients/{patient_id}/attachments/{attachment_id}")
-}
-
-/// The attachment id in a key of ours; None for any other key.
-pub fn attachment_id_of(key: &str) -> Option<Uuid> {
-    let rest = key.strip_prefix("patients/")?;
-    let (patient, rest) = rest.split_once('/')?;
-    let attachment = rest.strip_prefix("attachments/")?;
-    Uuid::parse_str(patient).ok()?;
-    Uuid::parse_str(attachment).ok()
+    format!("{KEY_PREFIX}{patient_id}/attachments/{attachment_id}")
 }
 
 /// Marks a pending attachment uploaded with what S3 stored, flagging a Content-Type or size
@@ -75,31 +72,44 @@ pub async fn confirm(
     id: Uuid,
     stored: &StoredObject,
 ) -> ApiResult<Option<Attachment>> {
-    let client = pool.get().await?;
+    let mut params = SqlParams::new();
+    let id_p = params.push(id, Type::UUID);
+    let size = params.push(stored.size, Type::INT8);
+    let etag = params.push(stored.etag.clone(), Type::TEXT);
+    let content_type = params.push(stored.content_type.clone(), Type::TEXT);
     // The confirmation and its audit event (the system is the actor) are one statement.
+    let logged = crate::audit::logged_cte(
+        &Attribution::default(),
+        &Event::new("attachment.upload_confirmed", "attachment"),
+        &mut params,
+        &LoggedRows {
+            source: "confirmed",
+            resource: "confirmed.id",
+            patient: "confirmed.patient_id",
+            details: Some(
+                "jsonb_build_object('size', confirmed.size, 'content_mismatch', confirmed.content_mismatch)",
+            ),
+        },
+    );
+    let client = pool.get().await?;
     let row = client
-        .query_opt(
+        .query_typed_opt(
             &format!(
                 "WITH confirmed AS (
                     UPDATE attachments SET
                         status = 'uploaded',
-                        size = $2,
-                        etag = $3,
-                        stored_content_type = $4,
-                        content_mismatch = lower(coalesce($4, '')) <> mime_type
-                            OR (declared_size IS NOT NULL AND declared_size <> $2),
+                        size = {size},
+                        etag = {etag},
+                        stored_content_type = {content_type},
+                        content_mismatch = lower(coalesce({content_type}, '')) <> mime_type
+                            OR (declared_size IS NOT NULL AND declared_size <> {size}),
                         uploaded_at = now()
-                    WHERE id = $1 AND status = 'pending'
+                    WHERE id = {id_p} AND status = 'pending'
                     RETURNING {ATTACHMENT_COLUMNS}, content_mismatch
-                 ), logged AS (
-                    INSERT INTO audit_events (id, action, outcome, resource_type, resource_id, patient_id, details)
-                    SELECT gen_random_uuid(), 'attachment.upload_confirmed', 'success', 'attachment', id, patient_id,
-                           jsonb_build_object('size', size, 'content_mismatch', content_mismatch)
-                    FROM confirmed
-                 )
+                 ), {logged}
                  SELECT * FROM confirmed"
             ),
-            &[&id, &stored.size, &stored.etag, &stored.content_type],
+            &params.typed(),
         )
         .await?;
     Ok(row.map(|row| {
@@ -110,19 +120,33 @@ pub async fn confirm(
     }))
 }
 
+/// How many HEAD requests one request keeps in flight when it checks pending uploads: enough
+/// to hide S3's latency for a page, few enough that a page of 1,000 pending attachments cannot
+/// flood S3 or the function's sockets.
+pub const MAX_HEADS_IN_FLIGHT: usize = 8;
+
 /// For attachments still pending (no S3 notification arrived yet, or it was lost): one HEAD
-/// each, concurrently, confirming those whose object exists. S3 errors leave them pending.
+/// each, at most `MAX_HEADS_IN_FLIGHT` at a time, confirming those whose object exists. S3
+/// errors leave them pending.
 pub async fn refresh_pending(
     pool: &DbPool,
     storage: &Storage,
     attachments: &mut [Attachment],
 ) -> ApiResult<()> {
-    let checks = attachments
+    use futures_util::StreamExt;
+    let pending: Vec<(usize, String)> = attachments
         .iter()
         .enumerate()
         .filter(|(_, a)| a.is_pending())
-        .map(|(i, a)| async move { (i, storage.head(&a.object_key).await) });
-    for (i, outcome) in futures_util::future::join_all(checks).await {
+        .map(|(i, a)| (i, a.object_key.clone()))
+        .collect();
+    let checks: Vec<(usize, Result<Option<StoredObject>, String>)> =
+        futures_util::stream::iter(pending)
+            .map(|(i, key)| async move { (i, storage.head(&key).await) })
+            .buffer_unordered(MAX_HEADS_IN_FLIGHT)
+            .collect()
+            .await;
+    for (i, outcome) in checks {
         match outcome {
             Ok(Some(stored)) => {
                 if let Some(confirmed) = confirm(pool, attachments[i].id, &stored).await? {
@@ -182,19 +206,5 @@ mod tests {
             content_disposition("a\"b;c\r\nd é 🙂.pdf"),
             "attachment; filename=\"a_b_c__d _ _.pdf\"; filename*=UTF-8''a%22b%3Bc%0D%0Ad%20%C3%A9%20%F0%9F%99%82.pdf"
         );
-    }
-
-    #[test]
-    fn keys_round_trip() {
-        let (p, a) = (Uuid::new_v4(), Uuid::new_v4());
-        assert_eq!(attachment_id_of(&object_key(p, a)), Some(a));
-        for other in [
-            "",
-            "patients/x/attachments/y",
-            "other/key",
-            &format!("patients/{p}/files/{a}"),
-        ] {
-            assert_eq!(attachment_id_of(other), None, "{other}");
-        }
     }
 }

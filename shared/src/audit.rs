@@ -1,18 +1,15 @@
-//! The audit trail: one event for every request that touches patient data or identity.
-//! Writes record their event in the change's own statement (`logged_cte`), so it exists exactly
-//! when the change does; reads record theirs before the data is returned, and fail closed (503,
-//! no data) when it cannot be written. Refusals (403, 404, 422...) are recorded on their own.
+//! The audit trail's records: what happened (`Event`), who did it and from where
+//! (`Attribution`), and the one place that knows the `audit_events` columns. Writes put their
+//! event in the change's own statement (`logged_cte`), so it exists exactly when the change does;
+//! everything else is written by the HTTP layer (`crate::trail`) before the answer leaves.
 //! Events never hold a password, token or secret.
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use serde_json::{json, Value};
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use crate::auth::CurrentUser;
-use crate::db::DbPool;
+use crate::db::SqlParams;
 use crate::error::{ApiError, ApiResult};
-use crate::http::RequestMeta;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -32,20 +29,15 @@ impl Outcome {
         }
     }
 
-    /// What an error answer means for the trail; None for our own failures (5xx), which are
+    /// What an answer's status means for the trail; None for our own failures (5xx), which are
     /// logged, not audited.
-    pub fn of_error(error: &ApiError) -> Option<Self> {
-        match error {
-            ApiError::Unauthorized(_) | ApiError::Forbidden(_) => Some(Self::Denied),
-            ApiError::NotFound(_) => Some(Self::NotFound),
-            ApiError::Validation(_)
-            | ApiError::BadRequest(_)
-            | ApiError::Conflict(_)
-            | ApiError::PreconditionFailed(_)
-            | ApiError::PayloadTooLarge(_)
-            | ApiError::UnsupportedMediaType(_)
-            | ApiError::MethodNotAllowed(_) => Some(Self::Invalid),
-            ApiError::Unavailable(_) | ApiError::Internal(_) => None,
+    pub fn of_status(status: u16) -> Option<Self> {
+        match status {
+            100..=399 => Some(Self::Success),
+            401 | 403 | 429 => Some(Self::Denied),
+            404 => Some(Self::NotFound),
+            400..=499 => Some(Self::Invalid),
+            _ => None,
         }
     }
 }
@@ -94,158 +86,140 @@ impl Event {
     }
 }
 
-/// Who asked and from where: the actor (when known) and the API Gateway request context.
+/// Who did it and from where: the actor when known (None for the system, or for a request
+/// without a valid token), and what API Gateway told about the request.
 #[derive(Debug, Clone, Default)]
-pub struct Audit {
+pub struct Attribution {
     pub actor_id: Option<Uuid>,
     pub actor_email: Option<String>,
-    pub meta: RequestMeta,
+    pub request_id: Option<String>,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Audit {
-    type Rejection = std::convert::Infallible;
+/// The longest user agent kept: enough for any real browser, bounded against abuse.
+pub const MAX_USER_AGENT_CHARS: usize = 512;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let meta = RequestMeta::from_request_parts(parts, state).await?;
-        Ok(Self {
-            meta,
-            ..Default::default()
-        })
-    }
+/// The rows an insert into the trail takes its resource, patient and details from: SQL
+/// expressions over `source` (a CTE holding the changed rows), or parameters when there is none.
+pub struct LoggedRows<'a> {
+    pub source: &'a str,
+    pub resource: &'a str,
+    pub patient: &'a str,
+    /// A JSONB expression over `source`; None: the event's own details.
+    pub details: Option<&'a str>,
 }
 
-const INSERT_SQL: &str = "INSERT INTO audit_events
-    (id, actor_id, actor_email, action, outcome, resource_type, resource_id, patient_id,
-     request_id, source_ip, user_agent, details)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+/// The columns of `audit_events`, in the order `insert_sql` fills them.
+const COLUMNS: &str = "id, actor_id, actor_email, action, outcome, resource_type, resource_id, \
+                       patient_id, request_id, source_ip, user_agent, details";
 
-impl Audit {
-    /// The same request, now known to come from `user`.
-    pub fn by(mut self, user: &CurrentUser) -> Self {
-        self.actor_id = Some(user.0.id);
-        self.actor_email = Some(user.0.email.clone());
-        self
+/// `INSERT INTO audit_events (...) SELECT ...`: one event per row of `rows.source` (or one
+/// event, without a source), its values pushed onto `params`.
+fn insert_sql(
+    who: &Attribution,
+    event: &Event,
+    params: &mut SqlParams,
+    rows: Option<&LoggedRows<'_>>,
+) -> String {
+    let actor_id = params.push(who.actor_id, Type::UUID);
+    let actor_email = params.push(who.actor_email.clone(), Type::TEXT);
+    let action = params.push(event.action.to_owned(), Type::TEXT);
+    let outcome = params.push(event.outcome.as_str().to_owned(), Type::TEXT);
+    let resource_type = params.push(event.resource_type.to_owned(), Type::TEXT);
+    let request_id = params.push(who.request_id.clone(), Type::TEXT);
+    let source_ip = params.push(who.source_ip.clone(), Type::TEXT);
+    let user_agent = params.push(who.user_agent.clone(), Type::TEXT);
+    let (resource, patient, details, from) = match rows {
+        Some(rows) => (
+            rows.resource.to_owned(),
+            rows.patient.to_owned(),
+            rows.details
+                .map(str::to_owned)
+                .unwrap_or_else(|| params.push(event.details.clone(), Type::JSONB)),
+            format!(" FROM {}", rows.source),
+        ),
+        None => (
+            params.push(event.resource_id, Type::UUID),
+            params.push(event.patient_id, Type::UUID),
+            params.push(event.details.clone(), Type::JSONB),
+            String::new(),
+        ),
+    };
+    format!(
+        "INSERT INTO audit_events ({COLUMNS})
+         SELECT gen_random_uuid(), {actor_id}, {actor_email}, {action}, {outcome}, {resource_type},
+                {resource}, {patient}, {request_id}, {source_ip}, {user_agent}, {details}{from}"
+    )
+}
+
+/// The audit insert as a CTE named `logged` of the change's own statement, so the event costs
+/// no extra round trip and exists exactly when the change does.
+pub fn logged_cte(
+    who: &Attribution,
+    event: &Event,
+    params: &mut SqlParams,
+    rows: &LoggedRows<'_>,
+) -> String {
+    format!("logged AS ({})", insert_sql(who, event, params, Some(rows)))
+}
+
+/// Writes `event` on `client`. A failure is 503: the caller must not go on without its trail.
+pub async fn insert<C: tokio_postgres::GenericClient>(
+    client: &C,
+    who: &Attribution,
+    event: &Event,
+) -> ApiResult<()> {
+    let mut params = SqlParams::new();
+    let sql = insert_sql(who, event, &mut params, None);
+    client
+        .query_typed(&sql, &params.typed())
+        .await
+        .map_err(|e| {
+            let cause = e
+                .as_db_error()
+                .map(|db| db.message().to_owned())
+                .unwrap_or_else(|| e.to_string());
+            ApiError::Unavailable(format!("audit trail: {cause}"))
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_outcomes() {
+        assert_eq!(Outcome::of_status(200), Some(Outcome::Success));
+        assert_eq!(Outcome::of_status(302), Some(Outcome::Success));
+        assert_eq!(Outcome::of_status(401), Some(Outcome::Denied));
+        assert_eq!(Outcome::of_status(403), Some(Outcome::Denied));
+        assert_eq!(Outcome::of_status(404), Some(Outcome::NotFound));
+        assert_eq!(Outcome::of_status(412), Some(Outcome::Invalid));
+        assert_eq!(Outcome::of_status(422), Some(Outcome::Invalid));
+        assert_eq!(Outcome::of_status(503), None);
     }
 
-    /// A request by someone not (yet) authenticated who gave this email (a login attempt).
-    pub fn claiming(mut self, email: &str) -> Self {
-        self.actor_email = Some(email.chars().take(255).collect());
-        self
-    }
-
-    /// Writes `event` on `client`. A failure is 503: the caller must not go on without its trail.
-    pub async fn insert<C: deadpool_postgres::GenericClient>(
-        &self,
-        client: &C,
-        event: &Event,
-    ) -> ApiResult<()> {
-        client
-            .execute(
-                INSERT_SQL,
-                &[
-                    &Uuid::new_v4(),
-                    &self.actor_id,
-                    &self.actor_email,
-                    &event.action,
-                    &event.outcome.as_str(),
-                    &event.resource_type,
-                    &event.resource_id,
-                    &event.patient_id,
-                    &self.meta.request_id,
-                    &self.meta.source_ip,
-                    &self.meta.user_agent,
-                    &event.details,
-                ],
-            )
-            .await
-            .map_err(|e| {
-                let cause = e
-                    .as_db_error()
-                    .map(|db| db.message().to_owned())
-                    .unwrap_or_else(|| e.to_string());
-                ApiError::Unavailable(format!("audit trail: {cause}"))
-            })?;
-        Ok(())
-    }
-
-    /// Records `event` on a pooled connection of its own.
-    pub async fn record(&self, pool: &DbPool, event: &Event) -> ApiResult<()> {
-        let client = pool
-            .get()
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("audit trail: {e}")))?;
-        self.insert(&client, event).await
-    }
-
-    /// For a read: records the outcome of `result` before it is returned. Fails closed: if the
-    /// event cannot be written, the answer is 503 and no data.
-    pub async fn read<T>(&self, pool: &DbPool, event: Event, result: ApiResult<T>) -> ApiResult<T> {
-        let event = match &result {
-            Ok(_) => event,
-            Err(error) => match Outcome::of_error(error) {
-                Some(outcome) => event.outcome(outcome),
-                None => return result,
+    #[test]
+    fn the_cte_numbers_its_parameters_after_the_callers() {
+        let mut params = SqlParams::new();
+        let id = params.push(Uuid::nil(), Type::UUID);
+        assert_eq!(id, "$1");
+        let sql = logged_cte(
+            &Attribution::default(),
+            &Event::new("patient.create", "patient"),
+            &mut params,
+            &LoggedRows {
+                source: "created",
+                resource: "created.id",
+                patient: "created.id",
+                details: None,
             },
-        };
-        self.record(pool, &event).await?;
-        result
-    }
-
-    /// For a write whose success was recorded by its own statement: records a refusal.
-    pub async fn refused<T>(
-        &self,
-        pool: &DbPool,
-        event: Event,
-        result: ApiResult<T>,
-    ) -> ApiResult<T> {
-        if let Err(error) = &result {
-            if let Some(outcome) = Outcome::of_error(error) {
-                self.record(pool, &event.outcome(outcome)).await?;
-            }
-        }
-        result
-    }
-}
-
-impl Audit {
-    /// The audit insert as a CTE of the change's own statement, so the event costs no extra round
-    /// trip and exists exactly when the change does: one row per row of `source` (a CTE holding
-    /// the changed row). `resource` and `patient` are SQL expressions over `source`; parameters
-    /// are numbered from `$first`.
-    pub fn logged_cte(
-        &self,
-        event: &Event,
-        source: &str,
-        resource: &str,
-        patient: &str,
-        first: usize,
-    ) -> (String, Vec<crate::db::TypedParam>) {
-        use tokio_postgres::types::Type;
-        let params: Vec<crate::db::TypedParam> = vec![
-            (Box::new(self.actor_id), Type::UUID),
-            (Box::new(self.actor_email.clone()), Type::TEXT),
-            (Box::new(event.action.to_owned()), Type::TEXT),
-            (Box::new(event.resource_type.to_owned()), Type::TEXT),
-            (Box::new(self.meta.request_id.clone()), Type::TEXT),
-            (Box::new(self.meta.source_ip.clone()), Type::TEXT),
-            (Box::new(self.meta.user_agent.clone()), Type::TEXT),
-            (Box::new(event.details.clone()), Type::JSONB),
-        ];
-        let n = |i: usize| format!("${}", first + i);
-        let sql = format!(
-            "logged AS (INSERT INTO audit_events (id, actor_id, actor_email, action, outcome, resource_type,
-                 resource_id, patient_id, request_id, source_ip, user_agent, details)
-             SELECT gen_random_uuid(), {}, {}, {}, 'success', {}, {resource}, {patient}, {}, {}, {}, {}
-             FROM {source})",
-            n(0),
-            n(1),
-            n(2),
-            n(3),
-            n(4),
-            n(5),
-            n(6),
-            n(7)
         );
-        (sql, params)
+        assert!(sql.contains("$2") && sql.contains("$10"), "{sql}");
+        assert!(!sql.contains("$11"), "{sql}");
+        assert_eq!(params.len(), 10);
+        assert!(sql.ends_with("FROM created)"), "{sql}");
     }
 }

@@ -1,11 +1,9 @@
-//! Settings, read once per cold start from the environment and, where an ARN or
-//! name is given, from AWS Secrets Manager. Every failure names the setting.
+//! Settings, read once per cold start from the environment. Every failure names the setting.
+//! (Values held in AWS Secrets Manager are read by `secrets`, one layer up.)
 
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
-
-use crate::secrets::SecretsClient;
 
 /// The value the template ships for every secret; refused outside local development.
 pub const DEFAULT_SECRET: &str = "changethis";
@@ -222,57 +220,9 @@ impl std::fmt::Debug for DatabaseConfig {
     }
 }
 
-/// The RDS secret JSON format that Secrets Manager generates for a database.
-#[derive(serde::Deserialize)]
-struct RdsSecret {
-    username: String,
-    password: String,
-    host: Option<String>,
-    port: Option<u16>,
-    dbname: Option<String>,
-}
-
 pub const DEFAULT_DATABASE_URL: &str = "postgresql://postgres@127.0.0.1:5432/carevault";
 
 impl DatabaseConfig {
-    /// `secret_setting` names the env var holding the secret's ARN: `DATABASE_SECRET_ARN`
-    /// for the application role, `DATABASE_OWNER_SECRET_ARN` for migrations.
-    pub async fn load(
-        env: &Env,
-        secrets: &SecretsClient,
-        secret_setting: &'static str,
-        application_name: &str,
-    ) -> Result<Self, ConfigError> {
-        let Some(secret_id) = env.get(secret_setting) else {
-            return Self::from_url_env(env, application_name);
-        };
-        let pool = PoolSettings::from_env(env)?;
-        let tls = parse_tls(env, DatabaseTls::Require)?;
-        let secret: RdsSecret = secrets.json(secret_setting, secret_id).await?;
-        // DATABASE_HOST names the RDS Proxy endpoint, which the secret does not know.
-        let host = env
-            .get("DATABASE_HOST")
-            .map(str::to_owned)
-            .or(secret.host)
-            .ok_or(ConfigError::Missing {
-                name: "DATABASE_HOST",
-            })?;
-        Ok(Self {
-            host,
-            port: env.parse_or("DATABASE_PORT", secret.port.unwrap_or(5432))?,
-            user: secret.username,
-            password: Some(secret.password),
-            dbname: env
-                .get("DATABASE_NAME")
-                .map(str::to_owned)
-                .or(secret.dbname)
-                .unwrap_or_else(|| "postgres".to_owned()),
-            tls,
-            pool,
-            application_name: application_name.to_owned(),
-        })
-    }
-
     /// The local form: DATABASE_URL (default: the carevault database on 127.0.0.1), no secret.
     pub fn from_url_env(env: &Env, application_name: &str) -> Result<Self, ConfigError> {
         let pool = PoolSettings::from_env(env)?;
@@ -319,7 +269,7 @@ impl DatabaseConfig {
     }
 }
 
-fn parse_tls(env: &Env, default: DatabaseTls) -> Result<DatabaseTls, ConfigError> {
+pub(crate) fn parse_tls(env: &Env, default: DatabaseTls) -> Result<DatabaseTls, ConfigError> {
     match env.get("DATABASE_TLS") {
         None => Ok(default),
         Some("disable") => Ok(DatabaseTls::Disable),

@@ -1,9 +1,11 @@
 //! The Postgres pool: made once per cold start, outside the handler.
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::NoTls;
 
-use crate::config::{ConfigError, DatabaseConfig, DatabaseTls};
+use crate::config::{parse_tls, ConfigError, DatabaseConfig, DatabaseTls, Env, PoolSettings};
+use crate::secrets::SecretsClient;
 
 pub use deadpool_postgres::{Object as Connection, Pool as DbPool, PoolError, Transaction};
 
@@ -45,8 +47,8 @@ fn build_pool(config: &DatabaseConfig) -> Result<Pool, ConfigError> {
 
 /// The application's pool, from DATABASE_SECRET_ARN (AWS) or DATABASE_URL (local).
 pub async fn pool_from_env(
-    env: &crate::config::Env,
-    secrets: &crate::secrets::SecretsClient,
+    env: &Env,
+    secrets: &SecretsClient,
     function_name: &str,
 ) -> Result<Pool, ConfigError> {
     let config = DatabaseConfig::load(env, secrets, "DATABASE_SECRET_ARN", function_name).await?;
@@ -71,34 +73,86 @@ pub async fn count_and_page(
     Ok((count.get(0), rows))
 }
 
-/// A parameter with its type: statements sent with `query_typed` need no prepare round trip.
-pub type TypedParam = (
-    Box<dyn tokio_postgres::types::ToSql + Sync + Send>,
-    tokio_postgres::types::Type,
-);
+/// The parameters of one statement, each with its type (statements sent with `query_typed`
+/// need no prepare round trip). `push` answers the value's placeholder, so no caller counts
+/// `$n` by hand.
+#[derive(Default)]
+pub struct SqlParams(Vec<(Box<dyn ToSql + Sync + Send>, Type)>);
 
-/// Borrowed form of typed parameters, as `query_typed` takes them.
-pub fn typed(
-    params: &[TypedParam],
-) -> Vec<(
-    &(dyn tokio_postgres::types::ToSql + Sync),
-    tokio_postgres::types::Type,
-)> {
-    params
-        .iter()
-        .map(|(value, ty)| {
-            (
-                value.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync),
-                ty.clone(),
-            )
-        })
-        .collect()
+impl SqlParams {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `value` as a parameter of type `ty`; returns its placeholder (`$3`).
+    pub fn push<T: ToSql + Sync + Send + 'static>(&mut self, value: T, ty: Type) -> String {
+        self.0.push((Box::new(value), ty));
+        format!("${}", self.0.len())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The borrowed form `query_typed` takes.
+    pub fn typed(&self) -> Vec<(&(dyn ToSql + Sync), Type)> {
+        self.0
+            .iter()
+            .map(|(value, ty)| (value.as_ref() as &(dyn ToSql + Sync), ty.clone()))
+            .collect()
+    }
 }
 
-/// A typed parameter from a value.
-pub fn param<T: tokio_postgres::types::ToSql + Sync + Send + 'static>(
-    value: T,
-    ty: tokio_postgres::types::Type,
-) -> TypedParam {
-    (Box::new(value), ty)
+/// The RDS secret JSON format that Secrets Manager generates for a database.
+#[derive(serde::Deserialize)]
+struct RdsSecret {
+    username: String,
+    password: String,
+    host: Option<String>,
+    port: Option<u16>,
+    dbname: Option<String>,
+}
+
+impl DatabaseConfig {
+    /// `secret_setting` names the env var holding the secret's ARN: `DATABASE_SECRET_ARN`
+    /// for the application role, `DATABASE_OWNER_SECRET_ARN` for migrations.
+    pub async fn load(
+        env: &Env,
+        secrets: &SecretsClient,
+        secret_setting: &'static str,
+        application_name: &str,
+    ) -> Result<Self, ConfigError> {
+        let Some(secret_id) = env.get(secret_setting) else {
+            return Self::from_url_env(env, application_name);
+        };
+        let pool = PoolSettings::from_env(env)?;
+        let tls = parse_tls(env, DatabaseTls::Require)?;
+        let secret: RdsSecret = secrets.json(secret_setting, secret_id).await?;
+        // DATABASE_HOST names the RDS Proxy endpoint, which the secret does not know.
+        let host = env
+            .get("DATABASE_HOST")
+            .map(str::to_owned)
+            .or(secret.host)
+            .ok_or(ConfigError::Missing {
+                name: "DATABASE_HOST",
+            })?;
+        Ok(Self {
+            host,
+            port: env.parse_or("DATABASE_PORT", secret.port.unwrap_or(5432))?,
+            user: secret.username,
+            password: Some(secret.password),
+            dbname: env
+                .get("DATABASE_NAME")
+                .map(str::to_owned)
+                .or(secret.dbname)
+                .unwrap_or_else(|| "postgres".to_owned()),
+            tls,
+            pool,
+            application_name: application_name.to_owned(),
+        })
+    }
 }

@@ -8,9 +8,9 @@ use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use crate::auth::AppSecret;
 use crate::config::{ConfigError, Env};
 use crate::error::ApiError;
+use crate::secrets::AppSecret;
 
 /// One message, in HTML and plain text.
 pub struct Email {

@@ -42,20 +42,17 @@ pub struct RequestMeta {
     pub user_agent: Option<String>,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+impl RequestMeta {
+    pub fn of(extensions: &axum::http::Extensions, headers: &axum::http::HeaderMap) -> Self {
         let mut meta = RequestMeta {
-            request_id: parts
-                .extensions
+            request_id: extensions
                 .lambda_context_ref()
                 .map(|c| c.request_id.clone())
                 .filter(|id| !id.is_empty()),
             ..Default::default()
         };
         if let Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) =
-            parts.extensions.request_context_ref()
+            extensions.request_context_ref()
         {
             meta.source_ip = ctx.http.source_ip.clone();
             meta.user_agent = ctx.http.user_agent.clone();
@@ -64,13 +61,18 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
             }
         }
         if meta.user_agent.is_none() {
-            meta.user_agent = parts
-                .headers
+            meta.user_agent = headers
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
         }
-        Ok(meta)
+        // Any client can send a megabyte of user agent; the trail keeps what identifies it.
+        meta.user_agent = meta.user_agent.map(|ua| {
+            ua.chars()
+                .take(crate::audit::MAX_USER_AGENT_CHARS)
+                .collect()
+        });
+        meta
     }
 }
 

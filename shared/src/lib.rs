@@ -1,20 +1,35 @@
-//! The CareVault common crate: everything the Lambda functions share.
+//! The CareVault common crate: everything the Lambda functions share, in layers; a module uses
+//! only the layers below its own, so the crate has no cycles.
+//!
+//! 1. Settings and errors: `config`, `error`, `logging`, `tls`, `domain` (types that can only
+//!    hold valid values).
+//! 2. Clients made once per cold start: `aws`, `secrets`, `db`, `storage`.
+//! 3. The domain: `audit` (the trail's records), `password`, `tokens`, `users`, `attachments`,
+//!    `email`.
+//! 4. The HTTP edge: `http` (the Lambda adapter, request parsing), `trail` (the audit layer
+//!    around every route), `auth` (the caller, from the bearer token).
 
-pub mod attachments;
-pub mod audit;
-pub mod auth;
-pub mod aws;
+// 1
 pub mod config;
-pub mod db;
 pub mod domain;
-pub mod email;
 pub mod error;
-pub mod http;
 pub mod logging;
-pub mod password;
+pub mod tls;
+// 2
+pub mod aws;
+pub mod db;
 pub mod secrets;
 pub mod storage;
-pub mod tls;
+// 3
+pub mod attachments;
+pub mod audit;
+pub mod email;
+pub mod password;
+pub mod tokens;
 pub mod users;
+// 4
+pub mod auth;
+pub mod http;
+pub mod trail;
 
 pub use error::{ApiError, ApiResult, FieldError};

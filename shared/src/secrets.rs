@@ -4,7 +4,7 @@ use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, Env, Environment};
 
 /// Made on first use, so a function configured with plain environment variables (local
 /// development) never loads AWS configuration for it.
@@ -70,5 +70,50 @@ impl SecretsClient {
             name: setting,
             reason: format!("the secret is not the expected JSON: {e}"),
         })
+    }
+}
+
+/// The application secret: the JWT signing key and SMTP credentials.
+#[derive(Clone, serde::Deserialize)]
+pub struct AppSecret {
+    pub secret_key: String,
+    #[serde(default)]
+    pub smtp_user: String,
+    #[serde(default)]
+    pub smtp_password: String,
+}
+
+impl std::fmt::Debug for AppSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppSecret(<redacted>)")
+    }
+}
+
+impl AppSecret {
+    /// From APP_SECRET_ARN (AWS) or SECRET_KEY, SMTP_USER and SMTP_PASSWORD (local).
+    pub async fn load(env: &Env, secrets: &SecretsClient) -> Result<Self, ConfigError> {
+        let environment = Environment::from_env(env)?;
+        let (secret, setting) = match env.get("APP_SECRET_ARN") {
+            Some(id) => (
+                secrets.json::<AppSecret>("APP_SECRET_ARN", id).await?,
+                "APP_SECRET_ARN",
+            ),
+            None => (
+                AppSecret {
+                    secret_key: env.string_or("SECRET_KEY", crate::config::DEFAULT_SECRET),
+                    smtp_user: env.string_or("SMTP_USER", ""),
+                    smtp_password: env.string_or("SMTP_PASSWORD", ""),
+                },
+                "SECRET_KEY",
+            ),
+        };
+        environment.check_not_default(setting, &secret.secret_key)?;
+        if environment != Environment::Local && secret.secret_key.len() < 32 {
+            return Err(ConfigError::Invalid {
+                name: setting,
+                reason: "the JWT signing key must be at least 32 characters".into(),
+            });
+        }
+        Ok(secret)
     }
 }

@@ -76,6 +76,13 @@ pub struct Presigned {
     pub expires_at: SystemTime,
 }
 
+/// A key found by listing the bucket.
+#[derive(Debug, Clone)]
+pub struct ListedObject {
+    pub key: String,
+    pub last_modified: SystemTime,
+}
+
 /// What S3 holds under a key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredObject {
@@ -104,8 +111,10 @@ impl Storage {
             .map_err(|e| ApiError::internal(format!("presigning config: {e}")))
     }
 
-    /// A PUT URL whose signature covers the Content-Type (and Content-Length when known): the
-    /// bucket refuses bytes of another type or size, and any change to the URL.
+    /// A PUT URL whose signature covers the Content-Type (and Content-Length when known) and
+    /// `If-None-Match: *`: the bucket refuses bytes of another type or size, any change to the
+    /// URL, and any PUT once the key holds an object, so a URL can write its key once and never
+    /// replace a confirmed file (nor recreate one whose row is gone, see the sweep).
     pub async fn presign_upload(
         &self,
         key: &str,
@@ -118,7 +127,8 @@ impl Storage {
             .put_object()
             .bucket(&self.config.bucket)
             .key(key)
-            .content_type(content_type);
+            .content_type(content_type)
+            .if_none_match("*");
         if let Some(size) = size {
             request = request.content_length(size as i64);
         }
@@ -192,6 +202,39 @@ impl Storage {
         }
     }
 
+    /// One page (at most 1,000) of the keys under `prefix` after `start_after`, in key order,
+    /// with when each was written; the last page answers `more: false`.
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+    ) -> Result<(Vec<ListedObject>, bool), String> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.config.bucket)
+            .prefix(prefix)
+            .set_start_after(start_after.map(str::to_owned))
+            .max_keys(1000)
+            .send()
+            .await
+            .map_err(|e| DisplayErrorContext(e).to_string())?;
+        let objects = page
+            .contents()
+            .iter()
+            .filter_map(|object| {
+                Some(ListedObject {
+                    key: object.key()?.to_owned(),
+                    last_modified: object
+                        .last_modified()
+                        .and_then(|t| SystemTime::try_from(*t).ok())
+                        .unwrap_or_else(SystemTime::now),
+                })
+            })
+            .collect();
+        Ok((objects, page.is_truncated().unwrap_or(false)))
+    }
+
     /// Deletes `keys` (a missing object counts as deleted). Returns the keys that failed, with why.
     pub async fn delete_objects(&self, keys: &[String]) -> Vec<(String, String)> {
         let mut failed = Vec::new();
@@ -255,34 +298,52 @@ fn signed_headers(url: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Deletes queued objects from S3 and clears them from `object_deletions`: the given keys (just
-/// queued by a request), or else the oldest `batch` in the queue (the scheduled retry). Keys whose
-/// deletion failed stay queued with the reason. Returns (deleted, still queued).
-pub async fn drain_deletions(
+/// Deletes objects just queued by a committed change (a deleted attachment or patient), now
+/// rather than at the next sweep. Never fails the request: whatever S3 or the database refuses
+/// stays queued, and the scheduled sweep retries it.
+pub async fn drain_deletions(pool: &DbPool, storage: &Storage, keys: Vec<String>) {
+    if keys.is_empty() {
+        return;
+    }
+    if let Err(error) = delete_queued(pool, storage, keys).await {
+        tracing::warn!(%error, "queued object deletions left for the sweep");
+    }
+}
+
+/// The scheduled retry: deletes the oldest `batch` queued objects. Returns (deleted, still queued).
+pub async fn drain_queue(
     pool: &DbPool,
     storage: &Storage,
-    keys: Option<Vec<String>>,
     batch: i64,
 ) -> ApiResult<(usize, usize)> {
-    let client = pool.get().await?;
-    let keys = match keys {
-        Some(keys) => keys,
-        None => client
-            .query(
-                "SELECT object_key FROM object_deletions ORDER BY queued_at LIMIT $1",
-                &[&batch],
-            )
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect(),
-    };
+    let keys = pool
+        .get()
+        .await?
+        .query(
+            "SELECT object_key FROM object_deletions ORDER BY queued_at LIMIT $1",
+            &[&batch],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    delete_queued(pool, storage, keys).await
+}
+
+/// Deletes queued `keys` from S3 and clears them from `object_deletions`; keys whose deletion
+/// failed stay queued with the reason. Returns (deleted, still queued).
+async fn delete_queued(
+    pool: &DbPool,
+    storage: &Storage,
+    keys: Vec<String>,
+) -> ApiResult<(usize, usize)> {
     if keys.is_empty() {
         return Ok((0, 0));
     }
     let failed = storage.delete_objects(&keys).await;
     let failed_keys: Vec<&String> = failed.iter().map(|(k, _)| k).collect();
     let deleted: Vec<&String> = keys.iter().filter(|k| !failed_keys.contains(k)).collect();
+    let client = pool.get().await?;
     if !deleted.is_empty() {
         client
             .execute(

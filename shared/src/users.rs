@@ -5,7 +5,10 @@ use serde::Serialize;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::db::DbPool;
+use tokio_postgres::types::Type;
+
+use crate::audit::{Attribution, Event, LoggedRows};
+use crate::db::{DbPool, SqlParams};
 use crate::domain::Role;
 use crate::error::ApiResult;
 
@@ -87,19 +90,25 @@ pub async fn replace_password_hash(
     id: Uuid,
     expected_hash: &str,
     new_hash: &str,
-    audit: Option<(&crate::audit::Audit, &crate::audit::Event)>,
+    audit: Option<(&Attribution, &Event)>,
 ) -> ApiResult<bool> {
-    use tokio_postgres::types::Type;
-    let mut params = vec![
-        crate::db::param(id, Type::UUID),
-        crate::db::param(expected_hash.to_owned(), Type::TEXT),
-        crate::db::param(new_hash.to_owned(), Type::TEXT),
-    ];
+    let mut params = SqlParams::new();
+    let id = params.push(id, Type::UUID);
+    let expected_hash = params.push(expected_hash.to_owned(), Type::TEXT);
+    let new_hash = params.push(new_hash.to_owned(), Type::TEXT);
     let logged = match audit {
-        Some((audit, event)) => {
-            let (cte, audit_params) =
-                audit.logged_cte(event, "changed", "changed.id", "NULL::uuid", 4);
-            params.extend(audit_params);
+        Some((who, event)) => {
+            let cte = crate::audit::logged_cte(
+                who,
+                event,
+                &mut params,
+                &LoggedRows {
+                    source: "changed",
+                    resource: "changed.id",
+                    patient: "NULL::uuid",
+                    details: None,
+                },
+            );
             format!(", {cte}")
         }
         None => String::new(),
@@ -109,12 +118,12 @@ pub async fn replace_password_hash(
         .query_typed(
             &format!(
                 "WITH changed AS (
-                    UPDATE users SET hashed_password = $3, updated_at = now()
-                    WHERE id = $1 AND hashed_password = $2 RETURNING id
+                    UPDATE users SET hashed_password = {new_hash}, updated_at = now()
+                    WHERE id = {id} AND hashed_password = {expected_hash} RETURNING id
                  ){logged}
                  SELECT id FROM changed"
             ),
-            &crate::db::typed(&params),
+            &params.typed(),
         )
         .await?;
     Ok(changed.len() == 1)

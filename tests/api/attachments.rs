@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use api_tests::{http_client, object_in_bucket, ApiRequest, ApiResponse, TestApp};
+use api_tests::{http_client, upload, ApiRequest, ApiResponse, TestApp};
 use md5::{Digest, Md5};
 use serde_json::{json, Value};
 
@@ -23,18 +23,6 @@ async fn create(app: &TestApp, token: &str, body: Value) -> ApiResponse {
             .json(body),
     )
     .await
-}
-
-/// PUTs `bytes` to the upload URL with exactly the headers the API said to send.
-async fn upload(created: &Value, bytes: &[u8]) -> reqwest::Response {
-    assert_eq!(created["upload_method"], "PUT");
-    let mut request = http_client()
-        .put(created["upload_url"].as_str().unwrap())
-        .body(bytes.to_vec());
-    for (name, value) in created["upload_headers"].as_object().unwrap() {
-        request = request.header(name, value.as_str().unwrap());
-    }
-    request.send().await.expect("the S3 server answers")
 }
 
 fn key_of(created: &Value) -> String {
@@ -69,8 +57,13 @@ async fn whole_flow_with_real_bytes() {
     names.sort();
     assert_eq!(
         names,
-        ["content-length", "content-type"],
+        ["content-length", "content-type", "if-none-match"],
         "exactly what the client must send"
+    );
+    assert_eq!(
+        headers.get("if-none-match").and_then(Value::as_str),
+        Some("*"),
+        "a URL writes its key once"
     );
     assert_eq!(
         headers.get("content-type").and_then(Value::as_str),
@@ -207,8 +200,8 @@ async fn the_bucket_refuses_uploads_that_break_the_signature() {
         "another size: {}",
         longer.status()
     );
-    assert!(object_in_bucket(&key_of(&with_size)).await.is_none());
-    assert!(object_in_bucket(&key_of(&created)).await.is_none());
+    assert!(app.object_in_bucket(&key_of(&with_size)).await.is_none());
+    assert!(app.object_in_bucket(&key_of(&created)).await.is_none());
 }
 
 #[tokio::test]
@@ -272,12 +265,15 @@ async fn s3_notification_confirms_and_a_replay_changes_nothing() {
 
     let mut event: Value = api_tests::event("attachment-events/s3-object-created.json");
     event["Records"][0]["s3"]["object"]["key"] = json!(key_of(&created));
-    event["Records"][0]["s3"]["bucket"]["name"] = json!(api_tests::stack_var("S3_BUCKET"));
+    event["Records"][0]["s3"]["bucket"]["name"] = json!(app.bucket);
 
     let first = attachment_events::handle(&app.events, event.clone())
         .await
         .unwrap();
-    assert_eq!(first, json!({"confirmed": 1, "ignored": 0}));
+    assert_eq!(
+        first,
+        json!({"confirmed": 1, "orphans_queued": 0, "replaced": 0, "ignored": 0})
+    );
     let confirmed = attachment_row(&app, &created).await;
     assert_eq!(confirmed.0, "uploaded");
     assert_eq!(confirmed.1, Some(5));
@@ -289,7 +285,10 @@ async fn s3_notification_confirms_and_a_replay_changes_nothing() {
     assert!(!confirmed.4, "what was stored is what was declared");
 
     let replay = attachment_events::handle(&app.events, event).await.unwrap();
-    assert_eq!(replay, json!({"confirmed": 0, "ignored": 1}));
+    assert_eq!(
+        replay,
+        json!({"confirmed": 0, "orphans_queued": 0, "replaced": 0, "ignored": 1})
+    );
     assert_eq!(
         attachment_row(&app, &created).await,
         confirmed,
@@ -302,7 +301,8 @@ async fn s3_notification_confirms_and_a_replay_changes_nothing() {
         attachment_events::handle(&app.events, unknown)
             .await
             .unwrap(),
-        json!({"confirmed": 0, "ignored": 1})
+        json!({"confirmed": 0, "orphans_queued": 0, "replaced": 0, "ignored": 1}),
+        "a key outside the attachments prefix is not ours to judge"
     );
     let wrong_shape =
         attachment_events::handle(&app.events, json!({"rawPath": "/api/v1/patients"})).await;
@@ -597,7 +597,7 @@ async fn deleting_attachments_and_patients_leaves_no_object() {
         }
     }
     for key in &keys {
-        assert!(object_in_bucket(key).await.is_some());
+        assert!(app.object_in_bucket(key).await.is_some());
     }
     let deleted = app
         .call(ApiRequest::delete(&format!("/api/v1/attachments/{first_id}")).bearer(&t))
@@ -607,15 +607,18 @@ async fn deleting_attachments_and_patients_leaves_no_object() {
         deleted.json(),
         json!({"message": "Attachment deleted successfully"})
     );
-    assert!(object_in_bucket(&keys[0]).await.is_none());
-    assert!(object_in_bucket(&keys[1]).await.is_some());
+    assert!(app.object_in_bucket(&keys[0]).await.is_none());
+    assert!(app.object_in_bucket(&keys[1]).await.is_some());
 
     let gone = app
         .call(ApiRequest::delete(&format!("/api/v1/patients/{patient_id}")).bearer(&t))
         .await;
     assert_eq!(gone.status, 200);
     for key in &keys {
-        assert!(object_in_bucket(key).await.is_none(), "{key} left behind");
+        assert!(
+            app.object_in_bucket(key).await.is_none(),
+            "{key} left behind"
+        );
     }
     let queued = app.db.number("SELECT count(*) FROM object_deletions").await;
     assert_eq!(queued, 0);
@@ -670,7 +673,10 @@ async fn with_s3_unreachable_deletes_are_queued_and_the_sweep_finishes_them() {
         "the row is gone; the object is queued: {}",
         deleted.body
     );
-    assert!(object_in_bucket(&key).await.is_some(), "S3 was unreachable");
+    assert!(
+        app.object_in_bucket(&key).await.is_some(),
+        "S3 was unreachable"
+    );
     let queue = app
         .db
         .client()
@@ -690,7 +696,7 @@ async fn with_s3_unreachable_deletes_are_queued_and_the_sweep_finishes_them() {
         .await
         .unwrap();
     assert_eq!(sweep["objects_deleted"], 1, "{sweep}");
-    assert!(object_in_bucket(&key).await.is_none());
+    assert!(app.object_in_bucket(&key).await.is_none());
     let left = app.db.number("SELECT count(*) FROM object_deletions").await;
     assert_eq!(left, 0);
 }
@@ -808,4 +814,261 @@ async fn attachment_row(
         .await
         .unwrap();
     (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))
+}
+
+#[tokio::test]
+async fn an_upload_url_writes_its_key_once() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let patient_id = patient(&app, &t, "P").await;
+    let created = create(
+        &app,
+        &t,
+        json!({"patient_id": patient_id, "file_name": "once.txt", "mime_type": "text/plain"}),
+    )
+    .await
+    .json();
+    assert!(upload(&created, b"first").await.status().is_success());
+    let read = app
+        .call(
+            ApiRequest::get(&format!(
+                "/api/v1/attachments/{}",
+                created["id"].as_str().unwrap()
+            ))
+            .bearer(&t),
+        )
+        .await
+        .json();
+    assert_eq!(read["status"], "uploaded");
+
+    let again = upload(&created, b"other").await;
+    assert_eq!(
+        again.status(),
+        412,
+        "the key already holds the confirmed file"
+    );
+    assert_eq!(
+        app.object_in_bucket(&key_of(&created)).await.as_deref(),
+        Some(&b"first"[..]),
+        "the stored bytes are the first ones"
+    );
+    let after = app
+        .call(
+            ApiRequest::get(&format!(
+                "/api/v1/attachments/{}",
+                created["id"].as_str().unwrap()
+            ))
+            .bearer(&t),
+        )
+        .await
+        .json();
+    assert_eq!(after["etag"], read["etag"]);
+}
+
+/// An attachment created then deleted before its upload, and the old URL used afterwards:
+/// an object in the bucket that no row points at.
+async fn orphan_object(app: &TestApp, t: &str) -> (Value, String) {
+    let patient_id = patient(app, t, "P").await;
+    let created = create(
+        app,
+        t,
+        json!({"patient_id": patient_id, "file_name": "late.txt", "mime_type": "text/plain"}),
+    )
+    .await
+    .json();
+    let deleted = app
+        .call(
+            ApiRequest::delete(&format!(
+                "/api/v1/attachments/{}",
+                created["id"].as_str().unwrap()
+            ))
+            .bearer(t),
+        )
+        .await;
+    assert_eq!(deleted.status, 200);
+    assert!(upload(&created, b"late bytes").await.status().is_success());
+    let key = key_of(&created);
+    assert!(app.object_in_bucket(&key).await.is_some());
+    (created, key)
+}
+
+async fn orphan_events(app: &TestApp, patient_id: &str) -> i64 {
+    app.db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM audit_events WHERE action = 'attachment.orphan_object_queued'
+             AND actor_id IS NULL AND patient_id = $1",
+            &[&uuid::Uuid::parse_str(patient_id).unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn an_object_without_a_row_reported_by_s3_is_removed() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let (created, key) = orphan_object(&app, &t).await;
+    let mut event: Value = api_tests::event("attachment-events/s3-object-created.json");
+    event["Records"][0]["s3"]["object"]["key"] = json!(key);
+    event["Records"][0]["s3"]["bucket"]["name"] = json!(app.bucket);
+    let handled = attachment_events::handle(&app.events, event).await.unwrap();
+    assert_eq!(handled["orphans_queued"], 1, "{handled}");
+    assert!(
+        app.object_in_bucket(&key).await.is_none(),
+        "removed at once"
+    );
+    assert_eq!(
+        app.db.number("SELECT count(*) FROM object_deletions").await,
+        0
+    );
+    assert_eq!(
+        orphan_events(&app, created["patient_id"].as_str().unwrap()).await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_sweep_removes_objects_no_row_points_at() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let (created, key) = orphan_object(&app, &t).await;
+    // A file with its row must stay.
+    let kept = create(
+        &app,
+        &t,
+        json!({"patient_id": created["patient_id"], "file_name": "kept.txt", "mime_type": "text/plain"}),
+    )
+    .await
+    .json();
+    assert!(upload(&kept, b"kept").await.status().is_success());
+
+    let schedule: Value = api_tests::event("attachment-events/schedule.json");
+    // Younger than an upload URL's lifetime (15 minutes here): it may still get its row.
+    let sweep = attachment_events::handle(&app.events, schedule.clone())
+        .await
+        .unwrap();
+    assert_eq!(sweep["orphan_objects_queued"], 0, "{sweep}");
+    assert!(app.object_in_bucket(&key).await.is_some());
+
+    // With one-second upload URLs, the same object is old enough a moment later.
+    let short = attachment_events::EventsState::from_env(
+        &app.env_with(&[("UPLOAD_URL_EXPIRE_SECONDS", "1")]),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let sweep = attachment_events::handle(&short, schedule).await.unwrap();
+    assert_eq!(sweep["orphan_objects_queued"], 1, "{sweep}");
+    assert!(
+        app.object_in_bucket(&key).await.is_none(),
+        "the orphan is gone"
+    );
+    assert!(
+        app.object_in_bucket(&key_of(&kept)).await.is_some(),
+        "a file with its row stays"
+    );
+    assert_eq!(
+        orphan_events(&app, created["patient_id"].as_str().unwrap()).await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_delete_stands_when_draining_its_object_fails() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let patient_id = patient(&app, &t, "P").await;
+    let created = create(
+        &app,
+        &t,
+        json!({"patient_id": patient_id, "file_name": "a.txt", "mime_type": "text/plain"}),
+    )
+    .await
+    .json();
+    assert!(upload(&created, b"bytes").await.status().is_success());
+    // S3 is unreachable and the queue cannot record the failed attempt either.
+    app.db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk full' USING ERRCODE = 'disk_full'; END $$;
+             CREATE TRIGGER refuse BEFORE UPDATE ON object_deletions FOR EACH ROW EXECUTE FUNCTION refuse();",
+        )
+        .await
+        .unwrap();
+    let down = attachments::AttachmentsState::from_env(
+        &app.env_with(&[("S3_ENDPOINT_URL", "http://127.0.0.1:1")]),
+    )
+    .await
+    .unwrap();
+    let deleted = api_tests::invoke(
+        attachments::router(down),
+        ApiRequest::delete(&format!(
+            "/api/v1/attachments/{}",
+            created["id"].as_str().unwrap()
+        ))
+        .bearer(&t),
+    )
+    .await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    let again = app
+        .call(
+            ApiRequest::get(&format!(
+                "/api/v1/attachments/{}",
+                created["id"].as_str().unwrap()
+            ))
+            .bearer(&t),
+        )
+        .await;
+    assert_eq!(again.status, 404);
+    assert_eq!(
+        app.db.number("SELECT count(*) FROM object_deletions").await,
+        1,
+        "the object stays queued for the sweep"
+    );
+}
+
+#[tokio::test]
+async fn a_page_of_pending_uploads_keeps_few_s3_requests_in_flight() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let patient_id = patient(&app, &t, "P").await;
+    for i in 0..200 {
+        let created = create(
+            &app,
+            &t,
+            json!({"patient_id": patient_id, "file_name": format!("f{i}.bin")}),
+        )
+        .await;
+        assert_eq!(created.status, 200);
+    }
+    let proxy = api_tests::CountingS3Proxy::start().await;
+    let through_proxy =
+        attachments::AttachmentsState::from_env(&app.env_with(&[("S3_ENDPOINT_URL", &proxy.url)]))
+            .await
+            .unwrap();
+    let listed = api_tests::invoke(
+        attachments::router(through_proxy),
+        ApiRequest::get("/api/v1/attachments/")
+            .bearer(&t)
+            .query("limit", "200"),
+    )
+    .await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert_eq!(listed.json()["data"].as_array().unwrap().len(), 200);
+    assert_eq!(
+        proxy.requests.load(std::sync::atomic::Ordering::SeqCst),
+        200,
+        "one HEAD per pending upload"
+    );
+    let most = proxy.most_in_flight();
+    assert!(
+        (2..=shared::attachments::MAX_HEADS_IN_FLIGHT).contains(&most),
+        "at most {} HEADs at once, and more than one: {most}",
+        shared::attachments::MAX_HEADS_IN_FLIGHT
+    );
+    assert_eq!(proxy.now_in_flight(), 0);
 }

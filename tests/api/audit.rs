@@ -1,6 +1,6 @@
 use std::collections::HashSet;
 
-use api_tests::{http_client, mail_to, token_in, unique_email, ApiRequest, TestApp};
+use api_tests::{mail_to, token_in, unique_email, ApiRequest, TestApp};
 use serde_json::{json, Value};
 
 /// The audit events written for API Gateway request `request_id`, oldest first.
@@ -115,13 +115,7 @@ async fn every_patient_and_attachment_route_leaves_its_event() {
     let aid = created["id"].as_str().unwrap().to_owned();
     check(&event, "attachment.create", "success", me, p);
     assert_eq!(event["resource_id"].as_str(), Some(aid.as_str()));
-    let put = http_client()
-        .put(created["upload_url"].as_str().unwrap())
-        .header("content-type", "text/plain")
-        .body("hello")
-        .send()
-        .await
-        .unwrap();
+    let put = api_tests::upload(&created, b"hello").await;
     assert!(put.status().is_success());
 
     // The first read finds the upload: the confirmation (by the system) and the read.
@@ -672,4 +666,363 @@ async fn the_audit_endpoint_is_for_superusers_with_filters_and_cursor_paging() {
         assert_eq!(bad.status, 422, "{query:?}");
         assert_eq!(bad.detail()[0]["loc"], json!(["query", field]));
     }
+}
+
+/// Who a route lets in, for the refusals it must record.
+#[derive(Clone, Copy, PartialEq)]
+enum Needs {
+    Token,
+    Writer,
+    Superuser,
+}
+
+/// Every route that takes a token, as (method, path, action, who may call it).
+fn routes_with_a_token() -> Vec<(&'static str, String, &'static str, Needs)> {
+    let id = uuid::Uuid::new_v4();
+    let email = "someone@example.com";
+    use Needs::*;
+    vec![
+        (
+            "POST",
+            "/api/v1/login/test-token".into(),
+            "auth.test_token",
+            Token,
+        ),
+        (
+            "POST",
+            format!("/api/v1/password-recovery-html-content/{email}"),
+            "auth.password_reset_preview",
+            Superuser,
+        ),
+        ("GET", "/api/v1/users/".into(), "user.list", Superuser),
+        ("POST", "/api/v1/users/".into(), "user.create", Superuser),
+        ("GET", "/api/v1/users/me".into(), "user.read", Token),
+        ("PATCH", "/api/v1/users/me".into(), "user.update", Token),
+        ("DELETE", "/api/v1/users/me".into(), "user.delete", Token),
+        (
+            "PATCH",
+            "/api/v1/users/me/password".into(),
+            "user.password_change",
+            Token,
+        ),
+        ("GET", format!("/api/v1/users/{id}"), "user.read", Token),
+        (
+            "PATCH",
+            format!("/api/v1/users/{id}"),
+            "user.update",
+            Superuser,
+        ),
+        (
+            "DELETE",
+            format!("/api/v1/users/{id}"),
+            "user.delete",
+            Superuser,
+        ),
+        ("GET", "/api/v1/patients/".into(), "patient.search", Token),
+        ("POST", "/api/v1/patients/".into(), "patient.create", Writer),
+        (
+            "GET",
+            format!("/api/v1/patients/{id}"),
+            "patient.read",
+            Token,
+        ),
+        (
+            "PUT",
+            format!("/api/v1/patients/{id}"),
+            "patient.update",
+            Writer,
+        ),
+        (
+            "PATCH",
+            format!("/api/v1/patients/{id}"),
+            "patient.update",
+            Writer,
+        ),
+        (
+            "DELETE",
+            format!("/api/v1/patients/{id}"),
+            "patient.delete",
+            Writer,
+        ),
+        (
+            "GET",
+            "/api/v1/attachments/".into(),
+            "attachment.list",
+            Token,
+        ),
+        (
+            "POST",
+            "/api/v1/attachments/".into(),
+            "attachment.create",
+            Writer,
+        ),
+        (
+            "GET",
+            format!("/api/v1/attachments/{id}"),
+            "attachment.read",
+            Token,
+        ),
+        (
+            "DELETE",
+            format!("/api/v1/attachments/{id}"),
+            "attachment.delete",
+            Writer,
+        ),
+        (
+            "GET",
+            format!("/api/v1/attachments/{id}/content"),
+            "attachment.download",
+            Token,
+        ),
+        (
+            "GET",
+            format!("/api/v1/patients/{id}/attachments"),
+            "attachment.list",
+            Token,
+        ),
+        (
+            "GET",
+            "/api/v1/audit-events/".into(),
+            "audit.read",
+            Superuser,
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_refusal_before_a_handler_leaves_exactly_one_event() {
+    let app = TestApp::new().await;
+    let admin = app.superuser_token().await;
+    let clinician = app.clinician().await;
+    let viewer = app.viewer().await;
+    let inactive = app.viewer().await;
+    let deactivated = app
+        .call(
+            ApiRequest::patch(&format!("/api/v1/users/{}", inactive.id))
+                .bearer(&admin)
+                .json(json!({"is_active": false})),
+        )
+        .await;
+    assert_eq!(deactivated.status, 200, "{}", deactivated.body);
+    // Signed with another key: a forged or tampered token.
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": clinician.id, "aud": "carevault:access", "iat": 1, "exp": 4_000_000_000u64}),
+        &jsonwebtoken::EncodingKey::from_secret(b"not-the-key-of-this-deployment-0123456789"),
+    )
+    .unwrap();
+
+    for (method, path, action, needs) in routes_with_a_token() {
+        let request = || {
+            let request = ApiRequest::new(method, &path);
+            if matches!(method, "POST" | "PUT" | "PATCH") {
+                request.json(json!({}))
+            } else {
+                request
+            }
+        };
+        let mut cases: Vec<(&str, ApiRequest, u16, Option<&str>)> = vec![
+            ("no token", request(), 401, None),
+            ("a forged token", request().bearer(&forged), 401, None),
+            (
+                "a malformed token",
+                request().bearer("not.a.jwt"),
+                401,
+                None,
+            ),
+            (
+                "an inactive user's token",
+                request().bearer(&inactive.token),
+                403,
+                Some(inactive.id.as_str()),
+            ),
+        ];
+        match needs {
+            Needs::Writer => cases.push((
+                "a viewer",
+                request().bearer(&viewer.token),
+                403,
+                Some(viewer.id.as_str()),
+            )),
+            Needs::Superuser => cases.push((
+                "a clinician",
+                request().bearer(&clinician.token),
+                403,
+                Some(clinician.id.as_str()),
+            )),
+            Needs::Token => {}
+        }
+        for (who, request, status, actor) in cases {
+            let (answered, _, event) = only_event(&app, request).await;
+            assert_eq!(answered, status, "{method} {path} with {who}");
+            assert_eq!(
+                event["action"], action,
+                "{method} {path} with {who}: {event}"
+            );
+            assert_eq!(
+                event["outcome"], "denied",
+                "{method} {path} with {who}: {event}"
+            );
+            assert_eq!(
+                event["actor_id"].as_str(),
+                actor,
+                "{method} {path} with {who}: {event}"
+            );
+            assert_eq!(event["source_ip"], "198.51.100.7");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_request_is_recorded_with_its_route_and_caller() {
+    let app = TestApp::new().await;
+    let clinician = app.clinician().await;
+    let missing = uuid::Uuid::new_v4().to_string();
+    // A body the extractor refuses, on a route whose path names the patient.
+    let (status, _, event) = only_event(
+        &app,
+        ApiRequest::patch(&format!("/api/v1/patients/{missing}"))
+            .bearer(&clinician.token)
+            .raw_body("application/json", "{not json"),
+    )
+    .await;
+    assert_eq!(status, 422);
+    check(
+        &event,
+        "patient.update",
+        "invalid",
+        Some(clinician.id.as_str()),
+        Some(missing.as_str()),
+    );
+    assert_eq!(event["resource_id"].as_str(), Some(missing.as_str()));
+    // A query string the extractor refuses.
+    let (status, _, event) = only_event(
+        &app,
+        ApiRequest::get("/api/v1/patients/")
+            .bearer(&clinician.token)
+            .query("limit", "many"),
+    )
+    .await;
+    assert_eq!(status, 422);
+    check(
+        &event,
+        "patient.search",
+        "invalid",
+        Some(clinician.id.as_str()),
+        None,
+    );
+}
+
+#[tokio::test]
+async fn user_reads_and_the_recovery_preview_are_audited() {
+    let app = TestApp::new().await;
+    let admin = app.superuser_token().await;
+    let clinician = app.clinician().await;
+    let (status, _, event) = only_event(
+        &app,
+        ApiRequest::get("/api/v1/users/me").bearer(&clinician.token),
+    )
+    .await;
+    assert_eq!(status, 200);
+    check(
+        &event,
+        "user.read",
+        "success",
+        Some(clinician.id.as_str()),
+        None,
+    );
+    assert_eq!(event["resource_id"].as_str(), Some(clinician.id.as_str()));
+
+    let (status, _, event) = only_event(
+        &app,
+        ApiRequest::get(&format!("/api/v1/users/{}", clinician.id)).bearer(&admin),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(event["action"], "user.read");
+    assert_eq!(event["resource_id"].as_str(), Some(clinician.id.as_str()));
+
+    let (status, list, event) =
+        only_event(&app, ApiRequest::get("/api/v1/users/").bearer(&admin)).await;
+    assert_eq!(status, 200);
+    assert_eq!(event["action"], "user.list");
+    assert_eq!(
+        event["details"]["user_ids"].as_array().unwrap().len(),
+        list["data"].as_array().unwrap().len(),
+        "which accounts were shown"
+    );
+
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let preview = app
+        .call(
+            ApiRequest::post(&format!(
+                "/api/v1/password-recovery-html-content/{}",
+                clinician.email
+            ))
+            .bearer(&admin)
+            .request_id(&request_id),
+        )
+        .await;
+    assert_eq!(preview.status, 200);
+    let events = events_of(&app, &request_id).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["action"], "auth.password_reset_preview");
+    assert_eq!(events[0]["outcome"], "success");
+    assert_eq!(
+        events[0]["resource_id"].as_str(),
+        Some(clinician.id.as_str())
+    );
+    assert!(
+        events[0]["actor_id"].is_string(),
+        "the superuser who looked"
+    );
+
+    // Public metadata is not an access to audit.
+    for path in ["/api/v1/utils/health-check/", "/api/v1/openapi.json"] {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let answer = app
+            .call(ApiRequest::get(path).request_id(&request_id))
+            .await;
+        assert_eq!(answer.status, 200);
+        assert!(events_of(&app, &request_id).await.is_empty(), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_login_keeps_only_a_valid_email_and_a_bounded_user_agent() {
+    let app = TestApp::new().await;
+    let typed_password = "correct horse battery staple";
+    let (status, _, event) = only_event(
+        &app,
+        ApiRequest::post("/api/v1/login/access-token")
+            .form(&[("username", typed_password), ("password", "x")]),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(event["outcome"], "denied");
+    assert!(
+        event["actor_email"].is_null(),
+        "a password typed into the email box is never kept: {event}"
+    );
+    assert!(!event.to_string().contains("horse"));
+
+    let long_agent = "A".repeat(5_000);
+    let request_id = uuid::Uuid::new_v4().to_string();
+    app.call(
+        ApiRequest::post("/api/v1/login/access-token")
+            .header("user-agent", &long_agent)
+            .form(&[
+                ("username", "nobody@example.com"),
+                ("password", "wrong-password"),
+            ])
+            .request_id(&request_id),
+    )
+    .await;
+    let events = events_of(&app, &request_id).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["actor_email"], "nobody@example.com");
+    assert_eq!(
+        events[0]["user_agent"].as_str().unwrap().chars().count(),
+        512
+    );
 }

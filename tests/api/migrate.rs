@@ -72,6 +72,9 @@ fn custom_resource_event(request_type: &str, response_url: &str) -> Value {
     if request_type != "Create" {
         event["PhysicalResourceId"] = json!("carevault-database-schema");
     }
+    if request_type == "Update" {
+        event["OldResourceProperties"] = event["ResourceProperties"].clone();
+    }
     event
 }
 

@@ -409,13 +409,7 @@ async fn every_answer_in_a_full_tour_matches_the_document() {
         ApiRequest::get(&format!("/api/v1/attachments/{aid}/content")).bearer(t),
     )
     .await;
-    let put = api_tests::http_client()
-        .put(attachment.json()["upload_url"].as_str().unwrap())
-        .header("content-type", "text/plain")
-        .body("hi")
-        .send()
-        .await
-        .unwrap();
+    let put = api_tests::upload(&attachment.json(), b"hi").await;
     assert!(put.status().is_success());
     call(
         &app,

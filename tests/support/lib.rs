@@ -2,8 +2,11 @@
 //! HTTP API (payload 2.0) events run through a function's router exactly as Lambda runs them
 //! (the `lambda_http` adapter, from event JSON to response JSON).
 //!
-//! scripts/test starts the real services and exports their addresses; running `cargo test`
-//! without it fails with a message saying so, never silently skips.
+//! scripts/test starts the real services and exports their addresses. Where a variable is not
+//! set, the harness uses the stack scripts/dev starts (PostgreSQL on 127.0.0.1:5432, S3, Secrets
+//! Manager and the SMTP sink on 9101 to 9103), so one module runs alone with
+//! `cargo test -p api-tests <name>` while scripts/dev runs. A service that is not there fails the
+//! test with the connection error, never a silent skip.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,17 +20,48 @@ use shared::config::{DatabaseConfig, Env};
 use shared::db::DbPool;
 use tokio::sync::OnceCell;
 
-/// The server's admin URL (a database we may CREATE DATABASE from), exported by scripts/test.
-pub fn admin_url() -> String {
-    std::env::var("CAREVAULT_TEST_ADMIN_URL").unwrap_or_else(|_| {
-        panic!("CAREVAULT_TEST_ADMIN_URL is not set: run the tests with scripts/test, which starts PostgreSQL, S3, Secrets Manager and SMTP")
-    })
+/// The settings of the stack scripts/dev starts (scripts/lib/stack.sh, `stack_up dev 9100`).
+const DEV_STACK: &[(&str, &str)] = &[
+    (
+        "CAREVAULT_TEST_ADMIN_URL",
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+    ),
+    ("AWS_ACCESS_KEY_ID", "carevault-local"),
+    ("AWS_SECRET_ACCESS_KEY", "carevault-local-secret"),
+    ("AWS_REGION", "us-east-1"),
+    ("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9101"),
+    ("AWS_ENDPOINT_URL_SECRETS_MANAGER", "http://127.0.0.1:9102"),
+    ("S3_BUCKET", "carevault-local"),
+    ("SMTP_PORT", "9103"),
+    (
+        "SMTP_SINK_DIR",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/stack/dev/mail"),
+    ),
+];
+
+static STACK_DEFAULTS: std::sync::Once = std::sync::Once::new();
+
+/// Fills in scripts/dev's stack for every variable scripts/test did not export. Runs before any
+/// test reads the environment (every entry point of the harness calls it first).
+fn use_dev_stack_defaults() {
+    STACK_DEFAULTS.call_once(|| {
+        for (name, value) in DEV_STACK {
+            if std::env::var_os(name).is_none() {
+                std::env::set_var(name, value);
+            }
+        }
+    });
 }
 
-/// A required variable of the local stack, with a message naming scripts/test when missing.
+/// The server's admin URL (a database we may CREATE DATABASE from).
+pub fn admin_url() -> String {
+    stack_var("CAREVAULT_TEST_ADMIN_URL")
+}
+
+/// A variable of the local stack: exported by scripts/test, else scripts/dev's value.
 pub fn stack_var(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: run the tests with scripts/test"))
+    use_dev_stack_defaults();
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"))
 }
 
 pub async fn admin_client() -> tokio_postgres::Client {
@@ -468,6 +502,95 @@ impl RequestRecorder {
     }
 }
 
+/// An HTTP proxy in front of the local S3 server that counts the requests it is carrying at
+/// once (each held a little, so requests sent together overlap): how a test sees how many S3
+/// requests the API keeps in flight. Headers pass unchanged, so signatures still verify.
+pub struct CountingS3Proxy {
+    pub url: String,
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    most: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingS3Proxy {
+    pub async fn start() -> Self {
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::Arc;
+        let upstream = stack_var("AWS_ENDPOINT_URL_S3");
+        let (in_flight, most, requests) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let counters = (in_flight.clone(), most.clone(), requests.clone());
+        let client = http_client();
+        let app = Router::new().fallback(move |request: axum::extract::Request| {
+            let (in_flight, most, requests) = counters.clone();
+            let (client, upstream) = (client.clone(), upstream.clone());
+            async move {
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                requests.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                let (parts, body) = request.into_parts();
+                let body = axum::body::to_bytes(body, 64 << 20)
+                    .await
+                    .unwrap_or_default();
+                let target = format!(
+                    "{upstream}{}",
+                    parts
+                        .uri
+                        .path_and_query()
+                        .map(|p| p.as_str())
+                        .unwrap_or("/")
+                );
+                let mut forward = client.request(parts.method.clone(), target).body(body);
+                for (name, value) in &parts.headers {
+                    forward = forward.header(name, value);
+                }
+                let answer = forward.send().await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                match answer {
+                    Ok(answer) => {
+                        let mut response =
+                            axum::response::Response::builder().status(answer.status());
+                        for (name, value) in answer.headers() {
+                            response = response.header(name, value);
+                        }
+                        response
+                            .body(axum::body::Body::from(
+                                answer.bytes().await.unwrap_or_default(),
+                            ))
+                            .unwrap()
+                    }
+                    Err(_) => axum::response::Response::builder()
+                        .status(502)
+                        .body(axum::body::Body::empty())
+                        .unwrap(),
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self {
+            url,
+            in_flight,
+            most,
+            requests,
+        }
+    }
+
+    /// The most requests carried at once so far.
+    pub fn most_in_flight(&self) -> usize {
+        self.most.load(Ordering::SeqCst)
+    }
+
+    pub fn now_in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+}
+
 /// The signing key of every test app (tests forge tokens with it, and with others).
 pub const TEST_SECRET_KEY: &str = "test-signing-key-0123456789-abcdefghijklmnop";
 
@@ -475,6 +598,8 @@ pub const TEST_SECRET_KEY: &str = "test-signing-key-0123456789-abcdefghijklmnop"
 /// start (`from_env`) from settings that point at that database and the local SMTP sink.
 pub struct TestApp {
     pub db: TestDb,
+    /// A bucket of its own, like the database: a test's sweep of the bucket sees only its files.
+    pub bucket: String,
     settings: BTreeMap<String, String>,
     pub auth: auth::AuthState,
     pub users: users::UsersState,
@@ -492,9 +617,23 @@ impl TestApp {
 
     /// `overrides` replace or add settings, e.g. `("USERS_OPEN_REGISTRATION", "true")`.
     pub async fn with_settings(overrides: &[(&str, &str)]) -> Self {
+        use_dev_stack_defaults();
         // The functions' JSON logs, shown by the test runner next to a failing test.
         shared::logging::init();
         let db = TestDb::new().await;
+        let bucket = format!(
+            "carevault-test-{}",
+            db.name
+                .trim_start_matches("carevault_test_")
+                .replace('_', "-")
+        );
+        s3_client()
+            .await
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("create the test's bucket");
         let mut settings: BTreeMap<String, String> = [
             ("ENVIRONMENT", "local".to_owned()),
             ("DATABASE_URL", db_url(&db.name)),
@@ -504,7 +643,7 @@ impl TestApp {
             ("SMTP_TLS", "none".to_owned()),
             ("FRONTEND_HOST", "http://console.carevault.test".to_owned()),
             ("PASSWORD_RECOVERY_MIN_RESPONSE_MS", "0".to_owned()),
-            ("S3_BUCKET", stack_var("S3_BUCKET")),
+            ("S3_BUCKET", bucket.clone()),
             ("S3_FORCE_PATH_STYLE", "true".to_owned()),
         ]
         .into_iter()
@@ -527,6 +666,7 @@ impl TestApp {
                     .expect("attachment-events cold start"),
             ),
             settings,
+            bucket,
             auth: auth::AuthState::from_env(&env)
                 .await
                 .expect("auth cold start"),
@@ -565,6 +705,21 @@ impl TestApp {
             other => panic!("no function serves {} ({other:?})", request.path),
         };
         invoke(router, request).await
+    }
+
+    /// The object under `key` in this test's bucket: None when there is none.
+    pub async fn object_in_bucket(&self, key: &str) -> Option<Vec<u8>> {
+        match s3_client()
+            .await
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(object) => Some(object.body.collect().await.unwrap().into_bytes().to_vec()),
+            Err(_) => None,
+        }
     }
 
     pub async fn login(&self, email: &str, password: &str) -> ApiResponse {
@@ -704,24 +859,26 @@ pub fn http_client() -> reqwest::Client {
         .expect("HTTP client")
 }
 
-/// The object under `key` in the local bucket, as its bytes on disk (s3s-fs keeps one file per
-/// object): None when there is none.
-pub async fn object_in_bucket(key: &str) -> Option<Vec<u8>> {
-    let s3 = aws_sdk_s3::Client::from_conf(
+/// PUTs `bytes` to the upload URL with exactly the headers the API said to send.
+pub async fn upload(created: &Value, bytes: &[u8]) -> reqwest::Response {
+    assert_eq!(created["upload_method"], "PUT");
+    let mut request = http_client()
+        .put(created["upload_url"].as_str().unwrap())
+        .body(bytes.to_vec());
+    for (name, value) in created["upload_headers"].as_object().unwrap() {
+        request = request.header(name, value.as_str().unwrap());
+    }
+    request.send().await.expect("the S3 server answers")
+}
+
+/// An S3 client of the local server, as the tests' side of the bucket.
+pub async fn s3_client() -> aws_sdk_s3::Client {
+    use_dev_stack_defaults();
+    aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&shared::aws::sdk_config().await)
             .force_path_style(true)
             .build(),
-    );
-    match s3
-        .get_object()
-        .bucket(stack_var("S3_BUCKET"))
-        .key(key)
-        .send()
-        .await
-    {
-        Ok(object) => Some(object.body.collect().await.unwrap().into_bytes().to_vec()),
-        Err(_) => None,
-    }
+    )
 }
 
 /// The sample event `events/<name>`, parsed.

@@ -1,13 +1,20 @@
-//! S3 ObjectCreated notifications mark attachments uploaded; the scheduled event (EventBridge)
-//! retries queued object deletions and clears uploads that were never completed.
+//! S3 ObjectCreated notifications mark attachments uploaded, and remove objects no attachment
+//! row points at; the scheduled event (EventBridge) retries queued object deletions, clears
+//! uploads that were never completed, and walks the bucket for objects without a row, so no
+//! patient file stays in the bucket outside every record even when a notification is lost.
 
-use serde::Deserialize;
+use std::time::{Duration, SystemTime};
+
+use aws_lambda_events::event::s3::S3Event;
 use serde_json::{json, Value};
-use shared::attachments::{self, attachment_id_of};
+use shared::attachments::{self, Attachment, ATTACHMENT_COLUMNS, KEY_PREFIX};
+use shared::audit::{Attribution, Event, LoggedRows};
 use shared::config::{ConfigError, Env};
-use shared::db::DbPool;
+use shared::db::{DbPool, SqlParams};
 use shared::secrets::SecretsClient;
-use shared::storage::{drain_deletions, Storage, StorageConfig};
+use shared::storage::{drain_deletions, drain_queue, Storage, StorageConfig};
+use shared::ApiResult;
+use tokio_postgres::types::Type;
 
 pub struct EventsState {
     pub pool: DbPool,
@@ -32,120 +39,285 @@ impl EventsState {
     }
 }
 
-#[derive(Deserialize)]
-struct S3Event {
-    #[serde(rename = "Records")]
-    records: Vec<S3Record>,
-}
-
-#[derive(Deserialize)]
-struct S3Record {
-    #[serde(rename = "eventSource", default)]
-    event_source: String,
-    #[serde(rename = "eventName", default)]
-    event_name: String,
-    s3: S3Entity,
-}
-
-#[derive(Deserialize)]
-struct S3Entity {
-    object: S3Object,
-}
-
-#[derive(Deserialize)]
-struct S3Object {
-    key: String,
-}
-
 /// One invocation: an S3 notification or a scheduled sweep; anything else is refused cleanly.
 pub async fn handle(state: &EventsState, event: Value) -> Result<Value, String> {
     if event.get("Records").is_some() {
         let event: S3Event =
             serde_json::from_value(event).map_err(|e| format!("malformed S3 event: {e}"))?;
-        return confirm_uploads(state, event).await;
+        return object_events(state, event).await;
     }
     if event.get("source").and_then(Value::as_str) == Some("aws.events") {
-        return sweep(state).await;
+        return sweep(state).await.map_err(|e| e.to_string());
     }
     Err("unsupported event: expected an S3 notification or a scheduled event".into())
 }
 
-async fn confirm_uploads(state: &EventsState, event: S3Event) -> Result<Value, String> {
-    let (mut confirmed, mut ignored) = (0, 0);
+async fn object_events(state: &EventsState, event: S3Event) -> Result<Value, String> {
+    let (mut confirmed, mut orphans, mut replaced, mut ignored) = (0, 0, 0, 0);
     for record in event.records {
-        if record.event_source != "aws:s3" || !record.event_name.starts_with("ObjectCreated:") {
-            ignored += 1;
-            continue;
-        }
-        // Keys arrive URL-encoded, with '+' for spaces.
-        let key = percent_encoding::percent_decode_str(&record.s3.object.key.replace('+', " "))
-            .decode_utf8_lossy()
-            .into_owned();
-        let Some(id) = attachment_id_of(&key) else {
-            tracing::warn!("S3 notification for a key that is not an attachment; ignored");
+        let created = record.event_source.as_deref() == Some("aws:s3")
+            && record
+                .event_name
+                .as_deref()
+                .is_some_and(|name| name.starts_with("ObjectCreated:"));
+        let Some(raw_key) = record.s3.object.key.filter(|_| created) else {
             ignored += 1;
             continue;
         };
+        // Keys arrive URL-encoded, with '+' for spaces.
+        let key = percent_encoding::percent_decode_str(&raw_key.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned();
+        if !key.starts_with(KEY_PREFIX) {
+            tracing::warn!("S3 notification for a key outside the attachments prefix; ignored");
+            ignored += 1;
+            continue;
+        }
         // The notification lacks the Content-Type: one HEAD gives what S3 really stored.
-        match state.storage.head(&key).await? {
-            Some(stored) => {
-                let outcome = attachments::confirm(&state.pool, id, &stored)
+        let Some(stored) = state.storage.head(&key).await? else {
+            ignored += 1;
+            continue;
+        };
+        let row = attachment_of_key(&state.pool, &key)
+            .await
+            .map_err(|e| e.to_string())?;
+        match row {
+            None => {
+                let queued = queue_orphans(&state.pool, &[key])
                     .await
                     .map_err(|e| e.to_string())?;
-                if outcome.is_some() {
-                    confirmed += 1;
-                } else {
-                    // Unknown attachment, or already confirmed (a redelivered event).
-                    ignored += 1;
+                orphans += queued.len();
+                drain_deletions(&state.pool, &state.storage, queued).await;
+            }
+            Some(attachment) if attachment.is_pending() => {
+                match attachments::confirm(&state.pool, attachment.id, &stored)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    Some(_) => confirmed += 1,
+                    None => ignored += 1,
                 }
             }
-            None => ignored += 1,
+            Some(attachment) if attachment.etag != stored.etag => {
+                flag_replaced(&state.pool, &attachment, stored.etag.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                replaced += 1;
+            }
+            // Already confirmed with these bytes: a redelivered event.
+            Some(_) => ignored += 1,
         }
     }
-    tracing::info!(confirmed, ignored, "S3 notifications handled");
-    Ok(json!({ "confirmed": confirmed, "ignored": ignored }))
+    tracing::info!(
+        confirmed,
+        orphans,
+        replaced,
+        ignored,
+        "S3 notifications handled"
+    );
+    Ok(json!({
+        "confirmed": confirmed,
+        "orphans_queued": orphans,
+        "replaced": replaced,
+        "ignored": ignored,
+    }))
 }
 
-async fn sweep(state: &EventsState) -> Result<Value, String> {
-    let (deleted, still_queued) = drain_deletions(&state.pool, &state.storage, None, 1000)
-        .await
-        .map_err(|e| e.to_string())?;
-    let client = state.pool.get().await.map_err(|e| e.to_string())?;
+async fn attachment_of_key(pool: &DbPool, key: &str) -> ApiResult<Option<Attachment>> {
+    let client = pool.get().await?;
+    Ok(client
+        .query_opt(
+            &format!("SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE object_key = $1"),
+            &[&key],
+        )
+        .await?
+        .as_ref()
+        .map(Attachment::from_row))
+}
+
+/// The patient and attachment ids a key of ours names, as SQL over a column `key`; NULL for
+/// any other key.
+const KEY_ATTACHMENT_ID: &str = "CASE WHEN key ~ '^patients/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/attachments/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN split_part(key, '/', 4)::uuid END";
+const KEY_PATIENT_ID: &str = "CASE WHEN key ~ '^patients/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/attachments/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN split_part(key, '/', 2)::uuid END";
+
+/// Queues for deletion those of `keys` that no attachment row points at, each with an audit
+/// event (the system is the actor; the patient is the one the key names), in one statement.
+/// Returns the keys queued.
+async fn queue_orphans(pool: &DbPool, keys: &[String]) -> ApiResult<Vec<String>> {
+    let mut params = SqlParams::new();
+    let keys = params.push(keys.to_vec(), Type::TEXT_ARRAY);
+    let logged = shared::audit::logged_cte(
+        &Attribution::default(),
+        &Event::new("attachment.orphan_object_queued", "attachment"),
+        &mut params,
+        &LoggedRows {
+            source: "queued",
+            resource: KEY_ATTACHMENT_ID,
+            patient: KEY_PATIENT_ID,
+            details: None,
+        },
+    );
+    let client = pool.get().await?;
+    let rows = client
+        .query_typed(
+            &format!(
+                "WITH queued AS (
+                    INSERT INTO object_deletions (object_key)
+                    SELECT k FROM unnest({keys}::text[]) k
+                    WHERE NOT EXISTS (SELECT 1 FROM attachments a WHERE a.object_key = k)
+                    ON CONFLICT (object_key) DO UPDATE SET queued_at = now()
+                    RETURNING object_key AS key
+                 ), {logged}
+                 SELECT key FROM queued"
+            ),
+            &params.typed(),
+        )
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// The object of an uploaded attachment now holds other bytes than were confirmed (upload URLs
+/// cannot overwrite; this is someone with direct bucket access, or a restore): flagged on the
+/// row and audited, for a person to look at.
+async fn flag_replaced(
+    pool: &DbPool,
+    attachment: &Attachment,
+    stored_etag: Option<&str>,
+) -> ApiResult<()> {
+    tracing::warn!(attachment_id = %attachment.id, "an uploaded attachment's object was replaced");
+    let mut params = SqlParams::new();
+    let id = params.push(attachment.id, Type::UUID);
+    let logged = shared::audit::logged_cte(
+        &Attribution::default(),
+        &Event::new("attachment.object_replaced", "attachment").details(json!({
+            "recorded_etag": attachment.etag,
+            "stored_etag": stored_etag,
+        })),
+        &mut params,
+        &LoggedRows {
+            source: "flagged",
+            resource: "id",
+            patient: "patient_id",
+            details: None,
+        },
+    );
+    pool.get()
+        .await?
+        .query_typed(
+            &format!(
+                "WITH flagged AS (
+                    UPDATE attachments SET content_mismatch = true WHERE id = {id}
+                    RETURNING id, patient_id
+                 ), {logged}
+                 SELECT id FROM flagged"
+            ),
+            &params.typed(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Pages of the bucket listing one sweep walks (1,000 keys each); the next sweep goes on from
+/// where this one stopped, so a bucket of any size is covered within a bounded run time.
+const LISTING_PAGES_PER_SWEEP: usize = 20;
+
+async fn sweep(state: &EventsState) -> ApiResult<Value> {
+    let (deleted, still_queued) = drain_queue(&state.pool, &state.storage, 1000).await?;
+    let removed = remove_abandoned_uploads(state).await?;
+    let orphans = remove_orphan_objects(state).await?;
+    tracing::info!(deleted, still_queued, removed, orphans, "sweep done");
+    Ok(json!({
+        "objects_deleted": deleted,
+        "objects_still_queued": still_queued,
+        "abandoned_uploads_removed": removed,
+        "orphan_objects_queued": orphans,
+    }))
+}
+
+/// Pending uploads older than the abandonment window whose object never arrived lose their row.
+async fn remove_abandoned_uploads(state: &EventsState) -> ApiResult<u64> {
+    let client = state.pool.get().await?;
     let stale = client
         .query(
             &format!(
-                "SELECT {} FROM attachments WHERE status = 'pending'
-                 AND created_at < now() - make_interval(hours => $1::int) ORDER BY created_at LIMIT 500",
-                attachments::ATTACHMENT_COLUMNS
+                "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE status = 'pending'
+                 AND created_at < now() - make_interval(hours => $1::int) ORDER BY created_at LIMIT 500"
             ),
             &[&(state.abandoned_after_hours as i32)],
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     drop(client);
     // Abandoned: still no object. An S3 error proves nothing, so those rows stay for next time.
     let mut abandoned = Vec::new();
-    for attachment in stale.iter().map(attachments::Attachment::from_row) {
+    for attachment in stale.iter().map(Attachment::from_row) {
         match state.storage.head(&attachment.object_key).await {
             Ok(Some(stored)) => {
-                attachments::confirm(&state.pool, attachment.id, &stored)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                attachments::confirm(&state.pool, attachment.id, &stored).await?;
             }
             Ok(None) => abandoned.push(attachment.id),
             Err(error) => tracing::warn!(%error, "could not check a stale upload"),
         }
     }
-    let client = state.pool.get().await.map_err(|e| e.to_string())?;
-    let removed = client
+    let client = state.pool.get().await?;
+    Ok(client
         .execute(
             "DELETE FROM attachments WHERE id = ANY($1) AND status = 'pending'",
             &[&abandoned],
         )
-        .await
-        .map_err(|e| e.to_string())?;
-    tracing::info!(deleted, still_queued, removed, "sweep done");
-    Ok(
-        json!({ "objects_deleted": deleted, "objects_still_queued": still_queued, "abandoned_uploads_removed": removed }),
-    )
+        .await?)
+}
+
+/// Walks the bucket's attachments prefix from where the last sweep stopped and queues (then
+/// deletes) every object no row points at and older than an upload URL's lifetime (a younger
+/// one may belong to a row still being written).
+async fn remove_orphan_objects(state: &EventsState) -> ApiResult<usize> {
+    let client = state.pool.get().await?;
+    let mut position: Option<String> = client
+        .query_one("SELECT start_after FROM bucket_sweep WHERE id = 1", &[])
+        .await?
+        .get(0);
+    drop(client);
+    let old_enough = SystemTime::now()
+        .checked_sub(state.storage.config.upload_url_ttl + Duration::from_secs(1))
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut queued_total = 0;
+    for _ in 0..LISTING_PAGES_PER_SWEEP {
+        let (objects, more) = match state
+            .storage
+            .list_page(KEY_PREFIX, position.as_deref())
+            .await
+        {
+            Ok(page) => page,
+            Err(error) => {
+                tracing::warn!(%error, "could not list the bucket; the next sweep goes on");
+                break;
+            }
+        };
+        let candidates: Vec<String> = objects
+            .iter()
+            .filter(|o| o.last_modified < old_enough)
+            .map(|o| o.key.clone())
+            .collect();
+        let queued = queue_orphans(&state.pool, &candidates).await?;
+        queued_total += queued.len();
+        drain_deletions(&state.pool, &state.storage, queued).await;
+        position = if more {
+            objects.last().map(|o| o.key.clone())
+        } else {
+            None
+        };
+        if position.is_none() {
+            break;
+        }
+    }
+    state
+        .pool
+        .get()
+        .await?
+        .execute(
+            "UPDATE bucket_sweep SET start_after = $1, swept_at = now() WHERE id = 1",
+            &[&position],
+        )
+        .await?;
+    Ok(queued_total)
 }

@@ -2,6 +2,7 @@
 //! URLs; this function only records them, signs URLs, and confirms and deletes objects.
 
 use axum::extract::{FromRef, Path, State};
+use axum::handler::Handler;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -10,27 +11,22 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shared::attachments::{self, content_disposition, object_key, Attachment, ATTACHMENT_COLUMNS};
-use shared::audit::{Audit, Event};
-use shared::auth::{AuthContext, CurrentUser};
+use shared::audit::LoggedRows;
+use shared::auth::{AuthContext, CurrentUser, Writer};
 use shared::config::{ConfigError, Env};
-use shared::db::{param, typed};
+use shared::db::SqlParams;
 use shared::http::{parse_uuid, JsonBody, Paging, QueryParams};
 use shared::secrets::SecretsClient;
 use shared::storage::{drain_deletions, Storage, StorageConfig};
+use shared::trail::{Audit, AuditTrail, RouteEvent};
 use shared::{ApiError, ApiResult};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-#[derive(Clone)]
+#[derive(Clone, FromRef)]
 pub struct AttachmentsState {
     pub auth: AuthContext,
     pub storage: Storage,
-}
-
-impl FromRef<AttachmentsState> for AuthContext {
-    fn from_ref(state: &AttachmentsState) -> Self {
-        state.auth.clone()
-    }
 }
 
 impl AttachmentsState {
@@ -47,30 +43,41 @@ impl AttachmentsState {
     }
 }
 
+const ATTACHMENT: &str = "attachment";
+const ATTACHMENT_CREATE: RouteEvent = RouteEvent::new("attachment.create", ATTACHMENT);
+const ATTACHMENT_LIST: RouteEvent = RouteEvent::new("attachment.list", ATTACHMENT);
+const PATIENT_ATTACHMENT_LIST: RouteEvent =
+    RouteEvent::new("attachment.list", ATTACHMENT).patient_from("id");
+const ATTACHMENT_READ: RouteEvent =
+    RouteEvent::new("attachment.read", ATTACHMENT).resource_from("id");
+const ATTACHMENT_DOWNLOAD: RouteEvent =
+    RouteEvent::new("attachment.download", ATTACHMENT).resource_from("id");
+const ATTACHMENT_DELETE: RouteEvent =
+    RouteEvent::new("attachment.delete", ATTACHMENT).resource_from("id");
+
 pub fn router(state: AttachmentsState) -> Router {
+    let trail = AuditTrail::new(state.auth.pool.clone());
     Router::new()
         .route(
             "/api/v1/attachments",
-            get(list_attachments).post(create_attachment),
+            get(list_attachments.layer(trail.on(ATTACHMENT_LIST)))
+                .post(create_attachment.layer(trail.on(ATTACHMENT_CREATE))),
         )
         .route(
             "/api/v1/attachments/{id}",
-            get(read_attachment).delete(delete_attachment),
+            get(read_attachment.layer(trail.on(ATTACHMENT_READ)))
+                .delete(delete_attachment.layer(trail.on(ATTACHMENT_DELETE))),
         )
-        .route("/api/v1/attachments/{id}/content", get(download_attachment))
+        .route(
+            "/api/v1/attachments/{id}/content",
+            get(download_attachment.layer(trail.on(ATTACHMENT_DOWNLOAD))),
+        )
         .route(
             "/api/v1/patients/{id}/attachments",
-            get(list_patient_attachments),
+            get(list_patient_attachments.layer(trail.on(PATIENT_ATTACHMENT_LIST))),
         )
         .with_state(state)
 }
-
-const ATTACHMENT: &str = "attachment";
-pub const ATTACHMENT_CREATE: &str = "attachment.create";
-pub const ATTACHMENT_READ: &str = "attachment.read";
-pub const ATTACHMENT_LIST: &str = "attachment.list";
-pub const ATTACHMENT_DOWNLOAD: &str = "attachment.download";
-pub const ATTACHMENT_DELETE: &str = "attachment.delete";
 
 fn not_found() -> ApiError {
     ApiError::NotFound("Attachment not found".into())
@@ -147,30 +154,12 @@ struct CreatedAttachment {
 
 async fn create_attachment(
     State(state): State<AttachmentsState>,
-    current: CurrentUser,
+    _writer: Writer,
     audit: Audit,
-    body: Result<JsonBody<AttachmentCreate>, ApiError>,
+    JsonBody(body): JsonBody<AttachmentCreate>,
 ) -> ApiResult<Json<CreatedAttachment>> {
-    let audit = audit.by(&current);
     let id = Uuid::new_v4();
-    let patient_id = body.as_ref().ok().map(|JsonBody(b)| b.patient_id);
-    let event = Event::new(ATTACHMENT_CREATE, ATTACHMENT)
-        .resource(Some(id))
-        .patient(patient_id);
-    let result = create(&state, &current, &audit, &event, id, body).await;
-    audit.refused(&state.auth.pool, event, result).await
-}
-
-async fn create(
-    state: &AttachmentsState,
-    current: &CurrentUser,
-    audit: &Audit,
-    event: &Event,
-    id: Uuid,
-    body: Result<JsonBody<AttachmentCreate>, ApiError>,
-) -> ApiResult<Json<CreatedAttachment>> {
-    current.require_writer()?;
-    let JsonBody(body) = body?;
+    audit.describe(|event| event.resource(Some(id)).patient(Some(body.patient_id)));
     let config = &state.storage.config;
     let mime_type = body
         .mime_type
@@ -202,31 +191,27 @@ async fn create(
         .storage
         .presign_upload(&key, &mime_type, body.size)
         .await?;
-    let declared_size = body.size.map(|s| s as i64);
+    let mut params = SqlParams::new();
+    let id = params.push(id, Type::UUID);
+    let patient_id = params.push(body.patient_id, Type::UUID);
+    let file_name = params.push(body.file_name.0.clone(), Type::VARCHAR);
+    let mime = params.push(mime_type.clone(), Type::VARCHAR);
+    let key = params.push(key, Type::TEXT);
+    let declared_size = params.push(body.size.map(|s| s as i64), Type::INT8);
     // The row and its audit event in one statement; no row (unknown patient), no event.
-    let (logged, audit_params) =
-        audit.logged_cte(event, "created", "created.id", "created.patient_id", 7);
-    let mut params = vec![
-        param(id, Type::UUID),
-        param(body.patient_id, Type::UUID),
-        param(body.file_name.0.clone(), Type::VARCHAR),
-        param(mime_type.clone(), Type::VARCHAR),
-        param(key.clone(), Type::TEXT),
-        param(declared_size, Type::INT8),
-    ];
-    params.extend(audit_params);
+    let logged = audit.logged_cte(&mut params, &attachment_rows("created"));
     let client = state.auth.pool.get().await?;
     let inserted = client
         .query_typed_opt(
             &format!(
                 "WITH created AS (
                     INSERT INTO attachments (id, patient_id, file_name, mime_type, object_key, declared_size)
-                    SELECT $1, p.id, $3, $4, $5, $6 FROM patients p WHERE p.id = $2
+                    SELECT {id}, p.id, {file_name}, {mime}, {key}, {declared_size} FROM patients p WHERE p.id = {patient_id}
                     RETURNING {ATTACHMENT_COLUMNS}
                  ), {logged}
                  SELECT * FROM created"
             ),
-            &typed(&params),
+            &params.typed(),
         )
         .await?
         .ok_or_else(|| ApiError::NotFound("Patient not found".into()))?;
@@ -241,6 +226,16 @@ async fn create(
             .collect(),
         upload_expires_at: upload.expires_at.into(),
     }))
+}
+
+/// The changed rows of a statement whose CTE `source` returns attachments.
+fn attachment_rows(source: &str) -> LoggedRows<'_> {
+    LoggedRows {
+        source,
+        resource: "id",
+        patient: "patient_id",
+        details: None,
+    }
 }
 
 #[derive(Deserialize)]
@@ -258,39 +253,31 @@ struct AttachmentList {
 
 async fn list_attachments(
     State(state): State<AttachmentsState>,
-    current: CurrentUser,
+    _current: CurrentUser,
     audit: Audit,
-    params: Result<QueryParams<ListParams>, ApiError>,
+    QueryParams(params): QueryParams<ListParams>,
 ) -> ApiResult<Json<AttachmentList>> {
-    let audit = audit.by(&current);
-    let result = async {
-        let QueryParams(params) = params?;
-        list_filtered(&state, params).await
-    }
-    .await;
-    let event = list_event(Event::new(ATTACHMENT_LIST, ATTACHMENT), &result);
-    audit.read(&state.auth.pool, event, result.map(Json)).await
+    let list = list_filtered(&state, params).await?;
+    describe_list(&audit, &list);
+    Ok(Json(list))
 }
 
 /// Which attachments (and so which patients' files) a list showed.
-fn list_event(event: Event, result: &ApiResult<AttachmentList>) -> Event {
-    match result {
-        Ok(list) => {
-            let mut patients: Vec<Uuid> = list.data.iter().map(|a| a.patient_id).collect();
-            patients.sort();
-            patients.dedup();
-            let event = if patients.len() == 1 {
-                event.patient(Some(patients[0]))
-            } else {
-                event
-            };
-            event.details(json!({
-                "attachment_ids": list.data.iter().map(|a| a.id).collect::<Vec<_>>(),
-                "patient_ids": patients,
-            }))
-        }
-        Err(_) => event,
-    }
+fn describe_list(audit: &Audit, list: &AttachmentList) {
+    let mut patients: Vec<Uuid> = list.data.iter().map(|a| a.patient_id).collect();
+    patients.sort();
+    patients.dedup();
+    audit.describe(|event| {
+        let event = if patients.len() == 1 {
+            event.patient(Some(patients[0]))
+        } else {
+            event
+        };
+        event.details(json!({
+            "attachment_ids": list.data.iter().map(|a| a.id).collect::<Vec<_>>(),
+            "patient_ids": patients,
+        }))
+    });
 }
 
 async fn list_filtered(state: &AttachmentsState, params: ListParams) -> ApiResult<AttachmentList> {
@@ -313,24 +300,15 @@ async fn list_filtered(state: &AttachmentsState, params: ListParams) -> ApiResul
 
 async fn list_patient_attachments(
     State(state): State<AttachmentsState>,
-    current: CurrentUser,
+    _current: CurrentUser,
     audit: Audit,
     Path(raw_id): Path<String>,
-    paging: Result<QueryParams<Paging>, ApiError>,
+    QueryParams(paging): QueryParams<Paging>,
 ) -> ApiResult<Json<AttachmentList>> {
-    let audit = audit.by(&current);
-    let patient_id = parse_uuid("patient_id", &raw_id);
-    let result = async {
-        let patient_id = patient_id.clone()?;
-        let QueryParams(paging) = paging?;
-        list_of_patient(&state, patient_id, paging).await
-    }
-    .await;
-    let event = list_event(
-        Event::new(ATTACHMENT_LIST, ATTACHMENT).patient(patient_id.ok()),
-        &result,
-    );
-    audit.read(&state.auth.pool, event, result.map(Json)).await
+    let patient_id = parse_uuid("patient_id", &raw_id)?;
+    let list = list_of_patient(&state, patient_id, paging).await?;
+    describe_list(&audit, &list);
+    Ok(Json(list))
 }
 
 async fn list_of_patient(
@@ -399,27 +377,15 @@ async fn load(state: &AttachmentsState, raw_id: &str) -> ApiResult<Attachment> {
     Ok(attachment)
 }
 
-/// The event of a request about one attachment, once its outcome is known.
-fn attachment_event(action: &'static str, raw_id: &str, result: &ApiResult<Attachment>) -> Event {
-    let event = Event::new(action, ATTACHMENT).resource(Uuid::parse_str(raw_id).ok());
-    match result {
-        Ok(attachment) => event.patient(Some(attachment.patient_id)),
-        Err(_) => event,
-    }
-}
-
 async fn read_attachment(
     State(state): State<AttachmentsState>,
-    current: CurrentUser,
+    _current: CurrentUser,
     audit: Audit,
     Path(raw_id): Path<String>,
 ) -> ApiResult<Json<Attachment>> {
-    let result = load(&state, &raw_id).await;
-    let event = attachment_event(ATTACHMENT_READ, &raw_id, &result);
-    audit
-        .by(&current)
-        .read(&state.auth.pool, event, result.map(Json))
-        .await
+    let attachment = load(&state, &raw_id).await?;
+    audit.describe(|event| event.patient(Some(attachment.patient_id)));
+    Ok(Json(attachment))
 }
 
 #[derive(Deserialize)]
@@ -433,28 +399,20 @@ struct ContentParams {
 /// never passes through Lambda.
 async fn download_attachment(
     State(state): State<AttachmentsState>,
-    current: CurrentUser,
+    _current: CurrentUser,
     audit: Audit,
     Path(raw_id): Path<String>,
-    params: Result<QueryParams<ContentParams>, ApiError>,
+    QueryParams(params): QueryParams<ContentParams>,
 ) -> ApiResult<Response> {
-    let (loaded, redirect) = match params {
-        Ok(QueryParams(params)) => (load(&state, &raw_id).await, params.redirect.unwrap_or(true)),
-        Err(error) => (Err(error), true),
-    };
-    let event = attachment_event(ATTACHMENT_DOWNLOAD, &raw_id, &loaded);
-    let result = match loaded {
-        Ok(attachment) if attachment.is_pending() => Err(ApiError::Conflict(
+    let attachment = load(&state, &raw_id).await?;
+    // Recorded (by the layer) before the URL, a credential for the file, is handed out.
+    audit.describe(|event| event.patient(Some(attachment.patient_id)));
+    if attachment.is_pending() {
+        return Err(ApiError::Conflict(
             "Attachment content has not been uploaded".into(),
-        )),
-        Ok(attachment) => content_response(&state, attachment, redirect).await,
-        Err(error) => Err(error),
-    };
-    // Recorded before the URL (a credential for the file) is handed out.
-    audit
-        .by(&current)
-        .read(&state.auth.pool, event, result)
-        .await
+        ));
+    }
+    content_response(&state, attachment, params.redirect.unwrap_or(true)).await
 }
 
 async fn content_response(
@@ -489,50 +447,36 @@ async fn content_response(
 
 async fn delete_attachment(
     State(state): State<AttachmentsState>,
-    current: CurrentUser,
+    _writer: Writer,
     audit: Audit,
     Path(raw_id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let audit = audit.by(&current);
-    let event = Event::new(ATTACHMENT_DELETE, ATTACHMENT).resource(Uuid::parse_str(&raw_id).ok());
-    let result = delete(&state, &current, &audit, &event, &raw_id).await;
-    audit.refused(&state.auth.pool, event, result).await
-}
-
-async fn delete(
-    state: &AttachmentsState,
-    current: &CurrentUser,
-    audit: &Audit,
-    event: &Event,
-    raw_id: &str,
-) -> ApiResult<Json<serde_json::Value>> {
-    current.require_writer()?;
-    let id = parse_uuid("attachment_id", raw_id)?;
+    let id = parse_uuid("attachment_id", &raw_id)?;
+    let mut params = SqlParams::new();
+    let id = params.push(id, Type::UUID);
     // Row deleted, object queued and audit event written in one statement: never one without
     // the others, in one round trip.
-    let (logged, audit_params) = audit.logged_cte(event, "gone", "gone.id", "gone.patient_id", 2);
-    let mut params = vec![param(id, Type::UUID)];
-    params.extend(audit_params);
+    let logged = audit.logged_cte(&mut params, &attachment_rows("gone"));
     let client = state.auth.pool.get().await?;
     let key: String = client
         .query_typed_opt(
             &format!(
                 "WITH gone AS (
-                    DELETE FROM attachments WHERE id = $1 RETURNING id, patient_id, object_key
+                    DELETE FROM attachments WHERE id = {id} RETURNING id, patient_id, object_key
                  ), queued AS (
                     INSERT INTO object_deletions (object_key) SELECT object_key FROM gone
                     ON CONFLICT (object_key) DO UPDATE SET queued_at = now()
                  ), {logged}
                  SELECT object_key FROM gone"
             ),
-            &typed(&params),
+            &params.typed(),
         )
         .await?
         .ok_or_else(not_found)?
         .get(0);
     drop(client);
-    // Delete the object now; if S3 cannot be reached the key stays queued for the sweep.
-    drain_deletions(&state.auth.pool, &state.storage, Some(vec![key]), 0).await?;
+    // Delete the object now; whatever fails stays queued for the sweep, and the delete stands.
+    drain_deletions(&state.auth.pool, &state.storage, vec![key]).await;
     Ok(Json(
         json!({ "message": "Attachment deleted successfully" }),
     ))

@@ -2,30 +2,26 @@
 //! on (occurred_at, id), since the table grows without bound.
 
 use axum::extract::{FromRef, State};
+use axum::handler::Handler;
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use shared::audit::{Audit, Event};
-use shared::auth::{AuthContext, CurrentUser};
+use shared::auth::{AuthContext, Superuser};
 use shared::config::{ConfigError, Env};
+use shared::db::SqlParams;
 use shared::http::{QueryParams, DEFAULT_LIMIT, MAX_LIMIT};
 use shared::secrets::SecretsClient;
+use shared::trail::{Audit, AuditTrail, RouteEvent};
 use shared::{ApiError, ApiResult, FieldError};
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-#[derive(Clone)]
+#[derive(Clone, FromRef)]
 pub struct AuditState {
     pub auth: AuthContext,
-}
-
-impl FromRef<AuditState> for AuthContext {
-    fn from_ref(state: &AuditState) -> Self {
-        state.auth.clone()
-    }
 }
 
 impl AuditState {
@@ -37,9 +33,14 @@ impl AuditState {
     }
 }
 
+const AUDIT_READ: RouteEvent = RouteEvent::new("audit.read", "audit_event");
+
 pub fn router(state: AuditState) -> Router {
     Router::new()
-        .route("/api/v1/audit-events", get(list_events))
+        .route(
+            "/api/v1/audit-events",
+            get(list_events.layer(AuditTrail::new(state.auth.pool.clone()).on(AUDIT_READ))),
+        )
         .with_state(state)
 }
 
@@ -99,13 +100,11 @@ fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
     ))
 }
 
-type Param = (Box<dyn ToSql + Sync + Send>, Type);
-
 /// The WHERE clause and parameters of the filters, or a 422 naming every bad one.
-fn parse(filters: Filters) -> ApiResult<(String, Vec<Param>, i64)> {
+fn parse(filters: Filters) -> ApiResult<(String, SqlParams, i64)> {
     let mut errors = Vec::new();
     let mut clauses: Vec<String> = Vec::new();
-    let mut params: Vec<Param> = Vec::new();
+    let mut params = SqlParams::new();
     // Sent empty is invalid for every one of these typed filters.
     let given = |v: Option<String>| v.map(|s| s.trim().to_owned());
     for (name, column, value) in [
@@ -115,8 +114,7 @@ fn parse(filters: Filters) -> ApiResult<(String, Vec<Param>, i64)> {
         if let Some(raw) = value {
             match Uuid::parse_str(&raw) {
                 Ok(id) => {
-                    params.push((Box::new(id), Type::UUID));
-                    clauses.push(format!("{column} = ${}", params.len()));
+                    clauses.push(format!("{column} = {}", params.push(id, Type::UUID)));
                 }
                 Err(_) => errors.push(FieldError::new(
                     &["query", name],
@@ -127,13 +125,11 @@ fn parse(filters: Filters) -> ApiResult<(String, Vec<Param>, i64)> {
         }
     }
     if let Some(action) = given(filters.action) {
-        params.push((Box::new(action), Type::TEXT));
-        clauses.push(format!("action = ${}", params.len()));
+        clauses.push(format!("action = {}", params.push(action, Type::TEXT)));
     }
     if let Some(outcome) = given(filters.outcome) {
         if ["success", "denied", "not_found", "invalid"].contains(&outcome.as_str()) {
-            params.push((Box::new(outcome), Type::TEXT));
-            clauses.push(format!("outcome = ${}", params.len()));
+            clauses.push(format!("outcome = {}", params.push(outcome, Type::TEXT)));
         } else {
             errors.push(FieldError::new(
                 &["query", "outcome"],
@@ -149,8 +145,8 @@ fn parse(filters: Filters) -> ApiResult<(String, Vec<Param>, i64)> {
         if let Some(raw) = value {
             match DateTime::parse_from_rfc3339(&raw) {
                 Ok(at) => {
-                    params.push((Box::new(at.with_timezone(&Utc)), Type::TIMESTAMPTZ));
-                    clauses.push(format!("occurred_at {op} ${}", params.len()));
+                    let at = params.push(at.with_timezone(&Utc), Type::TIMESTAMPTZ);
+                    clauses.push(format!("occurred_at {op} {at}"));
                 }
                 Err(_) => errors.push(FieldError::new(
                     &["query", name],
@@ -163,13 +159,9 @@ fn parse(filters: Filters) -> ApiResult<(String, Vec<Param>, i64)> {
     if let Some(raw) = given(filters.cursor) {
         match decode_cursor(&raw) {
             Some((at, id)) => {
-                params.push((Box::new(at), Type::TIMESTAMPTZ));
-                params.push((Box::new(id), Type::UUID));
-                clauses.push(format!(
-                    "(occurred_at, id) < (${}, ${})",
-                    params.len() - 1,
-                    params.len()
-                ));
+                let at = params.push(at, Type::TIMESTAMPTZ);
+                let id = params.push(id, Type::UUID);
+                clauses.push(format!("(occurred_at, id) < ({at}, {id})"));
             }
             None => errors.push(FieldError::new(
                 &["query", "cursor"],
@@ -199,56 +191,42 @@ fn parse(filters: Filters) -> ApiResult<(String, Vec<Param>, i64)> {
 
 async fn list_events(
     State(state): State<AuditState>,
-    current: CurrentUser,
+    _superuser: Superuser,
     audit: Audit,
-    filters: Result<QueryParams<Filters>, ApiError>,
+    QueryParams(filters): QueryParams<Filters>,
 ) -> ApiResult<Json<Page>> {
-    let audit = audit.by(&current);
-    let result = async {
-        current.require_superuser()?;
-        let QueryParams(filters) = filters?;
-        let (clause, mut params, limit) = parse(filters)?;
-        params.push((Box::new(limit + 1), Type::INT8));
-        let sql = format!(
-            "SELECT {COLUMNS} FROM audit_events{clause} ORDER BY occurred_at DESC, id DESC LIMIT ${}",
-            params.len()
-        );
-        let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
-            .iter()
-            .map(|(v, t)| (v.as_ref() as &(dyn ToSql + Sync), t.clone()))
-            .collect();
-        let client = state.auth.pool.get().await?;
-        let rows = client.query_typed(&sql, &typed).await?;
-        let mut data: Vec<AuditEventOut> = rows
-            .iter()
-            .map(|r| AuditEventOut {
-                id: r.get(0),
-                occurred_at: r.get(1),
-                actor_id: r.get(2),
-                actor_email: r.get(3),
-                action: r.get(4),
-                outcome: r.get(5),
-                resource_type: r.get(6),
-                resource_id: r.get(7),
-                patient_id: r.get(8),
-                request_id: r.get(9),
-                source_ip: r.get(10),
-                user_agent: r.get(11),
-                details: r.get(12),
-            })
-            .collect();
-        let next_cursor = if data.len() as i64 > limit {
-            data.truncate(limit as usize);
-            data.last().map(|e| encode_cursor(e.occurred_at, e.id))
-        } else {
-            None
-        };
-        Ok(Page { data, next_cursor })
-    }
-    .await;
+    let (clause, mut params, limit) = parse(filters)?;
+    let limit_p = params.push(limit + 1, Type::INT8);
+    let sql = format!(
+        "SELECT {COLUMNS} FROM audit_events{clause} ORDER BY occurred_at DESC, id DESC LIMIT {limit_p}"
+    );
+    let client = state.auth.pool.get().await?;
+    let rows = client.query_typed(&sql, &params.typed()).await?;
+    let mut data: Vec<AuditEventOut> = rows
+        .iter()
+        .map(|r| AuditEventOut {
+            id: r.get(0),
+            occurred_at: r.get(1),
+            actor_id: r.get(2),
+            actor_email: r.get(3),
+            action: r.get(4),
+            outcome: r.get(5),
+            resource_type: r.get(6),
+            resource_id: r.get(7),
+            patient_id: r.get(8),
+            request_id: r.get(9),
+            source_ip: r.get(10),
+            user_agent: r.get(11),
+            details: r.get(12),
+        })
+        .collect();
+    let next_cursor = if data.len() as i64 > limit {
+        data.truncate(limit as usize);
+        data.last().map(|e| encode_cursor(e.occurred_at, e.id))
+    } else {
+        None
+    };
     // Reading the trail is itself recorded.
-    let event = Event::new("audit.read", "audit_event").details(json!({
-        "events": result.as_ref().map(|p| p.data.len()).unwrap_or(0)
-    }));
-    audit.read(&state.auth.pool, event, result.map(Json)).await
+    audit.describe(|event| event.details(json!({ "events": data.len() })));
+    Ok(Json(Page { data, next_cursor }))
 }

@@ -5,24 +5,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{FromRef, Path, State};
+use axum::handler::Handler;
 use axum::http::{header, HeaderValue};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use shared::audit::{Audit, Event, Outcome};
-use shared::auth::{password_fingerprint, AuthContext, CurrentUser};
+use shared::audit::Outcome;
+use shared::auth::{AuthContext, CurrentUser, Superuser};
 use shared::config::{ConfigError, Env};
 use shared::domain::{EmailAddress, Password};
 use shared::email::Mailer;
 use shared::http::{FormBody, JsonBody};
 use shared::password::{self, Verified};
-use shared::secrets::SecretsClient;
+use shared::secrets::{AppSecret, SecretsClient};
+use shared::tokens::password_fingerprint;
+use shared::trail::{Audit, AuditTrail, RouteEvent};
 use shared::users::{self, User};
 use shared::{ApiError, ApiResult};
 
-#[derive(Clone)]
+#[derive(Clone, FromRef)]
 pub struct AuthState {
     pub auth: AuthContext,
     pub mailer: Arc<Mailer>,
@@ -31,16 +34,10 @@ pub struct AuthState {
     pub recovery_min_response: Duration,
 }
 
-impl FromRef<AuthState> for AuthContext {
-    fn from_ref(state: &AuthState) -> Self {
-        state.auth.clone()
-    }
-}
-
 impl AuthState {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let secrets = SecretsClient::from_env(env);
-        let secret = shared::auth::AppSecret::load(env, &secrets).await?;
+        let secret = AppSecret::load(env, &secrets).await?;
         let auth = AuthContext::with_secret(env, &secrets, &secret, "carevault-auth").await?;
         Ok(Self {
             auth,
@@ -54,15 +51,35 @@ impl AuthState {
     }
 }
 
+const USER: &str = "user";
+const LOGIN: RouteEvent = RouteEvent::new("auth.login", USER);
+const TEST_TOKEN: RouteEvent = RouteEvent::new("auth.test_token", USER);
+const RESET_REQUEST: RouteEvent = RouteEvent::new("auth.password_reset_request", USER);
+const RESET: RouteEvent = RouteEvent::new("auth.password_reset", USER);
+const RESET_PREVIEW: RouteEvent = RouteEvent::new("auth.password_reset_preview", USER);
+
 pub fn router(state: AuthState) -> Router {
+    let trail = AuditTrail::new(state.auth.pool.clone());
     Router::new()
-        .route("/api/v1/login/access-token", post(login_access_token))
-        .route("/api/v1/login/test-token", post(test_token))
-        .route("/api/v1/password-recovery/{email}", post(recover_password))
-        .route("/api/v1/reset-password", post(reset_password))
+        .route(
+            "/api/v1/login/access-token",
+            post(login_access_token.layer(trail.on(LOGIN))),
+        )
+        .route(
+            "/api/v1/login/test-token",
+            post(test_token.layer(trail.on(TEST_TOKEN))),
+        )
+        .route(
+            "/api/v1/password-recovery/{email}",
+            post(recover_password.layer(trail.on(RESET_REQUEST))),
+        )
+        .route(
+            "/api/v1/reset-password",
+            post(reset_password.layer(trail.on(RESET))),
+        )
         .route(
             "/api/v1/password-recovery-html-content/{email}",
-            post(recover_password_html_content),
+            post(recover_password_html_content.layer(trail.on(RESET_PREVIEW))),
         )
         .with_state(state)
 }
@@ -79,28 +96,22 @@ async fn login_access_token(
     audit: Audit,
     FormBody(form): FormBody<LoginForm>,
 ) -> ApiResult<Json<Value>> {
-    let audit = audit.claiming(form.username.trim());
-    let result = login(&state, &form).await;
-    // Success and failure alike, before the token leaves; never the password.
-    let event = Event::new("auth.login", "user");
-    let (audit, event) = match &result {
-        Ok((user, _)) => (
-            Audit {
-                actor_id: Some(user.id),
-                ..audit
-            },
-            event.resource(Some(user.id)),
-        ),
-        // Wrong credentials or an inactive account: access denied.
-        Err(_) => (audit, event.outcome(Outcome::Denied)),
-    };
-    if !matches!(
-        result,
-        Err(ApiError::Unavailable(_) | ApiError::Internal(_))
-    ) {
-        audit.record(&state.auth.pool, &event).await?;
+    // Success and failure alike are recorded before the token leaves; never the password.
+    audit.attempted_account(&form.username);
+    match login(&state, &form).await {
+        Ok((user, token)) => {
+            audit.actor(user.id, &user.email);
+            audit.describe(|event| event.resource(Some(user.id)));
+            Ok(Json(
+                json!({ "access_token": token, "token_type": "bearer" }),
+            ))
+        }
+        Err(error) => {
+            // Wrong credentials or an inactive account: access denied.
+            audit.outcome(Outcome::Denied);
+            Err(error)
+        }
     }
-    result.map(|(_, token)| Json(json!({ "access_token": token, "token_type": "bearer" })))
 }
 
 async fn login(state: &AuthState, form: &LoginForm) -> ApiResult<(User, String)> {
@@ -132,7 +143,8 @@ async fn login(state: &AuthState, form: &LoginForm) -> ApiResult<(User, String)>
     Ok((user, token))
 }
 
-async fn test_token(user: CurrentUser) -> Json<User> {
+async fn test_token(user: CurrentUser, audit: Audit) -> Json<User> {
+    audit.describe(|event| event.resource(Some(user.0.id)));
     Json(user.0)
 }
 
@@ -147,19 +159,14 @@ async fn recover_password(
     Path(raw_email): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let started = Instant::now();
-    let audit = audit.claiming(&raw_email);
-    let event = Event::new("auth.password_reset_request", "user");
-    let email = match parse_email_path(&raw_email) {
-        Ok(email) => email,
-        Err(error) => return audit.refused(&state.auth.pool, event, Err(error)).await,
-    };
+    audit.attempted_account(&raw_email);
+    let email = parse_email_path(&raw_email)?;
     let outcome = send_recovery_email(&state, &email).await;
     // The trail says whether an account was found; the answer never does.
-    let event = match &outcome {
-        Ok(Some(user_id)) => event.resource(Some(*user_id)),
-        _ => event.outcome(Outcome::NotFound),
-    };
-    audit.record(&state.auth.pool, &event).await?;
+    match &outcome {
+        Ok(Some(user_id)) => audit.describe(|event| event.resource(Some(*user_id))),
+        _ => audit.outcome(Outcome::NotFound),
+    }
     tokio::time::sleep_until((started + state.recovery_min_response).into()).await;
     if let Err(error) = outcome {
         // Logged, not answered: the answer must not depend on whether the account exists.
@@ -203,26 +210,6 @@ async fn reset_password(
     audit: Audit,
     JsonBody(body): JsonBody<ResetPassword>,
 ) -> ApiResult<Json<Value>> {
-    let subject = state
-        .auth
-        .tokens
-        .verify_reset(&body.token)
-        .map(|(id, _)| id);
-    let audit = Audit {
-        actor_id: subject,
-        ..audit
-    };
-    let event = Event::new("auth.password_reset", "user").resource(subject);
-    let result = reset(&state, &audit, &event, body).await;
-    audit.refused(&state.auth.pool, event, result).await
-}
-
-async fn reset(
-    state: &AuthState,
-    audit: &Audit,
-    event: &Event,
-    body: ResetPassword,
-) -> ApiResult<Json<Value>> {
     let invalid = || ApiError::BadRequest("Invalid token".into());
     let (user_id, fingerprint) = state
         .auth
@@ -232,6 +219,9 @@ async fn reset(
     let (user, current_hash) = users::find_with_hash_by_id(&state.auth.pool, user_id)
         .await?
         .ok_or_else(invalid)?;
+    // A valid token speaks for its user: they are the actor, of a refusal too.
+    audit.actor(user.id, &user.email);
+    audit.describe(|event| event.resource(Some(user.id)));
     // The token was issued against the hash of that time: once the password changed, it is spent.
     if password_fingerprint(&current_hash) != fingerprint {
         return Err(invalid());
@@ -240,12 +230,13 @@ async fn reset(
         return Err(ApiError::BadRequest("Inactive user".into()));
     }
     let new_hash = password::hash(&body.new_password).await?;
+    let (who, event) = audit.for_statement();
     let replaced = users::replace_password_hash(
         &state.auth.pool,
         user.id,
         &current_hash,
         &new_hash,
-        Some((audit, event)),
+        Some((&who, &event)),
     )
     .await?;
     if !replaced {
@@ -257,16 +248,17 @@ async fn reset(
 /// The recovery email's HTML for a user, as the template's superuser preview route answers it.
 async fn recover_password_html_content(
     State(state): State<AuthState>,
-    current: CurrentUser,
+    _superuser: Superuser,
+    audit: Audit,
     Path(raw_email): Path<String>,
 ) -> ApiResult<Response> {
-    current.require_superuser()?;
     let email = parse_email_path(&raw_email)?;
     let (user, hash) = users::find_with_hash_by_email(&state.auth.pool, email.as_str())
         .await?
         .ok_or_else(|| {
             ApiError::NotFound("The user with this username does not exist in the system.".into())
         })?;
+    audit.describe(|event| event.resource(Some(user.id)));
     let token = state.auth.tokens.issue_reset(user.id, &hash)?;
     let minutes = state.auth.tokens.reset_ttl.as_secs() / 60;
     let message = state

@@ -4,19 +4,49 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// What CloudFormation sends (the fields we use).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct CustomResourceRequest {
-    pub request_type: String,
-    #[serde(rename = "ResponseURL")]
-    pub response_url: String,
-    pub stack_id: String,
-    pub request_id: String,
-    pub logical_resource_id: String,
-    pub physical_resource_id: Option<String>,
+/// What CloudFormation sends: Create, Update or Delete.
+pub use aws_lambda_events::event::cloudformation::CloudFormationCustomResourceRequest as CustomResourceRequest;
+
+/// Where to answer and what the answer must repeat, whatever the request type.
+struct Addressed<'a> {
+    is_delete: bool,
+    response_url: &'a str,
+    stack_id: &'a str,
+    request_id: &'a str,
+    logical_resource_id: &'a str,
+    physical_resource_id: Option<&'a str>,
+}
+
+fn addressed(request: &CustomResourceRequest) -> Result<Addressed<'_>, String> {
+    Ok(match request {
+        CustomResourceRequest::Create(r) => Addressed {
+            is_delete: false,
+            response_url: &r.response_url,
+            stack_id: &r.stack_id,
+            request_id: &r.request_id,
+            logical_resource_id: &r.logical_resource_id,
+            physical_resource_id: None,
+        },
+        CustomResourceRequest::Update(r) => Addressed {
+            is_delete: false,
+            response_url: &r.response_url,
+            stack_id: &r.stack_id,
+            request_id: &r.request_id,
+            logical_resource_id: &r.logical_resource_id,
+            physical_resource_id: Some(&r.physical_resource_id),
+        },
+        CustomResourceRequest::Delete(r) => Addressed {
+            is_delete: true,
+            response_url: &r.response_url,
+            stack_id: &r.stack_id,
+            request_id: &r.request_id,
+            logical_resource_id: &r.logical_resource_id,
+            physical_resource_id: Some(&r.physical_resource_id),
+        },
+        _ => return Err("unsupported custom resource request type".into()),
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -49,9 +79,10 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<serde_json::Value, String>>,
 {
+    let request = addressed(&request)?;
     // Keep a few seconds to deliver the answer itself.
     let budget = time_left.saturating_sub(Duration::from_secs(5));
-    let outcome = if request.request_type == "Delete" {
+    let outcome = if request.is_delete {
         Ok(serde_json::json!({ "skipped": "Delete keeps the database" }))
     } else {
         match tokio::time::timeout(budget, work()).await {
@@ -72,14 +103,14 @@ where
         reason,
         physical_resource_id: request
             .physical_resource_id
-            .clone()
-            .unwrap_or_else(|| PHYSICAL_RESOURCE_ID.to_owned()),
-        stack_id: request.stack_id.clone(),
-        request_id: request.request_id.clone(),
-        logical_resource_id: request.logical_resource_id.clone(),
+            .unwrap_or(PHYSICAL_RESOURCE_ID)
+            .to_owned(),
+        stack_id: request.stack_id.to_owned(),
+        request_id: request.request_id.to_owned(),
+        logical_resource_id: request.logical_resource_id.to_owned(),
         data,
     };
-    send(&request.response_url, &response).await?;
+    send(request.response_url, &response).await?;
     Ok(response)
 }
 

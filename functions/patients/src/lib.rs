@@ -4,37 +4,33 @@ pub mod model;
 pub mod search;
 
 use axum::extract::{FromRef, Path, State};
+use axum::handler::Handler;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use shared::audit::{Audit, Event};
-use shared::auth::{AuthContext, CurrentUser};
+use shared::audit::LoggedRows;
+use shared::auth::{AuthContext, CurrentUser, Writer};
 use shared::config::{ConfigError, Env};
-use shared::db::{param, typed};
+use shared::db::SqlParams;
 use shared::http::{parse_uuid, present, JsonBody, QueryParams};
 use shared::secrets::SecretsClient;
 use shared::storage::{drain_deletions, Storage, StorageConfig};
+use shared::trail::{Audit, AuditTrail, RouteEvent};
 use shared::{ApiError, ApiResult};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use model::{ContactInfo, Dob, MedicalHistory, Patient, PatientName, PATIENT_COLUMNS};
-use search::{as_typed, CountMode, Search, SearchParams};
+use search::{CountMode, Search, SearchParams};
 
-#[derive(Clone)]
+#[derive(Clone, FromRef)]
 pub struct PatientsState {
     pub auth: AuthContext,
     /// To delete a deleted patient's files at once (the queue retries what fails).
     pub storage: Storage,
-}
-
-impl FromRef<PatientsState> for AuthContext {
-    fn from_ref(state: &PatientsState) -> Self {
-        state.auth.clone()
-    }
 }
 
 impl PatientsState {
@@ -48,18 +44,32 @@ impl PatientsState {
     }
 }
 
+const PATIENT_CREATE: RouteEvent = RouteEvent::new("patient.create", PATIENT);
+const PATIENT_SEARCH: RouteEvent = RouteEvent::new("patient.search", PATIENT);
+const PATIENT_READ: RouteEvent = RouteEvent::new("patient.read", PATIENT)
+    .resource_from("id")
+    .patient_from("id");
+const PATIENT_UPDATE: RouteEvent = RouteEvent::new("patient.update", PATIENT)
+    .resource_from("id")
+    .patient_from("id");
+const PATIENT_DELETE: RouteEvent = RouteEvent::new("patient.delete", PATIENT)
+    .resource_from("id")
+    .patient_from("id");
+
 pub fn router(state: PatientsState) -> Router {
+    let trail = AuditTrail::new(state.auth.pool.clone());
     Router::new()
         .route(
             "/api/v1/patients",
-            get(search_patients).post(create_patient),
+            get(search_patients.layer(trail.on(PATIENT_SEARCH)))
+                .post(create_patient.layer(trail.on(PATIENT_CREATE))),
         )
         .route(
             "/api/v1/patients/{id}",
-            get(read_patient)
-                .put(update_patient)
-                .patch(update_patient)
-                .delete(delete_patient),
+            get(read_patient.layer(trail.on(PATIENT_READ)))
+                .put(update_patient.layer(trail.on(PATIENT_UPDATE)))
+                .patch(update_patient.layer(trail.on(PATIENT_UPDATE)))
+                .delete(delete_patient.layer(trail.on(PATIENT_DELETE))),
         )
         .with_state(state)
 }
@@ -79,11 +89,6 @@ impl IntoResponse for Tagged {
 }
 
 const PATIENT: &str = "patient";
-pub const PATIENT_CREATE: &str = "patient.create";
-pub const PATIENT_READ: &str = "patient.read";
-pub const PATIENT_UPDATE: &str = "patient.update";
-pub const PATIENT_DELETE: &str = "patient.delete";
-pub const PATIENT_SEARCH: &str = "patient.search";
 
 fn not_found() -> ApiError {
     ApiError::NotFound("Patient not found".into())
@@ -120,83 +125,72 @@ struct PatientCreate {
     medical_history: Option<MedicalHistory>,
 }
 
+/// The changed rows of a statement whose CTE `source` returns patients.
+fn patient_rows(source: &str) -> LoggedRows<'_> {
+    LoggedRows {
+        source,
+        resource: "id",
+        patient: "id",
+        details: None,
+    }
+}
+
 async fn create_patient(
     State(state): State<PatientsState>,
-    current: CurrentUser,
+    _writer: Writer,
     audit: Audit,
-    body: Result<JsonBody<PatientCreate>, ApiError>,
+    JsonBody(body): JsonBody<PatientCreate>,
 ) -> ApiResult<Tagged> {
-    let audit = audit.by(&current);
-    let id = Uuid::new_v4();
-    let event = Event::new(PATIENT_CREATE, PATIENT)
-        .resource(Some(id))
-        .patient(Some(id));
-    let result = async {
-        current.require_writer()?;
-        let JsonBody(body) = body?;
-        // The row and its audit event in one statement: both or neither, one round trip.
-        let (logged, audit_params) =
-            audit.logged_cte(&event, "created", "created.id", "created.id", 6);
-        let mut params = vec![
-            param(id, Type::UUID),
-            param(body.name.as_str().to_owned(), Type::VARCHAR),
-            param(body.dob.map(|d| d.0), Type::DATE),
-            param(
-                body.contact_info.as_ref().map(|c| c.as_str().to_owned()),
-                Type::VARCHAR,
+    let mut params = SqlParams::new();
+    let values = [
+        params.push(Uuid::new_v4(), Type::UUID),
+        params.push(body.name.as_str().to_owned(), Type::VARCHAR),
+        params.push(body.dob.map(|d| d.0), Type::DATE),
+        params.push(
+            body.contact_info.as_ref().map(|c| c.as_str().to_owned()),
+            Type::VARCHAR,
+        ),
+        params.push(
+            body.medical_history.as_ref().map(|m| m.as_str().to_owned()),
+            Type::TEXT,
+        ),
+    ]
+    .join(", ");
+    // The row and its audit event in one statement: both or neither, one round trip.
+    let logged = audit.logged_cte(&mut params, &patient_rows("created"));
+    let client = state.auth.pool.get().await?;
+    let row = client
+        .query_typed_one(
+            &format!(
+                "WITH created AS (
+                    INSERT INTO patients (id, name, dob, contact_info, medical_history)
+                    VALUES ({values}) RETURNING {PATIENT_COLUMNS}
+                 ), {logged}
+                 SELECT * FROM created"
             ),
-            param(
-                body.medical_history.as_ref().map(|m| m.as_str().to_owned()),
-                Type::TEXT,
-            ),
-        ];
-        params.extend(audit_params);
-        let client = state.auth.pool.get().await?;
-        let row = client
-            .query_typed_one(
-                &format!(
-                    "WITH created AS (
-                        INSERT INTO patients (id, name, dob, contact_info, medical_history)
-                        VALUES ($1, $2, $3, $4, $5) RETURNING {PATIENT_COLUMNS}
-                     ), {logged}
-                     SELECT * FROM created"
-                ),
-                &typed(&params),
-            )
-            .await?;
-        Ok(Tagged(Patient::from_row(&row)))
-    }
-    .await;
-    audit.refused(&state.auth.pool, event, result).await
+            &params.typed(),
+        )
+        .await?;
+    Ok(Tagged(Patient::from_row(&row)))
 }
 
 async fn read_patient(
     State(state): State<PatientsState>,
-    current: CurrentUser,
-    audit: Audit,
+    _current: CurrentUser,
     Path(raw_id): Path<String>,
 ) -> ApiResult<Tagged> {
-    let audit = audit.by(&current);
-    let id = parse_uuid("patient_id", &raw_id);
-    let event = Event::new(PATIENT_READ, PATIENT)
-        .resource(id.as_ref().ok().copied())
-        .patient(id.as_ref().ok().copied());
-    let result = async {
-        let id = id?;
-        let client = state.auth.pool.get().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {PATIENT_COLUMNS} FROM patients WHERE id = $1"
-            ))
-            .await?;
-        let row = client
-            .query_opt(&statement, &[&id])
-            .await?
-            .ok_or_else(not_found)?;
-        Ok(Tagged(Patient::from_row(&row)))
-    }
-    .await;
-    audit.read(&state.auth.pool, event, result).await
+    let id = parse_uuid("patient_id", &raw_id)?;
+    let client = state.auth.pool.get().await?;
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {PATIENT_COLUMNS} FROM patients WHERE id = $1"
+        ))
+        .await?;
+    let row = client
+        .query_opt(&statement, &[&id])
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Tagged(Patient::from_row(&row)))
 }
 
 /// PUT and PATCH alike: only the fields sent change; `null` clears a nullable field.
@@ -214,98 +208,83 @@ struct PatientUpdate {
 
 async fn update_patient(
     State(state): State<PatientsState>,
-    current: CurrentUser,
+    _writer: Writer,
     audit: Audit,
     Path(raw_id): Path<String>,
     headers: HeaderMap,
-    body: Result<JsonBody<PatientUpdate>, ApiError>,
+    JsonBody(body): JsonBody<PatientUpdate>,
 ) -> ApiResult<Tagged> {
-    let audit = audit.by(&current);
-    let id = parse_uuid("patient_id", &raw_id);
-    let event = Event::new(PATIENT_UPDATE, PATIENT)
-        .resource(id.as_ref().ok().copied())
-        .patient(id.as_ref().ok().copied());
-    let result = async {
-        current.require_writer()?;
-        let id = id?;
-        let JsonBody(body) = body?;
-        let name = match body.name {
-            Some(None) => {
-                return Err(ApiError::validation(
-                    &["body", "name"],
-                    "Input should be a valid string",
-                    "string_type",
-                ))
-            }
-            Some(Some(name)) => Some(name),
-            None => None,
-        };
-        let changed: Vec<&str> = [
-            ("name", name.is_some()),
-            ("dob", body.dob.is_some()),
-            ("contact_info", body.contact_info.is_some()),
-            ("medical_history", body.medical_history.is_some()),
-        ]
-        .iter()
-        .filter(|(_, sent)| *sent)
-        .map(|(field, _)| *field)
-        .collect();
-        // Which fields changed, never their values.
-        let event = event.clone().details(json!({ "fields": changed }));
-        let expected = required_version(&headers);
-        // The change and its audit event in one statement: the event exists exactly when a row
-        // changed (not for a 404 or a 412), at no extra round trip.
-        let (logged, audit_params) =
-            audit.logged_cte(&event, "updated", "updated.id", "updated.id", 10);
-        let mut params = vec![
-            param(id, Type::UUID),
-            param(name.as_ref().map(|n| n.as_str().to_owned()), Type::VARCHAR),
-            param(body.dob.is_some(), Type::BOOL),
-            param(body.dob.flatten().map(|d| d.0), Type::DATE),
-            param(body.contact_info.is_some(), Type::BOOL),
-            param(
-                body.contact_info
-                    .as_ref()
-                    .and_then(|c| c.as_ref().map(|c| c.as_str().to_owned())),
-                Type::VARCHAR,
-            ),
-            param(body.medical_history.is_some(), Type::BOOL),
-            param(
-                body.medical_history
-                    .as_ref()
-                    .and_then(|m| m.as_ref().map(|m| m.as_str().to_owned())),
-                Type::TEXT,
-            ),
-            param(expected, Type::INT8),
-        ];
-        params.extend(audit_params);
-        let client = state.auth.pool.get().await?;
-        let updated = client
-            .query_typed_opt(
-                &format!(
-                    "WITH updated AS (
-                        UPDATE patients SET
-                            name = COALESCE($2, name),
-                            dob = CASE WHEN $3 THEN $4 ELSE dob END,
-                            contact_info = CASE WHEN $5 THEN $6 ELSE contact_info END,
-                            medical_history = CASE WHEN $7 THEN $8 ELSE medical_history END,
-                            version = version + 1,
-                            updated_at = now()
-                        WHERE id = $1 AND ($9::int8 IS NULL OR version = $9)
-                        RETURNING {PATIENT_COLUMNS}
-                     ), {logged}
-                     SELECT * FROM updated"
-                ),
-                &typed(&params),
-            )
-            .await?;
-        match updated {
-            Some(row) => Ok(Tagged(Patient::from_row(&row))),
-            None => Err(missing_or_modified(&client, id).await?),
+    let id = parse_uuid("patient_id", &raw_id)?;
+    let name = match body.name {
+        Some(None) => {
+            return Err(ApiError::validation(
+                &["body", "name"],
+                "Input should be a valid string",
+                "string_type",
+            ))
         }
+        Some(Some(name)) => Some(name),
+        None => None,
+    };
+    let changed: Vec<&str> = [
+        ("name", name.is_some()),
+        ("dob", body.dob.is_some()),
+        ("contact_info", body.contact_info.is_some()),
+        ("medical_history", body.medical_history.is_some()),
+    ]
+    .iter()
+    .filter(|(_, sent)| *sent)
+    .map(|(field, _)| *field)
+    .collect();
+    // Which fields changed, never their values.
+    audit.describe(|event| event.details(json!({ "fields": changed })));
+    let mut params = SqlParams::new();
+    let id_p = params.push(id, Type::UUID);
+    let name = params.push(name.as_ref().map(|n| n.as_str().to_owned()), Type::VARCHAR);
+    let dob_sent = params.push(body.dob.is_some(), Type::BOOL);
+    let dob = params.push(body.dob.flatten().map(|d| d.0), Type::DATE);
+    let contact_sent = params.push(body.contact_info.is_some(), Type::BOOL);
+    let contact = params.push(
+        body.contact_info
+            .as_ref()
+            .and_then(|c| c.as_ref().map(|c| c.as_str().to_owned())),
+        Type::VARCHAR,
+    );
+    let history_sent = params.push(body.medical_history.is_some(), Type::BOOL);
+    let history = params.push(
+        body.medical_history
+            .as_ref()
+            .and_then(|m| m.as_ref().map(|m| m.as_str().to_owned())),
+        Type::TEXT,
+    );
+    let expected = params.push(required_version(&headers), Type::INT8);
+    // The change and its audit event in one statement: the event exists exactly when a row
+    // changed (a 404 or a 412 is recorded as a refusal), at no extra round trip.
+    let logged = audit.logged_cte(&mut params, &patient_rows("updated"));
+    let client = state.auth.pool.get().await?;
+    let updated = client
+        .query_typed_opt(
+            &format!(
+                "WITH updated AS (
+                    UPDATE patients SET
+                        name = COALESCE({name}, name),
+                        dob = CASE WHEN {dob_sent} THEN {dob} ELSE dob END,
+                        contact_info = CASE WHEN {contact_sent} THEN {contact} ELSE contact_info END,
+                        medical_history = CASE WHEN {history_sent} THEN {history} ELSE medical_history END,
+                        version = version + 1,
+                        updated_at = now()
+                    WHERE id = {id_p} AND ({expected}::int8 IS NULL OR version = {expected})
+                    RETURNING {PATIENT_COLUMNS}
+                 ), {logged}
+                 SELECT * FROM updated"
+            ),
+            &params.typed(),
+        )
+        .await?;
+    match updated {
+        Some(row) => Ok(Tagged(Patient::from_row(&row))),
+        None => Err(missing_or_modified(&client, id).await?),
     }
-    .await;
-    audit.refused(&state.auth.pool, event, result).await
 }
 
 /// After a conditional write touched nothing: 404 when the patient is gone, else 412.
@@ -323,73 +302,60 @@ async fn missing_or_modified(client: &tokio_postgres::Client, id: Uuid) -> ApiRe
 
 async fn delete_patient(
     State(state): State<PatientsState>,
-    current: CurrentUser,
+    _writer: Writer,
     audit: Audit,
     Path(raw_id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let audit = audit.by(&current);
-    let id = parse_uuid("patient_id", &raw_id);
-    let event = Event::new(PATIENT_DELETE, PATIENT)
-        .resource(id.as_ref().ok().copied())
-        .patient(id.as_ref().ok().copied());
-    let result = async {
-        current.require_writer()?;
-        let id = id?;
-        let expected = required_version(&headers);
-        let mut client = state.auth.pool.get().await?;
-        let transaction = client.transaction().await?;
-        let version: i64 = transaction
-            .query_opt(
-                "SELECT version FROM patients WHERE id = $1 FOR UPDATE",
-                &[&id],
-            )
-            .await?
-            .ok_or_else(not_found)?
-            .get(0);
-        if expected.is_some_and(|v| v != version) {
-            return Err(modified_meanwhile());
-        }
-        // The files go with the rows: their keys are queued in the same transaction, so a
-        // failure anywhere leaves both rows and files, and a success leaves neither for long.
-        let keys: Vec<String> = transaction
-            .query(
-                "INSERT INTO object_deletions (object_key)
-                 SELECT object_key FROM attachments WHERE patient_id = $1
-                 ON CONFLICT (object_key) DO UPDATE SET queued_at = now()
-                 RETURNING object_key",
-                &[&id],
-            )
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        let event = event
-            .clone()
-            .details(json!({ "attachments_deleted": keys.len() }));
-        // Attachments before their patient (the foreign key); the event alongside the last delete.
-        transaction
-            .execute("DELETE FROM attachments WHERE patient_id = $1", &[&id])
-            .await?;
-        tokio::try_join!(
-            async {
-                transaction
-                    .execute("DELETE FROM patients WHERE id = $1", &[&id])
-                    .await
-                    .map_err(ApiError::from)
-            },
-            audit.insert(&transaction, &event),
-        )?;
-        transaction.commit().await?;
-        drop(client);
-        if !keys.is_empty() {
-            // Now, not later: if S3 cannot be reached the keys stay queued for the scheduled sweep.
-            drain_deletions(&state.auth.pool, &state.storage, Some(keys), 0).await?;
-        }
-        Ok(Json(json!({ "message": "Patient deleted successfully" })))
+    let id = parse_uuid("patient_id", &raw_id)?;
+    let expected = required_version(&headers);
+    let mut client = state.auth.pool.get().await?;
+    let transaction = client.transaction().await?;
+    let version: i64 = transaction
+        .query_opt(
+            "SELECT version FROM patients WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await?
+        .ok_or_else(not_found)?
+        .get(0);
+    if expected.is_some_and(|v| v != version) {
+        return Err(modified_meanwhile());
     }
-    .await;
-    audit.refused(&state.auth.pool, event, result).await
+    // The files go with the rows: their keys are queued in the same transaction, so a
+    // failure anywhere leaves both rows and files, and a success leaves neither for long.
+    let keys: Vec<String> = transaction
+        .query(
+            "INSERT INTO object_deletions (object_key)
+             SELECT object_key FROM attachments WHERE patient_id = $1
+             ON CONFLICT (object_key) DO UPDATE SET queued_at = now()
+             RETURNING object_key",
+            &[&id],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    audit.describe(|event| event.details(json!({ "attachments_deleted": keys.len() })));
+    // Attachments before their patient (the foreign key); the event alongside the last delete.
+    transaction
+        .execute("DELETE FROM attachments WHERE patient_id = $1", &[&id])
+        .await?;
+    tokio::try_join!(
+        async {
+            transaction
+                .execute("DELETE FROM patients WHERE id = $1", &[&id])
+                .await
+                .map_err(ApiError::from)
+        },
+        audit.insert(&transaction),
+    )?;
+    transaction.commit().await?;
+    drop(client);
+    // Now, not later; whatever S3 or the database refuses stays queued for the scheduled
+    // sweep: the patient is deleted either way.
+    drain_deletions(&state.auth.pool, &state.storage, keys).await;
+    Ok(Json(json!({ "message": "Patient deleted successfully" })))
 }
 
 #[derive(Serialize)]
@@ -400,35 +366,29 @@ struct PatientList {
 
 async fn search_patients(
     State(state): State<PatientsState>,
-    current: CurrentUser,
+    _current: CurrentUser,
     audit: Audit,
-    params: Result<QueryParams<SearchParams>, ApiError>,
+    QueryParams(params): QueryParams<SearchParams>,
 ) -> ApiResult<Json<PatientList>> {
-    let audit = audit.by(&current);
-    let search = params.and_then(|QueryParams(params)| Search::parse(params));
-    let event = Event::new(PATIENT_SEARCH, PATIENT);
-    let search = match search {
-        Ok(search) => search,
-        Err(error) => return audit.read(&state.auth.pool, event, Err(error)).await,
-    };
-    let result = run_search(&state, &search).await;
+    let search = Search::parse(params)?;
     // Which filters (never their values) and which patients were shown.
-    let event = match &result {
-        Ok(list) => event.details(json!({
+    audit.describe(|event| event.details(json!({ "filters": search.filter_names() })));
+    let list = run_search(&state, &search).await?;
+    audit.describe(|event| {
+        event.details(json!({
             "filters": search.filter_names(),
             "patient_ids": list.data.iter().map(|p| p.id).collect::<Vec<_>>(),
-        })),
-        Err(_) => event.details(json!({ "filters": search.filter_names() })),
-    };
-    audit.read(&state.auth.pool, event, result.map(Json)).await
+        }))
+    });
+    Ok(Json(list))
 }
 
 async fn run_search(state: &PatientsState, search: &Search) -> ApiResult<PatientList> {
     let client = state.auth.pool.get().await?;
     let (page_sql, page_params) = search.page_sql(PATIENT_COLUMNS);
-    let page_typed = as_typed(&page_params);
+    let page_typed = page_params.typed();
     let count_statement = search.count_sql();
-    let count_typed = count_statement.as_ref().map(|(_, p)| as_typed(p));
+    let count_typed = count_statement.as_ref().map(|(_, p)| p.typed());
     // Page and count pipelined on one connection: one round trip for both.
     let count_future = async {
         match (&count_statement, &count_typed) {

@@ -3,6 +3,7 @@
 
 use chrono::NaiveDate;
 use serde::Deserialize;
+use shared::db::SqlParams;
 use shared::http::Paging;
 use shared::{ApiError, FieldError};
 use tokio_postgres::types::Type;
@@ -88,8 +89,6 @@ pub struct Search {
     pub limit: i64,
     pub count: CountMode,
 }
-
-pub use shared::db::{typed as as_typed, TypedParam as Param};
 
 impl Search {
     pub fn parse(params: SearchParams) -> Result<Self, ApiError> {
@@ -178,62 +177,55 @@ impl Search {
         })
     }
 
-    /// `WHERE ...` (or nothing) over `patients p`, and its parameters numbered from $1.
-    pub fn where_clause(&self) -> (String, Vec<Param>) {
-        let mut clauses = Vec::new();
-        let mut params: Vec<Param> = Vec::new();
-        for filter in &self.filters {
-            let n = params.len() + 1;
-            let (clause, param): (String, Param) = match filter {
-                Filter::NameText(v) => (
-                    format!("p.name_search @@ carevault_prefix_query(${n})"),
-                    (Box::new(v.clone()), Type::TEXT),
+    /// `WHERE ...` (or nothing) over `patients p`, its values pushed onto `params`.
+    pub fn where_clause(&self, params: &mut SqlParams) -> String {
+        let clauses: Vec<String> = self
+            .filters
+            .iter()
+            .map(|filter| match filter {
+                Filter::NameText(v) => format!(
+                    "p.name_search @@ carevault_prefix_query({})",
+                    params.push(v.clone(), Type::TEXT)
                 ),
-                Filter::NameExact(v) => (format!("p.name = ${n}"), (Box::new(v.clone()), Type::TEXT)),
-                Filter::HistoryText(v) => (
-                    format!("p.history_search @@ websearch_to_tsquery('english', ${n})"),
-                    (Box::new(v.clone()), Type::TEXT),
+                Filter::NameExact(v) => format!("p.name = {}", params.push(v.clone(), Type::TEXT)),
+                Filter::HistoryText(v) => format!(
+                    "p.history_search @@ websearch_to_tsquery('english', {})",
+                    params.push(v.clone(), Type::TEXT)
                 ),
-                Filter::HasAttachmentMimeType(v) => (
-                    format!(
-                        "EXISTS (SELECT 1 FROM attachments a WHERE a.patient_id = p.id AND a.mime_type = ${n})"
-                    ),
-                    (Box::new(v.clone()), Type::TEXT),
+                Filter::HasAttachmentMimeType(v) => format!(
+                    "EXISTS (SELECT 1 FROM attachments a WHERE a.patient_id = p.id AND a.mime_type = {})",
+                    params.push(v.clone(), Type::TEXT)
                 ),
-                Filter::DobFrom(d) => (format!("p.dob >= ${n}"), (Box::new(*d), Type::DATE)),
-                Filter::DobTo(d) => (format!("p.dob <= ${n}"), (Box::new(*d), Type::DATE)),
-            };
-            clauses.push(clause);
-            params.push(param);
-        }
-        let clause = if clauses.is_empty() {
+                Filter::DobFrom(d) => format!("p.dob >= {}", params.push(*d, Type::DATE)),
+                Filter::DobTo(d) => format!("p.dob <= {}", params.push(*d, Type::DATE)),
+            })
+            .collect();
+        if clauses.is_empty() {
             String::new()
         } else {
             format!(" WHERE {}", clauses.join(" AND "))
-        };
-        (clause, params)
+        }
     }
 
     /// The page: `SELECT <columns> ... ORDER BY ... OFFSET/LIMIT`, with its parameters.
-    pub fn page_sql(&self, columns: &str) -> (String, Vec<Param>) {
-        let (clause, mut params) = self.where_clause();
-        let n = params.len();
-        params.push((Box::new(self.skip), Type::INT8));
-        params.push((Box::new(self.limit), Type::INT8));
+    pub fn page_sql(&self, columns: &str) -> (String, SqlParams) {
+        let mut params = SqlParams::new();
+        let clause = self.where_clause(&mut params);
+        let offset = params.push(self.skip, Type::INT8);
+        let limit = params.push(self.limit, Type::INT8);
         // One plain statement: with the column statistics of V5 the planner filters through the
         // indexes for rare terms and walks the sort index for common ones (measured at 1M rows).
         let sql = format!(
-            "SELECT {columns} FROM patients p{clause} ORDER BY {} OFFSET ${} LIMIT ${}",
+            "SELECT {columns} FROM patients p{clause} ORDER BY {} OFFSET {offset} LIMIT {limit}",
             self.sort.order_by(),
-            n + 1,
-            n + 2
         );
         (sql, params)
     }
 
     /// The statement that counts every match (exact) or whose plan estimates it.
-    pub fn count_sql(&self) -> Option<(String, Vec<Param>)> {
-        let (clause, params) = self.where_clause();
+    pub fn count_sql(&self) -> Option<(String, SqlParams)> {
+        let mut params = SqlParams::new();
+        let clause = self.where_clause(&mut params);
         match self.count {
             CountMode::Exact => Some((format!("SELECT count(*) FROM patients p{clause}"), params)),
             CountMode::Estimate => Some((

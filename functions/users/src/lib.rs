@@ -3,36 +3,32 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRef, Path, State};
+use axum::handler::Handler;
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use shared::audit::{Audit, Event};
-use shared::auth::{AppSecret, AuthContext, CurrentUser};
+use shared::audit::LoggedRows;
+use shared::auth::{AuthContext, CurrentUser, Superuser};
 use shared::config::{ConfigError, Env};
-use shared::db::{param, typed};
+use shared::db::SqlParams;
 use shared::domain::{EmailAddress, FullName, Password, Role};
 use shared::email::Mailer;
 use shared::http::{parse_uuid, present, JsonBody, Paging, QueryParams};
 use shared::password::{self, Verified};
-use shared::secrets::SecretsClient;
+use shared::secrets::{AppSecret, SecretsClient};
+use shared::trail::{Audit, AuditTrail, RouteEvent};
 use shared::users::{self, is_email_taken, User, USER_COLUMNS};
 use shared::{ApiError, ApiResult};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-#[derive(Clone)]
+#[derive(Clone, FromRef)]
 pub struct UsersState {
     pub auth: AuthContext,
     pub mailer: Arc<Mailer>,
     /// USERS_OPEN_REGISTRATION: may strangers create accounts (POST /users/signup)? Off by default.
     pub open_registration: bool,
-}
-
-impl FromRef<UsersState> for AuthContext {
-    fn from_ref(state: &UsersState) -> Self {
-        state.auth.clone()
-    }
 }
 
 impl UsersState {
@@ -47,18 +43,46 @@ impl UsersState {
     }
 }
 
+const USER: &str = "user";
+const USER_LIST: RouteEvent = RouteEvent::new("user.list", USER);
+const USER_CREATE: RouteEvent = RouteEvent::new("user.create", USER);
+const USER_SIGNUP: RouteEvent = RouteEvent::new("user.signup", USER);
+/// The `me` routes: the resource is the caller, known once the token is.
+const ME_READ: RouteEvent = RouteEvent::new("user.read", USER);
+const ME_UPDATE: RouteEvent = RouteEvent::new("user.update", USER);
+const ME_DELETE: RouteEvent = RouteEvent::new("user.delete", USER);
+const ME_PASSWORD: RouteEvent = RouteEvent::new("user.password_change", USER);
+const USER_READ: RouteEvent = RouteEvent::new("user.read", USER).resource_from("id");
+const USER_UPDATE: RouteEvent = RouteEvent::new("user.update", USER).resource_from("id");
+const USER_DELETE: RouteEvent = RouteEvent::new("user.delete", USER).resource_from("id");
+
 pub fn router(state: UsersState) -> Router {
+    let trail = AuditTrail::new(state.auth.pool.clone());
     Router::new()
-        .route("/api/v1/users", get(list_users).post(create_user))
+        .route(
+            "/api/v1/users",
+            get(list_users.layer(trail.on(USER_LIST)))
+                .post(create_user.layer(trail.on(USER_CREATE))),
+        )
         .route(
             "/api/v1/users/me",
-            get(read_me).patch(update_me).delete(delete_me),
+            get(read_me.layer(trail.on(ME_READ)))
+                .patch(update_me.layer(trail.on(ME_UPDATE)))
+                .delete(delete_me.layer(trail.on(ME_DELETE))),
         )
-        .route("/api/v1/users/me/password", patch(update_my_password))
-        .route("/api/v1/users/signup", post(signup))
+        .route(
+            "/api/v1/users/me/password",
+            patch(update_my_password.layer(trail.on(ME_PASSWORD))),
+        )
+        .route(
+            "/api/v1/users/signup",
+            post(signup.layer(trail.on(USER_SIGNUP))),
+        )
         .route(
             "/api/v1/users/{id}",
-            get(read_user).patch(update_user).delete(delete_user),
+            get(read_user.layer(trail.on(USER_READ)))
+                .patch(update_user.layer(trail.on(USER_UPDATE)))
+                .delete(delete_user.layer(trail.on(USER_DELETE))),
         )
         .with_state(state)
 }
@@ -75,10 +99,10 @@ fn message(text: &str) -> Json<Value> {
 
 async fn list_users(
     State(state): State<UsersState>,
-    current: CurrentUser,
+    _superuser: Superuser,
+    audit: Audit,
     QueryParams(paging): QueryParams<Paging>,
 ) -> ApiResult<Json<UserList>> {
-    current.require_superuser()?;
     let (skip, limit) = paging.checked()?;
     let client = state.auth.pool.get().await?;
     let page_sql = format!(
@@ -92,10 +116,12 @@ async fn list_users(
         &[&skip, &limit],
     )
     .await?;
-    Ok(Json(UserList {
-        data: rows.iter().map(User::from_row).collect(),
-        count,
-    }))
+    let data: Vec<User> = rows.iter().map(User::from_row).collect();
+    // Which accounts were shown.
+    audit.describe(|event| {
+        event.details(json!({ "user_ids": data.iter().map(|u| u.id).collect::<Vec<_>>() }))
+    });
+    Ok(Json(UserList { data, count }))
 }
 
 #[derive(Deserialize)]
@@ -125,37 +151,38 @@ struct NewUser<'a> {
     role: Role,
 }
 
-/// Inserts a user with its audit event in one transaction; None when the email is taken.
+/// Inserts a user with its audit event in one statement; None when the email is taken.
 async fn insert_user(
     state: &UsersState,
     audit: &Audit,
-    event: &Event,
     new: NewUser<'_>,
 ) -> ApiResult<Option<User>> {
     let hashed = password::hash(new.password).await?;
-    // The user and the audit event in one statement.
-    let (logged, audit_params) = audit.logged_cte(event, "created", "created.id", "NULL::uuid", 8);
-    let mut params = vec![
-        param(event.resource_id, Type::UUID),
-        param(new.email.as_str().to_owned(), Type::VARCHAR),
-        param(hashed, Type::TEXT),
-        param(new.full_name.map(|n| n.as_str().to_owned()), Type::VARCHAR),
-        param(new.is_active, Type::BOOL),
-        param(new.is_superuser, Type::BOOL),
-        param(new.role.as_str().to_owned(), Type::TEXT),
-    ];
-    params.extend(audit_params);
+    let id = Uuid::new_v4();
+    audit.describe(|event| event.resource(Some(id)));
+    let mut params = SqlParams::new();
+    let values = [
+        params.push(id, Type::UUID),
+        params.push(new.email.as_str().to_owned(), Type::VARCHAR),
+        params.push(hashed, Type::TEXT),
+        params.push(new.full_name.map(|n| n.as_str().to_owned()), Type::VARCHAR),
+        params.push(new.is_active, Type::BOOL),
+        params.push(new.is_superuser, Type::BOOL),
+        params.push(new.role.as_str().to_owned(), Type::TEXT),
+    ]
+    .join(", ");
+    let logged = audit.logged_cte(&mut params, &user_rows("created"));
     let client = state.auth.pool.get().await?;
     let inserted = client
         .query_typed_one(
             &format!(
                 "WITH created AS (
                     INSERT INTO users (id, email, hashed_password, full_name, is_active, is_superuser, role)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {USER_COLUMNS}
+                    VALUES ({values}) RETURNING {USER_COLUMNS}
                  ), {logged}
                  SELECT * FROM created"
             ),
-            &typed(&params),
+            &params.typed(),
         )
         .await;
     match inserted {
@@ -165,42 +192,36 @@ async fn insert_user(
     }
 }
 
-async fn create_user(
-    State(state): State<UsersState>,
-    current: CurrentUser,
-    audit: Audit,
-    body: Result<JsonBody<UserCreate>, ApiError>,
-) -> ApiResult<Json<User>> {
-    let audit = audit.by(&current);
-    let event = Event::new("user.create", "user").resource(Some(Uuid::new_v4()));
-    let result = create(&state, &current, &audit, &event, body).await;
-    audit.refused(&state.auth.pool, event, result).await
+/// The changed rows of a statement whose CTE `source` returns users.
+fn user_rows(source: &str) -> LoggedRows<'_> {
+    LoggedRows {
+        source,
+        resource: "id",
+        patient: "NULL::uuid",
+        details: None,
+    }
 }
 
-async fn create(
-    state: &UsersState,
-    current: &CurrentUser,
-    audit: &Audit,
-    event: &Event,
-    body: Result<JsonBody<UserCreate>, ApiError>,
+async fn create_user(
+    State(state): State<UsersState>,
+    _superuser: Superuser,
+    audit: Audit,
+    JsonBody(body): JsonBody<UserCreate>,
 ) -> ApiResult<Json<User>> {
-    current.require_superuser()?;
-    let JsonBody(body) = body?;
-    let event = &event.clone().details(json!({
-        "role": body.role.unwrap_or(Role::Clinician).as_str(),
-        "is_superuser": body.is_superuser,
-    }));
+    let role = body.role.unwrap_or(Role::Clinician);
+    audit.describe(|event| {
+        event.details(json!({ "role": role.as_str(), "is_superuser": body.is_superuser }))
+    });
     let user = insert_user(
-        state,
-        audit,
-        event,
+        &state,
+        &audit,
         NewUser {
             email: &body.email,
             password: &body.password,
             full_name: body.full_name.as_ref(),
             is_active: body.is_active,
             is_superuser: body.is_superuser,
-            role: body.role.unwrap_or(Role::Clinician),
+            role,
         },
     )
     .await?
@@ -208,7 +229,7 @@ async fn create(
         ApiError::BadRequest("The user with this email already exists in the system.".into())
     })?;
     if state.mailer.enabled() {
-        if let Err(error) = send_new_account_email(state, &user).await {
+        if let Err(error) = send_new_account_email(&state, &user).await {
             // The account exists; the superuser can trigger password recovery later.
             tracing::warn!(%error, user_id = %user.id, "new account email not sent");
         }
@@ -239,27 +260,15 @@ async fn signup(
     audit: Audit,
     JsonBody(body): JsonBody<UserRegister>,
 ) -> ApiResult<Json<User>> {
-    let audit = audit.claiming(body.email.as_str());
-    let event = Event::new("user.signup", "user").resource(Some(Uuid::new_v4()));
-    let result = register(&state, &audit, &event, body).await;
-    audit.refused(&state.auth.pool, event, result).await
-}
-
-async fn register(
-    state: &UsersState,
-    audit: &Audit,
-    event: &Event,
-    body: UserRegister,
-) -> ApiResult<Json<User>> {
+    audit.attempted_account(body.email.as_str());
     if !state.open_registration {
         return Err(ApiError::Forbidden(
             "Open user registration is forbidden on this server".into(),
         ));
     }
     let user = insert_user(
-        state,
-        audit,
-        event,
+        &state,
+        &audit,
         NewUser {
             email: &body.email,
             password: &body.password,
@@ -276,7 +285,8 @@ async fn register(
     Ok(Json(user))
 }
 
-async fn read_me(current: CurrentUser) -> Json<User> {
+async fn read_me(current: CurrentUser, audit: Audit) -> Json<User> {
+    audit.describe(|event| event.resource(Some(current.0.id)));
     Json(current.0)
 }
 
@@ -297,7 +307,7 @@ struct UserChanges {
     role: Option<Role>,
 }
 
-/// Applies `changes` to user `id` with its audit event in one transaction: Ok(None) when there
+/// Applies `changes` to user `id` with its audit event in one statement: Ok(None) when there
 /// is no such user; 409 when the email is taken.
 async fn apply_changes(
     state: &UsersState,
@@ -322,49 +332,49 @@ async fn apply_changes(
     .filter(|(_, sent)| *sent)
     .map(|(field, _)| *field)
     .collect();
-    let event = Event::new("user.update", "user")
-        .resource(Some(id))
-        .details(json!({ "fields": fields }));
+    audit.describe(|event| {
+        event
+            .resource(Some(id))
+            .details(json!({ "fields": fields }))
+    });
+    let mut params = SqlParams::new();
+    let id = params.push(id, Type::UUID);
+    let email = params.push(
+        changes.email.as_ref().map(|e| e.as_str().to_owned()),
+        Type::VARCHAR,
+    );
+    let name_sent = params.push(changes.full_name.is_some(), Type::BOOL);
+    let name = params.push(
+        changes
+            .full_name
+            .as_ref()
+            .and_then(|n| n.as_ref().map(|n| n.as_str().to_owned())),
+        Type::VARCHAR,
+    );
+    let hash = params.push(new_hash, Type::TEXT);
+    let is_active = params.push(changes.is_active, Type::BOOL);
+    let is_superuser = params.push(changes.is_superuser, Type::BOOL);
+    let role = params.push(changes.role.map(|r| r.as_str().to_owned()), Type::TEXT);
     // The change and its audit event in one statement: the event exists exactly when a user changed.
-    let (logged, audit_params) = audit.logged_cte(&event, "updated", "updated.id", "NULL::uuid", 9);
-    let mut params = vec![
-        param(id, Type::UUID),
-        param(
-            changes.email.as_ref().map(|e| e.as_str().to_owned()),
-            Type::VARCHAR,
-        ),
-        param(changes.full_name.is_some(), Type::BOOL),
-        param(
-            changes
-                .full_name
-                .as_ref()
-                .and_then(|n| n.as_ref().map(|n| n.as_str().to_owned())),
-            Type::VARCHAR,
-        ),
-        param(new_hash, Type::TEXT),
-        param(changes.is_active, Type::BOOL),
-        param(changes.is_superuser, Type::BOOL),
-        param(changes.role.map(|r| r.as_str().to_owned()), Type::TEXT),
-    ];
-    params.extend(audit_params);
+    let logged = audit.logged_cte(&mut params, &user_rows("updated"));
     let client = state.auth.pool.get().await?;
     let updated = client
         .query_typed_opt(
             &format!(
                 "WITH updated AS (
                     UPDATE users SET
-                        email = COALESCE($2, email),
-                        full_name = CASE WHEN $3 THEN $4 ELSE full_name END,
-                        hashed_password = COALESCE($5, hashed_password),
-                        is_active = COALESCE($6, is_active),
-                        is_superuser = COALESCE($7, is_superuser),
-                        role = COALESCE($8, role),
+                        email = COALESCE({email}, email),
+                        full_name = CASE WHEN {name_sent} THEN {name} ELSE full_name END,
+                        hashed_password = COALESCE({hash}, hashed_password),
+                        is_active = COALESCE({is_active}, is_active),
+                        is_superuser = COALESCE({is_superuser}, is_superuser),
+                        role = COALESCE({role}, role),
                         updated_at = now()
-                    WHERE id = $1 RETURNING {USER_COLUMNS}
+                    WHERE id = {id} RETURNING {USER_COLUMNS}
                  ), {logged}
                  SELECT * FROM updated"
             ),
-            &typed(&params),
+            &params.typed(),
         )
         .await;
     match updated {
@@ -390,17 +400,13 @@ async fn update_me(
     audit: Audit,
     JsonBody(body): JsonBody<UserUpdateMe>,
 ) -> ApiResult<Json<User>> {
-    let audit = audit.by(&current);
     // Only the name and the email: a user cannot change their own role or powers.
     let changes = UserChanges {
         email: body.email,
         full_name: body.full_name,
         ..Default::default()
     };
-    let result = apply_changes(&state, &audit, current.0.id, changes).await;
-    let event = Event::new("user.update", "user").resource(Some(current.0.id));
-    let user = audit
-        .refused(&state.auth.pool, event, result)
+    let user = apply_changes(&state, &audit, current.0.id, changes)
         .await?
         .ok_or_else(|| ApiError::NotFound("User not found".into()))?;
     Ok(Json(user))
@@ -418,19 +424,7 @@ async fn update_my_password(
     audit: Audit,
     JsonBody(body): JsonBody<UpdatePassword>,
 ) -> ApiResult<Json<Value>> {
-    let audit = audit.by(&current);
-    let event = Event::new("user.password_change", "user").resource(Some(current.0.id));
-    let result = change_password(&state, &current, &audit, &event, body).await;
-    audit.refused(&state.auth.pool, event, result).await
-}
-
-async fn change_password(
-    state: &UsersState,
-    current: &CurrentUser,
-    audit: &Audit,
-    event: &Event,
-    body: UpdatePassword,
-) -> ApiResult<Json<Value>> {
+    audit.describe(|event| event.resource(Some(current.0.id)));
     let (_, stored_hash) = users::find_with_hash_by_id(&state.auth.pool, current.0.id)
         .await?
         .ok_or_else(|| ApiError::NotFound("User not found".into()))?;
@@ -443,12 +437,13 @@ async fn change_password(
         ));
     }
     let new_hash = password::hash(&body.new_password).await?;
+    let (who, event) = audit.for_statement();
     let replaced = users::replace_password_hash(
         &state.auth.pool,
         current.0.id,
         &stored_hash,
         &new_hash,
-        Some((audit, event)),
+        Some((&who, &event)),
     )
     .await?;
     if !replaced {
@@ -464,34 +459,29 @@ async fn delete_me(
     current: CurrentUser,
     audit: Audit,
 ) -> ApiResult<Json<Value>> {
-    let audit = audit.by(&current);
-    let event = Event::new("user.delete", "user").resource(Some(current.0.id));
-    let result = async {
-        if current.0.is_superuser {
-            return Err(ApiError::Forbidden(
-                "Super users are not allowed to delete themselves".into(),
-            ));
-        }
-        delete_by_id(&state, &audit, &event).await?;
-        Ok(message("User deleted successfully"))
+    audit.describe(|event| event.resource(Some(current.0.id)));
+    if current.0.is_superuser {
+        return Err(ApiError::Forbidden(
+            "Super users are not allowed to delete themselves".into(),
+        ));
     }
-    .await;
-    audit.refused(&state.auth.pool, event, result).await
+    delete_by_id(&state, &audit, current.0.id).await?;
+    Ok(message("User deleted successfully"))
 }
 
-/// Deletes the user `event` is about, with its audit event, in one statement. False when absent.
-async fn delete_by_id(state: &UsersState, audit: &Audit, event: &Event) -> ApiResult<bool> {
-    let (logged, audit_params) = audit.logged_cte(event, "gone", "gone.id", "NULL::uuid", 2);
-    let mut params = vec![param(event.resource_id, Type::UUID)];
-    params.extend(audit_params);
+/// Deletes user `id` with its audit event, in one statement. False when absent.
+async fn delete_by_id(state: &UsersState, audit: &Audit, id: Uuid) -> ApiResult<bool> {
+    let mut params = SqlParams::new();
+    let id = params.push(id, Type::UUID);
+    let logged = audit.logged_cte(&mut params, &user_rows("gone"));
     let client = state.auth.pool.get().await?;
     let gone = client
         .query_typed(
             &format!(
-                "WITH gone AS (DELETE FROM users WHERE id = $1 RETURNING id), {logged}
+                "WITH gone AS (DELETE FROM users WHERE id = {id} RETURNING id), {logged}
                  SELECT id FROM gone"
             ),
-            &typed(&params),
+            &params.typed(),
         )
         .await?;
     Ok(gone.len() == 1)
@@ -515,57 +505,41 @@ async fn read_user(
 
 async fn update_user(
     State(state): State<UsersState>,
-    current: CurrentUser,
+    Superuser(current): Superuser,
     audit: Audit,
     Path(raw_id): Path<String>,
-    changes: Result<JsonBody<UserChanges>, ApiError>,
+    JsonBody(changes): JsonBody<UserChanges>,
 ) -> ApiResult<Json<User>> {
-    let audit = audit.by(&current);
-    let event = Event::new("user.update", "user").resource(Uuid::parse_str(&raw_id).ok());
-    let result = async {
-        current.require_superuser()?;
-        let id = parse_uuid("user_id", &raw_id)?;
-        let JsonBody(changes) = changes?;
-        // The last administrator must not lock everyone out by a slip of their own.
-        if id == current.0.id
-            && (changes.is_active == Some(false) || changes.is_superuser == Some(false))
-        {
-            return Err(ApiError::Forbidden(
-                "Super users are not allowed to deactivate or demote themselves".into(),
-            ));
-        }
-        let user = apply_changes(&state, &audit, id, changes)
-            .await?
-            .ok_or_else(|| {
-                ApiError::NotFound("The user with this id does not exist in the system".into())
-            })?;
-        Ok(Json(user))
+    let id = parse_uuid("user_id", &raw_id)?;
+    // The last administrator must not lock everyone out by a slip of their own.
+    if id == current.id && (changes.is_active == Some(false) || changes.is_superuser == Some(false))
+    {
+        return Err(ApiError::Forbidden(
+            "Super users are not allowed to deactivate or demote themselves".into(),
+        ));
     }
-    .await;
-    audit.refused(&state.auth.pool, event, result).await
+    let user = apply_changes(&state, &audit, id, changes)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound("The user with this id does not exist in the system".into())
+        })?;
+    Ok(Json(user))
 }
 
 async fn delete_user(
     State(state): State<UsersState>,
-    current: CurrentUser,
+    Superuser(current): Superuser,
     audit: Audit,
     Path(raw_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let audit = audit.by(&current);
-    let event = Event::new("user.delete", "user").resource(Uuid::parse_str(&raw_id).ok());
-    let result = async {
-        current.require_superuser()?;
-        let id = parse_uuid("user_id", &raw_id)?;
-        if id == current.0.id {
-            return Err(ApiError::Forbidden(
-                "Super users are not allowed to delete themselves".into(),
-            ));
-        }
-        if !delete_by_id(&state, &audit, &event).await? {
-            return Err(ApiError::NotFound("User not found".into()));
-        }
-        Ok(message("User deleted successfully"))
+    let id = parse_uuid("user_id", &raw_id)?;
+    if id == current.id {
+        return Err(ApiError::Forbidden(
+            "Super users are not allowed to delete themselves".into(),
+        ));
     }
-    .await;
-    audit.refused(&state.auth.pool, event, result).await
+    if !delete_by_id(&state, &audit, id).await? {
+        return Err(ApiError::NotFound("User not found".into()));
+    }
+    Ok(message("User deleted successfully"))
 }
