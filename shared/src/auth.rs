@@ -113,30 +113,40 @@ where
     }
 }
 
-/// The caller, when they may change patient data (clinicians and superusers); 403 otherwise.
-/// Placed before the body among a handler's arguments, so the role is checked first.
-#[derive(Debug, Clone)]
-pub struct Writer(pub User);
+/// A privilege a route requires beyond a valid token.
+pub trait Privilege {
+    fn require(user: &CurrentUser) -> Result<(), ApiError>;
+}
 
-impl<S> FromRequestParts<S> for Writer
-where
-    AuthContext: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
+/// Clinicians and superusers: may change patient data.
+pub struct MayWrite;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let current = CurrentUser::from_request_parts(parts, state).await?;
-        current.require_writer()?;
-        Ok(Self(current.0))
+impl Privilege for MayWrite {
+    fn require(user: &CurrentUser) -> Result<(), ApiError> {
+        user.require_writer()
     }
 }
 
-/// The caller, when they are a superuser; 403 otherwise.
-#[derive(Debug, Clone)]
-pub struct Superuser(pub User);
+/// Superusers: manage users, read the audit trail.
+pub struct IsSuperuser;
 
-impl<S> FromRequestParts<S> for Superuser
+impl Privilege for IsSuperuser {
+    fn require(user: &CurrentUser) -> Result<(), ApiError> {
+        user.require_superuser()
+    }
+}
+
+/// The caller, when they hold privilege `P`; 403 otherwise. Placed before the body among a
+/// handler's arguments, so the role is checked (and a refusal recorded) before the body is read.
+pub struct Authorized<P> {
+    pub user: User,
+    privilege: std::marker::PhantomData<P>,
+}
+
+pub type Writer = Authorized<MayWrite>;
+pub type Superuser = Authorized<IsSuperuser>;
+
+impl<S, P: Privilege> FromRequestParts<S> for Authorized<P>
 where
     AuthContext: FromRef<S>,
     S: Send + Sync,
@@ -145,7 +155,10 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let current = CurrentUser::from_request_parts(parts, state).await?;
-        current.require_superuser()?;
-        Ok(Self(current.0))
+        P::require(&current)?;
+        Ok(Self {
+            user: current.0,
+            privilege: std::marker::PhantomData,
+        })
     }
 }

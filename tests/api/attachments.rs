@@ -25,6 +25,32 @@ async fn create(app: &TestApp, token: &str, body: Value) -> ApiResponse {
     .await
 }
 
+/// A patient's attachment of type text/plain, its bytes uploaded: the created answer.
+async fn uploaded(app: &TestApp, token: &str, bytes: &[u8]) -> Value {
+    let patient_id = patient(app, token, "P").await;
+    let created = create(
+        app,
+        token,
+        json!({"patient_id": patient_id, "file_name": "a.txt", "mime_type": "text/plain"}),
+    )
+    .await
+    .json();
+    assert!(upload(&created, bytes).await.status().is_success());
+    created
+}
+
+/// GET /attachments/{id} of a created attachment.
+async fn read(app: &TestApp, token: &str, created: &Value) -> ApiResponse {
+    app.call(
+        ApiRequest::get(&format!(
+            "/api/v1/attachments/{}",
+            created["id"].as_str().unwrap()
+        ))
+        .bearer(token),
+    )
+    .await
+}
+
 fn key_of(created: &Value) -> String {
     format!(
         "patients/{}/attachments/{}",
@@ -820,26 +846,9 @@ async fn attachment_row(
 async fn an_upload_url_writes_its_key_once() {
     let app = TestApp::new().await;
     let t = app.clinician().await.token;
-    let patient_id = patient(&app, &t, "P").await;
-    let created = create(
-        &app,
-        &t,
-        json!({"patient_id": patient_id, "file_name": "once.txt", "mime_type": "text/plain"}),
-    )
-    .await
-    .json();
-    assert!(upload(&created, b"first").await.status().is_success());
-    let read = app
-        .call(
-            ApiRequest::get(&format!(
-                "/api/v1/attachments/{}",
-                created["id"].as_str().unwrap()
-            ))
-            .bearer(&t),
-        )
-        .await
-        .json();
-    assert_eq!(read["status"], "uploaded");
+    let created = uploaded(&app, &t, b"first").await;
+    let first = read(&app, &t, &created).await.json();
+    assert_eq!(first["status"], "uploaded");
 
     let again = upload(&created, b"other").await;
     assert_eq!(
@@ -852,17 +861,8 @@ async fn an_upload_url_writes_its_key_once() {
         Some(&b"first"[..]),
         "the stored bytes are the first ones"
     );
-    let after = app
-        .call(
-            ApiRequest::get(&format!(
-                "/api/v1/attachments/{}",
-                created["id"].as_str().unwrap()
-            ))
-            .bearer(&t),
-        )
-        .await
-        .json();
-    assert_eq!(after["etag"], read["etag"]);
+    let after = read(&app, &t, &created).await.json();
+    assert_eq!(after["etag"], first["etag"]);
 }
 
 /// An attachment created then deleted before its upload, and the old URL used afterwards:
@@ -980,15 +980,7 @@ async fn the_sweep_removes_objects_no_row_points_at() {
 async fn a_delete_stands_when_draining_its_object_fails() {
     let app = TestApp::new().await;
     let t = app.clinician().await.token;
-    let patient_id = patient(&app, &t, "P").await;
-    let created = create(
-        &app,
-        &t,
-        json!({"patient_id": patient_id, "file_name": "a.txt", "mime_type": "text/plain"}),
-    )
-    .await
-    .json();
-    assert!(upload(&created, b"bytes").await.status().is_success());
+    let created = uploaded(&app, &t, b"bytes").await;
     // S3 is unreachable and the queue cannot record the failed attempt either.
     app.db
         .client()
@@ -1014,15 +1006,7 @@ async fn a_delete_stands_when_draining_its_object_fails() {
     )
     .await;
     assert_eq!(deleted.status, 200, "{}", deleted.body);
-    let again = app
-        .call(
-            ApiRequest::get(&format!(
-                "/api/v1/attachments/{}",
-                created["id"].as_str().unwrap()
-            ))
-            .bearer(&t),
-        )
-        .await;
+    let again = read(&app, &t, &created).await;
     assert_eq!(again.status, 404);
     assert_eq!(
         app.db.number("SELECT count(*) FROM object_deletions").await,

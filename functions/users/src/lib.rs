@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use shared::audit::LoggedRows;
-use shared::auth::{AuthContext, CurrentUser, Superuser};
+use shared::auth::{AuthContext, Authorized, CurrentUser, Superuser};
 use shared::config::{ConfigError, Env};
 use shared::db::SqlParams;
 use shared::domain::{EmailAddress, FullName, Password, Role};
@@ -505,7 +505,7 @@ async fn read_user(
 
 async fn update_user(
     State(state): State<UsersState>,
-    Superuser(current): Superuser,
+    Authorized { user: current, .. }: Superuser,
     audit: Audit,
     Path(raw_id): Path<String>,
     JsonBody(changes): JsonBody<UserChanges>,
@@ -528,7 +528,7 @@ async fn update_user(
 
 async fn delete_user(
     State(state): State<UsersState>,
-    Superuser(current): Superuser,
+    Authorized { user: current, .. }: Superuser,
     audit: Audit,
     Path(raw_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
