@@ -94,11 +94,11 @@ async fn auth() {
     );
 
     let token = app.superuser_token().await;
-    let user_id = app.auth.auth.tokens.verify_access(&token).unwrap();
+    let (user_id, _) = app.auth.auth.tokens.verify_access(&token).await.unwrap();
     row(
-        "token verification alone (HS256, claims)",
+        "token verification alone (ES256, claims)",
         &time(100_000, || async {
-            app.auth.auth.tokens.verify_access(&token)
+            app.auth.auth.tokens.verify_access(&token).await
         })
         .await,
     );
@@ -117,7 +117,7 @@ async fn auth() {
     row(
         "verification + user lookup (CurrentUser, pooled)",
         &time(5_000, || async {
-            let id = app.auth.auth.tokens.verify_access(&token).unwrap();
+            let (id, _) = app.auth.auth.tokens.verify_access(&token).await.unwrap();
             shared::users::find_by_id(&app.auth.auth.pool, id).await
         })
         .await,
@@ -204,14 +204,16 @@ impl BenchData {
 async fn patients_at_scale() {
     let data = BenchData::open().await;
     let (dbname, client, admin) = (&data.dbname, &data.client, data.admin);
+    let [signing, public] = api_tests::token_settings();
     let env = shared::config::Env::from_pairs([
         ("DATABASE_URL", api_tests::db_url(dbname)),
-        ("SECRET_KEY", api_tests::TEST_SECRET_KEY.to_owned()),
+        signing,
+        public,
         ("S3_BUCKET", "carevault-bench".to_owned()),
     ]);
     let state = patients::PatientsState::from_env(&env).await.unwrap();
     let router = patients::router(state.clone());
-    let token = state.auth.tokens.issue_access(admin).unwrap();
+    let token = api_tests::access_token_for(admin);
     let some_ids: Vec<uuid::Uuid> = client
         .query(
             "SELECT id FROM patients TABLESAMPLE SYSTEM (0.1) LIMIT 1000",
@@ -375,12 +377,7 @@ async fn functions_as_lambda() {
         .await
         .unwrap()
         .get(0);
-    let tokens = shared::tokens::Tokens::new(
-        api_tests::TEST_SECRET_KEY,
-        Duration::from_secs(3600),
-        Duration::from_secs(3600),
-    );
-    let token = tokens.issue_access(admin).unwrap();
+    let token = api_tests::access_token_for(admin);
     // What each function reads at cold start; AWS endpoints and keys come from scripts/bench.
     let mut env: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| k.starts_with("AWS_") || k == "PATH")
@@ -389,10 +386,11 @@ async fn functions_as_lambda() {
         [
             ("ENVIRONMENT", "local".to_owned()),
             ("DATABASE_URL", api_tests::db_url(dbname)),
-            ("SECRET_KEY", api_tests::TEST_SECRET_KEY.to_owned()),
             ("S3_BUCKET", api_tests::stack_var("S3_BUCKET")),
             ("S3_FORCE_PATH_STYLE", "true".to_owned()),
         ]
+        .into_iter()
+        .chain(api_tests::token_settings())
         .map(|(k, v)| (k.to_owned(), v)),
     );
     let results = lambda::run(dbname, env, &token, patient, admin).await;

@@ -10,8 +10,8 @@ use axum::http::request::Parts;
 use crate::config::{ConfigError, Env};
 use crate::db::DbPool;
 use crate::error::ApiError;
-use crate::secrets::{AppSecret, SecretsClient};
-use crate::tokens::Tokens;
+use crate::secrets::SecretsClient;
+use crate::tokens::{TokenRole, Tokens};
 use crate::trail::Audit;
 use crate::users::User;
 
@@ -23,25 +23,16 @@ pub struct AuthContext {
 }
 
 impl AuthContext {
-    /// The cold start of an endpoint group: application secret, token keys, database pool.
+    /// The cold start of an endpoint group: token keys (a private one only for `role`
+    /// IssueAndVerify), database pool.
     pub async fn from_env(
         env: &Env,
-        secrets: &SecretsClient,
+        secrets: &Arc<SecretsClient>,
         function_name: &str,
-    ) -> Result<Self, ConfigError> {
-        let secret = AppSecret::load(env, secrets).await?;
-        Self::with_secret(env, secrets, &secret, function_name).await
-    }
-
-    /// For a function that uses the application secret for more (SMTP credentials).
-    pub async fn with_secret(
-        env: &Env,
-        secrets: &SecretsClient,
-        secret: &AppSecret,
-        function_name: &str,
+        role: TokenRole,
     ) -> Result<Self, ConfigError> {
         Ok(Self {
-            tokens: Arc::new(Tokens::from_env(env, secret)?),
+            tokens: Arc::new(Tokens::from_env(env, secrets.clone(), role).await?),
             pool: crate::db::pool_from_env(env, secrets, function_name).await?,
         })
     }
@@ -98,10 +89,18 @@ where
             .filter(|token| !token.is_empty())
             .ok_or_else(|| ApiError::Unauthorized("Not authenticated".into()))?;
         let invalid = || ApiError::Unauthorized("Could not validate credentials".into());
-        let user_id = context.tokens.verify_access(token).ok_or_else(invalid)?;
+        let (user_id, session_epoch) = context
+            .tokens
+            .verify_access(token)
+            .await
+            .ok_or_else(invalid)?;
         let user = crate::users::find_by_id(&context.pool, user_id)
             .await?
             .ok_or_else(invalid)?;
+        // A password change or a logout since the token was issued ended its session.
+        if user.session_epoch != session_epoch {
+            return Err(invalid());
+        }
         // A valid token names the actor, even of a request refused below.
         if let Some(audit) = parts.extensions.get::<Audit>() {
             audit.actor(user.id, &user.email);

@@ -184,6 +184,9 @@ pub struct DatabaseConfig {
     pub tls: DatabaseTls,
     pub pool: PoolSettings,
     pub application_name: String,
+    /// Set on each connection (local development and tests, where the API connects as a role
+    /// of its own choosing); on AWS the application login carries it (set by `migrate`).
+    pub statement_timeout: Option<Duration>,
 }
 
 /// Lambda serves one request per instance at a time: a small pool, and bounded waits so that a
@@ -250,6 +253,7 @@ impl DatabaseConfig {
             tls: parse_tls(env, DatabaseTls::Disable)?,
             pool,
             application_name: application_name.to_owned(),
+            statement_timeout: None,
         })
     }
 
@@ -264,6 +268,9 @@ impl DatabaseConfig {
             .application_name(&self.application_name);
         if let Some(password) = &self.password {
             config.password(password);
+        }
+        if let Some(timeout) = self.statement_timeout {
+            config.options(format!("-c statement_timeout={}", timeout.as_millis()));
         }
         config
     }

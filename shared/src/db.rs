@@ -51,7 +51,14 @@ pub async fn pool_from_env(
     secrets: &SecretsClient,
     function_name: &str,
 ) -> Result<Pool, ConfigError> {
-    let config = DatabaseConfig::load(env, secrets, "DATABASE_SECRET_ARN", function_name).await?;
+    let mut config =
+        DatabaseConfig::load(env, secrets, "DATABASE_SECRET_ARN", function_name).await?;
+    // DB_STATEMENT_TIMEOUT_MS (default 5,000): no request keeps a query running after its
+    // function gave up. With a database secret (AWS) the application login carries it.
+    let timeout = env.millis_in("DB_STATEMENT_TIMEOUT_MS", 5_000, 100..=300_000)?;
+    if env.get("DATABASE_SECRET_ARN").is_none() {
+        config.statement_timeout = Some(timeout);
+    }
     pool(&config)
 }
 
@@ -153,6 +160,7 @@ impl DatabaseConfig {
             tls,
             pool,
             application_name: application_name.to_owned(),
+            statement_timeout: None,
         })
     }
 }

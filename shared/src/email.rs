@@ -157,6 +157,29 @@ impl Mailer {
         }
     }
 
+    /// Sent to the old address when an account's email changes: a stolen session cannot move
+    /// an account to another address without its owner hearing of it.
+    pub fn email_changed_email(&self, old_email: &str) -> Email {
+        let project = &self.project_name;
+        let (project_html, email_html) = (escape(project), escape(old_email));
+        Email {
+            subject: format!("{project} - The email address of your account changed"),
+            text: format!(
+                "Hello,\n\nThe email address of your {project} account ({old_email}) was just changed; \
+                 this address no longer signs in.\n\
+                 If you did not do this, contact your administrator at once.\n"
+            ),
+            html: format!(
+                "<!doctype html><html><body style=\"font-family: sans-serif\">\
+                 <p>Hello,</p>\
+                 <p>The email address of your {project_html} account (<b>{email_html}</b>) was just changed; \
+                 this address no longer signs in.</p>\
+                 <p>If you did not do this, contact your administrator at once.</p>\
+                 </body></html>"
+            ),
+        }
+    }
+
     /// Sent when a superuser creates an account: a link to choose a password (never the password).
     pub fn new_account_email(&self, email: &str, token: &str, valid_minutes: u64) -> Email {
         let link = self.reset_link(token);

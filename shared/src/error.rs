@@ -48,6 +48,12 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// Throttled: the client may try again after `retry_after`.
+    #[error("{detail}")]
+    TooManyRequests {
+        detail: String,
+        retry_after: std::time::Duration,
+    },
     /// A dependency (database, S3) cannot be reached: the client may retry.
     #[error("{0}")]
     Unavailable(String),
@@ -77,6 +83,7 @@ impl ApiError {
             Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -101,6 +108,11 @@ impl IntoResponse for ApiError {
             other => json!({ "detail": other.to_string() }),
         };
         let mut response = (status, axum::Json(body)).into_response();
+        if let Self::TooManyRequests { retry_after, .. } = &self {
+            if let Ok(value) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -134,6 +146,10 @@ impl From<tokio_postgres::Error> for ApiError {
             }
             // Server shutting down, too many connections, or a failover in progress.
             let code = db.code().code();
+            // The statement timeout: the database is too busy to answer in time.
+            if code == "57014" {
+                return Self::Unavailable(format!("database: {e}"));
+            }
             // Out of disk, memory or connections (class 53): the server cannot serve us now.
             if code.starts_with("57P") || code.starts_with("08") || code.starts_with("53") {
                 return Self::Unavailable(format!("database: {e}"));

@@ -25,8 +25,23 @@ pub fn service(router: Router) -> NormalizePath<Router> {
             .fallback(|| async { ApiError::NotFound("Not Found".into()) })
             .method_not_allowed_fallback(|| async {
                 ApiError::MethodNotAllowed("Method Not Allowed".into())
-            }),
+            })
+            .layer(axum::middleware::map_response(protect_answer)),
     )
+}
+
+/// Patient data must not stay in a shared workstation's browser cache, nor be sniffed into
+/// another type: every answer is `no-store` unless its route chose a policy, and `nosniff`.
+async fn protect_answer(mut response: axum::response::Response) -> axum::response::Response {
+    let headers = response.headers_mut();
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(axum::http::HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 /// Serves `router` on the Lambda Runtime API until the process is stopped.
@@ -73,6 +88,14 @@ impl RequestMeta {
                 .collect()
         });
         meta
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(&parts.extensions, &parts.headers))
     }
 }
 

@@ -4,8 +4,8 @@
 //! 1. Settings and errors: `config`, `error`, `logging`, `tls`, `domain` (types that can only
 //!    hold valid values).
 //! 2. Clients made once per cold start: `aws`, `secrets`, `db`, `storage`.
-//! 3. The domain: `audit` (the trail's records), `password`, `tokens`, `users`, `attachments`,
-//!    `email`.
+//! 3. The domain: `audit` (the trail's records), `password`, `throttle`, `tokens`, `users`,
+//!    `attachments`, `email`.
 //! 4. The HTTP edge: `http` (the Lambda adapter, request parsing), `trail` (the audit layer
 //!    around every route), `auth` (the caller, from the bearer token).
 
@@ -25,6 +25,7 @@ pub mod attachments;
 pub mod audit;
 pub mod email;
 pub mod password;
+pub mod throttle;
 pub mod tokens;
 pub mod users;
 // 4

@@ -4,7 +4,7 @@ use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
 
-use crate::config::{ConfigError, Env, Environment};
+use crate::config::{ConfigError, Env};
 
 /// Made on first use, so a function configured with plain environment variables (local
 /// development) never loads AWS configuration for it.
@@ -42,6 +42,32 @@ impl SecretsClient {
             .await
     }
 
+    /// Replaces the value of secret `secret_id` with `value` as JSON (the migrate function
+    /// filling the token key secrets the stack created empty).
+    pub async fn put_json<T: serde::Serialize>(
+        &self,
+        setting: &'static str,
+        secret_id: &str,
+        value: &T,
+    ) -> Result<(), ConfigError> {
+        let text = serde_json::to_string(value).map_err(|e| ConfigError::Secret {
+            name: setting,
+            reason: e.to_string(),
+        })?;
+        self.client()
+            .await
+            .put_secret_value()
+            .secret_id(secret_id)
+            .secret_string(text)
+            .send()
+            .await
+            .map_err(|e| ConfigError::Secret {
+                name: setting,
+                reason: DisplayErrorContext(e).to_string(),
+            })?;
+        Ok(())
+    }
+
     /// Reads the secret `secret_id` (ARN or name) given by the setting `setting` and parses its JSON.
     pub async fn json<T: DeserializeOwned>(
         &self,
@@ -73,10 +99,10 @@ impl SecretsClient {
     }
 }
 
-/// The application secret: the JWT signing key and SMTP credentials.
+/// The application secret: the SMTP credentials (only the functions that send email read it).
+/// A `secret_key` left from the HS256 days is ignored.
 #[derive(Clone, serde::Deserialize)]
 pub struct AppSecret {
-    pub secret_key: String,
     #[serde(default)]
     pub smtp_user: String,
     #[serde(default)]
@@ -90,30 +116,14 @@ impl std::fmt::Debug for AppSecret {
 }
 
 impl AppSecret {
-    /// From APP_SECRET_ARN (AWS) or SECRET_KEY, SMTP_USER and SMTP_PASSWORD (local).
+    /// From APP_SECRET_ARN (AWS) or SMTP_USER and SMTP_PASSWORD (local).
     pub async fn load(env: &Env, secrets: &SecretsClient) -> Result<Self, ConfigError> {
-        let environment = Environment::from_env(env)?;
-        let (secret, setting) = match env.get("APP_SECRET_ARN") {
-            Some(id) => (
-                secrets.json::<AppSecret>("APP_SECRET_ARN", id).await?,
-                "APP_SECRET_ARN",
-            ),
-            None => (
-                AppSecret {
-                    secret_key: env.string_or("SECRET_KEY", crate::config::DEFAULT_SECRET),
-                    smtp_user: env.string_or("SMTP_USER", ""),
-                    smtp_password: env.string_or("SMTP_PASSWORD", ""),
-                },
-                "SECRET_KEY",
-            ),
-        };
-        environment.check_not_default(setting, &secret.secret_key)?;
-        if environment != Environment::Local && secret.secret_key.len() < 32 {
-            return Err(ConfigError::Invalid {
-                name: setting,
-                reason: "the JWT signing key must be at least 32 characters".into(),
-            });
+        match env.get("APP_SECRET_ARN") {
+            Some(id) => secrets.json::<AppSecret>("APP_SECRET_ARN", id).await,
+            None => Ok(AppSecret {
+                smtp_user: env.string_or("SMTP_USER", ""),
+                smtp_password: env.string_or("SMTP_PASSWORD", ""),
+            }),
         }
-        Ok(secret)
     }
 }

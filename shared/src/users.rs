@@ -21,10 +21,15 @@ pub struct User {
     pub is_superuser: bool,
     pub role: Role,
     pub created_at: DateTime<Utc>,
+    /// Moves on with every password change and logout; access tokens carry the value they
+    /// were issued under, so older ones stop working.
+    #[serde(skip)]
+    pub session_epoch: i32,
 }
 
 /// The columns `User::from_row` reads, in order; `hashed_password` follows where asked for.
-pub const USER_COLUMNS: &str = "id, email, full_name, is_active, is_superuser, role, created_at";
+pub const USER_COLUMNS: &str =
+    "id, email, full_name, is_active, is_superuser, role, created_at, session_epoch";
 
 impl User {
     pub fn from_row(row: &Row) -> Self {
@@ -36,6 +41,7 @@ impl User {
             is_superuser: row.get(4),
             role: Role::from_db(row.get(5)),
             created_at: row.get(6),
+            session_epoch: row.get(7),
         }
     }
 }
@@ -66,7 +72,7 @@ pub async fn find_with_hash_by_email(
     Ok(client
         .query_opt(&statement, &[&email])
         .await?
-        .map(|row| (User::from_row(&row), row.get(7))))
+        .map(|row| (User::from_row(&row), row.get("hashed_password"))))
 }
 
 pub async fn find_with_hash_by_id(pool: &DbPool, id: Uuid) -> ApiResult<Option<(User, String)>> {
@@ -79,7 +85,16 @@ pub async fn find_with_hash_by_id(pool: &DbPool, id: Uuid) -> ApiResult<Option<(
     Ok(client
         .query_opt(&statement, &[&id])
         .await?
-        .map(|row| (User::from_row(&row), row.get(7))))
+        .map(|row| (User::from_row(&row), row.get("hashed_password"))))
+}
+
+/// Whether replacing a password hash ends the user's sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sessions {
+    /// A new password: every token issued before answers 401.
+    End,
+    /// The same password, hashed anew (an upgrade of the hash at login).
+    Keep,
 }
 
 /// Replaces the hash only if it is still `expected_hash`: of two concurrent changes (or a reset
@@ -90,12 +105,15 @@ pub async fn replace_password_hash(
     id: Uuid,
     expected_hash: &str,
     new_hash: &str,
+    sessions: Sessions,
     audit: Option<(&Attribution, &Event)>,
 ) -> ApiResult<bool> {
+    let epoch_step = i32::from(sessions == Sessions::End);
     let mut params = SqlParams::new();
     let id = params.push(id, Type::UUID);
     let expected_hash = params.push(expected_hash.to_owned(), Type::TEXT);
     let new_hash = params.push(new_hash.to_owned(), Type::TEXT);
+    let epoch_step = params.push(epoch_step, Type::INT4);
     let logged = match audit {
         Some((who, event)) => {
             let cte = crate::audit::logged_cte(
@@ -118,7 +136,8 @@ pub async fn replace_password_hash(
         .query_typed(
             &format!(
                 "WITH changed AS (
-                    UPDATE users SET hashed_password = {new_hash}, updated_at = now()
+                    UPDATE users SET hashed_password = {new_hash}, updated_at = now(),
+                        session_epoch = session_epoch + {epoch_step}
                     WHERE id = {id} AND hashed_password = {expected_hash} RETURNING id
                  ){logged}
                  SELECT id FROM changed"

@@ -235,8 +235,9 @@ async fn upload_and_download_urls_expire() {
     let app = TestApp::new().await;
     let t = app.clinician().await.token;
     let short = attachments::AttachmentsState::from_env(&app.env_with(&[
-        ("UPLOAD_URL_EXPIRE_SECONDS", "1"),
-        ("DOWNLOAD_URL_EXPIRE_SECONDS", "1"),
+        // Long enough for the upload and the redirect under a loaded CI machine.
+        ("UPLOAD_URL_EXPIRE_SECONDS", "3"),
+        ("DOWNLOAD_URL_EXPIRE_SECONDS", "3"),
     ]))
     .await
     .unwrap();
@@ -264,7 +265,7 @@ async fn upload_and_download_urls_expire() {
     .await;
     assert_eq!(content.status, 302);
 
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
     let late_put = upload(&expired, b"too late").await;
     assert_eq!(late_put.status(), 403, "expired upload URL");
     let late_get = http_client()
@@ -1055,4 +1056,33 @@ async fn a_page_of_pending_uploads_keeps_few_s3_requests_in_flight() {
         shared::attachments::MAX_HEADS_IN_FLIGHT
     );
     assert_eq!(proxy.now_in_flight(), 0);
+}
+
+#[tokio::test]
+async fn file_names_that_would_display_as_something_else_are_refused() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let patient_id = patient(&app, &t, "P").await;
+    for name in [
+        "invoice\u{202E}fdp.exe",
+        "report\u{200B}.pdf",
+        "\u{FEFF}scan.png",
+        "a\u{2066}b\u{2069}.txt",
+    ] {
+        let refused = create(
+            &app,
+            &t,
+            json!({"patient_id": patient_id, "file_name": name}),
+        )
+        .await;
+        assert_eq!(refused.status, 422, "{name:?}: {}", refused.body);
+        assert_eq!(refused.detail()[0]["loc"], json!(["body", "file_name"]));
+    }
+    let fine = create(
+        &app,
+        &t,
+        json!({"patient_id": patient_id, "file_name": "Résumé – ñandú 名前.pdf"}),
+    )
+    .await;
+    assert_eq!(fine.status, 200, "{}", fine.body);
 }

@@ -670,14 +670,14 @@ async fn the_audit_endpoint_is_for_superusers_with_filters_and_cursor_paging() {
 
 /// Who a route lets in, for the refusals it must record.
 #[derive(Clone, Copy, PartialEq)]
-enum Needs {
+pub(crate) enum Needs {
     Token,
     Writer,
     Superuser,
 }
 
 /// Every route that takes a token, as (method, path, action, who may call it).
-fn routes_with_a_token() -> Vec<(&'static str, String, &'static str, Needs)> {
+pub(crate) fn routes_with_a_token() -> Vec<(&'static str, String, &'static str, Needs)> {
     let id = uuid::Uuid::new_v4();
     let email = "someone@example.com";
     use Needs::*;

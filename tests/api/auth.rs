@@ -1,6 +1,6 @@
 use api_tests::{
-    mail_to, token_in, unique_email, ApiRequest, TestApp, FIRST_SUPERUSER,
-    FIRST_SUPERUSER_PASSWORD, TEST_SECRET_KEY,
+    mail_to, sign_as_the_api, token_in, unique_email, ApiRequest, TestApp, FIRST_SUPERUSER,
+    FIRST_SUPERUSER_PASSWORD,
 };
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::json;
@@ -117,8 +117,8 @@ async fn bad_tokens_are_401_with_www_authenticate() {
         .as_str()
         .unwrap()
         .to_owned();
-    let claims = |exp: u64| json!({"sub": user_id, "aud": "carevault:access", "iat": now() - 10, "exp": exp});
-    let sign = |claims: &serde_json::Value, key: &str| {
+    let claims = |exp: u64| json!({"sub": user_id, "aud": "carevault:access", "iat": now() - 10, "exp": exp, "sep": 0});
+    let hs256 = |claims: &serde_json::Value, key: &str| {
         encode(
             &Header::default(),
             claims,
@@ -141,22 +141,19 @@ async fn bad_tokens_are_401_with_www_authenticate() {
         b64(json!({"alg": "none", "typ": "JWT"})),
         b64(claims(now() + 600))
     );
-    let wrong_key = sign(
+    let wrong_key = hs256(
         &claims(now() + 600),
         "another-key-entirely-0123456789-abcdef",
     );
-    let expired = sign(&claims(now() - 120), TEST_SECRET_KEY);
-    let no_exp = sign(
-        &json!({"sub": user_id, "aud": "carevault:access", "iat": now()}),
-        TEST_SECRET_KEY,
+    let expired = sign_as_the_api(&claims(now() - 120));
+    let no_exp = sign_as_the_api(
+        &json!({"sub": user_id, "aud": "carevault:access", "iat": now(), "sep": 0}),
     );
-    let reset_audience = sign(
+    let reset_audience = sign_as_the_api(
         &json!({"sub": user_id, "aud": "carevault:password-reset", "iat": now(), "exp": now() + 600, "pwd": "x"}),
-        TEST_SECRET_KEY,
     );
-    let unknown_user = sign(
-        &json!({"sub": uuid::Uuid::new_v4(), "aud": "carevault:access", "iat": now(), "exp": now() + 600}),
-        TEST_SECRET_KEY,
+    let unknown_user = sign_as_the_api(
+        &json!({"sub": uuid::Uuid::new_v4(), "aud": "carevault:access", "iat": now(), "exp": now() + 600, "sep": 0}),
     );
 
     let cases: Vec<(&str, Option<String>)> = vec![
@@ -259,10 +256,11 @@ async fn full_password_recovery_flow_through_the_smtp_sink() {
 async fn expired_or_forged_reset_tokens_fail() {
     let app = TestApp::new().await;
     let user = app.clinician().await;
-    let forged = |exp: u64, key: &str| {
+    let forged_claims = |exp: u64| json!({"sub": user.id, "aud": "carevault:password-reset", "iat": now() - 7200, "exp": exp, "pwd": "0"});
+    let hs256 = |claims: &serde_json::Value, key: &str| {
         encode(
             &Header::default(),
-            &json!({"sub": user.id, "aud": "carevault:password-reset", "iat": now() - 7200, "exp": exp, "pwd": "0"}),
+            claims,
             &EncodingKey::from_secret(key.as_bytes()),
         )
         .unwrap()
@@ -286,19 +284,20 @@ async fn expired_or_forged_reset_tokens_fail() {
     };
     let mut expired_claims = real_claims.clone();
     expired_claims["exp"] = json!(now() - 60);
-    let expired = encode(
-        &Header::default(),
-        &expired_claims,
-        &EncodingKey::from_secret(TEST_SECRET_KEY.as_bytes()),
-    )
-    .unwrap();
+    let expired = sign_as_the_api(&expired_claims);
 
     for (name, token) in [
         ("expired", expired),
-        ("wrong fingerprint", forged(now() + 600, TEST_SECRET_KEY)),
+        (
+            "wrong fingerprint",
+            sign_as_the_api(&forged_claims(now() + 600)),
+        ),
         (
             "wrong key",
-            forged(now() + 600, "some-other-key-0123456789-abcdefghijkl"),
+            hs256(
+                &forged_claims(now() + 600),
+                "some-other-key-0123456789-abcdefghijkl",
+            ),
         ),
         ("garbage", "abc.def.ghi".to_owned()),
     ] {

@@ -69,12 +69,16 @@ fn env_through(proxy: &CuttableProxy, db: &TestDb, extra: &[(&str, &str)]) -> En
     let url = db_url(&db.name).replacen(&server_address(), &format!("127.0.0.1:{}", proxy.port), 1);
     let mut pairs: Vec<(String, String)> = vec![
         ("DATABASE_URL".into(), url),
-        ("SECRET_KEY".into(), api_tests::TEST_SECRET_KEY.into()),
         ("S3_BUCKET".into(), api_tests::stack_var("S3_BUCKET")),
         ("S3_FORCE_PATH_STYLE".into(), "true".into()),
         ("DB_CONNECT_TIMEOUT_MS".into(), "500".into()),
         ("DB_POOL_WAIT_TIMEOUT_MS".into(), "500".into()),
     ];
+    pairs.extend(
+        api_tests::token_settings()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v)),
+    );
     pairs.extend(
         extra
             .iter()
@@ -100,7 +104,7 @@ async fn a_database_restart_answers_503_quickly_then_recovers_without_a_restart(
         .await
         .unwrap()
         .get(0);
-    let token = patients_state.auth.tokens.issue_access(admin).unwrap();
+    let token = api_tests::access_token_for(admin);
     let health = || {
         invoke(
             utils::router(utils_state.clone()),

@@ -12,5 +12,6 @@ mod health;
 mod migrate;
 mod openapi;
 mod patients;
+mod sessions;
 mod template;
 mod users;

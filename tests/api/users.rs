@@ -277,7 +277,7 @@ async fn me_reads_updates_and_conflicts() {
         .call(
             ApiRequest::patch("/api/v1/users/me")
                 .bearer(&user.token)
-                .json(json!({"full_name": "Renamed", "email": new_email, "is_superuser": true, "role": "viewer"})),
+                .json(json!({"full_name": "Renamed", "email": new_email, "current_password": user.password, "is_superuser": true, "role": "viewer"})),
         )
         .await;
     assert_eq!(updated.status, 200, "{}", updated.body);
@@ -294,7 +294,7 @@ async fn me_reads_updates_and_conflicts() {
         .call(
             ApiRequest::patch("/api/v1/users/me")
                 .bearer(&user.token)
-                .json(json!({"email": FIRST_SUPERUSER})),
+                .json(json!({"email": FIRST_SUPERUSER, "current_password": user.password})),
         )
         .await;
     assert_eq!(taken.status, 409);
@@ -448,6 +448,22 @@ async fn signup_when_open_registration_is_on() {
         "signup cannot make a superuser"
     );
     assert_eq!(user["role"], "clinician");
+    assert_eq!(
+        user["is_active"], false,
+        "a stranger's account waits for activation"
+    );
+    let waiting = app.login(&email, "password-123").await;
+    assert_eq!(waiting.status, 400);
+    assert_eq!(waiting.detail(), "Inactive user");
+    let admin = app.superuser_token().await;
+    let activated = app
+        .call(
+            ApiRequest::patch(&format!("/api/v1/users/{}", user["id"].as_str().unwrap()))
+                .bearer(&admin)
+                .json(json!({"is_active": true})),
+        )
+        .await;
+    assert_eq!(activated.status, 200);
     assert_eq!(app.login(&email, "password-123").await.status, 200);
 
     let again = app

@@ -90,6 +90,8 @@ pub fn migrate_config(dbname: &str) -> migrate::MigrateConfig {
         database: database_config(dbname),
         audit_retention_days: 2_190,
         app_login: None,
+        app_statement_timeout_ms: 5_000,
+        token_keys: None,
         first_superuser: shared::domain::EmailAddress::parse(FIRST_SUPERUSER.into()).unwrap(),
         first_superuser_password: shared::domain::Password::parse(FIRST_SUPERUSER_PASSWORD.into())
             .unwrap(),
@@ -249,6 +251,7 @@ pub struct ApiRequest {
     headers: BTreeMap<String, String>,
     body: Option<String>,
     request_id: Option<String>,
+    source_ip: String,
 }
 
 impl ApiRequest {
@@ -260,6 +263,7 @@ impl ApiRequest {
             headers: BTreeMap::from([("user-agent".to_owned(), "carevault-tests".to_owned())]),
             body: None,
             request_id: None,
+            source_ip: "198.51.100.7".into(),
         }
     }
 
@@ -268,6 +272,12 @@ impl ApiRequest {
         self.request_id = Some(id.to_owned());
         self
     }
+    /// The client's address as API Gateway reports it (default 198.51.100.7).
+    pub fn source_ip(mut self, ip: &str) -> Self {
+        self.source_ip = ip.to_owned();
+        self
+    }
+
     pub fn get(path: &str) -> Self {
         Self::new("GET", path)
     }
@@ -346,7 +356,7 @@ impl ApiRequest {
                     "method": self.method,
                     "path": self.path,
                     "protocol": "HTTP/1.1",
-                    "sourceIp": "198.51.100.7",
+                    "sourceIp": self.source_ip,
                     "userAgent": self.headers.get("user-agent").cloned().unwrap_or_default(),
                 },
                 "requestId": request_id,
@@ -591,8 +601,67 @@ impl CountingS3Proxy {
     }
 }
 
-/// The signing key of every test app (tests forge tokens with it, and with others).
-pub const TEST_SECRET_KEY: &str = "test-signing-key-0123456789-abcdefghijklmnop";
+/// The token keys of every test app: one ES256 key pair per test process (tests sign tokens of
+/// their own with it, and with others).
+pub struct TestKeys {
+    pub signing: shared::tokens::SigningKeys,
+    pub jwks: Value,
+}
+
+pub const TEST_KID: &str = "test-key";
+
+pub fn test_keys() -> &'static TestKeys {
+    static KEYS: std::sync::OnceLock<TestKeys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let signing = shared::tokens::SigningKeys::generate(TEST_KID).expect("a test key");
+        let jwks = signing.public_jwks().expect("its public half");
+        TestKeys { signing, jwks }
+    })
+}
+
+/// The settings that hand a function the test keys, as the local secrets would.
+pub fn token_settings() -> [(&'static str, String); 2] {
+    let keys = test_keys();
+    [
+        (
+            "TOKEN_SIGNING_KEYS",
+            serde_json::to_string(&keys.signing).unwrap(),
+        ),
+        ("TOKEN_PUBLIC_KEYS", keys.jwks.to_string()),
+    ]
+}
+
+/// An access token for `user_id` (in its first session), as a login would issue it.
+pub fn access_token_for(user_id: uuid::Uuid) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    sign_as_the_api(&json!({
+        "sub": user_id, "aud": "carevault:access", "iat": now, "exp": now + 3600, "sep": 0,
+    }))
+}
+
+/// `claims` signed as the API signs (ES256 with the test key and its kid): for tokens whose
+/// claims a test chooses (expired, another audience...).
+pub fn sign_as_the_api(claims: &Value) -> String {
+    let pem = &test_keys().signing.keys[0].private_key_pem;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(
+            pem.lines()
+                .filter(|l| !l.starts_with("-----"))
+                .collect::<String>(),
+        )
+        .unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(TEST_KID.into());
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &jsonwebtoken::EncodingKey::from_ec_der(&der),
+    )
+    .unwrap()
+}
 
 /// One test's API: a fresh database and every function's router, each built by its real cold
 /// start (`from_env`) from settings that point at that database and the local SMTP sink.
@@ -637,7 +706,6 @@ impl TestApp {
         let mut settings: BTreeMap<String, String> = [
             ("ENVIRONMENT", "local".to_owned()),
             ("DATABASE_URL", db_url(&db.name)),
-            ("SECRET_KEY", TEST_SECRET_KEY.to_owned()),
             ("SMTP_HOST", "127.0.0.1".to_owned()),
             ("SMTP_PORT", stack_var("SMTP_PORT")),
             ("SMTP_TLS", "none".to_owned()),
@@ -649,6 +717,9 @@ impl TestApp {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+        for (k, v) in token_settings() {
+            settings.insert(k.to_owned(), v);
+        }
         for (k, v) in overrides {
             settings.insert((*k).to_owned(), (*v).to_owned());
         }
@@ -803,9 +874,12 @@ pub fn function_for_path(path: &str) -> Option<&'static str> {
     }
     let group = segments[0];
     Some(match group {
-        "login" | "password-recovery" | "reset-password" | "password-recovery-html-content" => {
-            "auth"
-        }
+        "login"
+        | "logout"
+        | ".well-known"
+        | "password-recovery"
+        | "reset-password"
+        | "password-recovery-html-content" => "auth",
         "users" => "users",
         "utils" | "openapi.json" => "utils",
         "patients" => "patients",

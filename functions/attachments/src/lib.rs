@@ -1,6 +1,8 @@
 //! /api/v1/attachments: clinical files go straight between the client and S3 through presigned
 //! URLs; this function only records them, signs URLs, and confirms and deletes objects.
 
+use std::sync::Arc;
+
 use axum::extract::{FromRef, Path, State};
 use axum::handler::Handler;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -18,6 +20,7 @@ use shared::db::SqlParams;
 use shared::http::{parse_uuid, JsonBody, Paging, QueryParams};
 use shared::secrets::SecretsClient;
 use shared::storage::{drain_deletions, Storage, StorageConfig};
+use shared::tokens::TokenRole;
 use shared::trail::{Audit, AuditTrail, RouteEvent};
 use shared::{ApiError, ApiResult};
 use tokio_postgres::types::Type;
@@ -32,9 +35,13 @@ pub struct AttachmentsState {
 impl AttachmentsState {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let storage_config = StorageConfig::from_env(env)?;
-        let auth =
-            AuthContext::from_env(env, &SecretsClient::from_env(env), "carevault-attachments")
-                .await?;
+        let auth = AuthContext::from_env(
+            env,
+            &Arc::new(SecretsClient::from_env(env)),
+            "carevault-attachments",
+            TokenRole::Verify,
+        )
+        .await?;
         let sdk_config = shared::aws::sdk_config().await;
         Ok(Self {
             auth,
@@ -101,11 +108,29 @@ impl TryFrom<String> for FileName {
         if raw.chars().any(char::is_control) {
             return Err("File name must not contain control characters".into());
         }
+        // `invoice\u{202E}fdp.exe` shows as `invoiceexe.pdf`: no bidirectional overrides,
+        // zero-width or other invisible formatting characters.
+        if raw.chars().any(is_format_character) {
+            return Err(
+                "File name must not contain invisible formatting or bidirectional control characters"
+                    .into(),
+            );
+        }
         if raw.contains(['/', '\\']) || raw == "." || raw == ".." {
             return Err("File name must not contain a path".into());
         }
         Ok(Self(raw))
     }
+}
+
+/// Unicode's format characters (general category Cf): bidirectional controls, zero-width
+/// joiners and spaces, the byte-order mark, invisible operators, tag characters.
+fn is_format_character(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891 | 0x08E2
+        | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F
+        | 0xFEFF | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F
+        | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
 }
 
 /// `type/subtype` (RFC 6838 restricted names), stored in lower case.

@@ -1,6 +1,8 @@
 //! GET /api/v1/audit-events/: the audit trail, newest first, for superusers. Keyset-paginated
 //! on (occurred_at, id), since the table grows without bound.
 
+use std::sync::Arc;
+
 use axum::extract::{FromRef, State};
 use axum::handler::Handler;
 use axum::routing::get;
@@ -14,6 +16,7 @@ use shared::config::{ConfigError, Env};
 use shared::db::SqlParams;
 use shared::http::{QueryParams, DEFAULT_LIMIT, MAX_LIMIT};
 use shared::secrets::SecretsClient;
+use shared::tokens::TokenRole;
 use shared::trail::{Audit, AuditTrail, RouteEvent};
 use shared::{ApiError, ApiResult, FieldError};
 use tokio_postgres::types::Type;
@@ -27,8 +30,13 @@ pub struct AuditState {
 impl AuditState {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            auth: AuthContext::from_env(env, &SecretsClient::from_env(env), "carevault-audit")
-                .await?,
+            auth: AuthContext::from_env(
+                env,
+                &Arc::new(SecretsClient::from_env(env)),
+                "carevault-audit",
+                TokenRole::Verify,
+            )
+            .await?,
         })
     }
 }

@@ -6,24 +6,27 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{FromRef, Path, State};
 use axum::handler::Handler;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use shared::audit::Outcome;
+use shared::audit::{LoggedRows, Outcome};
 use shared::auth::{AuthContext, CurrentUser, Superuser};
 use shared::config::{ConfigError, Env};
+use shared::db::SqlParams;
 use shared::domain::{EmailAddress, Password};
 use shared::email::Mailer;
-use shared::http::{FormBody, JsonBody};
+use shared::http::{FormBody, JsonBody, RequestMeta};
 use shared::password::{self, Verified};
 use shared::secrets::{AppSecret, SecretsClient};
-use shared::tokens::password_fingerprint;
+use shared::throttle;
+use shared::tokens::{account_fingerprint, TokenRole};
 use shared::trail::{Audit, AuditTrail, RouteEvent};
-use shared::users::{self, User};
+use shared::users::{self, Sessions, User};
 use shared::{ApiError, ApiResult};
+use tokio_postgres::types::Type;
 
 #[derive(Clone, FromRef)]
 pub struct AuthState {
@@ -36,9 +39,11 @@ pub struct AuthState {
 
 impl AuthState {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let secrets = SecretsClient::from_env(env);
+        let secrets = Arc::new(SecretsClient::from_env(env));
         let secret = AppSecret::load(env, &secrets).await?;
-        let auth = AuthContext::with_secret(env, &secrets, &secret, "carevault-auth").await?;
+        let auth =
+            AuthContext::from_env(env, &secrets, "carevault-auth", TokenRole::IssueAndVerify)
+                .await?;
         Ok(Self {
             auth,
             mailer: Arc::new(Mailer::from_env(env, &secret)?),
@@ -57,6 +62,7 @@ const TEST_TOKEN: RouteEvent = RouteEvent::new("auth.test_token", USER);
 const RESET_REQUEST: RouteEvent = RouteEvent::new("auth.password_reset_request", USER);
 const RESET: RouteEvent = RouteEvent::new("auth.password_reset", USER);
 const RESET_PREVIEW: RouteEvent = RouteEvent::new("auth.password_reset_preview", USER);
+const LOGOUT: RouteEvent = RouteEvent::new("auth.logout", USER);
 
 pub fn router(state: AuthState) -> Router {
     let trail = AuditTrail::new(state.auth.pool.clone());
@@ -65,6 +71,8 @@ pub fn router(state: AuthState) -> Router {
             "/api/v1/login/access-token",
             post(login_access_token.layer(trail.on(LOGIN))),
         )
+        .route("/api/v1/logout", post(logout.layer(trail.on(LOGOUT))))
+        .route("/api/v1/.well-known/jwks.json", get(jwks))
         .route(
             "/api/v1/login/test-token",
             post(test_token.layer(trail.on(TEST_TOKEN))),
@@ -94,11 +102,14 @@ struct LoginForm {
 async fn login_access_token(
     State(state): State<AuthState>,
     audit: Audit,
+    meta: RequestMeta,
     FormBody(form): FormBody<LoginForm>,
 ) -> ApiResult<Json<Value>> {
     // Success and failure alike are recorded before the token leaves; never the password.
     audit.attempted_account(&form.username);
-    match login(&state, &form).await {
+    let account = throttle::account_key(&form.username);
+    let source_ip = meta.source_ip.unwrap_or_default();
+    match login(&state, &form, &account, &source_ip).await {
         Ok((user, token)) => {
             audit.actor(user.id, &user.email);
             audit.describe(|event| event.resource(Some(user.id)));
@@ -107,16 +118,23 @@ async fn login_access_token(
             ))
         }
         Err(error) => {
-            // Wrong credentials or an inactive account: access denied.
+            // Wrong credentials, an inactive account or a throttled pair: access denied.
             audit.outcome(Outcome::Denied);
             Err(error)
         }
     }
 }
 
-async fn login(state: &AuthState, form: &LoginForm) -> ApiResult<(User, String)> {
-    let incorrect = || ApiError::BadRequest("Incorrect email or password".into());
-    let found = users::find_with_hash_by_email(&state.auth.pool, form.username.trim()).await?;
+async fn login(
+    state: &AuthState,
+    form: &LoginForm,
+    account: &str,
+    source_ip: &str,
+) -> ApiResult<(User, String)> {
+    let pool = &state.auth.pool;
+    // Refused before the password is even looked at, the right one included.
+    throttle::check(pool, account, source_ip).await?;
+    let found = users::find_with_hash_by_email(pool, form.username.trim()).await?;
     // An unknown email is verified against a dummy hash: same cost, same answer.
     let verified = password::verify(
         &form.password,
@@ -125,8 +143,12 @@ async fn login(state: &AuthState, form: &LoginForm) -> ApiResult<(User, String)>
     .await?;
     let (user, stored_hash) = match (found, verified) {
         (Some(found), Verified::Yes | Verified::YesNeedsRehash) => found,
-        _ => return Err(incorrect()),
+        _ => {
+            throttle::failed(pool, account, source_ip).await?;
+            return Err(ApiError::BadRequest("Incorrect email or password".into()));
+        }
     };
+    throttle::succeeded(pool, account, source_ip).await?;
     if !user.is_active {
         return Err(ApiError::BadRequest("Inactive user".into()));
     }
@@ -135,12 +157,68 @@ async fn login(state: &AuthState, form: &LoginForm) -> ApiResult<(User, String)>
         // we know the password. Losing a race with a password change is fine.
         if let Ok(password) = Password::parse(form.password.clone()) {
             let new_hash = password::hash(&password).await?;
-            users::replace_password_hash(&state.auth.pool, user.id, &stored_hash, &new_hash, None)
-                .await?;
+            users::replace_password_hash(
+                pool,
+                user.id,
+                &stored_hash,
+                &new_hash,
+                Sessions::Keep,
+                None,
+            )
+            .await?;
         }
     }
-    let token = state.auth.tokens.issue_access(user.id)?;
+    let token = state
+        .auth
+        .tokens
+        .issue_access(user.id, user.session_epoch)?;
     Ok((user, token))
+}
+
+/// Ends every session of the caller: every token issued before answers 401.
+async fn logout(
+    State(state): State<AuthState>,
+    current: CurrentUser,
+    audit: Audit,
+) -> ApiResult<StatusCode> {
+    audit.describe(|event| event.resource(Some(current.0.id)));
+    let mut params = SqlParams::new();
+    let id = params.push(current.0.id, Type::UUID);
+    let logged = audit.logged_cte(
+        &mut params,
+        &LoggedRows {
+            source: "ended",
+            resource: "id",
+            patient: "NULL::uuid",
+            details: None,
+        },
+    );
+    state
+        .auth
+        .pool
+        .get()
+        .await?
+        .query_typed(
+            &format!(
+                "WITH ended AS (
+                    UPDATE users SET session_epoch = session_epoch + 1 WHERE id = {id} RETURNING id
+                 ), {logged}
+                 SELECT id FROM ended"
+            ),
+            &params.typed(),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The public keys that verify our tokens, as an RFC 7517 JWK Set, for other services.
+async fn jwks(State(state): State<AuthState>) -> Response {
+    (
+        // Keys change only by rotation, which keeps the previous key published for a while.
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json(state.auth.tokens.jwks()),
+    )
+        .into_response()
 }
 
 async fn test_token(user: CurrentUser, audit: Audit) -> Json<User> {
@@ -162,9 +240,17 @@ async fn recover_password(
     audit.attempted_account(&raw_email);
     let email = parse_email_path(&raw_email)?;
     let outcome = send_recovery_email(&state, &email).await;
-    // The trail says whether an account was found; the answer never does.
+    // The trail says whether an account was found and an email sent; the answer never does.
     match &outcome {
-        Ok(Some(user_id)) => audit.describe(|event| event.resource(Some(*user_id))),
+        Ok(Recovery::Sent(user_id)) => audit.describe(|event| event.resource(Some(*user_id))),
+        Ok(Recovery::AlreadySent(user_id)) => {
+            audit.outcome(Outcome::Denied);
+            audit.describe(|event| {
+                event
+                    .resource(Some(*user_id))
+                    .details(json!({ "throttled": true }))
+            });
+        }
         _ => audit.outcome(Outcome::NotFound),
     }
     tokio::time::sleep_until((started + state.recovery_min_response).into()).await;
@@ -177,26 +263,36 @@ async fn recover_password(
     })))
 }
 
-/// Sends the email to an active user with this address; their id, or None when there is none.
-async fn send_recovery_email(
-    state: &AuthState,
-    email: &EmailAddress,
-) -> ApiResult<Option<uuid::Uuid>> {
+/// What a recovery request did.
+enum Recovery {
+    Sent(uuid::Uuid),
+    /// One went to this account within the window: nothing sent now.
+    AlreadySent(uuid::Uuid),
+    NoAccount,
+}
+
+/// Sends the email to an active user with this address, at most once per window.
+async fn send_recovery_email(state: &AuthState, email: &EmailAddress) -> ApiResult<Recovery> {
     let Some((user, hash)) =
         users::find_with_hash_by_email(&state.auth.pool, email.as_str()).await?
     else {
-        return Ok(None);
+        return Ok(Recovery::NoAccount);
     };
     if !user.is_active {
-        return Ok(None);
+        return Ok(Recovery::NoAccount);
     }
-    let token = state.auth.tokens.issue_reset(user.id, &hash)?;
+    if !throttle::claim_recovery_email(&state.auth.pool, &throttle::account_key(&user.email))
+        .await?
+    {
+        return Ok(Recovery::AlreadySent(user.id));
+    }
+    let token = state.auth.tokens.issue_reset(user.id, &hash, &user.email)?;
     let minutes = state.auth.tokens.reset_ttl.as_secs() / 60;
     let message = state
         .mailer
         .reset_password_email(&user.email, &token, minutes);
     state.mailer.send(&user.email, message).await?;
-    Ok(Some(user.id))
+    Ok(Recovery::Sent(user.id))
 }
 
 #[derive(Deserialize)]
@@ -208,42 +304,57 @@ struct ResetPassword {
 async fn reset_password(
     State(state): State<AuthState>,
     audit: Audit,
+    meta: RequestMeta,
     JsonBody(body): JsonBody<ResetPassword>,
 ) -> ApiResult<Json<Value>> {
-    let invalid = || ApiError::BadRequest("Invalid token".into());
-    let (user_id, fingerprint) = state
-        .auth
-        .tokens
-        .verify_reset(&body.token)
-        .ok_or_else(invalid)?;
-    let (user, current_hash) = users::find_with_hash_by_id(&state.auth.pool, user_id)
-        .await?
-        .ok_or_else(invalid)?;
-    // A valid token speaks for its user: they are the actor, of a refusal too.
-    audit.actor(user.id, &user.email);
-    audit.describe(|event| event.resource(Some(user.id)));
-    // The token was issued against the hash of that time: once the password changed, it is spent.
-    if password_fingerprint(&current_hash) != fingerprint {
-        return Err(invalid());
+    // Invalid tokens are counted per address, like wrong passwords.
+    let source_ip = meta.source_ip.unwrap_or_default();
+    let counted_as = format!("reset-token@{source_ip}");
+    let pool = &state.auth.pool;
+    throttle::check(pool, &counted_as, &source_ip).await?;
+    let signed_for = match state.auth.tokens.verify_reset(&body.token).await {
+        Some((user_id, fingerprint)) => users::find_with_hash_by_id(pool, user_id)
+            .await?
+            .map(|found| (found, fingerprint)),
+        None => None,
+    };
+    if let Some(((user, _), _)) = &signed_for {
+        // A token we signed speaks for its user: they are the actor, of a refusal too.
+        audit.actor(user.id, &user.email);
+        audit.describe(|event| event.resource(Some(user.id)));
     }
+    // The token was issued against the hash and email of that time: once either changed, it
+    // is spent.
+    let Some(((user, current_hash), _)) = signed_for.filter(|((user, hash), fingerprint)| {
+        account_fingerprint(hash, &user.email) == *fingerprint
+    }) else {
+        throttle::failed(pool, &counted_as, &source_ip).await?;
+        return Err(ApiError::BadRequest("Invalid token".into()));
+    };
+    throttle::succeeded(pool, &counted_as, &source_ip).await?;
     if !user.is_active {
         return Err(ApiError::BadRequest("Inactive user".into()));
     }
     let new_hash = password::hash(&body.new_password).await?;
     let (who, event) = audit.for_statement();
     let replaced = users::replace_password_hash(
-        &state.auth.pool,
+        pool,
         user.id,
         &current_hash,
         &new_hash,
+        Sessions::End,
         Some((&who, &event)),
     )
     .await?;
     if !replaced {
-        return Err(invalid());
+        return Err(ApiError::BadRequest("Invalid token".into()));
     }
     Ok(Json(json!({ "message": "Password updated successfully" })))
 }
+
+/// What the superuser preview puts where the reset token goes: shows the email as it is sent,
+/// and resets nothing.
+pub const PREVIEW_TOKEN: &str = "preview-token-not-valid";
 
 /// The recovery email's HTML for a user, as the template's superuser preview route answers it.
 async fn recover_password_html_content(
@@ -253,17 +364,17 @@ async fn recover_password_html_content(
     Path(raw_email): Path<String>,
 ) -> ApiResult<Response> {
     let email = parse_email_path(&raw_email)?;
-    let (user, hash) = users::find_with_hash_by_email(&state.auth.pool, email.as_str())
+    let user = users::find_with_hash_by_email(&state.auth.pool, email.as_str())
         .await?
+        .map(|(user, _)| user)
         .ok_or_else(|| {
             ApiError::NotFound("The user with this username does not exist in the system.".into())
         })?;
     audit.describe(|event| event.resource(Some(user.id)));
-    let token = state.auth.tokens.issue_reset(user.id, &hash)?;
     let minutes = state.auth.tokens.reset_ttl.as_secs() / 60;
     let message = state
         .mailer
-        .reset_password_email(&user.email, &token, minutes);
+        .reset_password_email(&user.email, PREVIEW_TOKEN, minutes);
     let mut response = Html(message.html).into_response();
     if let Ok(subject) = HeaderValue::from_str(&message.subject) {
         response.headers_mut().insert("subject", subject);

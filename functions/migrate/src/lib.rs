@@ -36,6 +36,28 @@ pub struct MigrateConfig {
     /// The API functions' database login (DATABASE_APP_SECRET_ARN, RDS JSON format): made a
     /// member of `carevault_app` so it holds only the application's grants. None locally.
     pub app_login: Option<AppLogin>,
+    /// DB_STATEMENT_TIMEOUT_MS (default 5,000): set on the application login, so no request
+    /// keeps a query running after its function gave up.
+    pub app_statement_timeout_ms: u64,
+    /// TOKEN_SIGNING_SECRET_ARN and TOKEN_PUBLIC_KEYS_SECRET_ARN: the token key secrets this
+    /// function fills (a new key pair when the signing secret holds none) and rotates.
+    pub token_keys: Option<TokenKeySecrets>,
+}
+
+pub struct TokenKeySecrets {
+    pub secrets: std::sync::Arc<SecretsClient>,
+    pub signing_secret_id: String,
+    pub public_secret_id: String,
+}
+
+/// What to do with the token keys besides making sure they exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyChange {
+    None,
+    /// A new key signs from now on; the previous ones stay published.
+    Rotate,
+    /// Only the active key stays (once what the others signed has expired).
+    RetireInactive,
 }
 
 #[derive(serde::Deserialize)]
@@ -85,9 +107,36 @@ impl MigrateConfig {
             Some(secret_id) => Some(secrets.json("DATABASE_APP_SECRET_ARN", secret_id).await?),
             None => None,
         };
+        let token_keys = match (
+            env.get("TOKEN_SIGNING_SECRET_ARN"),
+            env.get("TOKEN_PUBLIC_KEYS_SECRET_ARN"),
+        ) {
+            (Some(signing), Some(public)) => Some(TokenKeySecrets {
+                secrets: std::sync::Arc::new(SecretsClient::from_env(env)),
+                signing_secret_id: signing.to_owned(),
+                public_secret_id: public.to_owned(),
+            }),
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(ConfigError::Missing {
+                    name: "TOKEN_SIGNING_SECRET_ARN",
+                })
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::Missing {
+                    name: "TOKEN_PUBLIC_KEYS_SECRET_ARN",
+                })
+            }
+        };
         Ok(Self {
             database,
             app_login,
+            app_statement_timeout_ms: env.number_in(
+                "DB_STATEMENT_TIMEOUT_MS",
+                5_000,
+                100..=300_000,
+            )?,
+            token_keys,
             audit_retention_days: env.number_in("AUDIT_RETENTION_DAYS", 2_190, 365..=36_500)?,
             first_superuser,
             first_superuser_password,
@@ -100,6 +149,70 @@ pub struct Report {
     /// Migrations applied by this run, as `V1__core_schema`.
     pub applied: Vec<String>,
     pub superuser_created: bool,
+    /// The token keys: `created`, `rotated`, `retired`, `published` (public keys brought in
+    /// line with the private ones), `unchanged`; absent where no key secrets are configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_keys: Option<&'static str>,
+}
+
+/// Makes sure the signing secret holds a usable key set and the public secret its public
+/// halves; applies `change` first.
+pub async fn manage_token_keys(
+    keys: &TokenKeySecrets,
+    change: KeyChange,
+) -> Result<&'static str, MigrateError> {
+    let secrets = &keys.secrets;
+    // A secret the stack created holds `{}`: no key yet.
+    let mut signing: shared::tokens::SigningKeys = secrets
+        .json("TOKEN_SIGNING_SECRET_ARN", &keys.signing_secret_id)
+        .await?;
+    let kid = || format!("k{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"));
+    let mut outcome = "unchanged";
+    if !signing.is_usable() {
+        signing = shared::tokens::SigningKeys::generate(&kid()).map_err(MigrateError::Migration)?;
+        outcome = "created";
+    } else if change == KeyChange::Rotate {
+        signing.rotate(&kid()).map_err(MigrateError::Migration)?;
+        outcome = "rotated";
+    } else if change == KeyChange::RetireInactive && signing.keys.len() > 1 {
+        signing.retire_inactive();
+        outcome = "retired";
+    }
+    let public = signing.public_jwks().map_err(MigrateError::Migration)?;
+    let published: serde_json::Value = secrets
+        .json("TOKEN_PUBLIC_KEYS_SECRET_ARN", &keys.public_secret_id)
+        .await?;
+    let put_signing = || {
+        secrets.put_json(
+            "TOKEN_SIGNING_SECRET_ARN",
+            &keys.signing_secret_id,
+            &signing,
+        )
+    };
+    let put_public = || {
+        secrets.put_json(
+            "TOKEN_PUBLIC_KEYS_SECRET_ARN",
+            &keys.public_secret_id,
+            &public,
+        )
+    };
+    // A verifier must know a key before any token it signed exists, and a key must stop
+    // signing before it stops verifying.
+    if outcome == "retired" {
+        put_signing().await?;
+        put_public().await?;
+    } else {
+        if published != public {
+            put_public().await?;
+            if outcome == "unchanged" {
+                outcome = "published";
+            }
+        }
+        if matches!(outcome, "created" | "rotated") {
+            put_signing().await?;
+        }
+    }
+    Ok(outcome)
 }
 
 /// Runs the migrations and creates the first superuser if missing.
@@ -141,11 +254,16 @@ async fn migrate_locked(
         .collect();
     let superuser_created = ensure_first_superuser(client, config).await?;
     if let Some(login) = &config.app_login {
-        ensure_app_login(client, login).await?;
+        ensure_app_login(client, login, config.app_statement_timeout_ms).await?;
     }
+    let token_keys = match &config.token_keys {
+        Some(keys) => Some(manage_token_keys(keys, KeyChange::None).await?),
+        None => None,
+    };
     Ok(Report {
         applied,
         superuser_created,
+        token_keys,
     })
 }
 
@@ -154,6 +272,7 @@ async fn migrate_locked(
 async fn ensure_app_login(
     client: &tokio_postgres::Client,
     login: &AppLogin,
+    statement_timeout_ms: u64,
 ) -> Result<(), MigrateError> {
     let db_err = |e: tokio_postgres::Error| MigrateError::Database(e.to_string());
     let exists = client
@@ -184,6 +303,16 @@ async fn ensure_app_login(
         .map_err(db_err)?
         .get(0);
     client.batch_execute(&grant).await.map_err(db_err)?;
+    // Every session of the login starts with it: no query outlives the request that sent it.
+    let timeout: String = client
+        .query_one(
+            "SELECT format('ALTER ROLE %I SET statement_timeout = %L', $1::text, $2::text)",
+            &[&login.username, &format!("{statement_timeout_ms}ms")],
+        )
+        .await
+        .map_err(db_err)?
+        .get(0);
+    client.batch_execute(&timeout).await.map_err(db_err)?;
     Ok(())
 }
 
@@ -192,15 +321,14 @@ async fn ensure_first_superuser(
     config: &MigrateConfig,
 ) -> Result<bool, MigrateError> {
     let db_err = |e: tokio_postgres::Error| MigrateError::Database(e.to_string());
-    let exists = client
-        .query_opt(
-            "SELECT 1 FROM users WHERE lower(email) = lower($1)",
-            &[&config.first_superuser.as_str()],
-        )
+    // Only into an empty house: a renamed or deleted bootstrap account is never recreated
+    // with its initial password while any superuser exists.
+    let any_superuser = client
+        .query_opt("SELECT 1 FROM users WHERE is_superuser LIMIT 1", &[])
         .await
         .map_err(db_err)?
         .is_some();
-    if exists {
+    if any_superuser {
         return Ok(false);
     }
     let hashed = shared::password::hash(&config.first_superuser_password)
@@ -244,6 +372,25 @@ pub async fn handle_event(
             .map_err(|e| e.to_string())?;
         tracing::info!(removed, "audit retention purge");
         return Ok(serde_json::json!({ "audit_events_purged": removed }));
+    }
+    let key_change = if event.get("rotate_token_signing_key") == Some(&serde_json::json!(true)) {
+        KeyChange::Rotate
+    } else if event.get("retire_token_signing_keys") == Some(&serde_json::json!(true)) {
+        KeyChange::RetireInactive
+    } else {
+        KeyChange::None
+    };
+    if key_change != KeyChange::None {
+        let config = config.as_ref().map_err(Clone::clone)?;
+        let keys = config
+            .token_keys
+            .as_ref()
+            .ok_or("TOKEN_SIGNING_SECRET_ARN is not set: no keys to rotate")?;
+        let outcome = manage_token_keys(keys, key_change)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(outcome, "token keys");
+        return Ok(serde_json::json!({ "token_keys": outcome }));
     }
     if custom_resource::is_custom_resource(&event) {
         let request: custom_resource::CustomResourceRequest = serde_json::from_value(event)

@@ -3,6 +3,8 @@
 pub mod model;
 pub mod search;
 
+use std::sync::Arc;
+
 use axum::extract::{FromRef, Path, State};
 use axum::handler::Handler;
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -18,6 +20,7 @@ use shared::db::SqlParams;
 use shared::http::{parse_uuid, present, JsonBody, QueryParams};
 use shared::secrets::SecretsClient;
 use shared::storage::{drain_deletions, Storage, StorageConfig};
+use shared::tokens::TokenRole;
 use shared::trail::{Audit, AuditTrail, RouteEvent};
 use shared::{ApiError, ApiResult};
 use tokio_postgres::types::Type;
@@ -37,8 +40,13 @@ impl PatientsState {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let storage_config = StorageConfig::from_env(env)?;
         Ok(Self {
-            auth: AuthContext::from_env(env, &SecretsClient::from_env(env), "carevault-patients")
-                .await?,
+            auth: AuthContext::from_env(
+                env,
+                &Arc::new(SecretsClient::from_env(env)),
+                "carevault-patients",
+                TokenRole::Verify,
+            )
+            .await?,
             storage: Storage::new(&shared::aws::sdk_config().await, storage_config),
         })
     }

@@ -90,6 +90,10 @@ pub struct Search {
     pub count: CountMode,
 }
 
+/// The longest text filter accepted, in characters and in words.
+pub const MAX_TEXT_CHARS: usize = 1_000;
+pub const MAX_TEXT_WORDS: usize = 32;
+
 impl Search {
     pub fn parse(params: SearchParams) -> Result<Self, ApiError> {
         let mut errors = Vec::new();
@@ -106,6 +110,28 @@ impl Search {
             }
             Err(other) => return Err(other),
         };
+        // Bounded, so no input can make a query plan of unbounded size.
+        for (name, value) in [
+            ("name_text", &params.name_text),
+            ("name_exact", &params.name_exact),
+            ("history_text", &params.history_text),
+            ("has_attachment_mime_type", &params.has_attachment_mime_type),
+        ] {
+            let Some(value) = value else { continue };
+            if value.chars().count() > MAX_TEXT_CHARS {
+                errors.push(FieldError::new(
+                    &["query", name],
+                    format!("String should have at most {MAX_TEXT_CHARS} characters"),
+                    "string_too_long",
+                ));
+            } else if value.split_whitespace().count() > MAX_TEXT_WORDS {
+                errors.push(FieldError::new(
+                    &["query", name],
+                    format!("Search text should have at most {MAX_TEXT_WORDS} words"),
+                    "too_long",
+                ));
+            }
+        }
         // An empty parameter is no filter (`?name_text=` from a cleared search box).
         let given = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
         let mut filters = Vec::new();

@@ -14,11 +14,13 @@ use shared::config::{ConfigError, Env};
 use shared::db::SqlParams;
 use shared::domain::{EmailAddress, FullName, Password, Role};
 use shared::email::Mailer;
-use shared::http::{parse_uuid, present, JsonBody, Paging, QueryParams};
+use shared::http::{parse_uuid, present, JsonBody, Paging, QueryParams, RequestMeta};
 use shared::password::{self, Verified};
 use shared::secrets::{AppSecret, SecretsClient};
+use shared::throttle;
+use shared::tokens::TokenRole;
 use shared::trail::{Audit, AuditTrail, RouteEvent};
-use shared::users::{self, is_email_taken, User, USER_COLUMNS};
+use shared::users::{self, is_email_taken, Sessions, User, USER_COLUMNS};
 use shared::{ApiError, ApiResult};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
@@ -33,10 +35,17 @@ pub struct UsersState {
 
 impl UsersState {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let secrets = SecretsClient::from_env(env);
+        let secrets = Arc::new(SecretsClient::from_env(env));
         let secret = AppSecret::load(env, &secrets).await?;
         Ok(Self {
-            auth: AuthContext::with_secret(env, &secrets, &secret, "carevault-users").await?,
+            // Issues the set-your-password link of a new account.
+            auth: AuthContext::from_env(
+                env,
+                &secrets,
+                "carevault-users",
+                TokenRole::IssueAndVerify,
+            )
+            .await?,
             mailer: Arc::new(Mailer::from_env(env, &secret)?),
             open_registration: env.bool_or("USERS_OPEN_REGISTRATION", false)?,
         })
@@ -241,7 +250,7 @@ async fn send_new_account_email(state: &UsersState, user: &User) -> ApiResult<()
     let (_, hash) = users::find_with_hash_by_id(&state.auth.pool, user.id)
         .await?
         .ok_or_else(|| ApiError::internal("user vanished after insert"))?;
-    let token = state.auth.tokens.issue_reset(user.id, &hash)?;
+    let token = state.auth.tokens.issue_reset(user.id, &hash, &user.email)?;
     let minutes = state.auth.tokens.reset_ttl.as_secs() / 60;
     let email = state.mailer.new_account_email(&user.email, &token, minutes);
     state.mailer.send(&user.email, email).await
@@ -273,7 +282,8 @@ async fn signup(
             email: &body.email,
             password: &body.password,
             full_name: body.full_name.as_ref(),
-            is_active: true,
+            // A stranger's account waits for a superuser to activate it.
+            is_active: false,
             is_superuser: false,
             role: Role::Clinician,
         },
@@ -308,13 +318,20 @@ struct UserChanges {
 }
 
 /// Applies `changes` to user `id` with its audit event in one statement: Ok(None) when there
-/// is no such user; 409 when the email is taken.
+/// is no such user; 409 when the email is taken. A new password ends the user's sessions; a new
+/// email is announced to the old address.
 async fn apply_changes(
     state: &UsersState,
     audit: &Audit,
     id: Uuid,
     changes: UserChanges,
 ) -> ApiResult<Option<User>> {
+    let old_email = match &changes.email {
+        Some(_) => users::find_by_id(&state.auth.pool, id)
+            .await?
+            .map(|user| user.email),
+        None => None,
+    };
     let new_hash = match &changes.password {
         Some(password) => Some(password::hash(password).await?),
         None => None,
@@ -332,11 +349,16 @@ async fn apply_changes(
     .filter(|(_, sent)| *sent)
     .map(|(field, _)| *field)
     .collect();
-    audit.describe(|event| {
-        event
-            .resource(Some(id))
-            .details(json!({ "fields": fields }))
-    });
+    // An email change names both addresses by digest only: matchable, never in clear.
+    let details = match (&old_email, &changes.email) {
+        (Some(old), Some(new)) => json!({
+            "fields": fields,
+            "previous_email_sha256": email_digest(old),
+            "email_sha256": email_digest(new.as_str()),
+        }),
+        _ => json!({ "fields": fields }),
+    };
+    audit.describe(|event| event.resource(Some(id)).details(details));
     let mut params = SqlParams::new();
     let id = params.push(id, Type::UUID);
     let email = params.push(
@@ -366,6 +388,7 @@ async fn apply_changes(
                         email = COALESCE({email}, email),
                         full_name = CASE WHEN {name_sent} THEN {name} ELSE full_name END,
                         hashed_password = COALESCE({hash}, hashed_password),
+                        session_epoch = session_epoch + CASE WHEN {hash}::text IS NULL THEN 0 ELSE 1 END,
                         is_active = COALESCE({is_active}, is_active),
                         is_superuser = COALESCE({is_superuser}, is_superuser),
                         role = COALESCE({role}, role),
@@ -377,13 +400,34 @@ async fn apply_changes(
             &params.typed(),
         )
         .await;
-    match updated {
-        Ok(row) => Ok(row.as_ref().map(User::from_row)),
-        Err(e) if is_email_taken(&e) => Err(ApiError::Conflict(
-            "User with this email already exists".into(),
-        )),
-        Err(e) => Err(e.into()),
+    let updated = match updated {
+        Ok(row) => row.as_ref().map(User::from_row),
+        Err(e) if is_email_taken(&e) => {
+            return Err(ApiError::Conflict(
+                "User with this email already exists".into(),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let (Some(old), Some(user)) = (&old_email, &updated) {
+        if !old.eq_ignore_ascii_case(&user.email) {
+            let notice = state.mailer.email_changed_email(old);
+            if let Err(error) = state.mailer.send(old, notice).await {
+                // The change stands; the log says the notice did not go.
+                tracing::warn!(%error, user_id = %user.id, "email change notice not sent");
+            }
+        }
     }
+    Ok(updated)
+}
+
+/// A SHA-256 of the folded address, for the trail.
+fn email_digest(email: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(email.trim().to_lowercase().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -392,14 +436,28 @@ struct UserUpdateMe {
     email: Option<EmailAddress>,
     #[serde(default, deserialize_with = "present")]
     full_name: Option<Option<FullName>>,
+    /// Required with `email`: a stolen session must not move the account to another address.
+    #[serde(default)]
+    current_password: Option<String>,
 }
 
 async fn update_me(
     State(state): State<UsersState>,
     current: CurrentUser,
     audit: Audit,
+    meta: RequestMeta,
     JsonBody(body): JsonBody<UserUpdateMe>,
 ) -> ApiResult<Json<User>> {
+    if body.email.is_some() {
+        let Some(password) = &body.current_password else {
+            return Err(ApiError::validation(
+                &["body", "current_password"],
+                "Field required to change the email",
+                "missing",
+            ));
+        };
+        check_current_password(&state, &current, password, &meta).await?;
+    }
     // Only the name and the email: a user cannot change their own role or powers.
     let changes = UserChanges {
         email: body.email,
@@ -412,6 +470,29 @@ async fn update_me(
     Ok(Json(user))
 }
 
+/// The caller's password, checked and throttled like a login (a stolen session guessing it
+/// meets the same limits); 400 when wrong. Returns the stored hash.
+async fn check_current_password(
+    state: &UsersState,
+    current: &CurrentUser,
+    password: &str,
+    meta: &RequestMeta,
+) -> ApiResult<String> {
+    let pool = &state.auth.pool;
+    let account = throttle::account_key(&current.0.email);
+    let source_ip = meta.source_ip.clone().unwrap_or_default();
+    throttle::check(pool, &account, &source_ip).await?;
+    let (_, stored_hash) = users::find_with_hash_by_id(pool, current.0.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("User not found".into()))?;
+    if password::verify(password, Some(&stored_hash)).await? == Verified::No {
+        throttle::failed(pool, &account, &source_ip).await?;
+        return Err(ApiError::BadRequest("Incorrect password".into()));
+    }
+    throttle::succeeded(pool, &account, &source_ip).await?;
+    Ok(stored_hash)
+}
+
 #[derive(Deserialize)]
 struct UpdatePassword {
     current_password: String,
@@ -422,15 +503,12 @@ async fn update_my_password(
     State(state): State<UsersState>,
     current: CurrentUser,
     audit: Audit,
+    meta: RequestMeta,
     JsonBody(body): JsonBody<UpdatePassword>,
 ) -> ApiResult<Json<Value>> {
     audit.describe(|event| event.resource(Some(current.0.id)));
-    let (_, stored_hash) = users::find_with_hash_by_id(&state.auth.pool, current.0.id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("User not found".into()))?;
-    if password::verify(&body.current_password, Some(&stored_hash)).await? == Verified::No {
-        return Err(ApiError::BadRequest("Incorrect password".into()));
-    }
+    let stored_hash =
+        check_current_password(&state, &current, &body.current_password, &meta).await?;
     if body.current_password == body.new_password.expose() {
         return Err(ApiError::BadRequest(
             "New password cannot be the same as the current one".into(),
@@ -443,6 +521,7 @@ async fn update_my_password(
         current.0.id,
         &stored_hash,
         &new_hash,
+        Sessions::End,
         Some((&who, &event)),
     )
     .await?;

@@ -1,16 +1,20 @@
-"""The local bucket's CORS, in front of s3s-fs (which has none): answers browsers' preflight
-requests and adds the CORS response headers by the same rule as the bucket in template.yaml
-(origin FRONTEND_HOST, methods PUT/GET/HEAD, any request header, ETag exposed), and passes every
-request through unchanged otherwise: same method, path, query and headers (Host included, so
-presigned signatures still verify), body streamed both ways."""
+"""A CORS rule of template.yaml in front of a local server that has none (s3s-fs) or whose own
+rule is too loose (`cargo lambda watch` grants any origin, with credentials): answers browsers'
+preflight requests and adds the CORS response headers by the template's rule, drops any CORS
+header the server itself sends, and passes every request through unchanged otherwise: same
+method, path, query and headers (Host included, so presigned signatures still verify), body
+streamed both ways.
+
+The bucket's rule: origin FRONTEND_HOST, methods PUT/GET/HEAD, any request header, ETag exposed,
+a refused preflight is S3's 403. The HTTP API's rule: origin FRONTEND_HOST, its methods, the
+headers authorization, content-type, if-match, ETag and Location exposed; API Gateway answers a
+refused preflight without any CORS header."""
 
 import argparse
 import http.client
 import http.server
 import socketserver
 
-ALLOWED_METHODS = "PUT, GET, HEAD"
-MAX_AGE = "3600"
 # Hop-by-hop headers are the gateway's own business on each side.
 HOP_BY_HOP = {
     "connection",
@@ -28,6 +32,14 @@ class Gateway(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     upstream = ("127.0.0.1", 0)
     allowed_origins = frozenset()
+    allowed_methods = ("PUT", "GET", "HEAD")
+    # None: any header a preflight asks for.
+    allowed_headers = None
+    exposed_headers = "ETag"
+    max_age = "3600"
+    # The answer to a preflight the rule refuses: "s3" (403 with S3's XML), or "api" (API
+    # Gateway's 204 without any CORS header).
+    refusal = "s3"
 
     def log_message(self, format, *args):  # noqa: A002 (the base class's name)
         # One line per request, without the query string: it holds the presigned signature.
@@ -40,7 +52,16 @@ class Gateway(http.server.BaseHTTPRequestHandler):
     def do_OPTIONS(self):
         origin = self.allowed_origin()
         method = self.headers.get("Access-Control-Request-Method", "")
-        if origin is None or method.upper() not in ALLOWED_METHODS.split(", "):
+        requested = self.headers.get("Access-Control-Request-Headers")
+        headers_ok = self.allowed_headers is None or all(
+            h.strip().lower() in self.allowed_headers for h in (requested or "").split(",") if h.strip()
+        )
+        if origin is None or method.upper() not in self.allowed_methods or not headers_ok:
+            if self.refusal == "api":
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             body = (
                 b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessForbidden</Code>'
                 b"<Message>CORSResponse: This CORS request is not allowed.</Message></Error>"
@@ -51,13 +72,12 @@ class Gateway(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
             return
-        self.send_response(200)
+        self.send_response(200 if self.refusal == "s3" else 204)
         self.send_header("Access-Control-Allow-Origin", origin)
-        self.send_header("Access-Control-Allow-Methods", ALLOWED_METHODS)
-        requested = self.headers.get("Access-Control-Request-Headers")
+        self.send_header("Access-Control-Allow-Methods", ", ".join(self.allowed_methods))
         if requested:
             self.send_header("Access-Control-Allow-Headers", requested)
-        self.send_header("Access-Control-Max-Age", MAX_AGE)
+        self.send_header("Access-Control-Max-Age", self.max_age)
         self.send_header("Vary", "Origin, Access-Control-Request-Headers, Access-Control-Request-Method")
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -79,7 +99,7 @@ class Gateway(http.server.BaseHTTPRequestHandler):
             response = upstream.getresponse()
             self.relay(response)
         except OSError as error:
-            self.send_error(502, f"s3s-fs did not answer: {error}")
+            self.send_error(502, f"the server behind the gateway did not answer: {error}")
         finally:
             upstream.close()
 
@@ -123,12 +143,14 @@ class Gateway(http.server.BaseHTTPRequestHandler):
         self.send_response_only(response.status, response.reason)
         length = response.getheader("Content-Length")
         for name, value in response.getheaders():
-            if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
-                self.send_header(name, value)
+            lower = name.lower()
+            if lower in HOP_BY_HOP or lower == "content-length" or lower.startswith("access-control-"):
+                continue
+            self.send_header(name, value)
         origin = self.allowed_origin()
         if origin is not None:
             self.send_header("Access-Control-Allow-Origin", origin)
-            self.send_header("Access-Control-Expose-Headers", "ETag")
+            self.send_header("Access-Control-Expose-Headers", self.exposed_headers)
             self.send_header("Vary", "Origin")
         if self.command == "HEAD" or response.status in (204, 304):
             if length is not None:
@@ -146,7 +168,7 @@ class Gateway(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(payload)
 
-    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = forward
+    do_GET = do_PUT = do_POST = do_PATCH = do_DELETE = do_HEAD = forward
 
 
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
@@ -159,9 +181,17 @@ def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream-port", type=int, required=True)
     parser.add_argument("--allow-origin", action="append", default=[])
+    parser.add_argument("--rule", choices=["bucket", "api"], default="bucket")
     args = parser.parse_args()
     Gateway.upstream = ("127.0.0.1", args.upstream_port)
     Gateway.allowed_origins = frozenset(o.rstrip("/") for o in args.allow_origin)
+    if args.rule == "api":
+        # template.yaml, HttpApi CorsConfiguration.
+        Gateway.allowed_methods = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+        Gateway.allowed_headers = frozenset({"authorization", "content-type", "if-match"})
+        Gateway.exposed_headers = "etag, location"
+        Gateway.max_age = "600"
+        Gateway.refusal = "api"
     Server(("127.0.0.1", args.port), Gateway).serve_forever()
 
 

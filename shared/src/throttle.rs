@@ -1,0 +1,105 @@
+//! Password guessing, throttled per account in the database (HTTP APIs cannot use AWS WAF, and
+//! a stage-wide limit would let one client lock everyone out). After `FREE_FAILURES`
+//! consecutive failures for one account from one address, that pair is refused (429) for a
+//! window that starts at a minute and doubles with each further failure, up to an hour; across
+//! all addresses an account takes at most `MAX_FAILURES_PER_HOUR`. A success clears the pair.
+//! Other accounts and other addresses are unaffected, so nobody can lock an administrator out
+//! from elsewhere. Password recovery sends at most one email per address per window.
+
+use std::time::Duration;
+
+use crate::db::DbPool;
+use crate::error::{ApiError, ApiResult};
+
+pub const FREE_FAILURES: i32 = 5;
+pub const MAX_FAILURES_PER_HOUR: i64 = 100;
+pub const RECOVERY_EMAIL_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// The account a throttle counts for: the email as typed, trimmed and folded; or a fixed name
+/// for attempts that name no account (reset tokens).
+pub fn account_key(raw: &str) -> String {
+    raw.trim().to_lowercase()
+}
+
+/// 429 with `Retry-After` when the pair or the account is throttled now.
+pub async fn check(pool: &DbPool, account: &str, source_ip: &str) -> ApiResult<()> {
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            "SELECT
+                (SELECT ceil(extract(epoch FROM blocked_until - now()))::int8 FROM login_throttle
+                 WHERE account = $1 AND source_ip = $2 AND blocked_until > now()),
+                (SELECT CASE WHEN count(*) >= $3
+                        THEN ceil(extract(epoch FROM min(failed_at) + interval '1 hour' - now()))::int8 END
+                 FROM login_failures WHERE account = $1 AND failed_at > now() - interval '1 hour')",
+            &[&account, &source_ip, &MAX_FAILURES_PER_HOUR],
+        )
+        .await?;
+    let wait = [row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)]
+        .into_iter()
+        .flatten()
+        .max();
+    match wait {
+        Some(seconds) => Err(ApiError::TooManyRequests {
+            detail: "Too many failed attempts; try again later".into(),
+            retry_after: Duration::from_secs(seconds.max(1) as u64),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Counts a failed attempt of the pair and of the account.
+pub async fn failed(pool: &DbPool, account: &str, source_ip: &str) -> ApiResult<()> {
+    let client = pool.get().await?;
+    client
+        .execute(
+            "WITH pair AS (
+                INSERT INTO login_throttle (account, source_ip, failures) VALUES ($1, $2, 1)
+                ON CONFLICT (account, source_ip) DO UPDATE SET
+                    failures = login_throttle.failures + 1,
+                    last_failure = now(),
+                    blocked_until = CASE WHEN login_throttle.failures + 1 >= $3
+                        THEN now() + least(interval '1 minute' * power(2, login_throttle.failures + 1 - $3),
+                                           interval '1 hour')
+                    END
+                RETURNING failures
+             ), counted AS (
+                INSERT INTO login_failures (account) VALUES ($1)
+             ), pruned AS (
+                DELETE FROM login_failures WHERE account = $1 AND failed_at < now() - interval '1 hour'
+             )
+             SELECT failures FROM pair",
+            &[&account, &source_ip, &FREE_FAILURES],
+        )
+        .await?;
+    Ok(())
+}
+
+/// A success: the pair starts over.
+pub async fn succeeded(pool: &DbPool, account: &str, source_ip: &str) -> ApiResult<()> {
+    pool.get()
+        .await?
+        .execute(
+            "DELETE FROM login_throttle WHERE account = $1 AND source_ip = $2",
+            &[&account, &source_ip],
+        )
+        .await?;
+    Ok(())
+}
+
+/// May a recovery email go to this account now? Claims the window when it may.
+pub async fn claim_recovery_email(pool: &DbPool, account: &str) -> ApiResult<bool> {
+    let window = RECOVERY_EMAIL_WINDOW.as_secs_f64();
+    Ok(pool
+        .get()
+        .await?
+        .query_opt(
+            "INSERT INTO recovery_emails (account, sent_at) VALUES ($1, now())
+             ON CONFLICT (account) DO UPDATE SET sent_at = now()
+             WHERE recovery_emails.sent_at < now() - make_interval(secs => $2)
+             RETURNING 1",
+            &[&account, &window],
+        )
+        .await?
+        .is_some())
+}
