@@ -1,5 +1,7 @@
 """Creates (or updates) the local secrets in the Secrets Manager server, in the formats AWS uses:
-the RDS secret JSON for the database, and the application secret for the JWT key and SMTP."""
+the RDS secret JSON for the database, the application secret for SMTP, and the two token key
+secrets, created empty (`{}`) as the stack creates them: the migrate function generates the key
+pair into them, as it does on the first deploy, and an existing key is never overwritten."""
 
 import argparse
 import json
@@ -16,12 +18,20 @@ def put(client, name, value):
         client.put_secret_value(SecretId=name, SecretString=body)
 
 
+def create_if_missing(client, name, value):
+    try:
+        client.create_secret(Name=name, SecretString=json.dumps(value))
+    except client.exceptions.ResourceExistsException:
+        pass
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--database-url", required=True)
-    parser.add_argument("--secret-key", required=True)
     parser.add_argument("--app-secret", required=True)
     parser.add_argument("--database-secret", required=True)
+    parser.add_argument("--token-signing-secret", required=True)
+    parser.add_argument("--token-public-keys-secret", required=True)
     args = parser.parse_args()
 
     url = urllib.parse.urlsplit(args.database_url)
@@ -35,10 +45,11 @@ def main():
         "dbname": url.path.lstrip("/") or "postgres",
     })
     put(client, args.app_secret, {
-        "secret_key": args.secret_key,
         "smtp_user": "",
         "smtp_password": "",
     })
+    create_if_missing(client, args.token_signing_secret, {})
+    create_if_missing(client, args.token_public_keys_secret, {})
 
 
 if __name__ == "__main__":

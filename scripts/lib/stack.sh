@@ -172,7 +172,7 @@ ensure_s3() {
         say "S3 for browsers: reusing the CORS gateway on 127.0.0.1:$S3_BROWSER_PORT"
     else
         say "S3 for browsers: the bucket's CORS (origin $FRONTEND_HOST) on 127.0.0.1:$S3_BROWSER_PORT"
-        start_bg s3-cors "$VENV/bin/python" "$ROOT/scripts/lib/s3_cors_gateway.py" \
+        start_bg s3-cors "$VENV/bin/python" "$ROOT/scripts/lib/cors_gateway.py" --rule bucket \
             --port "$S3_BROWSER_PORT" --upstream-port "$S3_PORT" --allow-origin "$FRONTEND_HOST"
         wait_port s3-cors "$S3_BROWSER_PORT"
     fi
@@ -186,10 +186,13 @@ ensure_secrets_manager() {
         start_bg moto "$VENV/bin/moto_server" -H 127.0.0.1 -p "$SECRETS_PORT"
         wait_port moto "$SECRETS_PORT"
     fi
-    # The same secrets a deployment has, in the same JSON formats.
+    # The same secrets a deployment has, in the same JSON formats; the token key secrets start
+    # empty, as the stack creates them, and the migrate function fills them.
     "$VENV/bin/python" "$ROOT/scripts/lib/seed_secrets.py" \
-        --database-url "$DATABASE_URL" --secret-key "$LOCAL_SECRET_KEY" \
-        --app-secret "$APP_SECRET_ARN" --database-secret "$DATABASE_SECRET_ARN"
+        --database-url "$DATABASE_URL" \
+        --app-secret "$APP_SECRET_ARN" --database-secret "$DATABASE_SECRET_ARN" \
+        --token-signing-secret "$TOKEN_SIGNING_SECRET_ARN" \
+        --token-public-keys-secret "$TOKEN_PUBLIC_KEYS_SECRET_ARN"
 }
 
 ensure_smtp_sink() {
@@ -205,9 +208,10 @@ ensure_smtp_sink() {
 }
 
 # start_api PORT: every function behind one address, as API Gateway serves them (cargo lambda
-# watch, which builds a function on its first request), reading its settings as in AWS.
+# watch, which builds a function on its first request), reading its settings as in AWS, behind
+# the HTTP API's CORS rule (watch's own would grant any origin).
 start_api() {
-    local port="$1"
+    local port="$1" watch_port="$(($1 + 7))"
     # What each function reads at cold start: secrets from the local Secrets Manager, as in AWS.
     local env_file="$RUN/functions.env"
     cat >"$env_file" <<ENV
@@ -221,6 +225,8 @@ AWS_ENDPOINT_URL_SECRETS_MANAGER=$AWS_ENDPOINT_URL_SECRETS_MANAGER
 DATABASE_SECRET_ARN=$DATABASE_SECRET_ARN
 DATABASE_TLS=disable
 APP_SECRET_ARN=$APP_SECRET_ARN
+TOKEN_SIGNING_SECRET_ARN=$TOKEN_SIGNING_SECRET_ARN
+TOKEN_PUBLIC_KEYS_SECRET_ARN=$TOKEN_PUBLIC_KEYS_SECRET_ARN
 S3_BUCKET=$S3_BUCKET
 S3_FORCE_PATH_STYLE=true
 SMTP_HOST=$SMTP_HOST
@@ -229,9 +235,13 @@ SMTP_TLS=none
 FRONTEND_HOST=$FRONTEND_HOST
 PASSWORD_RECOVERY_MIN_RESPONSE_MS=${PASSWORD_RECOVERY_MIN_RESPONSE_MS:-1500}
 ENV
-    say "cargo lambda watch on http://127.0.0.1:$port"
-    start_bg watch cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$port" --env-file "$env_file"
-    wait_port watch "$port" 600
+    say "cargo lambda watch on 127.0.0.1:$watch_port, behind the API's CORS rule on http://127.0.0.1:$port"
+    start_bg watch cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$watch_port" \
+        --disable-cors --env-file "$env_file"
+    wait_port watch "$watch_port" 600
+    start_bg api-cors "$VENV/bin/python" "$ROOT/scripts/lib/cors_gateway.py" --rule api \
+        --port "$port" --upstream-port "$watch_port" --allow-origin "$FRONTEND_HOST"
+    wait_port api-cors "$port"
 }
 
 # Debian's Chromium for the browser tests (Playwright's own browser downloads do not work here).
@@ -294,9 +304,10 @@ stack_up() {
     export S3_BUCKET="carevault-local" S3_FORCE_PATH_STYLE="true"
     export SMTP_HOST="127.0.0.1" SMTP_TLS="none" SMTP_SINK_DIR="$RUN/mail"
     export APP_SECRET_ARN="carevault/$name/app" DATABASE_SECRET_ARN="carevault/$name/database"
+    export TOKEN_SIGNING_SECRET_ARN="carevault/$name/token-signing"
+    export TOKEN_PUBLIC_KEYS_SECRET_ARN="carevault/$name/token-public-keys"
     export DATABASE_TLS="disable"
     export SAM_CLI_TELEMETRY=0
-    LOCAL_SECRET_KEY="local-$name-signing-key-not-for-production"
 
     ensure_python_tools
     ensure_s3s_fs

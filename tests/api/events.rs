@@ -11,6 +11,7 @@ use api_tests::{events_dir, function_for_path, invoke_event, TestApp};
 const HTTP_EVENTS: &[(&str, u16)] = &[
     ("auth/login-access-token.json", 200),
     ("auth/login-test-token.json", 200),
+    ("auth/jwks.json", 200),
     ("auth/password-recovery.json", 200),
     ("auth/reset-password.json", 400),
     ("auth/password-recovery-html-content.json", 200),
@@ -38,6 +39,8 @@ const HTTP_EVENTS: &[(&str, u16)] = &[
     ("attachments/read-attachment.json", 404),
     ("attachments/download-attachment.json", 404),
     ("attachments/delete-attachment.json", 404),
+    // Last: it ends the session every event above uses.
+    ("auth/logout.json", 204),
 ];
 const OTHER_EVENTS: &[&str] = &[
     "migrate/custom-resource-create.json",

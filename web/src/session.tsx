@@ -4,14 +4,15 @@
 import { createContext, useCallback, useContext, useEffect, useState, type ReactNode } from "react";
 import { Navigate, useLocation } from "react-router";
 import { Center, Loader } from "@mantine/core";
-import { api, call, session, type User } from "./api/client";
+import { api, call, logOut as endSessions, session, type User } from "./api/client";
 
 interface SessionState {
   user: User | null;
   loading: boolean;
   /** Re-reads the signed-in user (after a login or an edit of one's own account). */
   refresh: () => Promise<void>;
-  logOut: () => void;
+  /** Ends the user's sessions on the API, then in this tab. */
+  logOut: () => Promise<void>;
 }
 
 const SessionContext = createContext<SessionState | null>(null);
@@ -44,7 +45,7 @@ export function SessionProvider({ children }: { children: ReactNode }) {
     });
   }, [refresh]);
 
-  const logOut = useCallback(() => session.signOut(), []);
+  const logOut = useCallback(() => endSessions(), []);
 
   return <SessionContext.Provider value={{ user, loading, refresh, logOut }}>{children}</SessionContext.Provider>;
 }

@@ -99,3 +99,13 @@ export async function logIn(email: string, password: string): Promise<void> {
   );
   session.signIn(tokenResponse.access_token);
 }
+
+/** Ends every session of this user on the API (POST /logout), then here. Signed out locally
+ * even when the API cannot be reached: the tab must not keep a token the user meant to drop. */
+export async function logOut(): Promise<void> {
+  try {
+    await api.POST("/api/v1/logout");
+  } finally {
+    session.signOut();
+  }
+}

@@ -34,7 +34,7 @@ export function Shell({ children }: { children: ReactNode }) {
               <VisuallyHidden>Signed in as </VisuallyHidden>
               {user.email}
             </Text>
-            <Button variant="default" size="xs" onClick={logOut}>
+            <Button variant="default" size="xs" onClick={() => void logOut()}>
               Log out
             </Button>
           </Group>

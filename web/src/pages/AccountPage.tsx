@@ -1,7 +1,7 @@
 // My account: name and email, and password.
 import { useId, useState, type ReactNode } from "react";
 import { Alert, Button, Paper, PasswordInput, Stack, Text, TextInput, Title } from "@mantine/core";
-import { api, call } from "../api/client";
+import { api, call, logIn } from "../api/client";
 import { ApiError } from "../api/errors";
 import { ErrorAlert } from "../components/ErrorAlert";
 import { useSession, useUser } from "../session";
@@ -26,10 +26,17 @@ function ProfileForm() {
   const { refresh } = useSession();
   const [fullName, setFullName] = useState(user.full_name ?? "");
   const [email, setEmail] = useState(user.email);
+  const [password, setPassword] = useState("");
   const [saved, setSaved] = useState(false);
+  // A new email needs the current password: a session left open cannot move the account.
+  const emailChanged = email.trim() !== user.email;
   const { busy, error, onSubmit } = useAction(async () => {
     setSaved(false);
-    await call(api.PATCH("/api/v1/users/me", { body: { full_name: fullName.trim() || null, email } }));
+    const body = emailChanged
+      ? { full_name: fullName.trim() || null, email: email.trim(), current_password: password }
+      : { full_name: fullName.trim() || null };
+    await call(api.PATCH("/api/v1/users/me", { body }));
+    setPassword("");
     await refresh();
     setSaved(true);
   });
@@ -38,11 +45,22 @@ function ProfileForm() {
     <AccountSection title="Profile" done={saved ? "Profile saved." : null} action={{ busy, error, onSubmit }} errorTitle="Could not save" submit="Save profile">
       <TextInput label="Full name" autoComplete="name" value={fullName} onChange={(e) => setFullName(e.currentTarget.value)} />
       <TextInput label="Email" type="email" autoComplete="email" required value={email} onChange={(e) => setEmail(e.currentTarget.value)} />
+      {emailChanged && (
+        <PasswordInput
+          label="Current password"
+          description="Needed to change the email; your old address is told of the change"
+          autoComplete="current-password"
+          required
+          value={password}
+          onChange={(e) => setPassword(e.currentTarget.value)}
+        />
+      )}
     </AccountSection>
   );
 }
 
 function PasswordForm() {
+  const user = useUser();
   const [current, setCurrent] = useState("");
   const [next, setNext] = useState("");
   const [repeat, setRepeat] = useState("");
@@ -51,6 +69,8 @@ function PasswordForm() {
     setSaved(false);
     if (next !== repeat) throw new ApiError(422, "The new passwords do not match.");
     await call(api.PATCH("/api/v1/users/me/password", { body: { current_password: current, new_password: next } }));
+    // A new password ends every session, this one included: sign in again with it.
+    await logIn(user.email, next);
     setCurrent("");
     setNext("");
     setRepeat("");
