@@ -27,7 +27,7 @@ use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use model::{ContactInfo, Dob, MedicalHistory, Patient, PatientName, PATIENT_COLUMNS};
-use search::{CountMode, Search, SearchParams};
+use search::{CountMode, Cursor, Search, SearchParams};
 
 #[derive(Clone, FromRef)]
 pub struct PatientsState {
@@ -370,6 +370,8 @@ async fn delete_patient(
 struct PatientList {
     data: Vec<Patient>,
     count: Option<i64>,
+    /// Where the next page starts (`cursor=`); null on the last page.
+    next_cursor: Option<String>,
 }
 
 async fn search_patients(
@@ -393,29 +395,43 @@ async fn search_patients(
 
 async fn run_search(state: &PatientsState, search: &Search) -> ApiResult<PatientList> {
     let client = state.auth.pool.get().await?;
-    let (page_sql, page_params) = search.page_sql(PATIENT_COLUMNS);
-    let page_typed = page_params.typed();
-    let count_statement = search.count_sql();
-    let count_typed = count_statement.as_ref().map(|(_, p)| p.typed());
-    // Page and count pipelined on one connection: one round trip for both.
-    let count_future = async {
-        match (&count_statement, &count_typed) {
-            (Some((sql, _)), Some(typed)) => client.query_typed(sql, typed).await.map(Some),
+    let (sql, params) = search.statement(PATIENT_COLUMNS);
+    let typed = params.typed();
+    let estimate = (search.count == CountMode::Estimate).then(|| search.estimate_sql());
+    let estimate_typed = estimate.as_ref().map(|(_, p)| p.typed());
+    // The page (with its exact count) and the estimate pipelined: one round trip.
+    let estimate_future = async {
+        match (&estimate, &estimate_typed) {
+            (Some((sql, _)), Some(typed)) => client.query_typed_one(sql, typed).await.map(Some),
             _ => Ok(None),
         }
     };
-    let (rows, count_rows) =
-        tokio::try_join!(client.query_typed(&page_sql, &page_typed), count_future)?;
-    let count = match (search.count, count_rows) {
-        (CountMode::Exact, Some(rows)) => rows.first().map(|r| r.get::<_, i64>(0)),
-        (CountMode::Estimate, Some(rows)) => rows
+    let (rows, estimated) = tokio::try_join!(client.query_typed(&sql, &typed), estimate_future)?;
+    let total_column = PATIENT_COLUMNS.split(',').count();
+    let count = match search.count {
+        CountMode::Exact => rows
             .first()
-            .and_then(|r| plan_rows(&r.get::<_, serde_json::Value>(0))),
-        _ => None,
+            .and_then(|r| r.get::<_, Option<i64>>(total_column)),
+        CountMode::Estimate => estimated.and_then(|r| plan_rows(&r.get::<_, serde_json::Value>(0))),
+        CountMode::None => None,
+    };
+    let mut data: Vec<Patient> = rows
+        .iter()
+        .filter(|row| row.get::<_, Option<Uuid>>(0).is_some())
+        .map(Patient::from_row)
+        .collect();
+    // One row more than the page says whether another page follows.
+    let next_cursor = if data.len() as i64 > search.limit {
+        data.truncate(search.limit as usize);
+        data.last()
+            .map(|last| Cursor::after(search.sort, last).encode())
+    } else {
+        None
     };
     Ok(PatientList {
-        data: rows.iter().map(Patient::from_row).collect(),
+        data,
         count,
+        next_cursor,
     })
 }
 

@@ -23,6 +23,7 @@ pub struct SearchParams {
     limit: Option<i64>,
     sort: Option<String>,
     count: Option<String>,
+    cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -60,15 +61,128 @@ impl Sort {
         })
     }
 
-    /// Ties broken by id, so that pages never overlap or skip.
-    fn order_by(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
-            Self::Name => "p.name, p.id",
-            Self::NameDesc => "p.name DESC, p.id DESC",
-            Self::Dob => "p.dob, p.id",
-            Self::DobDesc => "p.dob DESC, p.id DESC",
-            Self::CreatedAt => "p.created_at, p.id",
-            Self::CreatedAtDesc => "p.created_at DESC, p.id DESC",
+            Self::Name => "name",
+            Self::NameDesc => "-name",
+            Self::Dob => "dob",
+            Self::DobDesc => "-dob",
+            Self::CreatedAt => "created_at",
+            Self::CreatedAtDesc => "-created_at",
+        }
+    }
+
+    /// The column sorted on; ties are broken by id, so that pages never overlap or skip.
+    fn column(self) -> &'static str {
+        match self {
+            Self::Name | Self::NameDesc => "name",
+            Self::Dob | Self::DobDesc => "dob",
+            Self::CreatedAt | Self::CreatedAtDesc => "created_at",
+        }
+    }
+
+    fn descending(self) -> bool {
+        matches!(self, Self::NameDesc | Self::DobDesc | Self::CreatedAtDesc)
+    }
+
+    /// `ORDER BY` over a relation with columns `sort_key` and `id`. PostgreSQL puts NULLs (only
+    /// `dob` has them) last ascending and first descending, as the (dob, id) index holds them.
+    fn order_by(self, relation: &str) -> String {
+        let direction = if self.descending() { " DESC" } else { "" };
+        format!("{relation}.sort_key{direction}, {relation}.id{direction}")
+    }
+}
+
+/// Where the next page starts: the sort, and the last row's sort key and id. Opaque to clients
+/// (base64url of JSON); a cursor of another sort is refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    sort: Sort,
+    key: SortKey,
+    id: uuid::Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SortKey {
+    Text(String),
+    Date(Option<NaiveDate>),
+    Time(chrono::DateTime<chrono::Utc>),
+}
+
+impl Cursor {
+    /// The cursor after `patient` in `sort`.
+    pub fn after(sort: Sort, patient: &crate::model::Patient) -> Self {
+        let key = match sort.column() {
+            "name" => SortKey::Text(patient.name.clone()),
+            "dob" => SortKey::Date(patient.dob),
+            _ => SortKey::Time(patient.created_at),
+        };
+        Self {
+            sort,
+            key,
+            id: patient.id,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        use base64::Engine;
+        let key = match &self.key {
+            SortKey::Text(t) => serde_json::json!(t),
+            SortKey::Date(d) => serde_json::json!(d),
+            SortKey::Time(t) => serde_json::json!(t.timestamp_micros()),
+        };
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(serde_json::json!([self.sort.as_str(), key, self.id]).to_string())
+    }
+
+    fn decode(raw: &str, sort: Sort) -> Option<Self> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(raw.trim())
+            .ok()?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        let [named, key, id] = value.as_array()?.as_slice() else {
+            return None;
+        };
+        if Sort::parse(named.as_str()?)? != sort {
+            return None;
+        }
+        let key = match sort.column() {
+            "name" => SortKey::Text(key.as_str()?.to_owned()),
+            "dob" => SortKey::Date(match key {
+                serde_json::Value::Null => None,
+                other => Some(other.as_str()?.parse().ok()?),
+            }),
+            _ => SortKey::Time(chrono::DateTime::from_timestamp_micros(key.as_i64()?)?),
+        };
+        Some(Self {
+            sort,
+            key,
+            id: uuid::Uuid::parse_str(id.as_str()?).ok()?,
+        })
+    }
+
+    /// The rows after this cursor, over a relation with `sort_key` and `id`.
+    fn condition(&self, relation: &str, params: &mut SqlParams) -> String {
+        let id = params.push(self.id, Type::UUID);
+        let key = match &self.key {
+            SortKey::Text(t) => Some(params.push(t.clone(), Type::TEXT)),
+            SortKey::Date(Some(d)) => Some(params.push(*d, Type::DATE)),
+            SortKey::Date(None) => None,
+            SortKey::Time(t) => Some(params.push(*t, Type::TIMESTAMPTZ)),
+        };
+        let (k, i) = (format!("{relation}.sort_key"), format!("{relation}.id"));
+        let nullable = self.sort.column() == "dob";
+        match (self.sort.descending(), key) {
+            // NULLs come last ascending: after a NULL key, only NULLs with a greater id.
+            (false, None) => format!("({k} IS NULL AND {i} > {id})"),
+            (false, Some(key)) if nullable => {
+                format!("(({k}, {i}) > ({key}, {id}) OR {k} IS NULL)")
+            }
+            (false, Some(key)) => format!("({k}, {i}) > ({key}, {id})"),
+            // NULLs come first descending.
+            (true, None) => format!("(({k} IS NULL AND {i} < {id}) OR {k} IS NOT NULL)"),
+            (true, Some(key)) => format!("({k}, {i}) < ({key}, {id})"),
         }
     }
 }
@@ -88,6 +202,7 @@ pub struct Search {
     pub skip: i64,
     pub limit: i64,
     pub count: CountMode,
+    pub cursor: Option<Cursor>,
 }
 
 /// The longest text filter accepted, in characters and in words.
@@ -191,6 +306,17 @@ impl Search {
                 CountMode::Exact
             }
         };
+        let cursor = match params.cursor.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(raw) => Cursor::decode(raw, sort).or_else(|| {
+                errors.push(FieldError::new(
+                    &["query", "cursor"],
+                    "Invalid cursor (use the next_cursor of a page with the same sort)",
+                    "value_error",
+                ));
+                None
+            }),
+        };
         if !errors.is_empty() {
             return Err(ApiError::Validation(errors));
         }
@@ -200,6 +326,7 @@ impl Search {
             skip,
             limit,
             count,
+            cursor,
         })
     }
 
@@ -218,8 +345,9 @@ impl Search {
                     "p.history_search @@ websearch_to_tsquery('english', {})",
                     params.push(v.clone(), Type::TEXT)
                 ),
+                // A semi-join bounded by the matching attachments (their index holds both columns).
                 Filter::HasAttachmentMimeType(v) => format!(
-                    "EXISTS (SELECT 1 FROM attachments a WHERE a.patient_id = p.id AND a.mime_type = {})",
+                    "p.id IN (SELECT a.patient_id FROM attachments a WHERE a.mime_type = {})",
                     params.push(v.clone(), Type::TEXT)
                 ),
                 Filter::DobFrom(d) => format!("p.dob >= {}", params.push(*d, Type::DATE)),
@@ -233,33 +361,126 @@ impl Search {
         }
     }
 
-    /// The page: `SELECT <columns> ... ORDER BY ... OFFSET/LIMIT`, with its parameters.
-    pub fn page_sql(&self, columns: &str) -> (String, SqlParams) {
+    /// One statement for the page and the count: `limit + 1` patients in sort order (the extra
+    /// one says whether there is a next page), each row ending with the total (`count=exact`) or
+    /// NULL; one row of NULL patient columns when the page is empty.
+    ///
+    /// With filters, the matches are collected once through their indexes (the planner picks
+    /// bitmap scans for rare terms, a sequential scan for broad ones), then counted and sorted
+    /// for the page: the cost is bounded by the matches, never by where they sit in the sort
+    /// order (walking the sort index and filtering is fast only until the matches happen to be
+    /// late in it). Without filters, the page's ids come from an index-only walk of the sort
+    /// index, its rows are read for those ids alone, and the total from the counter the write
+    /// path keeps (patient_totals).
+    pub fn statement(&self, columns: &str) -> (String, SqlParams) {
         let mut params = SqlParams::new();
-        let clause = self.where_clause(&mut params);
+        let column = self.sort.column();
+        let order = self.sort.order_by("page");
         let offset = params.push(self.skip, Type::INT8);
-        let limit = params.push(self.limit, Type::INT8);
-        // One plain statement: with the column statistics of V5 the planner filters through the
-        // indexes for rare terms and walks the sort index for common ones (measured at 1M rows).
+        let limit = params.push(self.limit + 1, Type::INT8);
+        let (source, total) = if self.filters.is_empty() {
+            (
+                "patients".to_owned(),
+                "SELECT patients AS n FROM patient_totals",
+            )
+        } else {
+            let clause = self.where_clause(&mut params);
+            (
+                format!("(SELECT p.id, p.{column} AS sort_key FROM patients p{clause})"),
+                "SELECT count(*) AS n FROM matches",
+            )
+        };
+        let total = if self.count == CountMode::Exact {
+            total
+        } else {
+            "SELECT NULL::int8 AS n"
+        };
+        let page = if self.filters.is_empty() {
+            self.unfiltered_page(&mut params, &offset, &limit)
+        } else {
+            let after = self
+                .cursor
+                .as_ref()
+                .map(|c| format!(" WHERE {}", c.condition("m", &mut params)))
+                .unwrap_or_default();
+            format!(
+                "SELECT m.id, m.sort_key FROM matches m{after}
+                 ORDER BY {} OFFSET {offset} LIMIT {limit}",
+                self.sort.order_by("m")
+            )
+        };
+        let matches = if self.filters.is_empty() {
+            String::new()
+        } else {
+            format!("matches AS MATERIALIZED {source}, ")
+        };
         let sql = format!(
-            "SELECT {columns} FROM patients p{clause} ORDER BY {} OFFSET {offset} LIMIT {limit}",
-            self.sort.order_by(),
+            "WITH {matches}page AS ({page}), total AS ({total})
+             SELECT {columns}, total.n FROM total
+             LEFT JOIN (page JOIN patients USING (id)) ON true
+             ORDER BY {order}"
         );
         (sql, params)
     }
 
-    /// The statement that counts every match (exact) or whose plan estimates it.
-    pub fn count_sql(&self) -> Option<(String, SqlParams)> {
+    /// The ids of an unfiltered page, in sort order, from the sort index alone. After a cursor,
+    /// a range of the index; a NULL dob is its own range (NULLs sort apart), read only when
+    /// the non-NULL range runs out.
+    fn unfiltered_page(&self, params: &mut SqlParams, offset: &str, limit: &str) -> String {
+        let column = self.sort.column();
+        let direction = if self.sort.descending() { " DESC" } else { "" };
+        let ordered = |condition: &str| {
+            format!(
+                "SELECT p.id, p.{column} AS sort_key FROM patients p{condition}
+                 ORDER BY p.{column}{direction}, p.id{direction}"
+            )
+        };
+        let Some(cursor) = &self.cursor else {
+            return format!("{} OFFSET {offset} LIMIT {limit}", ordered(""));
+        };
+        let id = params.push(cursor.id, Type::UUID);
+        let comparison = if self.sort.descending() { "<" } else { ">" };
+        let key = match &cursor.key {
+            SortKey::Text(t) => Some(params.push(t.clone(), Type::TEXT)),
+            SortKey::Date(Some(d)) => Some(params.push(*d, Type::DATE)),
+            SortKey::Date(None) => None,
+            SortKey::Time(t) => Some(params.push(*t, Type::TIMESTAMPTZ)),
+        };
+        let after_key = |key: &str| {
+            ordered(&format!(
+                " WHERE (p.{column}, p.id) {comparison} ({key}, {id})"
+            ))
+        };
+        let nulls_after =
+            |condition: &str| ordered(&format!(" WHERE p.{column} IS NULL{condition}"));
+        let not_null = || ordered(&format!(" WHERE p.{column} IS NOT NULL"));
+        let segments = match (column == "dob", self.sort.descending(), &key) {
+            (false, _, Some(key)) => vec![after_key(key)],
+            // Ascending: the non-NULL keys after the cursor, then every NULL.
+            (true, false, Some(key)) => vec![after_key(key), nulls_after("")],
+            (true, false, None) => vec![nulls_after(&format!(" AND p.id > {id}"))],
+            // Descending: NULLs first.
+            (true, true, Some(key)) => vec![after_key(key)],
+            (true, true, None) => vec![nulls_after(&format!(" AND p.id < {id}")), not_null()],
+            (false, _, None) => unreachable!("only dob keys are NULL"),
+        };
+        // UNION ALL under LIMIT reads a segment only while the page needs rows.
+        let union = segments
+            .iter()
+            .map(|segment| format!("({segment} LIMIT {offset} + {limit})"))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        format!("SELECT * FROM ({union}) segments OFFSET {offset} LIMIT {limit}")
+    }
+
+    /// The statement whose plan estimates the number of matches (`count=estimate`).
+    pub fn estimate_sql(&self) -> (String, SqlParams) {
         let mut params = SqlParams::new();
         let clause = self.where_clause(&mut params);
-        match self.count {
-            CountMode::Exact => Some((format!("SELECT count(*) FROM patients p{clause}"), params)),
-            CountMode::Estimate => Some((
-                format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM patients p{clause}"),
-                params,
-            )),
-            CountMode::None => None,
-        }
+        (
+            format!("EXPLAIN (FORMAT JSON) SELECT 1 FROM patients p{clause}"),
+            params,
+        )
     }
 
     /// The filter names used, for logs and the audit trail (never their values).
@@ -295,17 +516,46 @@ mod tests {
             ("history_text", ""),
         ])
         .unwrap();
-        let (sql, params) = s.page_sql("p.id");
+        let (sql, params) = s.statement("id");
+        // offset, limit, then the two filters.
         assert_eq!(params.len(), 4);
         assert!(
-            sql.contains("carevault_prefix_query($1)") && sql.contains("p.dob >= $2"),
+            sql.contains("carevault_prefix_query($3)") && sql.contains("p.dob >= $4"),
             "{sql}"
         );
         assert!(
-            sql.contains("ORDER BY p.name, p.id OFFSET $3 LIMIT $4"),
+            sql.contains("ORDER BY m.sort_key, m.id OFFSET $1 LIMIT $2"),
             "{sql}"
         );
         assert!(!sql.contains("history"), "{sql}");
+    }
+
+    #[test]
+    fn a_cursor_round_trips_and_belongs_to_its_sort() {
+        // Stored times have microseconds.
+        let now = chrono::DateTime::from_timestamp_micros(chrono::Utc::now().timestamp_micros())
+            .unwrap();
+        let patient = crate::model::Patient {
+            id: uuid::Uuid::new_v4(),
+            name: "Ann O'Neil".into(),
+            dob: None,
+            contact_info: None,
+            medical_history: None,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        for sort in [Sort::Name, Sort::DobDesc, Sort::CreatedAt] {
+            let cursor = Cursor::after(sort, &patient);
+            assert_eq!(Cursor::decode(&cursor.encode(), sort), Some(cursor.clone()));
+            let other = if sort == Sort::Name {
+                Sort::Dob
+            } else {
+                Sort::Name
+            };
+            assert_eq!(Cursor::decode(&cursor.encode(), other), None);
+        }
+        assert_eq!(Cursor::decode("not-a-cursor", Sort::Name), None);
     }
 
     #[test]
