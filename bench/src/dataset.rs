@@ -1,6 +1,15 @@
-//! A realistic patient population, generated deterministically and loaded with COPY:
-//! varied names (accented ones included), dates of birth, multi-sentence histories drawn from a
-//! vocabulary of real conditions (common and rare), and attachments of a dozen MIME types.
+//! Patient populations, generated deterministically and loaded with COPY, each load ending with
+//! VACUUM ANALYZE as autovacuum would after a bulk import.
+//!
+//! `Uniform`: varied names (accented ones included), dates of birth, multi-sentence histories
+//! drawn from a vocabulary of real conditions (common and rare), attachments of a dozen MIME
+//! types, all independent of each other.
+//!
+//! `Correlated`: what real clinics look like and what fools a planner that assumes
+//! independence: surnames shared by families, each of 30 first names carrying its own
+//! condition (every asthma patient is a Hiroshi, so the matches sit together, late in name
+//! order), conditions tied to birth cohorts, and attachments on a tenth of the patients with
+//! MIME types skewed by department (most DICOM files from one group).
 
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -225,14 +234,21 @@ fn history(rng: &mut fastrand::Rng) -> String {
     text
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataSet {
+    Uniform,
+    Correlated,
+}
+
 /// Loads `patients` patients and `attachments` attachments unless the database already holds them.
 pub async fn ensure_loaded(
     client: &Client,
+    set: DataSet,
     patients: usize,
     attachments: usize,
 ) -> Result<bool, tokio_postgres::Error> {
     let have: i64 = client
-        .query_one("SELECT count(*) FROM patients", &[])
+        .query_one("SELECT patients FROM patient_totals", &[])
         .await?
         .get(0);
     if have as usize >= patients {
@@ -241,6 +257,23 @@ pub async fn ensure_loaded(
     client
         .batch_execute("TRUNCATE attachments, patients, object_deletions")
         .await?;
+    if set == DataSet::Correlated {
+        load_correlated(client, patients, attachments).await?;
+    } else {
+        load_uniform(client, patients, attachments).await?;
+    }
+    // As autovacuum would after a bulk load: statistics, and a visibility map for index-only
+    // scans. (VACUUM cannot run inside a transaction block: one statement per call.)
+    client.batch_execute("VACUUM ANALYZE patients").await?;
+    client.batch_execute("VACUUM ANALYZE attachments").await?;
+    Ok(true)
+}
+
+async fn load_uniform(
+    client: &Client,
+    patients: usize,
+    attachments: usize,
+) -> Result<(), tokio_postgres::Error> {
     let mut rng = fastrand::Rng::with_seed(20261127);
     let mut ids = Vec::with_capacity(patients);
     let sink = client
@@ -311,8 +344,167 @@ pub async fn ensure_loaded(
     }
     sink.send(Bytes::from(chunk)).await?;
     sink.finish().await?;
-    client
-        .batch_execute("ANALYZE patients; ANALYZE attachments")
+    Ok(())
+}
+
+/// 30 first names in alphabetical order; the n-th carries `SIGNATURE[n % 20]` in every history.
+const CORRELATED_FIRST: &[&str] = &[
+    "Aaron", "Beatriz", "Carlos", "Dana", "Elif", "Farah", "Goran", "Hana", "Ines", "Jonas",
+    "Kemal", "Lucia", "Marek", "Nadia", "Oskar", "Petra", "Quentin", "Rosa", "Stefan", "Tamar",
+    "Ulrich", "Vera", "Walid", "Xenia", "Yusuf", "Zora", "Zoltan", "Zuzana", "Hiroshi", "Zyanya",
+];
+const CORRELATED_LAST: &[&str] = &[
+    "Abe",
+    "Berg",
+    "Costa",
+    "Diaz",
+    "Eriksen",
+    "Fischer",
+    "Gallo",
+    "Horvat",
+    "Ito",
+    "Jensen",
+    "Kowalski",
+    "Larsen",
+    "Meyer",
+    "Novak",
+    "Ortiz",
+    "Popescu",
+    "Quinn",
+    "Reyes",
+    "Sato",
+    "Tanaka",
+    "Urban",
+    "Vidal",
+    "Weber",
+    "Yilmaz",
+    "Smith-Jones",
+];
+/// Each first name's own condition: the whole cohort of that name has it, nobody else does.
+const SIGNATURE: &[&str] = &[
+    "gout",
+    "eczema",
+    "psoriasis",
+    "celiac disease",
+    "glaucoma",
+    "vitiligo",
+    "sciatica",
+    "tinnitus",
+    "rosacea",
+    "scoliosis",
+    "bursitis",
+    "tendinitis",
+    "sinusitis",
+    "vertigo",
+    "cataract",
+    "hernia",
+    "neuropathy",
+    "fibromyalgia",
+    "pancreatitis",
+    "asthma",
+];
+/// The conditions of a birth decade (from the 1930s on).
+const COHORT: &[&str] = &[
+    "osteoporosis",
+    "atrial fibrillation",
+    "hypertension",
+    "type 2 diabetes",
+    "hyperlipidemia",
+    "hypothyroidism",
+    "migraine",
+    "anxiety",
+    "allergic rhinitis",
+];
+
+async fn load_correlated(
+    client: &Client,
+    patients: usize,
+    attachments: usize,
+) -> Result<(), tokio_postgres::Error> {
+    let mut rng = fastrand::Rng::with_seed(20261130);
+    let sink = client
+        .copy_in(
+            "COPY patients (id, name, dob, contact_info, medical_history, created_at) FROM STDIN",
+        )
         .await?;
-    Ok(true)
+    futures_util::pin_mut!(sink);
+    let mut ids = Vec::with_capacity(patients);
+    let mut chunk = String::with_capacity(4 << 20);
+    for i in 0..patients {
+        let id = uuid::Uuid::from_u64_pair(rng.u64(..), rng.u64(..));
+        ids.push((id, i));
+        // Families of about four share a surname and a household number.
+        let family = i / 4;
+        let first = i % CORRELATED_FIRST.len();
+        let name = format!(
+            "{} {} {}",
+            CORRELATED_FIRST[first],
+            CORRELATED_LAST[family % CORRELATED_LAST.len()],
+            family
+        );
+        // Birth cohorts follow the family: members are born within a few years.
+        let year = 1930 + (family * 7919 % 90) as i32 + rng.i32(0..3);
+        let dob = chrono::NaiveDate::from_ymd_opt(year, rng.u32(1..=12), rng.u32(1..=28)).unwrap();
+        let cohort = COHORT[((year - 1930) / 10) as usize % COHORT.len()];
+        let signature = SIGNATURE[first % SIGNATURE.len()];
+        // Four conditions: the name's own, the cohort's, two common ones.
+        let history = format!(
+            "Diagnosed with {signature}. History of {cohort} managed with medication. \
+             Family history of {}. Reports good control of {}.",
+            COMMON[rng.usize(0..COMMON.len())],
+            COMMON[rng.usize(0..COMMON.len())]
+        );
+        chunk.push_str(&id.to_string());
+        chunk.push('\t');
+        field(&mut chunk, &name);
+        chunk.push('\t');
+        chunk.push_str(&dob.to_string());
+        chunk.push('\t');
+        chunk.push_str(&format!("+1 555 {:04}", rng.u32(0..10_000)));
+        chunk.push('\t');
+        field(&mut chunk, &history);
+        chunk.push('\t');
+        let created = chrono::DateTime::parse_from_rfc3339("2021-01-01T00:00:00Z").unwrap()
+            + chrono::Duration::seconds(i as i64 * 150);
+        chunk.push_str(&created.to_rfc3339());
+        chunk.push('\n');
+        if chunk.len() > (4 << 20) - 4096 {
+            sink.send(Bytes::from(std::mem::take(&mut chunk))).await?;
+        }
+    }
+    sink.send(Bytes::from(chunk)).await?;
+    sink.finish().await?;
+
+    // Attachments on a tenth of the patients; DICOM from the first three first names (one
+    // department), PDFs the bulk elsewhere, genomics files rare.
+    let holders: Vec<(uuid::Uuid, usize)> = ids.into_iter().filter(|(_, i)| i % 10 == 0).collect();
+    let sink = client
+        .copy_in("COPY attachments (id, patient_id, file_name, mime_type, object_key, status, size, etag, uploaded_at) FROM STDIN")
+        .await?;
+    futures_util::pin_mut!(sink);
+    let mut chunk = String::with_capacity(4 << 20);
+    for _ in 0..attachments {
+        let id = uuid::Uuid::from_u64_pair(rng.u64(..), rng.u64(..));
+        let (patient, i) = holders[rng.usize(0..holders.len())];
+        let radiology = i % CORRELATED_FIRST.len() < 3;
+        let roll = rng.usize(0..1_000);
+        let mime = match (radiology, roll) {
+            (_, 0..=1) => "application/x-bam",
+            (true, 2..=899) => "application/dicom",
+            (false, 2..=599) => "application/pdf",
+            (false, 600..=799) => "image/jpeg",
+            _ => MIME_TYPES[rng.usize(1..MIME_TYPES.len() - 1)],
+        };
+        chunk.push_str(&format!(
+            "{id}\t{patient}\tfile-{id}.dat\t{mime}\tpatients/{patient}/attachments/{id}\tuploaded\t{}\t{:032x}\t2025-01-01 00:00:00+00\n",
+            rng.u32(1_000..50_000_000),
+            rng.u128(..)
+        ));
+        if chunk.len() > (4 << 20) - 4096 {
+            sink.send(Bytes::from(std::mem::take(&mut chunk))).await?;
+        }
+    }
+    sink.send(Bytes::from(chunk)).await?;
+    sink.finish().await?;
+    Ok(())
 }

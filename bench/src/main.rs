@@ -169,22 +169,44 @@ const PATIENTS: usize = 1_000_000;
 const ATTACHMENTS: usize = 300_000;
 
 impl BenchData {
-    async fn open() -> Self {
-        let dbname =
-            std::env::var("CAREVAULT_BENCH_DB").unwrap_or_else(|_| "carevault_bench".into());
+    async fn open(set: dataset::DataSet) -> Self {
+        let dbname = match set {
+            dataset::DataSet::Uniform => {
+                std::env::var("CAREVAULT_BENCH_DB").unwrap_or_else(|_| "carevault_bench".into())
+            }
+            dataset::DataSet::Correlated => "carevault_bench_correlated".into(),
+        };
+        if api_tests::admin_client()
+            .await
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&dbname])
+            .await
+            .unwrap()
+            .is_none()
+        {
+            api_tests::admin_client()
+                .await
+                .batch_execute(&format!("CREATE DATABASE {dbname}"))
+                .await
+                .unwrap();
+        }
         migrate::run(&api_tests::migrate_config(&dbname))
             .await
             .expect("migrate the bench database");
         let pool = shared::db::pool(&api_tests::database_config(&dbname)).unwrap();
         let client = pool.get().await.unwrap();
         let started = Instant::now();
-        let loaded = dataset::ensure_loaded(&client, PATIENTS, ATTACHMENTS)
+        let loaded = dataset::ensure_loaded(&client, set, PATIENTS, ATTACHMENTS)
             .await
             .expect("load the data set");
         let loaded_in = loaded.then(|| started.elapsed());
-        // Fresh statistics, as autovacuum would have after a migration rewrote the table.
+        // Fresh statistics and visibility map, as autovacuum would have after a migration
+        // rewrote the table.
         client
-            .batch_execute("ANALYZE patients; ANALYZE attachments")
+            .batch_execute("VACUUM ANALYZE patients")
+            .await
+            .unwrap();
+        client
+            .batch_execute("VACUUM ANALYZE attachments")
             .await
             .unwrap();
         let admin = client
@@ -201,8 +223,8 @@ impl BenchData {
     }
 }
 
-async fn patients_at_scale() {
-    let data = BenchData::open().await;
+async fn patients_at_scale(set: dataset::DataSet) {
+    let data = BenchData::open(set).await;
     let (dbname, client, admin) = (&data.dbname, &data.client, data.admin);
     let [signing, public] = api_tests::token_settings();
     let env = shared::config::Env::from_pairs([
@@ -225,7 +247,7 @@ async fn patients_at_scale() {
         .map(|r| r.get(0))
         .collect();
 
-    println!("## Patients at 1M\n");
+    println!("## Patients at 1M, {set:?} data set\n");
     if let Some(load_time) = data.loaded_in {
         println!(
             "Loaded {PATIENTS} patients and {ATTACHMENTS} attachments with COPY (generated columns and every index maintained) in {:.1} s.\n",
@@ -234,7 +256,7 @@ async fn patients_at_scale() {
     } else {
         println!("Data set already loaded ({PATIENTS} patients, {ATTACHMENTS} attachments).\n");
     }
-    println!("| request | matches (count) | runs | p50 ms | p99 ms | plan (scans) |\n|---|---|---|---|---|---|");
+    println!("| request | matches (count) | runs | p50 ms | p99 ms | matches alone p50 ms | before p50 ms | plan (scans) |\n|---|---|---|---|---|---|---|---|");
 
     let mut i = 0usize;
     let by_id = time(500, || {
@@ -247,13 +269,13 @@ async fn patients_at_scale() {
     })
     .await;
     println!(
-        "| GET /patients/{{id}} | 1 | {} | {} | {} | Index Scan on patients_pkey |",
+        "| GET /patients/{{id}} | 1 | {} | {} | {} | | | Index Scan on patients_pkey |",
         by_id.runs,
         ms(by_id.p50),
         ms(by_id.p99)
     );
 
-    let shapes: &[(&str, &[(&str, &str)])] = &[
+    let uniform: &[(&str, &[(&str, &str)])] = &[
         ("name_text, selective", &[("name_text", "dvořák ígor")]),
         (
             "name_text, accent-free input",
@@ -305,6 +327,61 @@ async fn patients_at_scale() {
             &[("sort", "-created_at"), ("skip", "5000")],
         ),
     ];
+    // The independent measurement's shapes (issue 14), on data correlated the same way.
+    let correlated: &[(&str, &[(&str, &str)])] = &[
+        ("no filter (list)", &[("limit", "100")]),
+        (
+            "history_text, broad, matches late in name order",
+            &[("history_text", "asthma")],
+        ),
+        (
+            "history_text, broad, two clusters, limit 20",
+            &[("history_text", "gout"), ("limit", "20")],
+        ),
+        (
+            "name_text, broad, contiguous in name order",
+            &[("name_text", "Hiroshi")],
+        ),
+        (
+            "name_text, hyphenated",
+            &[("name_text", "smith-jones 1234")],
+        ),
+        ("name_exact", &[("name_exact", "Tamar Ito 123458")]),
+        (
+            "has_attachment_mime_type, rare",
+            &[("has_attachment_mime_type", "application/x-bam")],
+        ),
+        (
+            "has_attachment_mime_type, broad",
+            &[("has_attachment_mime_type", "application/pdf")],
+        ),
+        (
+            "has_attachment_mime_type, one department",
+            &[("has_attachment_mime_type", "application/dicom")],
+        ),
+        ("deep page by skip", &[("skip", "500000"), ("limit", "100")]),
+        (
+            "history_text + dob range (cohort)",
+            &[
+                ("history_text", "asthma"),
+                ("dob_from", "1960-01-01"),
+                ("dob_to", "1969-12-31"),
+            ],
+        ),
+        (
+            "history_text, broad, count=none, sort -dob",
+            &[
+                ("history_text", "asthma"),
+                ("count", "none"),
+                ("sort", "-dob"),
+            ],
+        ),
+    ];
+    let shapes = if set == dataset::DataSet::Correlated {
+        correlated
+    } else {
+        uniform
+    };
     for (label, query) in shapes {
         let request = || {
             let mut request = ApiRequest::get("/api/v1/patients/").bearer(&token);
@@ -325,6 +402,18 @@ async fn patients_at_scale() {
             50
         };
         let stats = time(runs, || api_tests::invoke(router.clone(), request())).await;
+        let search = {
+            let pairs: Vec<(String, String)> = query
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let encoded = serde_urlencoded::to_string(&pairs).unwrap();
+            patients::search::Search::parse(serde_urlencoded::from_str(&encoded).unwrap()).unwrap()
+        };
+        // What collecting the matches alone costs (bare SQL): the floor of any page statement.
+        let alone = bare_sql_p50(client, &matches_alone(&search), runs.min(10)).await;
+        // The statements the code before this change sent (bare SQL: a floor of its handler).
+        let before = bare_sql_p50(client, &before_statements(&search), runs.min(10)).await;
 
         // The plans of the statements the handler ran: the page with its count (and the estimate).
         let pairs: Vec<(String, String)> = query
@@ -354,7 +443,7 @@ async fn patients_at_scale() {
         }
         scans.dedup();
         println!(
-            "| `{}` ({label}) | {} | {} | {} | {} | {} |",
+            "| `{}` ({label}) | {} | {} | {} | {} | {} | {} | {} |",
             pairs
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
@@ -364,15 +453,79 @@ async fn patients_at_scale() {
             stats.runs,
             ms(stats.p50),
             ms(stats.p99),
+            ms(alone),
+            ms(before),
             scans.join("; ")
         );
     }
     println!();
 }
 
+/// The statement that only collects a search's matches: their count through the filters'
+/// indexes (without filters: the sort index walked to the page, ids only).
+fn matches_alone(search: &patients::search::Search) -> Vec<(String, shared::db::SqlParams)> {
+    let mut params = shared::db::SqlParams::new();
+    let clause = search.where_clause(&mut params);
+    if clause.is_empty() {
+        let offset = params.push(search.skip, tokio_postgres::types::Type::INT8);
+        let limit = params.push(search.limit, tokio_postgres::types::Type::INT8);
+        return vec![(
+            format!(
+                "SELECT id FROM patients p ORDER BY p.name, p.id OFFSET {offset} LIMIT {limit}"
+            ),
+            params,
+        )];
+    }
+    vec![(format!("SELECT count(*) FROM patients p{clause}"), params)]
+}
+
+/// The statements the search sent before it was bounded by its matches: the page by walking
+/// the sort order with the filters (the MIME filter as EXISTS), and an exact count.
+fn before_statements(search: &patients::search::Search) -> Vec<(String, shared::db::SqlParams)> {
+    let build = |page: bool| {
+        let mut params = shared::db::SqlParams::new();
+        let clause = search.where_clause(&mut params).replace(
+            "p.id IN (SELECT a.patient_id FROM attachments a WHERE a.mime_type = ",
+            "EXISTS (SELECT 1 FROM attachments a WHERE a.patient_id = p.id AND a.mime_type = ",
+        );
+        let sql = if page {
+            let offset = params.push(search.skip, tokio_postgres::types::Type::INT8);
+            let limit = params.push(search.limit, tokio_postgres::types::Type::INT8);
+            format!(
+                "SELECT {} FROM patients p{clause} ORDER BY {} OFFSET {offset} LIMIT {limit}",
+                patients::model::PATIENT_COLUMNS,
+                search.sort_sql()
+            )
+        } else {
+            format!("SELECT count(*) FROM patients p{clause}")
+        };
+        (sql, params)
+    };
+    let mut statements = vec![build(true)];
+    if search.count == patients::search::CountMode::Exact {
+        statements.push(build(false));
+    }
+    statements
+}
+
+/// The p50 of running `statements` one after the other.
+async fn bare_sql_p50(
+    client: &tokio_postgres::Client,
+    statements: &[(String, shared::db::SqlParams)],
+    runs: usize,
+) -> Duration {
+    time(runs, || async {
+        for (sql, params) in statements {
+            client.query_typed(sql, &params.typed()).await.unwrap();
+        }
+    })
+    .await
+    .p50
+}
+
 /// The functions as Lambda runs them, at 1M patients; writes target/bench/results.json.
 async fn functions_as_lambda() {
-    let data = BenchData::open().await;
+    let data = BenchData::open(dataset::DataSet::Uniform).await;
     let (dbname, client, admin) = (&data.dbname, &data.client, data.admin);
     let patient: uuid::Uuid = client
         .query_one("SELECT id FROM patients LIMIT 1", &[])
@@ -412,7 +565,10 @@ async fn main() {
         auth().await;
     }
     if matches!(which.as_str(), "all" | "patients") {
-        patients_at_scale().await;
+        patients_at_scale(dataset::DataSet::Uniform).await;
+    }
+    if matches!(which.as_str(), "all" | "patients" | "correlated") {
+        patients_at_scale(dataset::DataSet::Correlated).await;
     }
     if matches!(which.as_str(), "all" | "lambda") {
         functions_as_lambda().await;

@@ -473,6 +473,12 @@ impl Search {
         format!("SELECT * FROM ({union}) segments OFFSET {offset} LIMIT {limit}")
     }
 
+    /// `p.<sort column> [DESC], p.id [DESC]`: the order of the whole result.
+    pub fn sort_sql(&self) -> String {
+        let direction = if self.sort.descending() { " DESC" } else { "" };
+        format!("p.{}{direction}, p.id{direction}", self.sort.column())
+    }
+
     /// The statement whose plan estimates the number of matches (`count=estimate`).
     pub fn estimate_sql(&self) -> (String, SqlParams) {
         let mut params = SqlParams::new();
@@ -533,8 +539,8 @@ mod tests {
     #[test]
     fn a_cursor_round_trips_and_belongs_to_its_sort() {
         // Stored times have microseconds.
-        let now = chrono::DateTime::from_timestamp_micros(chrono::Utc::now().timestamp_micros())
-            .unwrap();
+        let now =
+            chrono::DateTime::from_timestamp_micros(chrono::Utc::now().timestamp_micros()).unwrap();
         let patient = crate::model::Patient {
             id: uuid::Uuid::new_v4(),
             name: "Ann O'Neil".into(),

@@ -1,7 +1,7 @@
 // Patients: one search box (name, as you type) and filters for history text, attachment type and
 // birth-date range, with sort and paging. The search lives in memory, never in the address bar
 // (a name is patient data); coming back to the page restores it.
-import { useEffect, useState } from "react";
+import { useEffect, useRef, useState } from "react";
 import { Anchor, Button, Group, Pagination, Select, SimpleGrid, Stack, Table, Text, TextInput, Title } from "@mantine/core";
 import { useDebouncedValue } from "@mantine/hooks";
 import { Link } from "react-router";
@@ -50,6 +50,9 @@ export function PatientsPage() {
   const [search, setSearch] = useState<Search>(lastSearch);
   const [debounced] = useDebouncedValue(search, 250);
   const [result, setResult] = useState<{ data: Patient[]; count: number | null } | null>(null);
+  // Where each page starts, learnt from the page before it (next_cursor): the next page costs
+  // the API the same however deep it is. A page reached by a jump uses skip. Kept per search.
+  const cursors = useRef<{ key: string; starts: Map<number, string> }>({ key: "", starts: new Map() });
   const [error, setError] = useState<unknown>(null);
   const [loading, setLoading] = useState(false);
 
@@ -59,6 +62,10 @@ export function PatientsPage() {
     lastSearch = debounced;
     let current = true;
     setLoading(true);
+    const { page, ...criteria } = debounced;
+    const key = JSON.stringify(criteria);
+    if (cursors.current.key !== key) cursors.current = { key, starts: new Map() };
+    const cursor = cursors.current.starts.get(page);
     call(
       api.GET("/api/v1/patients/", {
         params: {
@@ -69,15 +76,16 @@ export function PatientsPage() {
             dob_from: debounced.dobFrom || undefined,
             dob_to: debounced.dobTo || undefined,
             sort: debounced.sort,
-            skip: (debounced.page - 1) * PAGE_SIZE,
+            ...(cursor ? { cursor } : { skip: (page - 1) * PAGE_SIZE }),
             limit: PAGE_SIZE,
           },
         },
       }),
     )
-      .then((page) => {
+      .then((answer) => {
         if (!current) return;
-        setResult(page);
+        if (answer.next_cursor) cursors.current.starts.set(page + 1, answer.next_cursor);
+        setResult(answer);
         setError(null);
       })
       .catch((caught) => current && setError(caught))
