@@ -170,6 +170,13 @@ class Gateway(http.server.BaseHTTPRequestHandler):
 
     do_GET = do_PUT = do_POST = do_PATCH = do_DELETE = do_HEAD = forward
 
+    def __getattr__(self, name):
+        # Any other method (TRACE, CONNECT, made-up ones) goes to the server behind, which
+        # answers it as API Gateway's would (405), rather than http.server's 501.
+        if name.startswith("do_"):
+            return self.forward
+        raise AttributeError(name)
+
 
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
