@@ -50,6 +50,13 @@ class Gateway(http.server.BaseHTTPRequestHandler):
         return origin if origin in self.allowed_origins else None
 
     def do_OPTIONS(self):
+        # Not a preflight: the server behind answers it like any other method.
+        if "Access-Control-Request-Method" not in self.headers:
+            return self.forward()
+        # A body on a preflight is read and dropped: left in the stream, it would be taken for
+        # the start of the connection's next request.
+        for _ in self.request_body() or ():
+            pass
         origin = self.allowed_origin()
         method = self.headers.get("Access-Control-Request-Method", "")
         requested = self.headers.get("Access-Control-Request-Headers")

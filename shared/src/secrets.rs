@@ -61,10 +61,7 @@ impl SecretsClient {
             .secret_string(text)
             .send()
             .await
-            .map_err(|e| ConfigError::Secret {
-                name: setting,
-                reason: DisplayErrorContext(e).to_string(),
-            })?;
+            .map_err(secret_error(setting))?;
         Ok(())
     }
 
@@ -82,10 +79,7 @@ impl SecretsClient {
             .secret_id(secret_id)
             .send()
             .await
-            .map_err(|e| ConfigError::Secret {
-                name: setting,
-                reason: DisplayErrorContext(e).to_string(),
-            })?;
+            .map_err(secret_error(setting))?;
         crate::logging::record_init_step("secrets", started.elapsed());
         let text = output.secret_string().ok_or(ConfigError::Secret {
             name: setting,
@@ -96,6 +90,14 @@ impl SecretsClient {
             name: setting,
             reason: format!("the secret is not the expected JSON: {e}"),
         })
+    }
+}
+
+/// The SDK's error of a call about the secret that `setting` names, with its whole cause chain.
+fn secret_error<E: std::error::Error>(setting: &'static str) -> impl FnOnce(E) -> ConfigError {
+    move |e| ConfigError::Secret {
+        name: setting,
+        reason: DisplayErrorContext(e).to_string(),
     }
 }
 

@@ -1086,3 +1086,36 @@ async fn file_names_that_would_display_as_something_else_are_refused() {
     .await;
     assert_eq!(fine.status, 200, "{}", fine.body);
 }
+
+#[tokio::test]
+async fn an_uploaded_file_replaced_behind_our_back_is_flagged_and_audited() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let created = uploaded(&app, &t, b"original").await;
+    assert_eq!(read(&app, &t, &created).await.json()["status"], "uploaded");
+    // Someone with direct bucket access writes over it (no upload URL can).
+    api_tests::s3_client()
+        .await
+        .put_object()
+        .bucket(&app.bucket)
+        .key(key_of(&created))
+        .content_type("text/plain")
+        .body(b"tampered".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let mut event: Value = api_tests::event("attachment-events/s3-object-created.json");
+    event["Records"][0]["s3"]["object"]["key"] = json!(key_of(&created));
+    event["Records"][0]["s3"]["bucket"]["name"] = json!(app.bucket);
+    let handled = attachment_events::handle(&app.events, event).await.unwrap();
+    assert_eq!(handled["replaced"], 1, "{handled}");
+    let row = attachment_row(&app, &created).await;
+    assert!(row.4, "flagged on the row");
+    let events = app
+        .db
+        .number(
+            "SELECT count(*) FROM audit_events WHERE action = 'attachment.object_replaced' AND actor_id IS NULL",
+        )
+        .await;
+    assert_eq!(events, 1);
+}

@@ -856,8 +856,15 @@ async fn cursor_and_skip_walk_the_same_rows_in_the_same_order_under_every_sort()
         .await;
     }
     for sort in ["name", "-name", "dob", "-dob", "created_at", "-created_at"] {
-        for filter in [None, Some(("history_text", "asthma"))] {
-            let mut query = vec![("sort", sort)];
+        // Without an exact count a filtered page may come from a bounded walk of the sort order
+        // (skip) or from the collected matches (cursor): both must agree.
+        for (filter, count) in [
+            (None, "exact"),
+            (Some(("history_text", "asthma")), "exact"),
+            (Some(("history_text", "asthma")), "none"),
+            (Some(("history_text", "asthma")), "estimate"),
+        ] {
+            let mut query = vec![("sort", sort), ("count", count)];
             query.extend(filter);
             let everything: Vec<String> =
                 search(&app, &t, &[query.clone(), vec![("limit", "1000")]].concat())

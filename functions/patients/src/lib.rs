@@ -395,24 +395,54 @@ async fn search_patients(
 
 async fn run_search(state: &PatientsState, search: &Search) -> ApiResult<PatientList> {
     let client = state.auth.pool.get().await?;
-    let (sql, params) = search.statement(PATIENT_COLUMNS);
-    let typed = params.typed();
-    let estimate = (search.count == CountMode::Estimate).then(|| search.estimate_sql());
-    let estimate_typed = estimate.as_ref().map(|(_, p)| p.typed());
-    // The page (with its exact count) and the estimate pipelined: one round trip.
-    let estimate_future = async {
-        match (&estimate, &estimate_typed) {
-            (Some((sql, _)), Some(typed)) => client.query_typed_one(sql, typed).await.map(Some),
-            _ => Ok(None),
+    let mut estimated = None;
+    let walk = search.walk_statement(PATIENT_COLUMNS);
+    let rows = match &walk {
+        // No exact count wanted: the planner's estimate (and the table's size) say whether a
+        // bounded walk of the sort order will likely hold the page, with a margin of 4 for
+        // matches that cluster; if it comes back short anyway, collect the matches.
+        Some((walk_sql, walk_params)) => {
+            let (estimate_sql, estimate_params) = search.estimate_sql();
+            let estimate_typed = estimate_params.typed();
+            let (plan, total) = tokio::try_join!(
+                client.query_typed_one(&estimate_sql, &estimate_typed),
+                client.query_one("SELECT patients FROM patient_totals", &[]),
+            )?;
+            estimated = plan_rows(&plan.get::<_, serde_json::Value>(0));
+            let total: i64 = total.get(0);
+            let wanted = search.skip + search.limit + 1;
+            let likely = estimated.is_some_and(|matches| {
+                matches as f64 * search::WALK_BUDGET as f64 >= 4.0 * (wanted * total) as f64
+            });
+            let walked = if likely {
+                Some(client.query_typed(walk_sql, &walk_params.typed()).await?)
+            } else {
+                None
+            };
+            match walked {
+                Some(rows) if rows.len() as i64 > search.limit => rows,
+                _ => {
+                    let (sql, params) = search.statement(PATIENT_COLUMNS);
+                    client.query_typed(&sql, &params.typed()).await?
+                }
+            }
+        }
+        None => {
+            let (sql, params) = search.statement(PATIENT_COLUMNS);
+            client.query_typed(&sql, &params.typed()).await?
         }
     };
-    let (rows, estimated) = tokio::try_join!(client.query_typed(&sql, &typed), estimate_future)?;
+    if search.count == CountMode::Estimate && estimated.is_none() {
+        let (sql, params) = search.estimate_sql();
+        let plan = client.query_typed_one(&sql, &params.typed()).await?;
+        estimated = plan_rows(&plan.get::<_, serde_json::Value>(0));
+    }
     let total_column = PATIENT_COLUMNS.split(',').count();
     let count = match search.count {
         CountMode::Exact => rows
             .first()
             .and_then(|r| r.get::<_, Option<i64>>(total_column)),
-        CountMode::Estimate => estimated.and_then(|r| plan_rows(&r.get::<_, serde_json::Value>(0))),
+        CountMode::Estimate => estimated,
         CountMode::None => None,
     };
     let mut data: Vec<Patient> = rows

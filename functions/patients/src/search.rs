@@ -209,6 +209,10 @@ pub struct Search {
 pub const MAX_TEXT_CHARS: usize = 1_000;
 pub const MAX_TEXT_WORDS: usize = 32;
 
+/// How many rows of the sort order a filtered search without an exact count may walk before it
+/// gives up and collects its matches: a few milliseconds, whatever the data.
+pub const WALK_BUDGET: i64 = 4_000;
+
 impl Search {
     pub fn parse(params: SearchParams) -> Result<Self, ApiError> {
         let mut errors = Vec::new();
@@ -359,6 +363,36 @@ impl Search {
         } else {
             format!(" WHERE {}", clauses.join(" AND "))
         }
+    }
+
+    /// For a filtered search that needs no exact count, the page from a bounded walk of the sort
+    /// order: the first `WALK_BUDGET` rows in sort order, filtered. When the matches are spread
+    /// through the order it holds the whole page at once; when they are rare or sit late in it
+    /// the walk comes back short, costs at most the budget, and the caller collects the matches
+    /// instead (`statement`). None when the walk cannot serve (no filters, an exact count, a
+    /// cursor, or a page beyond the budget).
+    pub fn walk_statement(&self, columns: &str) -> Option<(String, SqlParams)> {
+        let wanted = self.skip + self.limit + 1;
+        if self.filters.is_empty()
+            || self.count == CountMode::Exact
+            || self.cursor.is_some()
+            || wanted > WALK_BUDGET
+        {
+            return None;
+        }
+        let mut params = SqlParams::new();
+        let order = self.sort_sql();
+        let budget = params.push(WALK_BUDGET, Type::INT8);
+        let clause = self.where_clause(&mut params);
+        let offset = params.push(self.skip, Type::INT8);
+        let limit = params.push(self.limit + 1, Type::INT8);
+        Some((
+            format!(
+                "SELECT {columns} FROM (SELECT * FROM patients p ORDER BY {order} LIMIT {budget}) p{clause}
+                 ORDER BY {order} OFFSET {offset} LIMIT {limit}"
+            ),
+            params,
+        ))
     }
 
     /// One statement for the page and the count: `limit + 1` patients in sort order (the extra
