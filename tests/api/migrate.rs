@@ -293,3 +293,88 @@ async fn migrate_creates_the_application_login_with_only_the_application_grants(
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_renamed_or_deleted_bootstrap_account_is_never_recreated() {
+    let db = TestDb::new().await;
+    let config = migrate_config(&db.name);
+    // The bootstrap account renamed, as an administrator should: no second one appears.
+    db.client()
+        .await
+        .execute(
+            "UPDATE users SET email = 'chief@clinic.example' WHERE is_superuser",
+            &[],
+        )
+        .await
+        .unwrap();
+    let report = migrate::run(&config).await.unwrap();
+    assert!(!report.superuser_created);
+    let emails: Vec<String> = superusers(&db).await.into_iter().map(|u| u.1).collect();
+    assert_eq!(emails, ["chief@clinic.example"]);
+    // Only a database with no superuser at all gets one.
+    db.client()
+        .await
+        .batch_execute("UPDATE users SET is_superuser = false")
+        .await
+        .unwrap();
+    let report = migrate::run(&config).await.unwrap();
+    assert!(report.superuser_created);
+}
+
+#[tokio::test]
+async fn migrate_generates_rotates_and_retires_the_token_keys_in_secrets_manager() {
+    api_tests::stack_var("AWS_ENDPOINT_URL_SECRETS_MANAGER");
+    let secrets = std::sync::Arc::new(shared::secrets::SecretsClient::new());
+    let client = aws_sdk_secretsmanager::Client::new(&shared::aws::sdk_config().await);
+    let mut ids = Vec::new();
+    // Created empty, as the stack creates them.
+    for name in ["signing", "public"] {
+        let name = format!("carevault/test/{name}-{}", uuid::Uuid::new_v4());
+        client
+            .create_secret()
+            .name(&name)
+            .secret_string("{}")
+            .send()
+            .await
+            .unwrap();
+        ids.push(name);
+    }
+    let keys = migrate::TokenKeySecrets {
+        secrets: secrets.clone(),
+        signing_secret_id: ids[0].clone(),
+        public_secret_id: ids[1].clone(),
+    };
+    let published = || async {
+        let jwks: Value = secrets
+            .json("TOKEN_PUBLIC_KEYS_SECRET_ARN", &ids[1])
+            .await
+            .unwrap();
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let change = |c| migrate::manage_token_keys(&keys, c);
+    assert_eq!(change(migrate::KeyChange::None).await.unwrap(), "created");
+    let first = published().await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(change(migrate::KeyChange::None).await.unwrap(), "unchanged");
+    // Keys are named by the second: a rotation within the same second would reuse the name.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    assert_eq!(change(migrate::KeyChange::Rotate).await.unwrap(), "rotated");
+    let both = published().await;
+    assert_eq!(both.len(), 2, "the previous key stays published");
+    assert!(both.contains(&first[0]));
+    let signing: shared::tokens::SigningKeys = secrets
+        .json("TOKEN_SIGNING_SECRET_ARN", &ids[0])
+        .await
+        .unwrap();
+    assert_ne!(signing.active_kid, first[0], "the new key signs");
+    assert_eq!(
+        change(migrate::KeyChange::RetireInactive).await.unwrap(),
+        "retired"
+    );
+    assert_eq!(published().await, vec![signing.active_kid]);
+}

@@ -955,3 +955,17 @@ async fn names_are_found_as_they_are_written() {
         assert_eq!(found, expected, "{typed}");
     }
 }
+
+#[tokio::test]
+async fn search_text_is_bounded_in_words_and_characters() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let words = vec!["w"; 33].join(" ");
+    for filter in ["name_text", "history_text"] {
+        let refused = search(&app, &t, &[(filter, &words)]).await;
+        assert_eq!(refused.status, 422, "{}", refused.body);
+        assert_eq!(refused.detail()[0]["loc"], json!(["query", filter]));
+        let fine = search(&app, &t, &[(filter, &vec!["w"; 32].join(" "))]).await;
+        assert_eq!(fine.status, 200, "{}", fine.body);
+    }
+}
