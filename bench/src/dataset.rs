@@ -276,13 +276,7 @@ async fn load_uniform(
 ) -> Result<(), tokio_postgres::Error> {
     let mut rng = fastrand::Rng::with_seed(20261127);
     let mut ids = Vec::with_capacity(patients);
-    let sink = client
-        .copy_in(
-            "COPY patients (id, name, dob, contact_info, medical_history, created_at) FROM STDIN",
-        )
-        .await?;
-    futures_util::pin_mut!(sink);
-    let mut chunk = String::with_capacity(4 << 20);
+    let mut copy = CopyIn::start(client, PATIENTS_COPY).await?;
     for i in 0..patients {
         let id = uuid::Uuid::from_u64_pair(rng.u64(..), rng.u64(..));
         ids.push(id);
@@ -297,33 +291,14 @@ async fn load_uniform(
             rng.u32(1..=28),
         )
         .unwrap();
-        chunk.push_str(&id.to_string());
-        chunk.push('\t');
-        field(&mut chunk, &name);
-        chunk.push('\t');
-        chunk.push_str(&dob.to_string());
-        chunk.push('\t');
-        chunk.push_str(&format!("+1 555 {:04}", rng.u32(0..10_000)));
-        chunk.push('\t');
-        field(&mut chunk, &history(&mut rng));
-        chunk.push('\t');
-        // Spread over five years, so the created_at sort has real order.
-        let created = chrono::DateTime::parse_from_rfc3339("2021-01-01T00:00:00Z").unwrap()
-            + chrono::Duration::seconds(i as i64 * 150);
-        chunk.push_str(&created.to_rfc3339());
-        chunk.push('\n');
-        if chunk.len() > (4 << 20) - 4096 {
-            sink.send(Bytes::from(std::mem::take(&mut chunk))).await?;
-        }
+        let phone = rng.u32(0..10_000);
+        let history = history(&mut rng);
+        copy.patient(phone, i, id, &name, dob, &history);
+        copy.row_done().await?;
     }
-    sink.send(Bytes::from(chunk)).await?;
-    sink.finish().await?;
+    copy.finish().await?;
 
-    let sink = client
-        .copy_in("COPY attachments (id, patient_id, file_name, mime_type, object_key, status, size, etag, uploaded_at) FROM STDIN")
-        .await?;
-    futures_util::pin_mut!(sink);
-    let mut chunk = String::with_capacity(4 << 20);
+    let mut copy = CopyIn::start(client, ATTACHMENTS_COPY).await?;
     for _ in 0..attachments {
         let id = uuid::Uuid::from_u64_pair(rng.u64(..), rng.u64(..));
         let patient = ids[rng.usize(0..ids.len())];
@@ -333,18 +308,90 @@ async fn load_uniform(
         } else {
             MIME_TYPES[(rng.f64().powi(3) * (MIME_TYPES.len() - 1) as f64) as usize]
         };
-        chunk.push_str(&format!(
+        copy.attachment(&mut rng, id, patient, mime);
+        copy.row_done().await?;
+    }
+    copy.finish().await
+}
+
+const PATIENTS_COPY: &str =
+    "COPY patients (id, name, dob, contact_info, medical_history, created_at) FROM STDIN";
+const ATTACHMENTS_COPY: &str = "COPY attachments (id, patient_id, file_name, mime_type, object_key, status, size, etag, uploaded_at) FROM STDIN";
+
+/// A text-format COPY FROM STDIN, sent 4 MB at a time: rows are written into `rows`, then
+/// `row_done` sends what has piled up.
+struct CopyIn {
+    sink: std::pin::Pin<Box<tokio_postgres::CopyInSink<Bytes>>>,
+    rows: String,
+}
+
+impl CopyIn {
+    async fn start(client: &Client, statement: &str) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            sink: Box::pin(client.copy_in(statement).await?),
+            rows: String::with_capacity(4 << 20),
+        })
+    }
+
+    async fn row_done(&mut self) -> Result<(), tokio_postgres::Error> {
+        if self.rows.len() > (4 << 20) - 4096 {
+            self.sink
+                .send(Bytes::from(std::mem::take(&mut self.rows)))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<(), tokio_postgres::Error> {
+        self.sink
+            .send(Bytes::from(std::mem::take(&mut self.rows)))
+            .await?;
+        self.sink.as_mut().finish().await?;
+        Ok(())
+    }
+
+    /// One patient; the i-th is created 150 s after the one before (five years in all, so the
+    /// created_at sort has real order).
+    fn patient(
+        &mut self,
+        phone: u32,
+        i: usize,
+        id: uuid::Uuid,
+        name: &str,
+        dob: chrono::NaiveDate,
+        history: &str,
+    ) {
+        let rows = &mut self.rows;
+        rows.push_str(&id.to_string());
+        rows.push('\t');
+        field(rows, name);
+        rows.push('\t');
+        rows.push_str(&dob.to_string());
+        rows.push('\t');
+        rows.push_str(&format!("+1 555 {phone:04}"));
+        rows.push('\t');
+        field(rows, history);
+        rows.push('\t');
+        let created = chrono::DateTime::parse_from_rfc3339("2021-01-01T00:00:00Z").unwrap()
+            + chrono::Duration::seconds(i as i64 * 150);
+        rows.push_str(&created.to_rfc3339());
+        rows.push('\n');
+    }
+
+    /// One uploaded attachment of `patient`.
+    fn attachment(
+        &mut self,
+        rng: &mut fastrand::Rng,
+        id: uuid::Uuid,
+        patient: uuid::Uuid,
+        mime: &str,
+    ) {
+        self.rows.push_str(&format!(
             "{id}\t{patient}\tfile-{id}.dat\t{mime}\tpatients/{patient}/attachments/{id}\tuploaded\t{}\t{:032x}\t2025-01-01 00:00:00+00\n",
             rng.u32(1_000..50_000_000),
             rng.u128(..)
         ));
-        if chunk.len() > (4 << 20) - 4096 {
-            sink.send(Bytes::from(std::mem::take(&mut chunk))).await?;
-        }
     }
-    sink.send(Bytes::from(chunk)).await?;
-    sink.finish().await?;
-    Ok(())
 }
 
 /// 30 first names in alphabetical order; the n-th carries `SIGNATURE[n % 20]` in every history.
@@ -428,14 +475,8 @@ async fn load_correlated(
         .copied()
         .filter(|c| !SIGNATURE.contains(c))
         .collect();
-    let sink = client
-        .copy_in(
-            "COPY patients (id, name, dob, contact_info, medical_history, created_at) FROM STDIN",
-        )
-        .await?;
-    futures_util::pin_mut!(sink);
     let mut ids = Vec::with_capacity(patients);
-    let mut chunk = String::with_capacity(4 << 20);
+    let mut copy = CopyIn::start(client, PATIENTS_COPY).await?;
     for i in 0..patients {
         let id = uuid::Uuid::from_u64_pair(rng.u64(..), rng.u64(..));
         ids.push((id, i));
@@ -460,35 +501,15 @@ async fn load_correlated(
             others[rng.usize(0..others.len())],
             others[rng.usize(0..others.len())]
         );
-        chunk.push_str(&id.to_string());
-        chunk.push('\t');
-        field(&mut chunk, &name);
-        chunk.push('\t');
-        chunk.push_str(&dob.to_string());
-        chunk.push('\t');
-        chunk.push_str(&format!("+1 555 {:04}", rng.u32(0..10_000)));
-        chunk.push('\t');
-        field(&mut chunk, &history);
-        chunk.push('\t');
-        let created = chrono::DateTime::parse_from_rfc3339("2021-01-01T00:00:00Z").unwrap()
-            + chrono::Duration::seconds(i as i64 * 150);
-        chunk.push_str(&created.to_rfc3339());
-        chunk.push('\n');
-        if chunk.len() > (4 << 20) - 4096 {
-            sink.send(Bytes::from(std::mem::take(&mut chunk))).await?;
-        }
+        copy.patient(rng.u32(0..10_000), i, id, &name, dob, &history);
+        copy.row_done().await?;
     }
-    sink.send(Bytes::from(chunk)).await?;
-    sink.finish().await?;
+    copy.finish().await?;
 
     // Attachments on a tenth of the patients; DICOM from the first three first names (one
     // department), PDFs the bulk elsewhere, genomics files rare.
     let holders: Vec<(uuid::Uuid, usize)> = ids.into_iter().filter(|(_, i)| i % 10 == 0).collect();
-    let sink = client
-        .copy_in("COPY attachments (id, patient_id, file_name, mime_type, object_key, status, size, etag, uploaded_at) FROM STDIN")
-        .await?;
-    futures_util::pin_mut!(sink);
-    let mut chunk = String::with_capacity(4 << 20);
+    let mut copy = CopyIn::start(client, ATTACHMENTS_COPY).await?;
     for _ in 0..attachments {
         let id = uuid::Uuid::from_u64_pair(rng.u64(..), rng.u64(..));
         let (patient, i) = holders[rng.usize(0..holders.len())];
@@ -501,16 +522,8 @@ async fn load_correlated(
             (false, 600..=799) => "image/jpeg",
             _ => MIME_TYPES[rng.usize(1..MIME_TYPES.len() - 1)],
         };
-        chunk.push_str(&format!(
-            "{id}\t{patient}\tfile-{id}.dat\t{mime}\tpatients/{patient}/attachments/{id}\tuploaded\t{}\t{:032x}\t2025-01-01 00:00:00+00\n",
-            rng.u32(1_000..50_000_000),
-            rng.u128(..)
-        ));
-        if chunk.len() > (4 << 20) - 4096 {
-            sink.send(Bytes::from(std::mem::take(&mut chunk))).await?;
-        }
+        copy.attachment(&mut rng, id, patient, mime);
+        copy.row_done().await?;
     }
-    sink.send(Bytes::from(chunk)).await?;
-    sink.finish().await?;
-    Ok(())
+    copy.finish().await
 }
