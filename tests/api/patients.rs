@@ -969,3 +969,44 @@ async fn search_text_is_bounded_in_words_and_characters() {
         assert_eq!(fine.status, 200, "{}", fine.body);
     }
 }
+
+#[tokio::test]
+async fn the_deepest_skip_is_an_empty_page_never_an_overflow() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    create(
+        &app,
+        &t,
+        json!({"name": "Only One", "medical_history": "asthma"}),
+    )
+    .await;
+    let first = search(&app, &t, &[("limit", "1"), ("sort", "dob")])
+        .await
+        .json();
+    let deepest = i64::MAX.to_string();
+    let deepest_but_one = (i64::MAX - 1).to_string();
+    for skip in [deepest.as_str(), deepest_but_one.as_str()] {
+        for query in [
+            vec![("skip", skip)],
+            vec![
+                ("skip", skip),
+                ("history_text", "asthma"),
+                ("count", "none"),
+            ],
+            vec![
+                ("skip", skip),
+                ("history_text", "asthma"),
+                ("count", "estimate"),
+            ],
+            vec![
+                ("skip", skip),
+                ("sort", "dob"),
+                ("cursor", first["next_cursor"].as_str().unwrap()),
+            ],
+        ] {
+            let answer = search(&app, &t, &query).await;
+            assert_eq!(answer.status, 200, "{query:?}: {}", answer.body);
+            assert_eq!(answer.json()["data"], json!([]), "{query:?}");
+        }
+    }
+}

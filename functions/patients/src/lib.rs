@@ -410,9 +410,9 @@ async fn run_search(state: &PatientsState, search: &Search) -> ApiResult<Patient
             )?;
             estimated = plan_rows(&plan.get::<_, serde_json::Value>(0));
             let total: i64 = total.get(0);
-            let wanted = search.skip + search.limit + 1;
+            let wanted = search.skip.saturating_add(search.limit + 1);
             let likely = estimated.is_some_and(|matches| {
-                matches as f64 * search::WALK_BUDGET as f64 >= 4.0 * (wanted * total) as f64
+                matches as f64 * search::WALK_BUDGET as f64 >= 4.0 * wanted as f64 * total as f64
             });
             let walked = if likely {
                 Some(client.query_typed(walk_sql, &walk_params.typed()).await?)

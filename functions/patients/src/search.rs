@@ -372,7 +372,7 @@ impl Search {
     /// instead (`statement`). None when the walk cannot serve (no filters, an exact count, a
     /// cursor, or a page beyond the budget).
     pub fn walk_statement(&self, columns: &str) -> Option<(String, SqlParams)> {
-        let wanted = self.skip + self.limit + 1;
+        let wanted = self.skip.saturating_add(self.limit + 1);
         if self.filters.is_empty()
             || self.count == CountMode::Exact
             || self.cursor.is_some()
@@ -412,48 +412,53 @@ impl Search {
         let order = self.sort.order_by("page");
         let offset = params.push(self.skip, Type::INT8);
         let limit = params.push(self.limit + 1, Type::INT8);
-        let (source, total) = if self.filters.is_empty() {
-            (
-                "patients".to_owned(),
-                "SELECT patients AS n FROM patient_totals",
+        let qualified = |relation: &str| {
+            columns
+                .split(',')
+                .map(|c| format!("{relation}.{}", c.trim()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let total_of = |exact: &'static str| {
+            if self.count == CountMode::Exact {
+                exact
+            } else {
+                "SELECT NULL::int8 AS n"
+            }
+        };
+        let sql = if self.filters.is_empty() {
+            let page = self.unfiltered_page(&mut params, &offset, &limit);
+            let total = total_of("SELECT patients AS n FROM patient_totals");
+            format!(
+                "WITH page AS ({page}), total AS ({total})
+                 SELECT {}, total.n FROM total
+                 LEFT JOIN (page JOIN patients p USING (id)) ON true
+                 ORDER BY {order}",
+                qualified("p")
             )
         } else {
+            // The matches carry their whole rows: a small page needs no second read by id, and
+            // a large one stays well within twice the cost of collecting the matches.
             let clause = self.where_clause(&mut params);
-            (
-                format!("(SELECT p.id, p.{column} AS sort_key FROM patients p{clause})"),
-                "SELECT count(*) AS n FROM matches",
-            )
-        };
-        let total = if self.count == CountMode::Exact {
-            total
-        } else {
-            "SELECT NULL::int8 AS n"
-        };
-        let page = if self.filters.is_empty() {
-            self.unfiltered_page(&mut params, &offset, &limit)
-        } else {
             let after = self
                 .cursor
                 .as_ref()
                 .map(|c| format!(" WHERE {}", c.condition("m", &mut params)))
                 .unwrap_or_default();
+            let total = total_of("SELECT count(*) AS n FROM matches");
             format!(
-                "SELECT m.id, m.sort_key FROM matches m{after}
-                 ORDER BY {} OFFSET {offset} LIMIT {limit}",
-                self.sort.order_by("m")
+                "WITH matches AS MATERIALIZED (
+                    SELECT p.{column} AS sort_key, {} FROM patients p{clause}
+                 ), page AS (
+                    SELECT * FROM matches m{after} ORDER BY {} OFFSET {offset} LIMIT {limit}
+                 ), total AS ({total})
+                 SELECT {}, total.n FROM total LEFT JOIN page ON true
+                 ORDER BY {order}",
+                qualified("p"),
+                self.sort.order_by("m"),
+                qualified("page")
             )
         };
-        let matches = if self.filters.is_empty() {
-            String::new()
-        } else {
-            format!("matches AS MATERIALIZED {source}, ")
-        };
-        let sql = format!(
-            "WITH {matches}page AS ({page}), total AS ({total})
-             SELECT {columns}, total.n FROM total
-             LEFT JOIN (page JOIN patients USING (id)) ON true
-             ORDER BY {order}"
-        );
         (sql, params)
     }
 
@@ -499,9 +504,10 @@ impl Search {
             (false, _, None) => unreachable!("only dob keys are NULL"),
         };
         // UNION ALL under LIMIT reads a segment only while the page needs rows.
+        let rows = params.push(self.skip.saturating_add(self.limit + 1), Type::INT8);
         let union = segments
             .iter()
-            .map(|segment| format!("({segment} LIMIT {offset} + {limit})"))
+            .map(|segment| format!("({segment} LIMIT {rows})"))
             .collect::<Vec<_>>()
             .join(" UNION ALL ");
         format!("SELECT * FROM ({union}) segments OFFSET {offset} LIMIT {limit}")
