@@ -974,15 +974,13 @@ async fn search_text_is_bounded_in_words_and_characters() {
 async fn the_deepest_skip_is_an_empty_page_never_an_overflow() {
     let app = TestApp::new().await;
     let t = app.clinician().await.token;
-    create(
-        &app,
-        &t,
-        json!({"name": "Only One", "medical_history": "asthma"}),
-    )
-    .await;
+    for name in ["One", "Two"] {
+        create(&app, &t, json!({"name": name, "medical_history": "asthma"})).await;
+    }
     let first = search(&app, &t, &[("limit", "1"), ("sort", "dob")])
         .await
         .json();
+    assert!(first["next_cursor"].is_string());
     let deepest = i64::MAX.to_string();
     let deepest_but_one = (i64::MAX - 1).to_string();
     for skip in [deepest.as_str(), deepest_but_one.as_str()] {
