@@ -437,8 +437,9 @@ impl Search {
                 qualified("p")
             )
         } else {
-            // The matches carry their whole rows: a small page needs no second read by id, and
-            // a large one stays well within twice the cost of collecting the matches.
+            // The matches carry only their id and sort key (a few bytes each, however many
+            // there are); the page's rows are read by id afterwards. Carrying whole rows was
+            // measured slower for broad filters (docs/benchmarks.md).
             let clause = self.where_clause(&mut params);
             let after = self
                 .cursor
@@ -448,15 +449,16 @@ impl Search {
             let total = total_of("SELECT count(*) AS n FROM matches");
             format!(
                 "WITH matches AS MATERIALIZED (
-                    SELECT p.{column} AS sort_key, {} FROM patients p{clause}
+                    SELECT p.id, p.{column} AS sort_key FROM patients p{clause}
                  ), page AS (
-                    SELECT * FROM matches m{after} ORDER BY {} OFFSET {offset} LIMIT {limit}
+                    SELECT m.id, m.sort_key FROM matches m{after}
+                    ORDER BY {} OFFSET {offset} LIMIT {limit}
                  ), total AS ({total})
-                 SELECT {}, total.n FROM total LEFT JOIN page ON true
+                 SELECT {}, total.n FROM total
+                 LEFT JOIN (page JOIN patients p USING (id)) ON true
                  ORDER BY {order}",
-                qualified("p"),
                 self.sort.order_by("m"),
-                qualified("page")
+                qualified("p")
             )
         };
         (sql, params)
