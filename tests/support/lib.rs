@@ -690,12 +690,8 @@ impl TestApp {
         // The functions' JSON logs, shown by the test runner next to a failing test.
         shared::logging::init();
         let db = TestDb::new().await;
-        let bucket = format!(
-            "carevault-test-{}",
-            db.name
-                .trim_start_matches("carevault_test_")
-                .replace('_', "-")
-        );
+        // Random, not from the process id: buckets outlive a run, and ids come back.
+        let bucket = format!("carevault-test-{}", uuid::Uuid::new_v4().simple());
         s3_client()
             .await
             .create_bucket()
