@@ -396,62 +396,40 @@ async fn search_patients(
 async fn run_search(state: &PatientsState, search: &Search) -> ApiResult<PatientList> {
     let client = state.auth.pool.get().await?;
     let mut estimated = None;
-    let mut counted = None;
-    let rows = if search.filters.is_empty() {
-        let (sql, params) = search.statement(PATIENT_COLUMNS);
-        client.query_typed(&sql, &params.typed()).await?
-    } else {
-        // The planner's estimate of the matches (and the table's size) chooses the plan; each
-        // choice is bounded by the matches, never by where they sit in the sort order.
-        let (estimate_sql, estimate_params) = search.estimate_sql();
-        let estimate_typed = estimate_params.typed();
-        let (plan, total) = tokio::try_join!(
-            client.query_typed_one(&estimate_sql, &estimate_typed),
-            client.query_one("SELECT patients FROM patient_totals", &[]),
-        )?;
-        estimated = plan_rows(&plan.get::<_, serde_json::Value>(0));
-        let total: i64 = total.get(0);
-        let few = estimated.is_some_and(|matches| matches <= search::SMALL_SEARCH);
-        match (search.count, search.walk_statement(PATIENT_COLUMNS)) {
-            // Few matches: the page and the count as two plain statements, one round trip.
-            (CountMode::Exact, _) if few => {
-                let (page_sql, page_params) = search.page_sql(PATIENT_COLUMNS);
-                let (count_sql, count_params) = search.count_sql();
-                let (page_typed, count_typed) = (page_params.typed(), count_params.typed());
-                let (rows, count) = tokio::try_join!(
-                    client.query_typed(&page_sql, &page_typed),
-                    client.query_typed_one(&count_sql, &count_typed),
-                )?;
-                counted = Some(count.get::<_, i64>(0));
-                rows
-            }
-            // Many: collected once, for the count and the page.
-            (CountMode::Exact, _) => {
-                let (sql, params) = search.statement(PATIENT_COLUMNS);
-                client.query_typed(&sql, &params.typed()).await?
-            }
-            // No exact count: a bounded walk of the sort order when the estimate says it will
-            // likely hold the page (margin 4); else, or when it comes back short, the page alone.
-            (_, walk) => {
-                let wanted = search.skip.saturating_add(search.limit + 1);
-                let likely = estimated.is_some_and(|matches| {
-                    matches as f64 * search::WALK_BUDGET as f64
-                        >= 4.0 * wanted as f64 * total as f64
-                });
-                let walked = match walk {
-                    Some((sql, params)) if likely => {
-                        Some(client.query_typed(&sql, &params.typed()).await?)
-                    }
-                    _ => None,
-                };
-                match walked {
-                    Some(rows) if rows.len() as i64 > search.limit => rows,
-                    _ => {
-                        let (sql, params) = search.page_sql(PATIENT_COLUMNS);
-                        client.query_typed(&sql, &params.typed()).await?
-                    }
+    let walk = search.walk_statement(PATIENT_COLUMNS);
+    let rows = match &walk {
+        // No exact count wanted: the planner's estimate (and the table's size) say whether a
+        // bounded walk of the sort order will likely hold the page, with a margin of 4 for
+        // matches that cluster; if it comes back short anyway, collect the matches.
+        Some((walk_sql, walk_params)) => {
+            let (estimate_sql, estimate_params) = search.estimate_sql();
+            let estimate_typed = estimate_params.typed();
+            let (plan, total) = tokio::try_join!(
+                client.query_typed_one(&estimate_sql, &estimate_typed),
+                client.query_one("SELECT patients FROM patient_totals", &[]),
+            )?;
+            estimated = plan_rows(&plan.get::<_, serde_json::Value>(0));
+            let total: i64 = total.get(0);
+            let wanted = search.skip.saturating_add(search.limit + 1);
+            let likely = estimated.is_some_and(|matches| {
+                matches as f64 * search::WALK_BUDGET as f64 >= 4.0 * wanted as f64 * total as f64
+            });
+            let walked = if likely {
+                Some(client.query_typed(walk_sql, &walk_params.typed()).await?)
+            } else {
+                None
+            };
+            match walked {
+                Some(rows) if rows.len() as i64 > search.limit => rows,
+                _ => {
+                    let (sql, params) = search.statement(PATIENT_COLUMNS);
+                    client.query_typed(&sql, &params.typed()).await?
                 }
             }
+        }
+        None => {
+            let (sql, params) = search.statement(PATIENT_COLUMNS);
+            client.query_typed(&sql, &params.typed()).await?
         }
     };
     if search.count == CountMode::Estimate && estimated.is_none() {
@@ -461,11 +439,9 @@ async fn run_search(state: &PatientsState, search: &Search) -> ApiResult<Patient
     }
     let total_column = PATIENT_COLUMNS.split(',').count();
     let count = match search.count {
-        // Counted by its own statement, or carried by every row of the collected matches'.
-        CountMode::Exact => counted.or_else(|| {
-            rows.first()
-                .and_then(|r| r.get::<_, Option<i64>>(total_column))
-        }),
+        CountMode::Exact => rows
+            .first()
+            .and_then(|r| r.get::<_, Option<i64>>(total_column)),
         CountMode::Estimate => estimated,
         CountMode::None => None,
     };

@@ -162,8 +162,8 @@ impl Cursor {
         })
     }
 
-    /// The rows after this cursor, given the SQL of the sort key and of the id.
-    fn condition(&self, k: &str, i: &str, params: &mut SqlParams) -> String {
+    /// The rows after this cursor, over a relation with `sort_key` and `id`.
+    fn condition(&self, relation: &str, params: &mut SqlParams) -> String {
         let id = params.push(self.id, Type::UUID);
         let key = match &self.key {
             SortKey::Text(t) => Some(params.push(t.clone(), Type::TEXT)),
@@ -171,6 +171,7 @@ impl Cursor {
             SortKey::Date(None) => None,
             SortKey::Time(t) => Some(params.push(*t, Type::TIMESTAMPTZ)),
         };
+        let (k, i) = (format!("{relation}.sort_key"), format!("{relation}.id"));
         let nullable = self.sort.column() == "dob";
         match (self.sort.descending(), key) {
             // NULLs come last ascending: after a NULL key, only NULLs with a greater id.
@@ -207,11 +208,6 @@ pub struct Search {
 /// The longest text filter accepted, in characters and in words.
 pub const MAX_TEXT_CHARS: usize = 1_000;
 pub const MAX_TEXT_WORDS: usize = 32;
-
-/// Up to this many estimated matches, a search with an exact count sends its page and its count
-/// as two plain statements (one round trip): cheaper to plan and run than collecting the
-/// matches once, and still bounded by the matches (the page's order cannot walk an index).
-pub const SMALL_SEARCH: i64 = 5_000;
 
 /// How many rows of the sort order a filtered search without an exact count may walk before it
 /// gives up and collects its matches: a few milliseconds, whatever the data.
@@ -369,61 +365,6 @@ impl Search {
         }
     }
 
-    /// `ORDER BY` on expressions no index provides (`name || ''`, `dob + 0`...), in the same
-    /// order as the columns: the planner must collect the matches and sort them, and cannot
-    /// walk the sort index hoping the matches come early.
-    fn fenced_order(&self) -> String {
-        let direction = if self.sort.descending() { " DESC" } else { "" };
-        let key = match self.sort.column() {
-            "name" => "(p.name || '')",
-            "dob" => "(p.dob + 0)",
-            _ => "(p.created_at + interval '0 seconds')",
-        };
-        format!("{key}{direction}, p.id{direction}")
-    }
-
-    /// The page of a filtered search as one plain statement over its matches (`limit + 1`
-    /// rows), ordered so that it collects the matches first (`fenced_order`).
-    pub fn page_sql(&self, columns: &str) -> (String, SqlParams) {
-        let mut params = SqlParams::new();
-        let clause = self.where_clause(&mut params);
-        let after = self
-            .cursor
-            .as_ref()
-            .map(|c| {
-                let condition =
-                    c.condition(&format!("p.{}", self.sort.column()), "p.id", &mut params);
-                if clause.is_empty() {
-                    format!(" WHERE {condition}")
-                } else {
-                    format!(" AND {condition}")
-                }
-            })
-            .unwrap_or_default();
-        let offset = params.push(self.skip, Type::INT8);
-        let limit = params.push(self.limit + 1, Type::INT8);
-        let columns = columns
-            .split(',')
-            .map(|c| format!("p.{}", c.trim()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        (
-            format!(
-                "SELECT {columns} FROM patients p{clause}{after}
-                 ORDER BY {} OFFSET {offset} LIMIT {limit}",
-                self.fenced_order()
-            ),
-            params,
-        )
-    }
-
-    /// Every match counted.
-    pub fn count_sql(&self) -> (String, SqlParams) {
-        let mut params = SqlParams::new();
-        let clause = self.where_clause(&mut params);
-        (format!("SELECT count(*) FROM patients p{clause}"), params)
-    }
-
     /// For a filtered search that needs no exact count, the page from a bounded walk of the sort
     /// order: the first `WALK_BUDGET` rows in sort order, filtered. When the matches are spread
     /// through the order it holds the whole page at once; when they are rare or sit late in it
@@ -503,7 +444,7 @@ impl Search {
             let after = self
                 .cursor
                 .as_ref()
-                .map(|c| format!(" WHERE {}", c.condition("m.sort_key", "m.id", &mut params)))
+                .map(|c| format!(" WHERE {}", c.condition("m", &mut params)))
                 .unwrap_or_default();
             let total = total_of("SELECT count(*) AS n FROM matches");
             format!(
