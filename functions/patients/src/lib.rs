@@ -399,8 +399,8 @@ async fn run_search(state: &PatientsState, search: &Search) -> ApiResult<Patient
     let walk = search.walk_statement(PATIENT_COLUMNS);
     let rows = match &walk {
         // No exact count wanted: the planner's estimate (and the table's size) say whether a
-        // bounded walk of the sort order will likely hold the page, with a margin of 4 for
-        // matches that cluster; if it comes back short anyway, collect the matches.
+        // bounded walk of the sort order will likely hold the page; if it comes back short
+        // anyway, collect the matches.
         Some((walk_sql, walk_params)) => {
             let (estimate_sql, estimate_params) = search.estimate_sql();
             let estimate_typed = estimate_params.typed();
@@ -410,11 +410,7 @@ async fn run_search(state: &PatientsState, search: &Search) -> ApiResult<Patient
             )?;
             estimated = plan_rows(&plan.get::<_, serde_json::Value>(0));
             let total: i64 = total.get(0);
-            let wanted = search.skip.saturating_add(search.limit + 1);
-            let likely = estimated.is_some_and(|matches| {
-                matches as f64 * search::WALK_BUDGET as f64 >= 4.0 * wanted as f64 * total as f64
-            });
-            let walked = if likely {
+            let walked = if estimated.is_some_and(|matches| search.walk_is_likely(matches, total)) {
                 Some(client.query_typed(walk_sql, &walk_params.typed()).await?)
             } else {
                 None

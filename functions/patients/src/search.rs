@@ -365,6 +365,18 @@ impl Search {
         }
     }
 
+    /// Whether a walk of `WALK_BUDGET` rows likely holds the page: `estimated` matches spread
+    /// over `total` patients would put at least 4 times the rows wanted within the budget (the
+    /// margin is for matches that cluster; a walk that comes back short costs only the budget).
+    pub fn walk_is_likely(&self, estimated: i64, total: i64) -> bool {
+        estimated as f64 * WALK_BUDGET as f64 >= 4.0 * self.rows_wanted() as f64 * total as f64
+    }
+
+    /// The rows a page reads: those skipped, the page, and one to tell whether another follows.
+    fn rows_wanted(&self) -> i64 {
+        self.skip.saturating_add(self.limit + 1)
+    }
+
     /// For a filtered search that needs no exact count, the page from a bounded walk of the sort
     /// order: the first `WALK_BUDGET` rows in sort order, filtered. When the matches are spread
     /// through the order it holds the whole page at once; when they are rare or sit late in it
@@ -372,11 +384,10 @@ impl Search {
     /// instead (`statement`). None when the walk cannot serve (no filters, an exact count, a
     /// cursor, or a page beyond the budget).
     pub fn walk_statement(&self, columns: &str) -> Option<(String, SqlParams)> {
-        let wanted = self.skip.saturating_add(self.limit + 1);
         if self.filters.is_empty()
             || self.count == CountMode::Exact
             || self.cursor.is_some()
-            || wanted > WALK_BUDGET
+            || self.rows_wanted() > WALK_BUDGET
         {
             return None;
         }
