@@ -11,9 +11,10 @@ use tokio_postgres::types::Type;
 use crate::audit::{Attribution, Event, LoggedRows};
 use crate::db::{DbPool, SqlParams};
 use crate::error::ApiResult;
-use crate::storage::{Storage, StoredObject};
+use crate::storage::{drain_deletions, Storage, StoredObject};
 
-/// `{id, patient_id, file_name, mime_type, status, size, etag, created_at, uploaded_at}`.
+/// `{id, patient_id, file_name, mime_type, status, size, etag, checksum_sha256, created_at,
+/// uploaded_at}`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Attachment {
     pub id: Uuid,
@@ -23,21 +24,96 @@ pub struct Attachment {
     pub status: String,
     pub size: Option<i64>,
     pub etag: Option<String>,
+    /// Once uploaded, as S3 reports it: base64 SHA-256 of a single upload that declared one,
+    /// the composite `<base64>-<parts>` of a multipart upload; null otherwise.
+    pub checksum_sha256: Option<String>,
     pub created_at: DateTime<Utc>,
     pub uploaded_at: Option<DateTime<Utc>>,
     #[serde(skip)]
     pub object_key: String,
+    #[serde(skip)]
+    pub declared_sha256: Option<String>,
+    /// The open (or completed) S3 multipart upload; None for a single PUT.
+    #[serde(skip)]
+    pub multipart: Option<MultipartUpload>,
+}
+
+/// An attachment's multipart upload: S3's id for it and the server's plan of parts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MultipartUpload {
+    pub upload_id: String,
+    pub plan: PartPlan,
+}
+
+/// How a file of `size` bytes is cut into parts: all `part_size` long but the last.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PartPlan {
+    pub size: u64,
+    pub part_size: u64,
+    pub part_count: u32,
+}
+
+/// The smallest part the server plans (S3 allows 5 MiB): fewer, larger requests.
+pub const MIN_PART_BYTES: u64 = 8 * 1024 * 1024;
+/// S3's most parts per upload.
+pub const MAX_PARTS: u64 = 10_000;
+
+impl PartPlan {
+    /// Parts of at least 8 MiB, in whole MiB, and at most 10,000 of them: a 5 TiB file gets
+    /// 525 MiB parts. A file of 0 bytes is one empty part.
+    pub fn for_size(size: u64) -> Self {
+        const MIB: u64 = 1024 * 1024;
+        let part_size = size.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
+        let part_size = part_size.max(MIN_PART_BYTES);
+        Self {
+            size,
+            part_size,
+            part_count: size.div_ceil(part_size).max(1) as u32,
+        }
+    }
+
+    /// Whether a part of this number exists in the plan.
+    pub fn has_part(&self, part_number: i32) -> bool {
+        (1..=self.part_count as i64).contains(&(part_number as i64))
+    }
+
+    /// The exact length of part `part_number` (1-based).
+    pub fn part_len(&self, part_number: u32) -> u64 {
+        if part_number < self.part_count {
+            self.part_size
+        } else {
+            self.size - self.part_size * (self.part_count as u64 - 1)
+        }
+    }
 }
 
 pub const PENDING: &str = "pending";
 pub const UPLOADED: &str = "uploaded";
 
 /// The columns `Attachment::from_row` reads, in order.
-pub const ATTACHMENT_COLUMNS: &str =
-    "id, patient_id, file_name, mime_type, status, size, etag, created_at, uploaded_at, object_key";
+pub const ATTACHMENT_COLUMNS: &str = "id, patient_id, file_name, mime_type, status, size, etag, \
+     checksum_sha256, created_at, uploaded_at, object_key, declared_sha256, upload_id, \
+     declared_size, part_size";
 
 impl Attachment {
     pub fn from_row(row: &Row) -> Self {
+        let upload_id: Option<String> = row.get(12);
+        let declared_size: Option<i64> = row.get(13);
+        let part_size: Option<i64> = row.get(14);
+        let multipart = match (upload_id, declared_size, part_size) {
+            (Some(upload_id), Some(size), Some(part_size)) => {
+                let (size, part_size) = (size as u64, part_size as u64);
+                Some(MultipartUpload {
+                    upload_id,
+                    plan: PartPlan {
+                        size,
+                        part_size,
+                        part_count: size.div_ceil(part_size).max(1) as u32,
+                    },
+                })
+            }
+            _ => None,
+        };
         Self {
             id: row.get(0),
             patient_id: row.get(1),
@@ -46,9 +122,12 @@ impl Attachment {
             status: row.get(4),
             size: row.get(5),
             etag: row.get(6),
-            created_at: row.get(7),
-            uploaded_at: row.get(8),
-            object_key: row.get(9),
+            checksum_sha256: row.get(7),
+            created_at: row.get(8),
+            uploaded_at: row.get(9),
+            object_key: row.get(10),
+            declared_sha256: row.get(11),
+            multipart,
         }
     }
 
@@ -65,18 +144,33 @@ pub fn object_key(patient_id: Uuid, attachment_id: Uuid) -> String {
     format!("{KEY_PREFIX}{patient_id}/attachments/{attachment_id}")
 }
 
-/// Marks a pending attachment uploaded with what S3 stored, flagging a Content-Type or size
-/// other than declared. Already uploaded (a redelivered event): changes nothing, returns None.
+/// Marks a pending attachment uploaded with what S3 stored, flagging a Content-Type, size or
+/// multipart checksum other than declared. A single upload that declared a SHA-256 is
+/// confirmed only when S3 stored exactly that checksum: other bytes under its key (written past
+/// the upload URL) are queued for deletion and audited, and the attachment stays pending, so its
+/// upload URL can write the right bytes. Already uploaded (a redelivered event): changes
+/// nothing, returns None.
 pub async fn confirm(
     pool: &DbPool,
-    id: Uuid,
+    storage: &Storage,
+    attachment: &Attachment,
     stored: &StoredObject,
 ) -> ApiResult<Option<Attachment>> {
+    if attachment.multipart.is_none()
+        && attachment
+            .declared_sha256
+            .as_ref()
+            .is_some_and(|declared| stored.checksum_sha256.as_ref() != Some(declared))
+    {
+        reject_object(pool, storage, attachment, stored).await?;
+        return Ok(None);
+    }
     let mut params = SqlParams::new();
-    let id_p = params.push(id, Type::UUID);
+    let id_p = params.push(attachment.id, Type::UUID);
     let size = params.push(stored.size, Type::INT8);
     let etag = params.push(stored.etag.clone(), Type::TEXT);
     let content_type = params.push(stored.content_type.clone(), Type::TEXT);
+    let checksum = params.push(stored.checksum_sha256.clone(), Type::TEXT);
     // The confirmation and its audit event (the system is the actor) are one statement.
     let logged = crate::audit::logged_cte(
         &Attribution::default(),
@@ -95,14 +189,22 @@ pub async fn confirm(
     let row = client
         .query_typed_opt(
             &format!(
-                "WITH confirmed AS (
+                "WITH signed AS (
+                    SELECT {COMPOSITE_OF_SIGNED_PARTS} AS composite
+                    FROM upload_parts p JOIN attachments a ON a.id = p.attachment_id
+                    WHERE a.id = {id_p} AND p.part_number <= a.part_count
+                 ), confirmed AS (
                     UPDATE attachments SET
                         status = 'uploaded',
                         size = {size},
                         etag = {etag},
                         stored_content_type = {content_type},
+                        checksum_sha256 = CASE WHEN upload_id IS NULL THEN {checksum}
+                            ELSE coalesce({checksum}, (SELECT composite FROM signed)) END,
                         content_mismatch = lower(coalesce({content_type}, '')) <> mime_type
-                            OR (declared_size IS NOT NULL AND declared_size <> {size}),
+                            OR (declared_size IS NOT NULL AND declared_size <> {size})
+                            OR (upload_id IS NOT NULL AND {checksum} IS NOT NULL
+                                AND {checksum} IS DISTINCT FROM (SELECT composite FROM signed)),
                         uploaded_at = now()
                     WHERE id = {id_p} AND status = 'pending'
                     RETURNING {ATTACHMENT_COLUMNS}, content_mismatch
@@ -113,11 +215,65 @@ pub async fn confirm(
         )
         .await?;
     Ok(row.map(|row| {
-        if row.get::<_, bool>(10) {
-            tracing::warn!(attachment_id = %id, "uploaded object differs from what was declared");
+        if row.get::<_, bool>("content_mismatch") {
+            tracing::warn!(attachment_id = %attachment.id, "uploaded object differs from what was declared");
         }
         Attachment::from_row(&row)
     }))
+}
+
+/// S3's composite checksum computed in SQL from the part digests the API signed (rows `p` of
+/// upload_parts): SHA-256 of the concatenated digests in part order, base64, `-`, the count.
+const COMPOSITE_OF_SIGNED_PARTS: &str = "encode(sha256(string_agg(decode(p.sha256, 'base64'), \
+     ''::bytea ORDER BY p.part_number)), 'base64') || '-' || count(*)";
+
+/// Other bytes than the declared SHA-256 under a pending single upload's key: queued for
+/// deletion with an audit event (one statement), then deleted.
+async fn reject_object(
+    pool: &DbPool,
+    storage: &Storage,
+    attachment: &Attachment,
+    stored: &StoredObject,
+) -> ApiResult<()> {
+    tracing::warn!(attachment_id = %attachment.id, "uploaded object's checksum is not the declared one; removed");
+    let mut params = SqlParams::new();
+    let id = params.push(attachment.id, Type::UUID);
+    let logged = crate::audit::logged_cte(
+        &Attribution::default(),
+        &Event::new("attachment.checksum_mismatch", "attachment").details(serde_json::json!({
+            "declared_sha256": attachment.declared_sha256,
+            "stored_sha256": stored.checksum_sha256,
+        })),
+        &mut params,
+        &LoggedRows {
+            source: "rejected",
+            resource: "id",
+            patient: "patient_id",
+            details: None,
+        },
+    );
+    let keys: Vec<String> = pool
+        .get()
+        .await?
+        .query_typed(
+            &format!(
+                "WITH rejected AS (
+                    SELECT id, patient_id, object_key FROM attachments
+                    WHERE id = {id} AND status = 'pending'
+                 ), queued AS (
+                    INSERT INTO object_deletions (object_key) SELECT object_key FROM rejected
+                    ON CONFLICT (object_key) DO UPDATE SET queued_at = now()
+                 ), {logged}
+                 SELECT object_key FROM rejected"
+            ),
+            &params.typed(),
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    drain_deletions(pool, storage, keys).await;
+    Ok(())
 }
 
 /// How many HEAD requests one request keeps in flight when it checks pending uploads: enough
@@ -149,7 +305,7 @@ pub async fn refresh_pending(
     for (i, outcome) in checks {
         match outcome {
             Ok(Some(stored)) => {
-                if let Some(confirmed) = confirm(pool, attachments[i].id, &stored).await? {
+                if let Some(confirmed) = confirm(pool, storage, &attachments[i], &stored).await? {
                     attachments[i] = confirmed;
                 }
             }

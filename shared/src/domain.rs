@@ -168,3 +168,69 @@ impl TryFrom<String> for FullName {
         Self::parse(value)
     }
 }
+
+/// A SHA-256 digest as S3 takes it in `x-amz-checksum-sha256`: standard base64 of the 32 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Sha256Digest([u8; 32]);
+
+impl Sha256Digest {
+    pub fn parse(raw: String) -> Result<Self, String> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(raw.trim())
+            .map_err(|_| "Value error, sha256 must be the base64 of a SHA-256 digest".to_owned())?;
+        let digest: [u8; 32] = bytes.try_into().map_err(|_| {
+            "Value error, sha256 must be the base64 of a SHA-256 digest (32 bytes)".to_owned()
+        })?;
+        Ok(Self(digest))
+    }
+
+    pub fn of(bytes: &[u8]) -> Self {
+        use sha2::Digest;
+        Self(sha2::Sha256::digest(bytes).into())
+    }
+
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// `x-amz-checksum-sha256`'s form.
+    pub fn base64(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(self.0)
+    }
+
+    /// `x-amz-content-sha256`'s form: lower-case hex.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// S3's composite checksum of a multipart object: the SHA-256 of the parts' digests in
+    /// part order, base64, then `-` and the number of parts.
+    pub fn composite(parts: &[Sha256Digest]) -> String {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        for part in parts {
+            hasher.update(part.0);
+        }
+        format!(
+            "{}-{}",
+            Self(hasher.finalize().into()).base64(),
+            parts.len()
+        )
+    }
+}
+
+impl TryFrom<String> for Sha256Digest {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(value)
+    }
+}
+
+impl From<Sha256Digest> for String {
+    fn from(value: Sha256Digest) -> Self {
+        value.base64()
+    }
+}

@@ -1,7 +1,7 @@
 //! The HTTP edge shared by every endpoint group: the Lambda adapter, trailing-slash handling,
 //! FastAPI-shaped input errors, and what the API Gateway request context tells about the caller.
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequest, Request};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::Router;
@@ -106,6 +106,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        <Self as OptionalFromRequest<S>>::from_request(req, state)
+            .await?
+            .ok_or_else(|| ApiError::validation(&["body"], "Field required", "missing"))
+    }
+}
+
+/// `Option<JsonBody<T>>`: an optional body; no body at all is None.
+impl<T: DeserializeOwned, S: Send + Sync> OptionalFromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -121,7 +132,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             });
         let bytes = read_body(req, state).await?;
         if bytes.is_empty() {
-            return Err(ApiError::validation(&["body"], "Field required", "missing"));
+            return Ok(None);
         }
         if is_json == Some(false) {
             return Err(ApiError::UnsupportedMediaType(
@@ -153,7 +164,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 &e.inner().to_string(),
             )])
         })?;
-        Ok(JsonBody(value))
+        Ok(Some(JsonBody(value)))
     }
 }
 

@@ -4,12 +4,17 @@
 use std::time::{Duration, SystemTime};
 
 use aws_config::SdkConfig;
+use aws_sdk_s3::config::http::HttpRequest;
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
-use aws_sdk_s3::presigning::PresigningConfig;
-use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use aws_sdk_s3::presigning::{PresignedRequest, PresigningConfig};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart, Delete,
+    ObjectIdentifier,
+};
 
 use crate::config::{ConfigError, Env};
 use crate::db::DbPool;
+use crate::domain::Sha256Digest;
 use crate::error::{ApiError, ApiResult};
 
 #[derive(Clone, Debug)]
@@ -21,17 +26,29 @@ pub struct StorageConfig {
     pub force_path_style: bool,
     pub upload_url_ttl: Duration,
     pub download_url_ttl: Duration,
-    /// Largest `size` a client may declare: S3's single-PUT limit by default.
+    /// Largest `size` a client may declare: S3's largest object (5 TiB) by default.
     pub max_upload_bytes: u64,
+    /// A declared `size` above this is uploaded in parts (always above S3's 5 GiB single-PUT
+    /// limit, whatever the setting).
+    pub multipart_threshold_bytes: u64,
+    /// A pending upload this long without activity (created, or part URLs issued) and without
+    /// its object is abandoned: the sweep removes its row and aborts its multipart upload.
+    pub abandoned_after: Duration,
     /// Lower-case MIME types accepted on upload; empty: any well-formed type.
     pub allowed_mime_types: Vec<String>,
 }
 
 pub const S3_SINGLE_PUT_LIMIT: u64 = 5 * 1024 * 1024 * 1024;
+/// S3's largest object, and so the largest multipart upload.
+pub const S3_MAX_OBJECT_BYTES: u64 = 5 * 1024 * 1024 * 1024 * 1024;
+/// S3's smallest part but the last.
+pub const S3_MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
 
 impl StorageConfig {
     /// S3_BUCKET, S3_ENDPOINT_URL, S3_FORCE_PATH_STYLE, UPLOAD_URL_EXPIRE_SECONDS (900, at most 3600),
-    /// DOWNLOAD_URL_EXPIRE_SECONDS (300, at most 3600), MAX_UPLOAD_BYTES (5 GiB), ALLOWED_MIME_TYPES.
+    /// DOWNLOAD_URL_EXPIRE_SECONDS (300, at most 3600), MAX_UPLOAD_BYTES (5 TiB),
+    /// MULTIPART_THRESHOLD_BYTES (64 MiB, 5 MiB to 5 GiB), ABANDONED_UPLOAD_HOURS (24),
+    /// ALLOWED_MIME_TYPES.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             bucket: env.required("S3_BUCKET")?,
@@ -49,9 +66,17 @@ impl StorageConfig {
             )?),
             max_upload_bytes: env.number_in(
                 "MAX_UPLOAD_BYTES",
-                S3_SINGLE_PUT_LIMIT,
-                1..=S3_SINGLE_PUT_LIMIT,
+                S3_MAX_OBJECT_BYTES,
+                1..=S3_MAX_OBJECT_BYTES,
             )?,
+            multipart_threshold_bytes: env.number_in(
+                "MULTIPART_THRESHOLD_BYTES",
+                64 * 1024 * 1024,
+                S3_MIN_PART_BYTES..=S3_SINGLE_PUT_LIMIT,
+            )?,
+            abandoned_after: Duration::from_secs(
+                3600 * env.number_in("ABANDONED_UPLOAD_HOURS", 24, 2..=24 * 30)?,
+            ),
             allowed_mime_types: env
                 .string_or("ALLOWED_MIME_TYPES", "")
                 .split(',')
@@ -89,6 +114,45 @@ pub struct StoredObject {
     pub size: i64,
     pub etag: Option<String>,
     pub content_type: Option<String>,
+    /// With checksum mode: the whole object's SHA-256, or a multipart object's composite.
+    pub checksum_sha256: Option<String>,
+}
+
+/// A part S3 holds for an open multipart upload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPart {
+    pub part_number: i32,
+    pub size: i64,
+    pub etag: Option<String>,
+    pub checksum_sha256: Option<String>,
+}
+
+impl Presigned {
+    /// Exactly the headers the signature covers (the SDK also adds a trace header nobody must send).
+    fn of(presigned: &PresignedRequest, ttl: Duration) -> Self {
+        let signed = signed_headers(presigned.uri());
+        Self {
+            url: presigned.uri().to_owned(),
+            headers: presigned
+                .headers()
+                .filter(|(name, _)| signed.iter().any(|s| s.eq_ignore_ascii_case(name)))
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect(),
+            expires_at: SystemTime::now() + ttl,
+        }
+    }
+}
+
+/// Adds the payload's SHA-256 as `x-amz-content-sha256` to a request being presigned, so the
+/// signature covers it: the request must then carry it, and a server that checks the payload
+/// against it (MinIO, s3s) refuses other bytes before storing them, as S3 does through
+/// `x-amz-checksum-sha256`. The canonical payload stays UNSIGNED-PAYLOAD, as for any presigned URL.
+fn sign_payload_digest(request: &mut HttpRequest, hex: Option<&str>) {
+    if let Some(hex) = hex {
+        request
+            .headers_mut()
+            .insert("x-amz-content-sha256", hex.to_owned());
+    }
 }
 
 impl Storage {
@@ -114,12 +178,14 @@ impl Storage {
     /// A PUT URL whose signature covers the Content-Type (and Content-Length when known) and
     /// `If-None-Match: *`: the bucket refuses bytes of another type or size, any change to the
     /// URL, and any PUT once the key holds an object, so a URL can write its key once and never
-    /// replace a confirmed file (nor recreate one whose row is gone, see the sweep).
+    /// replace a confirmed file (nor recreate one whose row is gone, see the sweep). With a
+    /// declared SHA-256 it also covers the checksum (see `sign_payload_digest`).
     pub async fn presign_upload(
         &self,
         key: &str,
         content_type: &str,
         size: Option<u64>,
+        sha256: Option<&Sha256Digest>,
     ) -> ApiResult<Presigned> {
         let ttl = self.config.upload_url_ttl;
         let mut request = self
@@ -128,27 +194,201 @@ impl Storage {
             .bucket(&self.config.bucket)
             .key(key)
             .content_type(content_type)
-            .if_none_match("*");
-        if let Some(size) = size {
-            request = request.content_length(size as i64);
+            .if_none_match("*")
+            .set_content_length(size.map(|s| s as i64))
+            .set_checksum_sha256(sha256.map(Sha256Digest::base64));
+        if sha256.is_some() {
+            request = request.checksum_algorithm(ChecksumAlgorithm::Sha256);
         }
+        let hex = sha256.map(Sha256Digest::hex);
         let presigned = request
+            .customize()
+            .mutate_request(move |request| sign_payload_digest(request, hex.as_deref()))
             .presigned(Self::presigning(ttl)?)
             .await
             .map_err(|e| {
                 ApiError::internal(format!("presigning an upload: {}", DisplayErrorContext(e)))
             })?;
-        // Exactly the headers the signature covers (the SDK also adds a trace header nobody must send).
-        let signed = signed_headers(presigned.uri());
-        Ok(Presigned {
-            url: presigned.uri().to_owned(),
-            headers: presigned
-                .headers()
-                .filter(|(name, _)| signed.iter().any(|s| s.eq_ignore_ascii_case(name)))
-                .map(|(name, value)| (name.to_owned(), value.to_owned()))
-                .collect(),
-            expires_at: SystemTime::now() + ttl,
-        })
+        Ok(Presigned::of(&presigned, ttl))
+    }
+
+    /// Starts a multipart upload whose parts carry SHA-256 checksums, combined by S3 into the
+    /// object's composite checksum. Returns the upload id.
+    pub async fn create_multipart_upload(
+        &self,
+        key: &str,
+        content_type: &str,
+    ) -> ApiResult<String> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.config.bucket)
+            .key(key)
+            .content_type(content_type)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_type(ChecksumType::Composite)
+            .send()
+            .await
+            .map_err(|e| {
+                ApiError::Unavailable(format!(
+                    "Storage is unavailable: {}",
+                    DisplayErrorContext(e)
+                ))
+            })?;
+        created
+            .upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::internal("S3 answered a multipart upload without its id"))
+    }
+
+    /// A PUT URL for one part: its signature covers the part's exact length and SHA-256 (as
+    /// S3's checksum and as the payload hash), so the bucket refuses any other bytes.
+    pub async fn presign_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: i32,
+        length: u64,
+        sha256: &Sha256Digest,
+    ) -> ApiResult<Presigned> {
+        let ttl = self.config.upload_url_ttl;
+        let hex = sha256.hex();
+        let presigned = self
+            .client
+            .upload_part()
+            .bucket(&self.config.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(part_number)
+            .content_length(length as i64)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(sha256.base64())
+            .customize()
+            .mutate_request(move |request| sign_payload_digest(request, Some(&hex)))
+            .presigned(Self::presigning(ttl)?)
+            .await
+            .map_err(|e| {
+                ApiError::internal(format!("presigning a part: {}", DisplayErrorContext(e)))
+            })?;
+        Ok(Presigned::of(&presigned, ttl))
+    }
+
+    /// The parts S3 holds for an open upload, in part order; Ok(None) when the upload is gone
+    /// (completed or aborted).
+    pub async fn list_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Option<Vec<StoredPart>>, String> {
+        let mut parts = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = match self
+                .client
+                .list_parts()
+                .bucket(&self.config.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.take())
+                .send()
+                .await
+            {
+                Ok(page) => page,
+                Err(SdkError::ServiceError(e))
+                    if e.raw().status().as_u16() == 404
+                        || e.err().meta().code() == Some("NoSuchUpload") =>
+                {
+                    return Ok(None)
+                }
+                Err(e) => return Err(DisplayErrorContext(e).to_string()),
+            };
+            parts.extend(page.parts().iter().filter_map(|part| {
+                Some(StoredPart {
+                    part_number: part.part_number()?,
+                    size: part.size().unwrap_or(0),
+                    etag: part.e_tag().map(str::to_owned),
+                    checksum_sha256: part.checksum_sha256().map(str::to_owned),
+                })
+            }));
+            match page.next_part_number_marker() {
+                Some(next) if page.is_truncated().unwrap_or(false) => {
+                    marker = Some(next.to_owned())
+                }
+                _ => break,
+            }
+        }
+        parts.sort_by_key(|part| part.part_number);
+        Ok(Some(parts))
+    }
+
+    /// Completes an upload from exactly `parts` (each with the checksum its URL signed), never
+    /// over an existing object. Returns S3's composite checksum when it reports one. A refusal
+    /// (a part's checksum or ETag not what S3 holds, a part too small) is a 409.
+    pub async fn complete_multipart_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[StoredPart],
+    ) -> ApiResult<Option<String>> {
+        let parts = parts
+            .iter()
+            .map(|part| {
+                CompletedPart::builder()
+                    .part_number(part.part_number)
+                    .set_e_tag(part.etag.clone())
+                    .set_checksum_sha256(part.checksum_sha256.clone())
+                    .build()
+            })
+            .collect();
+        let completed = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.config.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .if_none_match("*")
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| match &e {
+                SdkError::ServiceError(service) if service.raw().status().is_client_error() => {
+                    ApiError::Conflict(format!(
+                        "Storage refused to complete the upload: {}",
+                        service.err().meta().message().unwrap_or("invalid parts")
+                    ))
+                }
+                _ => ApiError::Unavailable(format!(
+                    "completing a multipart upload: {}",
+                    DisplayErrorContext(e)
+                )),
+            })?;
+        Ok(completed.checksum_sha256().map(str::to_owned))
+    }
+
+    /// Aborts an upload and frees its parts; an upload already gone counts as aborted.
+    pub async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<(), String> {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.config.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if e.raw().status().as_u16() == 404
+                    || e.err().meta().code() == Some("NoSuchUpload") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(DisplayErrorContext(e).to_string()),
+        }
     }
 
     /// A GET URL whose response carries the given Content-Type and Content-Disposition.
@@ -171,11 +411,7 @@ impl Storage {
             .map_err(|e| {
                 ApiError::internal(format!("presigning a download: {}", DisplayErrorContext(e)))
             })?;
-        Ok(Presigned {
-            url: presigned.uri().to_owned(),
-            headers: Vec::new(),
-            expires_at: SystemTime::now() + ttl,
-        })
+        Ok(Presigned::of(&presigned, ttl))
     }
 
     /// The object under `key`: Ok(None) when there is none; Err when S3 cannot be asked.
@@ -185,6 +421,7 @@ impl Storage {
             .head_object()
             .bucket(&self.config.bucket)
             .key(key)
+            .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await
         {
@@ -192,6 +429,7 @@ impl Storage {
                 size: head.content_length().unwrap_or(0),
                 etag: head.e_tag().map(|e| e.trim_matches('"').to_owned()),
                 content_type: head.content_type().map(str::to_owned),
+                checksum_sha256: head.checksum_sha256().map(str::to_owned),
             })),
             Err(SdkError::ServiceError(e))
                 if e.err().is_not_found() || e.raw().status().as_u16() == 404 =>
@@ -298,36 +536,94 @@ fn signed_headers(url: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Deletes objects just queued by a committed change (a deleted attachment or patient), now
-/// rather than at the next sweep. Never fails the request: whatever S3 or the database refuses
-/// stays queued, and the scheduled sweep retries it.
+/// Deletes objects just queued by a committed change (a deleted attachment or patient), and
+/// aborts the open multipart uploads queued under the same keys, now rather than at the next
+/// sweep. Never fails the request: whatever S3 or the database refuses stays queued, and the
+/// scheduled sweep retries it.
 pub async fn drain_deletions(pool: &DbPool, storage: &Storage, keys: Vec<String>) {
     if keys.is_empty() {
         return;
+    }
+    let aborts = async {
+        let queued = pool
+            .get()
+            .await?
+            .query(
+                "SELECT upload_id, object_key FROM multipart_aborts WHERE object_key = ANY($1)",
+                &[&keys],
+            )
+            .await?;
+        abort_queued(pool, storage, &queued).await
+    };
+    if let Err(error) = aborts.await {
+        tracing::warn!(%error, "queued multipart aborts left for the sweep");
     }
     if let Err(error) = delete_queued(pool, storage, keys).await {
         tracing::warn!(%error, "queued object deletions left for the sweep");
     }
 }
 
-/// The scheduled retry: deletes the oldest `batch` queued objects. Returns (deleted, still queued).
+/// The scheduled retry: aborts the oldest `batch` queued multipart uploads and deletes the
+/// oldest `batch` queued objects. Returns (done, still queued).
 pub async fn drain_queue(
     pool: &DbPool,
     storage: &Storage,
     batch: i64,
 ) -> ApiResult<(usize, usize)> {
-    let keys = pool
-        .get()
-        .await?
-        .query(
+    let client = pool.get().await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&batch];
+    let (aborts, keys) = tokio::try_join!(
+        client.query(
+            "SELECT upload_id, object_key FROM multipart_aborts ORDER BY queued_at LIMIT $1",
+            &params,
+        ),
+        client.query(
             "SELECT object_key FROM object_deletions ORDER BY queued_at LIMIT $1",
-            &[&batch],
-        )
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    delete_queued(pool, storage, keys).await
+            &params,
+        ),
+    )?;
+    drop(client);
+    let (aborted, not_aborted) = abort_queued(pool, storage, &aborts).await?;
+    let keys = keys.iter().map(|row| row.get(0)).collect();
+    let (deleted, not_deleted) = delete_queued(pool, storage, keys).await?;
+    Ok((aborted + deleted, not_aborted + not_deleted))
+}
+
+/// Aborts queued multipart uploads (rows of upload_id, object_key) and clears those S3
+/// confirmed; failures stay queued with the reason. Returns (aborted, still queued).
+async fn abort_queued(
+    pool: &DbPool,
+    storage: &Storage,
+    queued: &[tokio_postgres::Row],
+) -> ApiResult<(usize, usize)> {
+    let (mut aborted, mut failed) = (Vec::new(), 0);
+    for row in queued {
+        let (upload_id, key): (String, String) = (row.get(0), row.get(1));
+        match storage.abort_multipart_upload(&key, &upload_id).await {
+            Ok(()) => aborted.push(upload_id),
+            Err(why) => {
+                failed += 1;
+                tracing::warn!(error = %why, "multipart abort failed; kept in the queue for the next sweep");
+                pool.get()
+                    .await?
+                    .execute(
+                        "UPDATE multipart_aborts SET attempts = attempts + 1, last_error = $2 WHERE upload_id = $1",
+                        &[&upload_id, &why.chars().take(500).collect::<String>()],
+                    )
+                    .await?;
+            }
+        }
+    }
+    if !aborted.is_empty() {
+        pool.get()
+            .await?
+            .execute(
+                "DELETE FROM multipart_aborts WHERE upload_id = ANY($1)",
+                &[&aborted],
+            )
+            .await?;
+    }
+    Ok((aborted.len(), failed))
 }
 
 /// Deletes queued `keys` from S3 and clears them from `object_deletions`; keys whose deletion

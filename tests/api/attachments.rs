@@ -388,7 +388,7 @@ async fn validation_and_not_found() {
             "size",
         ),
         (
-            json!({"patient_id": patient_id, "file_name": "x", "size": 5u64 * 1024 * 1024 * 1024 + 1}),
+            json!({"patient_id": patient_id, "file_name": "x", "size": (5u64 << 40) + 1}),
             "size",
         ),
         (

@@ -10,6 +10,7 @@ mod faults;
 mod generated;
 mod health;
 mod migrate;
+mod multipart;
 mod openapi;
 mod patients;
 mod sessions;

@@ -411,6 +411,76 @@ async fn every_answer_in_a_full_tour_matches_the_document() {
     .await;
     let put = api_tests::upload(&attachment.json(), b"hi").await;
     assert!(put.status().is_success());
+
+    // A multipart upload, every step and its refusals.
+    let bytes = b"a small file sent in one part".to_vec();
+    let multipart = call(
+        &app,
+        &doc,
+        ApiRequest::post("/api/v1/attachments/").bearer(t).json(
+            json!({"patient_id": pid, "file_name": "m.bin", "size": bytes.len(), "upload": "multipart"}),
+        ),
+    )
+    .await
+    .json();
+    let mid = multipart["id"].as_str().unwrap();
+    let digest = {
+        use base64::Engine;
+        use sha2::Digest;
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&bytes))
+    };
+    for (request, status) in [
+        (
+            ApiRequest::get(&format!("/api/v1/attachments/{mid}/upload-parts")).bearer(t),
+            200,
+        ),
+        (
+            ApiRequest::post(&format!("/api/v1/attachments/{mid}/complete")).bearer(t),
+            409,
+        ),
+        (
+            ApiRequest::post(&format!("/api/v1/attachments/{mid}/upload-parts"))
+                .bearer(t)
+                .json(json!({"part_numbers": [2], "sha256": [digest]})),
+            422,
+        ),
+        (
+            ApiRequest::post(&format!("/api/v1/attachments/{mid}/upload-parts"))
+                .bearer(&viewer.token)
+                .json(json!({"part_numbers": [1], "sha256": [digest]})),
+            403,
+        ),
+        (
+            ApiRequest::get(&format!("/api/v1/attachments/{aid}/upload-parts")).bearer(t),
+            409,
+        ),
+    ] {
+        assert_eq!(call(&app, &doc, request).await.status, status);
+    }
+    let urls = call(
+        &app,
+        &doc,
+        ApiRequest::post(&format!("/api/v1/attachments/{mid}/upload-parts"))
+            .bearer(t)
+            .json(json!({"part_numbers": [1], "sha256": [digest]})),
+    )
+    .await
+    .json();
+    let part = &urls["parts"][0];
+    let mut request = api_tests::http_client()
+        .put(part["url"].as_str().unwrap())
+        .body(bytes.clone());
+    for (name, value) in part["headers"].as_object().unwrap() {
+        request = request.header(name, value.as_str().unwrap());
+    }
+    assert!(request.send().await.unwrap().status().is_success());
+    let done = call(
+        &app,
+        &doc,
+        ApiRequest::post(&format!("/api/v1/attachments/{mid}/complete")).bearer(t),
+    )
+    .await;
+    assert_eq!(done.json()["status"], "uploaded");
     call(
         &app,
         &doc,

@@ -19,8 +19,6 @@ use tokio_postgres::types::Type;
 pub struct EventsState {
     pub pool: DbPool,
     pub storage: Storage,
-    /// A pending upload older than this with no object is abandoned: its row is removed.
-    pub abandoned_after_hours: i64,
 }
 
 impl EventsState {
@@ -34,7 +32,6 @@ impl EventsState {
             )
             .await?,
             storage: Storage::new(&shared::aws::sdk_config().await, storage_config),
-            abandoned_after_hours: env.number_in("ABANDONED_UPLOAD_HOURS", 24, 2..=24 * 30)?,
         })
     }
 }
@@ -90,7 +87,7 @@ async fn object_events(state: &EventsState, event: S3Event) -> Result<Value, Str
                 drain_deletions(&state.pool, &state.storage, queued).await;
             }
             Some(attachment) if attachment.is_pending() => {
-                match attachments::confirm(&state.pool, attachment.id, &stored)
+                match attachments::confirm(&state.pool, &state.storage, &attachment, &stored)
                     .await
                     .map_err(|e| e.to_string())?
                 {
@@ -234,16 +231,18 @@ async fn sweep(state: &EventsState) -> ApiResult<Value> {
     }))
 }
 
-/// Pending uploads older than the abandonment window whose object never arrived lose their row.
+/// Pending uploads without activity for the abandonment window (created, or part URLs issued)
+/// whose object never arrived lose their row; an open multipart upload is aborted with it.
 async fn remove_abandoned_uploads(state: &EventsState) -> ApiResult<u64> {
     let client = state.pool.get().await?;
     let stale = client
         .query(
             &format!(
                 "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE status = 'pending'
-                 AND created_at < now() - make_interval(hours => $1::int) ORDER BY created_at LIMIT 500"
+                 AND coalesce(upload_activity_at, created_at) < now() - make_interval(secs => $1::float8)
+                 ORDER BY created_at LIMIT 500"
             ),
-            &[&(state.abandoned_after_hours as i32)],
+            &[&state.storage.config.abandoned_after.as_secs_f64()],
         )
         .await?;
     drop(client);
@@ -252,19 +251,29 @@ async fn remove_abandoned_uploads(state: &EventsState) -> ApiResult<u64> {
     for attachment in stale.iter().map(Attachment::from_row) {
         match state.storage.head(&attachment.object_key).await {
             Ok(Some(stored)) => {
-                attachments::confirm(&state.pool, attachment.id, &stored).await?;
+                attachments::confirm(&state.pool, &state.storage, &attachment, &stored).await?;
             }
             Ok(None) => abandoned.push(attachment.id),
             Err(error) => tracing::warn!(%error, "could not check a stale upload"),
         }
     }
     let client = state.pool.get().await?;
-    Ok(client
-        .execute(
-            "DELETE FROM attachments WHERE id = ANY($1) AND status = 'pending'",
-            &[&abandoned],
+    // Deleting a pending multipart row queues its abort (a trigger, in this statement).
+    let removed: Vec<String> = client
+        .query(
+            "DELETE FROM attachments WHERE id = ANY($1) AND status = 'pending'
+             AND coalesce(upload_activity_at, created_at) < now() - make_interval(secs => $2::float8)
+             RETURNING object_key",
+            &[&abandoned, &state.storage.config.abandoned_after.as_secs_f64()],
         )
-        .await?)
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    drop(client);
+    let count = removed.len() as u64;
+    drain_deletions(&state.pool, &state.storage, removed).await;
+    Ok(count)
 }
 
 /// Walks the bucket's attachments prefix from where the last sweep stopped and queues (then

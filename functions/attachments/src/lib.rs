@@ -1,25 +1,30 @@
 //! /api/v1/attachments: clinical files go straight between the client and S3 through presigned
 //! URLs; this function only records them, signs URLs, and confirms and deletes objects.
 
+mod multipart;
+
 use std::sync::Arc;
 
 use axum::extract::{FromRef, Path, State};
 use axum::handler::Handler;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use shared::attachments::{self, content_disposition, object_key, Attachment, ATTACHMENT_COLUMNS};
+use shared::attachments::{
+    self, content_disposition, object_key, Attachment, PartPlan, ATTACHMENT_COLUMNS,
+};
 use shared::audit::LoggedRows;
 use shared::auth::{AuthContext, CurrentUser, Writer};
 use shared::config::{ConfigError, Env};
 use shared::db::SqlParams;
+use shared::domain::Sha256Digest;
 use shared::http::{parse_uuid, JsonBody, Paging, QueryParams};
 use shared::secrets::SecretsClient;
-use shared::storage::{drain_deletions, Storage, StorageConfig};
+use shared::storage::{drain_deletions, Storage, StorageConfig, S3_SINGLE_PUT_LIMIT};
 use shared::tokens::TokenRole;
 use shared::trail::{Audit, AuditTrail, RouteEvent};
 use shared::{ApiError, ApiResult};
@@ -61,6 +66,14 @@ const ATTACHMENT_DOWNLOAD: RouteEvent =
     RouteEvent::new("attachment.download", ATTACHMENT).resource_from("id");
 const ATTACHMENT_DELETE: RouteEvent =
     RouteEvent::new("attachment.delete", ATTACHMENT).resource_from("id");
+const PART_URLS_ISSUE: RouteEvent =
+    RouteEvent::new("attachment.upload_part_urls", ATTACHMENT).resource_from("id");
+const PARTS_LIST: RouteEvent =
+    RouteEvent::new("attachment.upload_parts_list", ATTACHMENT).resource_from("id");
+const UPLOAD_COMPLETE: RouteEvent =
+    RouteEvent::new("attachment.upload_complete", ATTACHMENT).resource_from("id");
+
+use multipart::{complete_upload, issue_part_urls, list_upload_parts};
 
 pub fn router(state: AttachmentsState) -> Router {
     let trail = AuditTrail::new(state.auth.pool.clone());
@@ -78,6 +91,15 @@ pub fn router(state: AttachmentsState) -> Router {
         .route(
             "/api/v1/attachments/{id}/content",
             get(download_attachment.layer(trail.on(ATTACHMENT_DOWNLOAD))),
+        )
+        .route(
+            "/api/v1/attachments/{id}/upload-parts",
+            get(list_upload_parts.layer(trail.on(PARTS_LIST)))
+                .post(issue_part_urls.layer(trail.on(PART_URLS_ISSUE))),
+        )
+        .route(
+            "/api/v1/attachments/{id}/complete",
+            post(complete_upload.layer(trail.on(UPLOAD_COMPLETE))),
         )
         .route(
             "/api/v1/patients/{id}/attachments",
@@ -165,16 +187,102 @@ struct AttachmentCreate {
     mime_type: Option<MimeType>,
     #[serde(default)]
     size: Option<u64>,
+    /// Base64 SHA-256 of the whole file: S3 refuses other bytes (single uploads).
+    #[serde(default)]
+    sha256: Option<Sha256Digest>,
+    /// How the bytes go up; by default multipart above the threshold, single below.
+    #[serde(default)]
+    upload: Option<UploadKind>,
 }
 
+#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum UploadKind {
+    Single,
+    Multipart,
+}
+
+/// What a client needs to send the bytes: one presigned PUT, or the plan of a multipart upload
+/// whose part URLs it asks for (`POST /attachments/{id}/upload-parts`).
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum UploadInstructions {
+    Single {
+        url: String,
+        method: &'static str,
+        headers: serde_json::Map<String, serde_json::Value>,
+        expires_at: DateTime<Utc>,
+    },
+    Multipart {
+        part_size: u64,
+        part_count: u32,
+        /// Abandoned (aborted by the sweep) if no part URLs are asked for by then; each
+        /// request for part URLs moves it on.
+        expires_at: DateTime<Utc>,
+    },
+}
+
+/// The created attachment; single uploads also carry the flat `upload_*` fields the replaced
+/// system's clients read.
 #[derive(Serialize)]
 struct CreatedAttachment {
     #[serde(flatten)]
     attachment: Attachment,
-    upload_url: String,
-    upload_method: &'static str,
-    upload_headers: serde_json::Map<String, serde_json::Value>,
-    upload_expires_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload_method: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload_headers: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload_expires_at: Option<DateTime<Utc>>,
+    upload: UploadInstructions,
+}
+
+pub(crate) fn headers_json(
+    headers: Vec<(String, String)>,
+) -> serde_json::Map<String, serde_json::Value> {
+    headers
+        .into_iter()
+        .map(|(name, value)| (name, serde_json::Value::String(value)))
+        .collect()
+}
+
+/// Which upload a creation asks for, checked against the settings and S3's limits.
+fn choose_upload(config: &StorageConfig, body: &AttachmentCreate) -> ApiResult<Option<PartPlan>> {
+    if body.size.is_some_and(|size| size > config.max_upload_bytes) {
+        return Err(ApiError::validation(
+            &["body", "size"],
+            format!(
+                "Input should be less than or equal to {}",
+                config.max_upload_bytes
+            ),
+            "less_than_equal",
+        ));
+    }
+    let kind = body.upload.unwrap_or(match body.size {
+        Some(size) if size > config.multipart_threshold_bytes => UploadKind::Multipart,
+        _ => UploadKind::Single,
+    });
+    match (kind, body.size) {
+        (UploadKind::Single, Some(size)) if size > S3_SINGLE_PUT_LIMIT => Err(ApiError::validation(
+            &["body", "upload"],
+            format!("A single upload holds at most {S3_SINGLE_PUT_LIMIT} bytes; use multipart"),
+            "value_error",
+        )),
+        (UploadKind::Single, _) => Ok(None),
+        (UploadKind::Multipart, None) => Err(ApiError::validation(
+            &["body", "size"],
+            "Field required for a multipart upload",
+            "missing",
+        )),
+        (UploadKind::Multipart, Some(_)) if body.sha256.is_some() => Err(ApiError::validation(
+            &["body", "sha256"],
+            "S3 cannot verify a whole-file SHA-256 of a multipart upload; send each part's SHA-256 with its part number instead",
+            "value_error",
+        )),
+        (UploadKind::Multipart, Some(size)) => Ok(Some(PartPlan::for_size(size))),
+    }
 }
 
 async fn create_attachment(
@@ -188,7 +296,8 @@ async fn create_attachment(
     let config = &state.storage.config;
     let mime_type = body
         .mime_type
-        .map(|m| m.0)
+        .as_ref()
+        .map(|m| m.0.clone())
         .unwrap_or_else(|| "application/octet-stream".to_owned());
     if !config.allowed_mime_types.is_empty() && !config.allowed_mime_types.contains(&mime_type) {
         return Err(ApiError::validation(
@@ -200,38 +309,121 @@ async fn create_attachment(
             "value_error",
         ));
     }
-    if body.size.is_some_and(|size| size > config.max_upload_bytes) {
-        return Err(ApiError::validation(
-            &["body", "size"],
-            format!(
-                "Input should be less than or equal to {}",
-                config.max_upload_bytes
-            ),
-            "less_than_equal",
-        ));
-    }
+    let plan = choose_upload(config, &body)?;
     let key = object_key(body.patient_id, id);
-    // Signing is local computation; done before the insert so a failure leaves no row.
-    let upload = state
-        .storage
-        .presign_upload(&key, &mime_type, body.size)
-        .await?;
+    // Signing is local computation, done before the insert so a failure leaves no row; a
+    // multipart upload is opened first and aborted if the row cannot be written.
+    let (single, upload_id) = match plan {
+        None => (
+            Some(
+                state
+                    .storage
+                    .presign_upload(&key, &mime_type, body.size, body.sha256.as_ref())
+                    .await?,
+            ),
+            None,
+        ),
+        Some(_) => (
+            None,
+            Some(
+                state
+                    .storage
+                    .create_multipart_upload(&key, &mime_type)
+                    .await?,
+            ),
+        ),
+    };
+    let inserted = insert_attachment(
+        &state,
+        &audit,
+        id,
+        &body,
+        &mime_type,
+        &key,
+        plan,
+        upload_id.as_deref(),
+    )
+    .await;
+    let inserted = match (inserted, &upload_id) {
+        (Ok(row), _) => row,
+        (Err(error), Some(upload_id)) => {
+            if let Err(why) = state.storage.abort_multipart_upload(&key, upload_id).await {
+                tracing::warn!(error = %why, "could not abort the upload of a row never written; the bucket's lifecycle rule will");
+            }
+            return Err(error);
+        }
+        (Err(error), None) => return Err(error),
+    };
+    let attachment = Attachment::from_row(&inserted);
+    Ok(Json(match (single, plan) {
+        (Some(upload), _) => {
+            let headers = headers_json(upload.headers);
+            let expires_at: DateTime<Utc> = upload.expires_at.into();
+            CreatedAttachment {
+                attachment,
+                upload_url: Some(upload.url.clone()),
+                upload_method: Some("PUT"),
+                upload_headers: Some(headers.clone()),
+                upload_expires_at: Some(expires_at),
+                upload: UploadInstructions::Single {
+                    url: upload.url,
+                    method: "PUT",
+                    headers,
+                    expires_at,
+                },
+            }
+        }
+        (None, Some(plan)) => CreatedAttachment {
+            upload: UploadInstructions::Multipart {
+                part_size: plan.part_size,
+                part_count: plan.part_count,
+                expires_at: attachment.created_at
+                    + chrono::Duration::from_std(config.abandoned_after).unwrap_or_default(),
+            },
+            attachment,
+            upload_url: None,
+            upload_method: None,
+            upload_headers: None,
+            upload_expires_at: None,
+        },
+        (None, None) => unreachable!("an upload is either single or planned in parts"),
+    }))
+}
+
+/// The row and its audit event in one statement; no row (unknown patient), no event.
+#[allow(clippy::too_many_arguments)]
+async fn insert_attachment(
+    state: &AttachmentsState,
+    audit: &Audit,
+    id: Uuid,
+    body: &AttachmentCreate,
+    mime_type: &str,
+    key: &str,
+    plan: Option<PartPlan>,
+    upload_id: Option<&str>,
+) -> ApiResult<tokio_postgres::Row> {
     let mut params = SqlParams::new();
     let id = params.push(id, Type::UUID);
     let patient_id = params.push(body.patient_id, Type::UUID);
     let file_name = params.push(body.file_name.0.clone(), Type::VARCHAR);
-    let mime = params.push(mime_type.clone(), Type::VARCHAR);
-    let key = params.push(key, Type::TEXT);
+    let mime = params.push(mime_type.to_owned(), Type::VARCHAR);
+    let key = params.push(key.to_owned(), Type::TEXT);
     let declared_size = params.push(body.size.map(|s| s as i64), Type::INT8);
-    // The row and its audit event in one statement; no row (unknown patient), no event.
+    let declared_sha256 = params.push(body.sha256.as_ref().map(Sha256Digest::base64), Type::TEXT);
+    let upload_id = params.push(upload_id.map(str::to_owned), Type::TEXT);
+    let part_size = params.push(plan.map(|p| p.part_size as i64), Type::INT8);
+    let part_count = params.push(plan.map(|p| p.part_count as i32), Type::INT4);
     let logged = audit.logged_cte(&mut params, &attachment_rows("created"));
     let client = state.auth.pool.get().await?;
-    let inserted = client
+    client
         .query_typed_opt(
             &format!(
                 "WITH created AS (
-                    INSERT INTO attachments (id, patient_id, file_name, mime_type, object_key, declared_size)
-                    SELECT {id}, p.id, {file_name}, {mime}, {key}, {declared_size} FROM patients p WHERE p.id = {patient_id}
+                    INSERT INTO attachments (id, patient_id, file_name, mime_type, object_key,
+                        declared_size, declared_sha256, upload_id, part_size, part_count)
+                    SELECT {id}, p.id, {file_name}, {mime}, {key}, {declared_size},
+                        {declared_sha256}, {upload_id}, {part_size}, {part_count}
+                    FROM patients p WHERE p.id = {patient_id}
                     RETURNING {ATTACHMENT_COLUMNS}
                  ), {logged}
                  SELECT * FROM created"
@@ -239,22 +431,11 @@ async fn create_attachment(
             &params.typed(),
         )
         .await?
-        .ok_or_else(|| ApiError::NotFound("Patient not found".into()))?;
-    Ok(Json(CreatedAttachment {
-        attachment: Attachment::from_row(&inserted),
-        upload_url: upload.url,
-        upload_method: "PUT",
-        upload_headers: upload
-            .headers
-            .into_iter()
-            .map(|(name, value)| (name, serde_json::Value::String(value)))
-            .collect(),
-        upload_expires_at: upload.expires_at.into(),
-    }))
+        .ok_or_else(|| ApiError::NotFound("Patient not found".into()))
 }
 
 /// The changed rows of a statement whose CTE `source` returns attachments.
-fn attachment_rows(source: &str) -> LoggedRows<'_> {
+pub(crate) fn attachment_rows(source: &str) -> LoggedRows<'_> {
     LoggedRows {
         source,
         resource: "id",
@@ -383,7 +564,7 @@ async fn list(
 }
 
 /// The attachment, confirmed against the bucket if its upload was still pending.
-async fn load(state: &AttachmentsState, raw_id: &str) -> ApiResult<Attachment> {
+pub(crate) async fn load(state: &AttachmentsState, raw_id: &str) -> ApiResult<Attachment> {
     let id = parse_uuid("attachment_id", raw_id)?;
     let client = state.auth.pool.get().await?;
     let statement = client
@@ -480,14 +661,25 @@ async fn delete_attachment(
     let mut params = SqlParams::new();
     let id = params.push(id, Type::UUID);
     // Row deleted, object queued and audit event written in one statement: never one without
-    // the others, in one round trip.
-    let logged = audit.logged_cte(&mut params, &attachment_rows("gone"));
+    // the others, in one round trip (a pending multipart upload's abort is queued by a trigger,
+    // in the same statement).
+    let logged = audit.logged_cte(
+        &mut params,
+        &LoggedRows {
+            details: Some(
+                "CASE WHEN gone.upload_id IS NOT NULL AND gone.status = 'pending' \
+                 THEN jsonb_build_object('multipart_upload_aborted', true) ELSE '{}'::jsonb END",
+            ),
+            ..attachment_rows("gone")
+        },
+    );
     let client = state.auth.pool.get().await?;
     let key: String = client
         .query_typed_opt(
             &format!(
                 "WITH gone AS (
-                    DELETE FROM attachments WHERE id = {id} RETURNING id, patient_id, object_key
+                    DELETE FROM attachments WHERE id = {id}
+                    RETURNING id, patient_id, object_key, upload_id, status
                  ), queued AS (
                     INSERT INTO object_deletions (object_key) SELECT object_key FROM gone
                     ON CONFLICT (object_key) DO UPDATE SET queued_at = now()
