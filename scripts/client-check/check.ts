@@ -1,6 +1,7 @@
 // Drives the local API with a client generated from docs/openapi.json (openapi-typescript types
 // + openapi-fetch): log in, create a patient, find it, attach a file, upload it to the presigned
-// URL with the returned headers, download it and compare the bytes.
+// URL with the returned headers, download it and compare the bytes; then a multipart upload.
+import { createHash } from "node:crypto";
 import createClient from "openapi-fetch";
 import type { paths } from "./schema.js";
 
@@ -37,9 +38,12 @@ const attachment = await api.POST("/api/v1/attachments/", {
   body: { patient_id: patient.id, file_name: "client-check.txt", mime_type: "text/plain", size: bytes.length },
 });
 if (!attachment.data) fail(`create attachment: ${attachment.response.status}`);
-const { upload_url, upload_headers, id } = attachment.data;
-const headers = Object.fromEntries(Object.entries(upload_headers).filter(([k]) => k.toLowerCase() !== "content-length"));
-const put = await fetch(upload_url, { method: "PUT", headers, body: bytes });
+const { upload, id } = attachment.data;
+if (upload.type !== "single") fail(`a ${bytes.length}-byte file planned as ${upload.type}`);
+// fetch sets Content-Length itself.
+const withoutLength = (headers: Record<string, string>) =>
+  Object.fromEntries(Object.entries(headers).filter(([k]) => k.toLowerCase() !== "content-length"));
+const put = await fetch(upload.url, { method: upload.method, headers: withoutLength(upload.headers), body: bytes });
 if (!put.ok) fail(`upload: ${put.status} ${await put.text()}`);
 
 const content = await api.GET("/api/v1/attachments/{attachment_id}/content", {
@@ -56,4 +60,22 @@ if (downloaded.length !== bytes.length || downloaded.some((b, i) => b !== bytes[
 const read = await api.GET("/api/v1/attachments/{attachment_id}", { params: { path: { attachment_id: id } } });
 if (read.data?.status !== "uploaded" || read.data.size !== bytes.length) fail(`attachment not confirmed: ${JSON.stringify(read.data)}`);
 
-console.log("client check: 6 passed, 0 failed");
+// The multipart path a script takes for a sequencer's output: plan, part URLs, parts, complete.
+const sha256 = (data: Uint8Array) => createHash("sha256").update(data).digest();
+const large = await api.POST("/api/v1/attachments/", {
+  body: { patient_id: patient.id, file_name: "client-check.bam", size: bytes.length, upload: "multipart" },
+});
+if (large.data?.upload.type !== "multipart") fail(`create multipart: ${large.response.status}`);
+const parts = await api.POST("/api/v1/attachments/{attachment_id}/upload-parts", {
+  params: { path: { attachment_id: large.data.id } },
+  body: { part_numbers: [1], sha256: [sha256(bytes).toString("base64")] },
+});
+if (!parts.data) fail(`part URLs: ${parts.response.status}`);
+const part = parts.data.parts[0];
+const sent = await fetch(part.url, { method: part.method, headers: withoutLength(part.headers), body: bytes });
+if (!sent.ok) fail(`part: ${sent.status} ${await sent.text()}`);
+const completed = await api.POST("/api/v1/attachments/{attachment_id}/complete", { params: { path: { attachment_id: large.data.id } } });
+const composite = `${sha256(sha256(bytes)).toString("base64")}-1`;
+if (completed.data?.checksum_sha256 !== composite) fail(`complete: ${JSON.stringify(completed.data)}`);
+
+console.log("client check: 7 passed, 0 failed");

@@ -234,6 +234,7 @@ SMTP_PORT=$SMTP_PORT
 SMTP_TLS=none
 FRONTEND_HOST=$FRONTEND_HOST
 PASSWORD_RECOVERY_MIN_RESPONSE_MS=${PASSWORD_RECOVERY_MIN_RESPONSE_MS:-1500}
+MULTIPART_THRESHOLD_BYTES=${MULTIPART_THRESHOLD_BYTES:-67108864}
 ENV
     say "cargo lambda watch on 127.0.0.1:$watch_port, behind the API's CORS rule on http://127.0.0.1:$port"
     start_bg watch cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$watch_port" \

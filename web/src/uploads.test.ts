@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { mimeTypeOf, uploadsReducer, type Upload, type UploadAction } from "./uploads";
+import { mimeTypeOf, secondsLeft, Throughput, uploadsReducer, type Upload, type UploadAction } from "./uploads";
 
 const run = (actions: UploadAction[], start: Upload[] = []) => actions.reduce(uploadsReducer, start);
 const added: UploadAction = { type: "added", key: "a", fileName: "scan.pdf", size: 1000 };
@@ -72,5 +72,40 @@ describe("mimeTypeOf", () => {
     expect(mimeTypeOf("reads.fastq", "")).toBe("application/octet-stream");
     expect(mimeTypeOf("README", "")).toBe("application/octet-stream");
     expect(mimeTypeOf("x.png", "not a type")).toBe("image/png");
+  });
+});
+
+describe("pausing and resuming a multipart upload", () => {
+  const uploading = run([added, { type: "created", key: "a", attachmentId: "id" }]);
+
+  it("keeps progress and parts across a pause, and clears the rate", () => {
+    let state = run([{ type: "progress", key: "a", loaded: 400, total: 1000, parts: { done: 2, count: 5 }, bytesPerSecond: 100 }], uploading);
+    expect(state[0]).toMatchObject({ progress: 0.4, parts: { done: 2, count: 5 }, bytesPerSecond: 100 });
+    expect(secondsLeft(state[0])).toBe(6);
+    state = run([{ type: "paused", key: "a", error: "Network down." }], state);
+    expect(state[0]).toMatchObject({ phase: "paused", progress: 0.4, parts: { done: 2, count: 5 }, error: "Network down." });
+    expect(secondsLeft(state[0])).toBeUndefined();
+    // Progress does not move while paused; a late event is ignored.
+    expect(run([{ type: "progress", key: "a", loaded: 900, total: 1000 }], state)[0].progress).toBe(0.4);
+    state = run([{ type: "resumed", key: "a" }], state);
+    expect(state[0]).toMatchObject({ phase: "uploading", progress: 0.4, error: undefined });
+  });
+
+  it("cannot resume what is not paused nor pause what is finished", () => {
+    expect(run([{ type: "resumed", key: "a" }], uploading)[0].phase).toBe("uploading");
+    const done = run([{ type: "sent", key: "a" }, { type: "confirmed", key: "a" }], uploading);
+    expect(run([{ type: "paused", key: "a" }], done)[0].phase).toBe("uploaded");
+  });
+});
+
+describe("Throughput", () => {
+  it("measures over a sliding window and says nothing before half a second", () => {
+    const throughput = new Throughput(5000);
+    expect(throughput.add(0, 0)).toBeUndefined();
+    expect(throughput.add(200, 1000)).toBeUndefined();
+    expect(throughput.add(1000, 10_000)).toBe(10_000);
+    // Old samples leave the window: the rate follows the recent speed.
+    throughput.add(6000, 20_000);
+    expect(throughput.add(11_000, 120_000)).toBe(20_000);
   });
 });

@@ -1,10 +1,11 @@
 // Uploads straight from the browser to S3: the API makes the attachment and a presigned PUT
 // (signed over the file's type and size), the browser sends the bytes to that URL with exactly
-// the headers the API returned, and the API confirms the object is there. This module keeps the
-// state of each file (a pure reducer, unit-tested) and does the transfer.
+// the headers the API returned, and the API confirms the object is there. Large files go in
+// parts (multipart.ts). This module keeps the state of each file (a pure reducer, unit-tested)
+// and does the transfer of one request.
 import { storageErrorMessage } from "./api/errors";
 
-export type UploadPhase = "preparing" | "uploading" | "confirming" | "uploaded" | "failed";
+export type UploadPhase = "preparing" | "uploading" | "paused" | "confirming" | "uploaded" | "failed";
 
 export interface Upload {
   /** This upload's own key (a file may be chosen twice). */
@@ -15,13 +16,19 @@ export interface Upload {
   /** Bytes sent over size, 0 to 1; never goes back. */
   progress: number;
   attachmentId?: string;
+  /** Multipart uploads: parts stored of all parts. */
+  parts?: { done: number; count: number };
+  /** Recent throughput while uploading, for the time left. */
+  bytesPerSecond?: number;
   error?: string;
 }
 
 export type UploadAction =
   | { type: "added"; key: string; fileName: string; size: number }
   | { type: "created"; key: string; attachmentId: string }
-  | { type: "progress"; key: string; loaded: number; total: number }
+  | { type: "progress"; key: string; loaded: number; total: number; parts?: { done: number; count: number }; bytesPerSecond?: number }
+  | { type: "paused"; key: string; error?: string }
+  | { type: "resumed"; key: string }
   | { type: "sent"; key: string }
   | { type: "confirmed"; key: string }
   | { type: "failed"; key: string; error: string }
@@ -34,6 +41,8 @@ const finished = (phase: UploadPhase) => phase === "uploaded" || phase === "fail
 const allowedFrom: Record<Exclude<UploadAction["type"], "added" | "dismissed" | "failed">, UploadPhase[]> = {
   created: ["preparing"],
   progress: ["uploading"],
+  paused: ["uploading", "preparing"],
+  resumed: ["paused"],
   sent: ["uploading"],
   confirmed: ["confirming"],
 };
@@ -58,10 +67,19 @@ export function uploadsReducer(uploads: Upload[], action: UploadAction): Upload[
       case "progress": {
         const total = action.total > 0 ? action.total : upload.size;
         const fraction = total > 0 ? Math.min(1, Math.max(0, action.loaded / total)) : 0;
-        return fraction > upload.progress ? { ...upload, progress: fraction } : upload;
+        return {
+          ...upload,
+          progress: Math.max(fraction, upload.progress),
+          parts: action.parts ?? upload.parts,
+          bytesPerSecond: action.bytesPerSecond ?? upload.bytesPerSecond,
+        };
       }
+      case "paused":
+        return { ...upload, phase: "paused", bytesPerSecond: undefined, error: action.error };
+      case "resumed":
+        return { ...upload, phase: "uploading", error: undefined };
       case "sent":
-        return { ...upload, phase: "confirming", progress: 1 };
+        return { ...upload, phase: "confirming", progress: 1, bytesPerSecond: undefined };
       case "confirmed":
         return { ...upload, phase: "uploaded", progress: 1 };
     }
@@ -70,6 +88,28 @@ export function uploadsReducer(uploads: Upload[], action: UploadAction): Upload[
 
 export function isActive(upload: Upload): boolean {
   return !finished(upload.phase);
+}
+
+/** Seconds until done at the current throughput; undefined when it cannot be told. */
+export function secondsLeft(upload: Upload): number | undefined {
+  if (upload.phase !== "uploading" || !upload.bytesPerSecond) return undefined;
+  return Math.ceil(((1 - upload.progress) * upload.size) / upload.bytesPerSecond);
+}
+
+/**
+ * Throughput over a sliding window of (time ms, bytes sent) samples: steady enough to show,
+ * quick to follow a change of network.
+ */
+export class Throughput {
+  private samples: [number, number][] = [];
+  constructor(private windowMs = 5000) {}
+  add(at: number, sent: number): number | undefined {
+    this.samples.push([at, sent]);
+    while (this.samples.length > 2 && at - this.samples[0][0] > this.windowMs) this.samples.shift();
+    const [firstAt, firstSent] = this.samples[0];
+    const elapsed = (at - firstAt) / 1000;
+    return elapsed >= 0.5 && sent > firstSent ? (sent - firstSent) / elapsed : undefined;
+  }
 }
 
 // Browsers often leave File.type empty for clinical formats; the API defaults to
@@ -127,4 +167,33 @@ export function sendToStorage(
     signal?.addEventListener("abort", () => request.abort());
     request.send(file);
   });
+}
+
+/** Memory a tab may hold for hashing parts at once: each part in flight is read whole. */
+const HASHING_BUDGET_BYTES = 1024 * 1024 * 1024;
+
+export interface PartPlan {
+  size: number;
+  partSize: number;
+  partCount: number;
+}
+
+/** Byte range [start, end) of part `number` (1-based). */
+export function partRange(plan: PartPlan, number: number): [number, number] {
+  const start = (number - 1) * plan.partSize;
+  return [start, Math.min(plan.size, start + plan.partSize)];
+}
+
+/** How many parts to keep in flight: the setting, within the hashing memory budget. */
+export function partsInFlightFor(plan: PartPlan, wanted: number): number {
+  const byMemory = Math.max(1, Math.floor(HASHING_BUDGET_BYTES / Math.max(1, plan.partSize)));
+  return Math.max(1, Math.min(wanted, byMemory, plan.partCount));
+}
+
+/** Base64 SHA-256, as S3's x-amz-checksum-sha256 takes it. */
+export async function sha256Base64(data: BufferSource): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", data));
+  let binary = "";
+  for (const byte of digest) binary += String.fromCharCode(byte);
+  return btoa(binary);
 }

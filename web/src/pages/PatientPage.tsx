@@ -1,18 +1,27 @@
 // One patient: details, attachments (upload by drag-and-drop or file picker with a progress bar
 // per file, download, delete) and, for superusers, the patient's audit trail.
-import { useCallback, useEffect, useReducer, useState } from "react";
+import { useCallback, useEffect, useReducer, useRef, useState } from "react";
 import { Anchor, Button, Center, Group, Loader, Modal, Paper, Stack, Text, Title } from "@mantine/core";
 import { notifications } from "@mantine/notifications";
 import { Link, useNavigate, useParams } from "react-router";
 import { api, call, callWithEtag, type Attachment, type Patient } from "../api/client";
-import { messageOf } from "../api/errors";
+import { ApiError, messageOf } from "../api/errors";
 import { ErrorAlert } from "../components/ErrorAlert";
 import { AttachmentList } from "../components/AttachmentList";
 import { UploadPanel } from "../components/UploadPanel";
 import { AuditTrail } from "../components/AuditTrail";
 import { formatDate, formatDateTime } from "../format";
 import { canWrite, useUser } from "../session";
-import { mimeTypeOf, sendToStorage, uploadsReducer } from "../uploads";
+import { mimeTypeOf, sendToStorage, Throughput, uploadsReducer } from "../uploads";
+import {
+  forgetInterrupted,
+  interruptedFor,
+  interruptedOf,
+  partsInFlightSetting,
+  rememberInterrupted,
+  uploadParts,
+  type Interrupted,
+} from "../multipart";
 
 let uploadCounter = 0;
 
@@ -52,10 +61,26 @@ export function PatientPage() {
     };
   }, [patientId, loadAttachments]);
 
+  // The transfers running on this page: how to pause, resume or cancel each.
+  const transfers = useRef(new Map<string, { controller: AbortController; file: File; attachmentId: string }>());
+  const [interrupted, setInterrupted] = useState<Interrupted[]>(() => interruptedOf(patientId));
+  const refreshInterrupted = useCallback(() => setInterrupted(interruptedOf(patientId)), [patientId]);
+  useEffect(() => {
+    const running = transfers.current;
+    return () => running.forEach((transfer) => transfer.controller.abort("left"));
+  }, []);
+
   async function upload(file: File) {
     uploadCounter += 1;
     const key = `${uploadCounter}-${file.name}`;
     dispatch({ type: "added", key, fileName: file.name, size: file.size });
+    // The same file as an interrupted upload: go on with it, sending only what is missing.
+    const resumed = interruptedFor(patientId, file);
+    if (resumed) {
+      dispatch({ type: "created", key, attachmentId: resumed.attachmentId });
+      await sendParts(key, file, resumed.attachmentId);
+      return;
+    }
     try {
       const created = await call(
         api.POST("/api/v1/attachments/", {
@@ -63,7 +88,12 @@ export function PatientPage() {
         }),
       );
       dispatch({ type: "created", key, attachmentId: created.id });
-      await sendToStorage(created.upload_url, created.upload_method, created.upload_headers, file, (loaded, total) =>
+      if (created.upload.type === "multipart") {
+        rememberInterrupted({ attachmentId: created.id, patientId, fileName: file.name, size: file.size, lastModified: file.lastModified });
+        await sendParts(key, file, created.id);
+        return;
+      }
+      await sendToStorage(created.upload.url, created.upload.method, created.upload.headers, file, (loaded, total) =>
         dispatch({ type: "progress", key, loaded, total }),
       );
       dispatch({ type: "sent", key });
@@ -76,6 +106,76 @@ export function PatientPage() {
     } finally {
       await loadAttachments().catch(() => undefined);
     }
+  }
+
+  /** Sends what a multipart upload lacks and completes it; a pause or a failure keeps what arrived. */
+  async function sendParts(key: string, file: File, attachmentId: string) {
+    const controller = new AbortController();
+    transfers.current.set(key, { controller, file, attachmentId });
+    refreshInterrupted();
+    const throughput = new Throughput();
+    try {
+      await uploadParts(
+        attachmentId,
+        file,
+        partsInFlightSetting(),
+        (progress) =>
+          dispatch({
+            type: "progress",
+            key,
+            loaded: progress.sent,
+            total: progress.total,
+            parts: { done: progress.partsDone, count: progress.partCount },
+            bytesPerSecond: throughput.add(performance.now(), progress.sent),
+          }),
+        controller.signal,
+      );
+      dispatch({ type: "sent", key });
+      dispatch({ type: "confirmed", key });
+      forgetInterrupted(attachmentId);
+      transfers.current.delete(key);
+    } catch (caught) {
+      if (controller.signal.aborted) {
+        if (controller.signal.reason === "pause") dispatch({ type: "paused", key });
+      } else {
+        dispatch({ type: "paused", key, error: `${messageOf(caught)} The parts sent are kept: resume to send the rest.` });
+      }
+    } finally {
+      refreshInterrupted();
+      await loadAttachments().catch(() => undefined);
+    }
+  }
+
+  function pauseUpload(key: string) {
+    transfers.current.get(key)?.controller.abort("pause");
+  }
+
+  function resumeUpload(key: string) {
+    const transfer = transfers.current.get(key);
+    if (!transfer) return;
+    dispatch({ type: "resumed", key });
+    void sendParts(key, transfer.file, transfer.attachmentId);
+  }
+
+  /** Stops an upload for good: the API deletes the attachment and aborts its multipart upload. */
+  async function cancelUpload(attachmentId: string, key?: string) {
+    if (key) transfers.current.get(key)?.controller.abort("cancel");
+    try {
+      await call(api.DELETE("/api/v1/attachments/{attachment_id}", { params: { path: { attachment_id: attachmentId } } }));
+    } catch (caught) {
+      // Already gone is what was wanted.
+      if (!(caught instanceof ApiError && caught.status === 404)) {
+        notifications.show({ color: "red", message: messageOf(caught) });
+        return;
+      }
+    }
+    forgetInterrupted(attachmentId);
+    if (key) {
+      transfers.current.delete(key);
+      dispatch({ type: "failed", key, error: "Upload cancelled." });
+    }
+    refreshInterrupted();
+    await loadAttachments().catch(() => undefined);
   }
 
   async function deletePatient() {
@@ -129,7 +229,18 @@ export function PatientPage() {
       </Paper>
 
       <Title order={2}>Attachments</Title>
-      {writer && <UploadPanel uploads={uploads} onFiles={(files) => files.forEach((file) => void upload(file))} onDismiss={(key) => dispatch({ type: "dismissed", key })} />}
+      {writer && (
+        <UploadPanel
+          uploads={uploads}
+          interrupted={interrupted.filter((item) => ![...transfers.current.values()].some((t) => t.attachmentId === item.attachmentId))}
+          onFiles={(files) => files.forEach((file) => void upload(file))}
+          onDismiss={(key) => dispatch({ type: "dismissed", key })}
+          onPause={pauseUpload}
+          onResume={resumeUpload}
+          onCancel={(upload) => upload.attachmentId && void cancelUpload(upload.attachmentId, upload.key)}
+          onCancelInterrupted={(item) => void cancelUpload(item.attachmentId)}
+        />
+      )}
       <AttachmentList attachments={attachments} canDelete={writer} onChanged={loadAttachments} />
 
       {user.is_superuser && <AuditTrail patientId={patient.id} />}
