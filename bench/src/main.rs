@@ -1,4 +1,4 @@
-//! `bench [auth|patients]`: timings through the real handlers (API Gateway event in, response out)
+//! `bench [auth|patients|correlated|lambda|uploads]`: timings through the real handlers (API Gateway event in, response out)
 //! against the real database, next to the bare cost of the same work. Prints a Markdown report.
 //! Run by scripts/bench, which starts the services and builds in release mode.
 
@@ -561,6 +561,111 @@ async fn functions_as_lambda() {
     .unwrap();
 }
 
+/// What the API adds to a multipart upload: the plan, each part URL (signing is local
+/// computation; the request also records the part's digest and an audit event), the listing a
+/// resume starts with, and the single-PUT creation next to it.
+async fn uploads() {
+    use serde_json::json;
+    let app = TestApp::new().await;
+    let token = app.clinician().await.token;
+    let patient = app
+        .call(
+            ApiRequest::post("/api/v1/patients/")
+                .bearer(&token)
+                .json(json!({"name": "Bench Genome"})),
+        )
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let create = |body: serde_json::Value| {
+        let (app, token, patient) = (&app, &token, &patient);
+        async move {
+            let mut body = body;
+            body["patient_id"] = json!(patient);
+            let response = app
+                .call(
+                    ApiRequest::post("/api/v1/attachments/")
+                        .bearer(token)
+                        .json(body),
+                )
+                .await;
+            assert_eq!(response.status, 200, "{}", response.body);
+            response.json()
+        }
+    };
+    let gib: u64 = 1 << 30;
+    println!("## Uploads: what the API adds\n");
+    println!("| measurement | runs | p50 ms | p99 ms | mean ms |\n|---|---|---|---|---|");
+    row(
+        "POST /attachments/, single PUT (presigned URL)",
+        &time(200, || create(json!({"file_name": "a.bin", "size": 1000}))).await,
+    );
+    row(
+        "POST /attachments/, 1 GiB multipart (CreateMultipartUpload round trip)",
+        &time(200, || create(json!({"file_name": "a.bam", "size": gib}))).await,
+    );
+    let upload = create(json!({"file_name": "big.bam", "size": 100 * gib})).await;
+    let id = upload["id"].as_str().unwrap().to_owned();
+    let digest = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+    let part_urls = |numbers: Vec<u32>| {
+        let (app, token, id) = (&app, &token, &id);
+        async move {
+            let response = app
+                .call(
+                    ApiRequest::post(&format!("/api/v1/attachments/{id}/upload-parts"))
+                        .bearer(token)
+                        .json(
+                            json!({"sha256": vec![digest; numbers.len()], "part_numbers": numbers}),
+                        ),
+                )
+                .await;
+            assert_eq!(response.status, 200, "{}", response.body);
+        }
+    };
+    let storage = &app.attachments.storage;
+    let key = shared::attachments::object_key(uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let sha = shared::domain::Sha256Digest::parse(digest.into()).unwrap();
+    row(
+        "presigning one part URL alone (local computation)",
+        &time(2_000, || {
+            storage.presign_part(&key, "upload-id", 7, 8 << 20, &sha)
+        })
+        .await,
+    );
+    let mut next = 0u32;
+    row(
+        "POST /attachments/{id}/upload-parts, 1 part",
+        &time(500, || {
+            next = next % 9_000 + 1;
+            part_urls(vec![next])
+        })
+        .await,
+    );
+    let mut batch = 0u32;
+    let hundred = time(100, || {
+        batch = batch % 90 + 1;
+        part_urls(((batch - 1) * 100 + 1..=batch * 100).collect())
+    })
+    .await;
+    row("POST /attachments/{id}/upload-parts, 100 parts", &hundred);
+    println!(
+        "\nPer part URL in batches of 100: {} ms (p50 / 100).\n",
+        ms(hundred.p50 / 100)
+    );
+    println!("| measurement | runs | p50 ms | p99 ms | mean ms |\n|---|---|---|---|---|");
+    row(
+        "GET /attachments/{id}/upload-parts (ListParts, no part held)",
+        &time(200, || {
+            app.call(
+                ApiRequest::get(&format!("/api/v1/attachments/{id}/upload-parts")).bearer(&token),
+            )
+        })
+        .await,
+    );
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
@@ -575,5 +680,8 @@ async fn main() {
     }
     if matches!(which.as_str(), "all" | "lambda") {
         functions_as_lambda().await;
+    }
+    if matches!(which.as_str(), "all" | "uploads") {
+        uploads().await;
     }
 }
