@@ -11,7 +11,7 @@ use tokio_postgres::types::Type;
 use crate::audit::{Attribution, Event, LoggedRows};
 use crate::db::{DbPool, SqlParams};
 use crate::error::ApiResult;
-use crate::storage::{drain_deletions, Storage, StoredObject};
+use crate::storage::{drain_deletions, queue_deletions_cte, Storage, StoredObject};
 
 /// `{id, patient_id, file_name, mime_type, status, size, etag, checksum_sha256, created_at,
 /// uploaded_at}`.
@@ -252,6 +252,7 @@ async fn reject_object(
             details: None,
         },
     );
+    let queued = queue_deletions_cte("rejected");
     let keys: Vec<String> = pool
         .get()
         .await?
@@ -260,10 +261,7 @@ async fn reject_object(
                 "WITH rejected AS (
                     SELECT id, patient_id, object_key FROM attachments
                     WHERE id = {id} AND status = 'pending'
-                 ), queued AS (
-                    INSERT INTO object_deletions (object_key) SELECT object_key FROM rejected
-                    ON CONFLICT (object_key) DO UPDATE SET queued_at = now()
-                 ), {logged}
+                 ), {queued}, {logged}
                  SELECT object_key FROM rejected"
             ),
             &params.typed(),

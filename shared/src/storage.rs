@@ -206,9 +206,7 @@ impl Storage {
             .mutate_request(move |request| sign_payload_digest(request, hex.as_deref()))
             .presigned(Self::presigning(ttl)?)
             .await
-            .map_err(|e| {
-                ApiError::internal(format!("presigning an upload: {}", DisplayErrorContext(e)))
-            })?;
+            .map_err(presign_failed("an upload"))?;
         Ok(Presigned::of(&presigned, ttl))
     }
 
@@ -267,9 +265,7 @@ impl Storage {
             .mutate_request(move |request| sign_payload_digest(request, Some(&hex)))
             .presigned(Self::presigning(ttl)?)
             .await
-            .map_err(|e| {
-                ApiError::internal(format!("presigning a part: {}", DisplayErrorContext(e)))
-            })?;
+            .map_err(presign_failed("a part"))?;
         Ok(Presigned::of(&presigned, ttl))
     }
 
@@ -408,9 +404,7 @@ impl Storage {
             .response_content_disposition(disposition)
             .presigned(Self::presigning(ttl)?)
             .await
-            .map_err(|e| {
-                ApiError::internal(format!("presigning a download: {}", DisplayErrorContext(e)))
-            })?;
+            .map_err(presign_failed("a download"))?;
         Ok(Presigned::of(&presigned, ttl))
     }
 
@@ -517,6 +511,26 @@ impl Storage {
         }
         failed
     }
+}
+
+/// A presigning failure (local: a bad configuration, never the client's input) as a 500.
+fn presign_failed<E, R>(what: &'static str) -> impl FnOnce(SdkError<E, R>) -> ApiError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    move |e| ApiError::internal(format!("presigning {what}: {}", DisplayErrorContext(e)))
+}
+
+/// `queued AS (...)`: a CTE queueing for deletion the objects of the rows `source` returns
+/// (a column `object_key`), in the statement that removes or rejects them.
+pub fn queue_deletions_cte(source: &str) -> String {
+    format!(
+        "queued AS (
+            INSERT INTO object_deletions (object_key) SELECT object_key FROM {source}
+            ON CONFLICT (object_key) DO UPDATE SET queued_at = now()
+         )"
+    )
 }
 
 /// The header names listed in a presigned URL's `X-Amz-SignedHeaders`, but `host`.

@@ -111,7 +111,7 @@ test("the clinician uploads 1 MB, sees it uploaded, and downloads the same bytes
   expect(bytes.equals(file.buffer)).toBe(true);
 });
 
-test("a 40 MiB file goes up in parts, survives a reload mid-way without resending a part, and downloads the same bytes", async ({ page }) => {
+test("a 40 MiB file goes up in parts, pauses, resumes, survives a reload mid-way without resending a part, and downloads the same bytes", async ({ page }) => {
   // scripts/test lowers the API's multipart threshold to 16 MiB: 40 MiB is 5 parts of 8 MiB.
   const large = { name: "tumour-sample.bam", buffer: randomBytes(40 * 1024 * 1024) };
   const dir = await mkdtemp(path.join(tmpdir(), "carevault-"));
@@ -137,9 +137,13 @@ test("a 40 MiB file goes up in parts, survives a reload mid-way without resendin
   await page.getByRole("button", { name: "Choose files…" }).click();
   await (await chooser).setFiles(onDisk);
   const uploads = page.getByRole("list", { name: "Uploads" });
-  await expect(uploads.getByTestId("upload-details")).toContainText("2 of 5 parts");
-  await expect(uploads.getByRole("button", { name: "Pause" })).toBeVisible();
+  await expect(uploads.getByTestId("upload-details")).toContainText("1 of 5 parts");
   await checkPage(page, "06b-multipart-uploading");
+  // Pause stops the part in flight; resume goes on from the parts stored.
+  await uploads.getByRole("button", { name: "Pause" }).click();
+  await expect(uploads.getByText("Paused", { exact: true })).toBeVisible();
+  await uploads.getByRole("button", { name: "Resume" }).click();
+  await expect(uploads.getByTestId("upload-details")).toContainText("2 of 5 parts");
 
   await page.reload();
   const before = [...stored];

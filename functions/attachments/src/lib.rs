@@ -24,7 +24,9 @@ use shared::db::SqlParams;
 use shared::domain::Sha256Digest;
 use shared::http::{parse_uuid, JsonBody, Paging, QueryParams};
 use shared::secrets::SecretsClient;
-use shared::storage::{drain_deletions, Storage, StorageConfig, S3_SINGLE_PUT_LIMIT};
+use shared::storage::{
+    drain_deletions, queue_deletions_cte, Storage, StorageConfig, S3_SINGLE_PUT_LIMIT,
+};
 use shared::tokens::TokenRole;
 use shared::trail::{Audit, AuditTrail, RouteEvent};
 use shared::{ApiError, ApiResult};
@@ -673,6 +675,7 @@ async fn delete_attachment(
             ..attachment_rows("gone")
         },
     );
+    let queued = queue_deletions_cte("gone");
     let client = state.auth.pool.get().await?;
     let key: String = client
         .query_typed_opt(
@@ -680,10 +683,7 @@ async fn delete_attachment(
                 "WITH gone AS (
                     DELETE FROM attachments WHERE id = {id}
                     RETURNING id, patient_id, object_key, upload_id, status
-                 ), queued AS (
-                    INSERT INTO object_deletions (object_key) SELECT object_key FROM gone
-                    ON CONFLICT (object_key) DO UPDATE SET queued_at = now()
-                 ), {logged}
+                 ), {queued}, {logged}
                  SELECT object_key FROM gone"
             ),
             &params.typed(),

@@ -4,7 +4,7 @@
 // the same file again.
 import { Button, CloseButton, FileButton, Group, NativeSelect, Paper, Progress, Stack, Text } from "@mantine/core";
 import { Dropzone } from "@mantine/dropzone";
-import { useState } from "react";
+import { useRef, useState } from "react";
 import { formatBytes, formatDuration } from "../format";
 import { partsInFlightSetting, setPartsInFlight, type Interrupted } from "../multipart";
 import { isActive, secondsLeft, type Upload } from "../uploads";
@@ -45,6 +45,8 @@ export function UploadPanel({
   onCancelInterrupted: (upload: Interrupted) => void;
 }) {
   const [partsInFlight, choosePartsInFlight] = useState(partsInFlightSetting);
+  // Cleared after each choice: choosing the same file again (to resume it) must fire again.
+  const resetPicker = useRef<() => void>(null);
   return (
     <Stack gap="sm">
       <Dropzone onDrop={onFiles} multiple aria-label="Drop files to upload" activateOnClick={false}>
@@ -56,7 +58,14 @@ export function UploadPanel({
         </Stack>
       </Dropzone>
       <Group justify="space-between" align="flex-end">
-        <FileButton onChange={(files) => files.length > 0 && onFiles(files)} multiple>
+        <FileButton
+          resetRef={resetPicker}
+          onChange={(files) => {
+            if (files.length > 0) onFiles(files);
+            resetPicker.current?.();
+          }}
+          multiple
+        >
           {(props) => (
             <Button variant="default" {...props}>
               Choose files…
