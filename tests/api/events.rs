@@ -39,6 +39,13 @@ const HTTP_EVENTS: &[(&str, u16)] = &[
     ("attachments/read-attachment.json", 404),
     ("attachments/download-attachment.json", 404),
     ("attachments/delete-attachment.json", 404),
+    ("attachments/create-multipart-attachment.json", 404),
+    ("attachments/issue-part-urls.json", 404),
+    ("attachments/list-upload-parts.json", 404),
+    ("attachments/complete-upload.json", 404),
+    ("fhir/metadata.json", 200),
+    ("fhir/read-patient.json", 404),
+    ("fhir/search-patients.json", 200),
     // Last: it ends the session every event above uses.
     ("auth/logout.json", 204),
 ];
@@ -104,6 +111,7 @@ async fn http_events_answer_their_expected_status() {
             "patients" => patients::router(app.patients.clone()),
             "attachments" => attachments::router(app.attachments.clone()),
             "audit" => audit::router(app.audit.clone()),
+            "fhir" => fhir::router(app.fhir.clone()),
             other => panic!("no router for events/{other}"),
         };
         let response = invoke_event(router, event).await;

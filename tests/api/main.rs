@@ -7,6 +7,7 @@ mod auth;
 mod config;
 mod events;
 mod faults;
+mod fhir;
 mod generated;
 mod health;
 mod migrate;

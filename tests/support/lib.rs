@@ -677,6 +677,7 @@ pub struct TestApp {
     pub attachments: attachments::AttachmentsState,
     pub events: std::sync::Arc<attachment_events::EventsState>,
     pub audit: audit::AuditState,
+    pub fhir: fhir::FhirState,
 }
 
 impl TestApp {
@@ -726,6 +727,9 @@ impl TestApp {
             audit: audit::AuditState::from_env(&env)
                 .await
                 .expect("audit cold start"),
+            fhir: fhir::FhirState::from_env(&env)
+                .await
+                .expect("fhir cold start"),
             attachments: attachments::AttachmentsState::from_env(&env)
                 .await
                 .expect("attachments cold start"),
@@ -771,6 +775,7 @@ impl TestApp {
             Some("patients") => patients::router(self.patients.clone()),
             Some("attachments") => attachments::router(self.attachments.clone()),
             Some("audit") => audit::router(self.audit.clone()),
+            Some("fhir") => fhir::router(self.fhir.clone()),
             other => panic!("no function serves {} ({other:?})", request.path),
         };
         invoke(router, request).await
@@ -864,6 +869,9 @@ pub fn db_url(dbname: &str) -> String {
 
 /// Which function API Gateway sends a path to: the first segment after /api/v1/.
 pub fn function_for_path(path: &str) -> Option<&'static str> {
+    if path == "/fhir/R4" || path.starts_with("/fhir/R4/") {
+        return Some("fhir");
+    }
     let rest = path.strip_prefix("/api/v1/")?;
     let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     // The one route of a group under another group's prefix.

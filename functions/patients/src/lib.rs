@@ -16,7 +16,7 @@ use serde_json::json;
 use shared::audit::LoggedRows;
 use shared::auth::{AuthContext, CurrentUser, Writer};
 use shared::config::{ConfigError, Env};
-use shared::db::SqlParams;
+use shared::db::{DbPool, SqlParams};
 use shared::http::{parse_uuid, present, JsonBody, QueryParams};
 use shared::secrets::SecretsClient;
 use shared::storage::{drain_deletions, Storage, StorageConfig};
@@ -366,12 +366,13 @@ async fn delete_patient(
     Ok(Json(json!({ "message": "Patient deleted successfully" })))
 }
 
+/// A page of a search: its patients, the count as asked, and where the next page starts.
 #[derive(Serialize)]
-struct PatientList {
-    data: Vec<Patient>,
-    count: Option<i64>,
+pub struct PatientList {
+    pub data: Vec<Patient>,
+    pub count: Option<i64>,
     /// Where the next page starts (`cursor=`); null on the last page.
-    next_cursor: Option<String>,
+    pub next_cursor: Option<String>,
 }
 
 async fn search_patients(
@@ -383,7 +384,7 @@ async fn search_patients(
     let search = Search::parse(params)?;
     // Which filters (never their values) and which patients were shown.
     audit.describe(|event| event.details(json!({ "filters": search.filter_names() })));
-    let list = run_search(&state, &search).await?;
+    let list = run_search(&state.auth.pool, &search).await?;
     audit.describe(|event| {
         event.details(json!({
             "filters": search.filter_names(),
@@ -393,8 +394,10 @@ async fn search_patients(
     Ok(Json(list))
 }
 
-async fn run_search(state: &PatientsState, search: &Search) -> ApiResult<PatientList> {
-    let client = state.auth.pool.get().await?;
+/// Runs a search (the JSON API's and FHIR's): statements bounded by the matches, whatever
+/// their position in the sort order.
+pub async fn run_search(pool: &DbPool, search: &Search) -> ApiResult<PatientList> {
+    let client = pool.get().await?;
     let mut estimated = None;
     let walk = search.walk_statement(PATIENT_COLUMNS);
     let rows = match &walk {

@@ -36,6 +36,10 @@ pub enum Filter {
     HasAttachmentMimeType(String),
     DobFrom(NaiveDate),
     DobTo(NaiveDate),
+    /// Born before the first or after the last day (FHIR's `birthdate=ne...`).
+    DobOutside(NaiveDate, NaiveDate),
+    /// Any of these ids (FHIR's `_id`); none: no match.
+    Ids(Vec<uuid::Uuid>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +139,8 @@ impl Cursor {
             .encode(serde_json::json!([self.sort.as_str(), key, self.id]).to_string())
     }
 
-    fn decode(raw: &str, sort: Sort) -> Option<Self> {
+    /// The cursor `encode` made, if it was made for `sort`.
+    pub fn decode(raw: &str, sort: Sort) -> Option<Self> {
         use base64::Engine;
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(raw.trim())
@@ -356,6 +361,14 @@ impl Search {
                 ),
                 Filter::DobFrom(d) => format!("p.dob >= {}", params.push(*d, Type::DATE)),
                 Filter::DobTo(d) => format!("p.dob <= {}", params.push(*d, Type::DATE)),
+                Filter::DobOutside(first, last) => format!(
+                    "(p.dob < {} OR p.dob > {})",
+                    params.push(*first, Type::DATE),
+                    params.push(*last, Type::DATE)
+                ),
+                Filter::Ids(ids) => {
+                    format!("p.id = ANY({})", params.push(ids.clone(), Type::UUID_ARRAY))
+                }
             })
             .collect();
         if clauses.is_empty() {
@@ -553,6 +566,8 @@ impl Search {
                 Filter::HasAttachmentMimeType(_) => "has_attachment_mime_type",
                 Filter::DobFrom(_) => "dob_from",
                 Filter::DobTo(_) => "dob_to",
+                Filter::DobOutside(..) => "dob_outside",
+                Filter::Ids(_) => "ids",
             })
             .collect()
     }

@@ -1,0 +1,64 @@
+//! `GET /fhir/R4/metadata` (no token): what this server does, and nothing it does not.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, Uri};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::patient::MEDICAL_HISTORY_EXTENSION;
+use crate::PublicBase;
+
+/// The date of this statement's content: changed with what the server supports.
+const STATEMENT_DATE: &str = "2026-11-30";
+
+fn search_param(name: &str, kind: &str, definition: &str, documentation: &str) -> Value {
+    json!({ "name": name, "type": kind, "definition": definition, "documentation": documentation })
+}
+
+pub async fn capability_statement(
+    State(base): State<PublicBase>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Json<Value> {
+    let base = base.of(&headers, &uri);
+    Json(json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": STATEMENT_DATE,
+        "publisher": "CareVault",
+        "kind": "instance",
+        "software": { "name": "CareVault", "version": env!("CARGO_PKG_VERSION") },
+        "implementation": { "description": "CareVault FHIR R4 interface", "url": base },
+        "fhirVersion": "4.0.1",
+        "format": ["json"],
+        "rest": [{
+            "mode": "server",
+            "documentation": "Search answers a Bundle (searchset) linking self and next (a cursor). _count defaults to 20, at most 200, and a page is cut earlier to stay under 5 MB (next goes on from there); _sort takes name, birthdate (each with -); _total takes none, estimate, accurate (the default). Unknown parameters are ignored, or 400 with Prefer: handling=strict.",
+            "security": {
+                "cors": true,
+                "service": [{ "coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                    "code": "OAuth",
+                }]}],
+                "description": "Bearer tokens from POST /api/v1/login/access-token (ES256, JWK Set at /api/v1/.well-known/jwks.json). Viewers read and search; clinicians and superusers also write.",
+            },
+            "resource": [{
+                "type": "Patient",
+                "profile": "http://hl7.org/fhir/StructureDefinition/Patient",
+                "documentation": format!("name[0].text is the record's name (family and given when it splits cleanly), birthDate the date of birth, telecom the contact information (email, phone or other), and the medical history the extension {MEDICAL_HISTORY_EXTENSION} (valueString)."),
+                "interaction": [{ "code": "read" }, { "code": "search-type" }],
+                "versioning": "versioned",
+                "readHistory": false,
+                "updateCreate": false,
+                "conditionalCreate": false,
+                "conditionalUpdate": false,
+                "conditionalDelete": "not-supported",
+                "searchParam": [
+                    search_param("_id", "token", "http://hl7.org/fhir/SearchParameter/Resource-id", "One id, or several separated by commas (any of them)."),
+                    search_param("name", "string", "http://hl7.org/fhir/SearchParameter/Patient-name", "Each word starts a word of the name, case and accent insensitive, in any order (the JSON API's name_text); name:exact is the whole name as stored. Repeat the parameter for AND."),
+                    search_param("birthdate", "date", "http://hl7.org/fhir/SearchParameter/individual-birthdate", "With the prefixes eq, ne, gt, lt, ge, le (sa, eb as gt, lt) and partial dates: birthdate=1980 is the whole year. Repeat the parameter for AND."),
+                ],
+            }],
+        }],
+    }))
+}

@@ -1,0 +1,127 @@
+//! /fhir/R4: HL7 FHIR R4 (4.0.1), JSON only, over the same data, roles, SQL and audit trail as
+//! the JSON API. This function serves the CapabilityStatement and Patient read and search; every
+//! error leaves as an OperationOutcome.
+
+mod capability;
+mod outcome;
+mod patient;
+mod query;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, Request};
+use axum::handler::Handler;
+use axum::http::{header, HeaderMap, HeaderValue, Uri};
+use axum::routing::get;
+use axum::Router;
+use shared::auth::AuthContext;
+use shared::config::{ConfigError, Env};
+use shared::secrets::SecretsClient;
+use shared::tokens::TokenRole;
+use shared::trail::{AuditTrail, RouteEvent};
+use shared::ApiError;
+
+pub use outcome::FHIR_JSON;
+
+#[derive(Clone, FromRef)]
+pub struct FhirState {
+    pub auth: AuthContext,
+    pub base: PublicBase,
+}
+
+/// The base URL links and `fullUrl`s are built on: `FHIR_BASE_URL` (the API's public address
+/// plus `/fhir/R4`, behind a custom domain or CloudFront), else the request's own host.
+#[derive(Clone, Debug)]
+pub struct PublicBase(Option<Arc<str>>);
+
+impl PublicBase {
+    /// `https://host/fhir/R4`, without a trailing slash: the request's host (as a proxy
+    /// forwarded it, else its Host header, else API Gateway's domain name in the URI).
+    pub fn of(&self, headers: &HeaderMap, uri: &Uri) -> String {
+        if let Some(base) = &self.0 {
+            return base.to_string();
+        }
+        let host = headers
+            .get("x-forwarded-host")
+            .or_else(|| headers.get(header::HOST))
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| uri.authority().map(|a| a.as_str()))
+            .filter(|h| {
+                h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+            })
+            .unwrap_or("localhost");
+        let local = host.starts_with("127.0.0.1") || host.starts_with("localhost");
+        let scheme = headers
+            .get("x-forwarded-proto")
+            .and_then(|h| h.to_str().ok())
+            .filter(|p| *p == "http" || *p == "https")
+            .unwrap_or(if local { "http" } else { "https" });
+        format!("{scheme}://{host}/fhir/R4")
+    }
+}
+
+impl FhirState {
+    pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let base = env
+            .get("FHIR_BASE_URL")
+            .map(|url| Arc::from(url.trim_end_matches('/')));
+        Ok(Self {
+            auth: AuthContext::from_env(
+                env,
+                &Arc::new(SecretsClient::from_env(env)),
+                "carevault-fhir",
+                TokenRole::Verify,
+            )
+            .await?,
+            base: PublicBase(base),
+        })
+    }
+}
+
+// The same actions as the JSON API's routes: one audit trail, whichever interface was used.
+const PATIENT: &str = "patient";
+const PATIENT_SEARCH: RouteEvent = RouteEvent::new("patient.search", PATIENT);
+const PATIENT_READ: RouteEvent = RouteEvent::new("patient.read", PATIENT)
+    .resource_from("id")
+    .patient_from("id");
+
+/// Everything under /fhir/R4, nested as one service so that its own fallbacks (an unknown
+/// resource type, a method not allowed) answer OperationOutcomes too, not the JSON API's 404.
+pub fn router(state: FhirState) -> Router {
+    let trail = AuditTrail::new(state.auth.pool.clone());
+    let fhir = Router::new()
+        .route("/metadata", get(capability::capability_statement))
+        .route(
+            "/Patient",
+            get(patient::search.layer(trail.on(PATIENT_SEARCH))),
+        )
+        .route(
+            "/Patient/{id}",
+            get(patient::read.layer(trail.on(PATIENT_READ))),
+        )
+        .fallback(unsupported)
+        .method_not_allowed_fallback(|| async {
+            ApiError::MethodNotAllowed("This interaction is not supported here".into())
+        })
+        .with_state(state)
+        .layer(axum::middleware::map_response(
+            outcome::as_operation_outcome,
+        ));
+    Router::new().nest_service("/fhir/R4", fhir)
+}
+
+async fn unsupported(request: Request) -> ApiError {
+    // Nested: the path here is what follows /fhir/R4.
+    let path = request.uri().path();
+    let resource = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    ApiError::NotFound(format!(
+        "This server does not serve {} (see /fhir/R4/metadata for what it does)",
+        if resource.is_empty() { path } else { resource }
+    ))
+}
+
+/// `application/fhir+json`, the only format served.
+pub(crate) fn fhir_json() -> HeaderValue {
+    HeaderValue::from_static(FHIR_JSON)
+}

@@ -1,0 +1,8 @@
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    shared::http::start(
+        |env| async move { fhir::FhirState::from_env(&env).await },
+        fhir::router,
+    )
+    .await
+}

@@ -1,0 +1,354 @@
+//! Patient: the JSON API's patients as FHIR R4 resources (read, search), through the same SQL.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use patients::model::{Patient, PATIENT_COLUMNS};
+use patients::search::{CountMode, Cursor, Filter, Search, Sort};
+use serde_json::{json, Value};
+use shared::auth::CurrentUser;
+use shared::domain::EmailAddress;
+use shared::trail::Audit;
+use shared::{ApiError, ApiResult};
+use uuid::Uuid;
+
+use crate::query::{self, Prefix};
+use crate::{FhirState, PublicBase};
+
+/// The canonical URL of the extension that carries the record's medical history (free text).
+pub const MEDICAL_HISTORY_EXTENSION: &str =
+    "https://carevault.dev/fhir/StructureDefinition/medical-history";
+
+/// `_count` when none is given, and the most a page holds.
+pub const DEFAULT_COUNT: i64 = 20;
+pub const MAX_COUNT: i64 = 200;
+/// A page's entries stop before their JSON passes this, whatever `_count` says: a Lambda
+/// response is at most 6 MB (a medical history may hold 100,000 characters).
+pub const PAGE_BUDGET_BYTES: usize = 5_000_000;
+
+fn telecom(contact: &str) -> Value {
+    let trimmed = contact.trim();
+    let system = if EmailAddress::parse(trimmed.to_owned()).is_ok() {
+        "email"
+    } else if trimmed.len() >= 5
+        && trimmed.chars().any(|c| c.is_ascii_digit())
+        && trimmed
+            .chars()
+            .all(|c| c.is_ascii_digit() || " +-().".contains(c))
+    {
+        "phone"
+    } else {
+        "other"
+    };
+    json!({ "system": system, "value": trimmed })
+}
+
+/// `name[0]`: the text as stored; family and given only when the name splits cleanly (two to
+/// four words of letters, the last the family name), never guessed from anything else.
+fn human_name(name: &str) -> Value {
+    let words: Vec<&str> = name.split_whitespace().collect();
+    let clean = (2..=4).contains(&words.len())
+        && words.iter().all(|w| {
+            w.chars()
+                .all(|c| c.is_alphabetic() || c == '-' || c == '\'')
+        });
+    if clean {
+        let (family, given) = words.split_last().expect("two words or more");
+        json!({ "use": "official", "text": name, "family": family, "given": given })
+    } else {
+        json!({ "use": "official", "text": name })
+    }
+}
+
+/// The FHIR Patient of a record.
+pub fn resource(patient: &Patient) -> Value {
+    let mut resource = json!({
+        "resourceType": "Patient",
+        "id": patient.id,
+        "meta": {
+            "versionId": patient.version.to_string(),
+            "lastUpdated": patient.updated_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        },
+        "name": [human_name(&patient.name)],
+    });
+    if let Some(dob) = patient.dob {
+        resource["birthDate"] = json!(dob.format("%Y-%m-%d").to_string());
+    }
+    if let Some(contact) = patient
+        .contact_info
+        .as_deref()
+        .filter(|c| !c.trim().is_empty())
+    {
+        resource["telecom"] = json!([telecom(contact)]);
+    }
+    if let Some(history) = patient.medical_history.as_deref().filter(|h| !h.is_empty()) {
+        resource["extension"] =
+            json!([{ "url": MEDICAL_HISTORY_EXTENSION, "valueString": history }]);
+    }
+    resource
+}
+
+fn not_found(raw_id: &str) -> ApiError {
+    ApiError::NotFound(format!("Patient/{raw_id} is not known"))
+}
+
+/// `GET /fhir/R4/Patient/{id}`: the resource, with `ETag: W/"<version>"` and `Last-Modified`.
+pub async fn read(
+    State(state): State<FhirState>,
+    _current: CurrentUser,
+    audit: Audit,
+    Path(raw_id): Path<String>,
+) -> ApiResult<Response> {
+    audit.describe(|event| event.details(json!({ "interface": "fhir" })));
+    // An id that is not a UUID names no patient of this server.
+    let id = Uuid::parse_str(&raw_id).map_err(|_| not_found(&raw_id))?;
+    let client = state.auth.pool.get().await?;
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {PATIENT_COLUMNS} FROM patients WHERE id = $1"
+        ))
+        .await?;
+    let row = client
+        .query_opt(&statement, &[&id])
+        .await?
+        .ok_or_else(|| not_found(&raw_id))?;
+    let patient = Patient::from_row(&row);
+    let mut response = Json(resource(&patient)).into_response();
+    let headers = response.headers_mut();
+    if let Ok(etag) = HeaderValue::from_str(&format!("W/\"{}\"", patient.version)) {
+        headers.insert(header::ETAG, etag);
+    }
+    let modified = patient
+        .updated_at
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    if let Ok(modified) = HeaderValue::from_str(&modified) {
+        headers.insert(header::LAST_MODIFIED, modified);
+    }
+    Ok(response)
+}
+
+/// The search a FHIR query asks for, in the JSON API's terms; unknown parameters are listed
+/// (ignored, or refused with `Prefer: handling=strict`).
+fn search_of(params: &[query::Param]) -> ApiResult<(Search, Vec<String>)> {
+    let invalid = |text: String| ApiError::BadRequest(text);
+    let mut filters = Vec::new();
+    let mut unknown = Vec::new();
+    let mut sort = Sort::Name;
+    let mut limit = DEFAULT_COUNT;
+    let mut count = CountMode::Exact;
+    let mut cursor = None;
+    for param in params {
+        let value = param.value.trim();
+        match (param.name.as_str(), param.modifier.as_deref()) {
+            ("_id", None) => filters.push(Filter::Ids(
+                // Any of them; a value that is no UUID matches nothing.
+                value
+                    .split(',')
+                    .filter_map(|id| Uuid::parse_str(id.trim()).ok())
+                    .collect(),
+            )),
+            ("name", modifier @ (None | Some("exact"))) => {
+                if value.contains(',') {
+                    return Err(invalid(
+                        "name does not take several values separated by commas (OR) here; repeat the parameter for AND".into(),
+                    ));
+                }
+                if value.chars().count() > patients::search::MAX_TEXT_CHARS
+                    || value.split_whitespace().count() > patients::search::MAX_TEXT_WORDS
+                {
+                    return Err(invalid("name is too long".into()));
+                }
+                if value.is_empty() {
+                    continue;
+                }
+                filters.push(if modifier.is_some() {
+                    Filter::NameExact(value.to_owned())
+                } else {
+                    Filter::NameText(value.to_owned())
+                });
+            }
+            ("birthdate", None) => {
+                if value.contains(',') {
+                    return Err(invalid(
+                        "birthdate does not take several values separated by commas (OR) here; repeat the parameter for AND".into(),
+                    ));
+                }
+                let date = query::date_value(value).map_err(invalid)?;
+                match (date.prefix, date.bounds()) {
+                    (Prefix::Ne, (Some(first), Some(last))) => {
+                        filters.push(Filter::DobOutside(first, last))
+                    }
+                    (_, (from, to)) => {
+                        filters.extend(from.map(Filter::DobFrom));
+                        filters.extend(to.map(Filter::DobTo));
+                    }
+                }
+            }
+            ("_count", None) => {
+                limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| invalid(format!("_count must be a number, not {value:?}")))?
+                    .clamp(1, MAX_COUNT);
+            }
+            ("_sort", None) => {
+                sort = match value {
+                    "name" => Sort::Name,
+                    "-name" => Sort::NameDesc,
+                    "birthdate" => Sort::Dob,
+                    "-birthdate" => Sort::DobDesc,
+                    other => {
+                        return Err(invalid(format!(
+                            "_sort takes name, -name, birthdate or -birthdate, not {other:?}"
+                        )))
+                    }
+                }
+            }
+            ("_total", None) => {
+                count = match value {
+                    "none" => CountMode::None,
+                    "estimate" => CountMode::Estimate,
+                    "accurate" => CountMode::Exact,
+                    other => {
+                        return Err(invalid(format!(
+                            "_total takes none, estimate or accurate, not {other:?}"
+                        )))
+                    }
+                }
+            }
+            ("_cursor", None) => cursor = Some(value.to_owned()),
+            // How the answer is shaped, not what it holds.
+            ("_format", None) if value.contains("json") => {}
+            (name, modifier) => unknown.push(match modifier {
+                Some(m) => format!("{name}:{m}"),
+                None => name.to_owned(),
+            }),
+        }
+    }
+    let cursor = match cursor {
+        Some(raw) => Some(Cursor::decode(&raw, sort).ok_or_else(|| {
+            invalid("_cursor is not a cursor of this search (follow the Bundle's next link)".into())
+        })?),
+        None => None,
+    };
+    Ok((
+        Search {
+            filters,
+            sort,
+            skip: 0,
+            limit,
+            count,
+            cursor,
+        },
+        unknown,
+    ))
+}
+
+fn strict(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split([',', ';']).any(|p| p.trim() == "handling=strict"))
+}
+
+/// The query string of a link: the search's own parameters (unknown ones dropped), and the cursor.
+fn link(base: &str, params: &[query::Param], unknown: &[String], cursor: Option<&str>) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for param in params {
+        let name = match &param.modifier {
+            Some(m) => format!("{}:{m}", param.name),
+            None => param.name.clone(),
+        };
+        if param.name != "_cursor" && !unknown.contains(&name) {
+            query.append_pair(&name, &param.value);
+        }
+    }
+    if let Some(cursor) = cursor {
+        query.append_pair("_cursor", cursor);
+    }
+    let query = query.finish();
+    if query.is_empty() {
+        format!("{base}/Patient")
+    } else {
+        format!("{base}/Patient?{query}")
+    }
+}
+
+/// `GET /fhir/R4/Patient?...`: a searchset Bundle of the JSON API's search, paged by cursor.
+pub async fn search(
+    State(state): State<FhirState>,
+    _current: CurrentUser,
+    audit: Audit,
+    headers: HeaderMap,
+    uri: Uri,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let params = query::params(raw.as_deref());
+    let (search, unknown) = search_of(&params)?;
+    audit.describe(|event| {
+        event.details(json!({ "interface": "fhir", "filters": search.filter_names() }))
+    });
+    if !unknown.is_empty() && strict(&headers) {
+        return Err(ApiError::BadRequest(format!(
+            "Unknown search parameters: {}",
+            unknown.join(", ")
+        )));
+    }
+    let list = patients::run_search(&state.auth.pool, &search).await?;
+    let base = PublicBase::of(&state.base, &headers, &uri);
+    // Entries until the page budget; a page cut short goes on from its last entry.
+    let (mut entries, mut size, mut shown) = (Vec::new(), 0usize, 0usize);
+    for patient in &list.data {
+        let entry = json!({
+            "fullUrl": format!("{base}/Patient/{}", patient.id),
+            "resource": resource(patient),
+            "search": { "mode": "match" },
+        });
+        let length = entry.to_string().len();
+        if shown > 0 && size + length > PAGE_BUDGET_BYTES {
+            break;
+        }
+        size += length;
+        shown += 1;
+        entries.push(entry);
+    }
+    let next = if shown < list.data.len() {
+        Some(Cursor::after(search.sort, &list.data[shown - 1]).encode())
+    } else {
+        list.next_cursor.clone()
+    };
+    let shown_ids: Vec<Uuid> = list.data[..shown].iter().map(|p| p.id).collect();
+    audit.describe(|event| {
+        event.details(json!({
+            "interface": "fhir",
+            "filters": search.filter_names(),
+            "patient_ids": shown_ids,
+        }))
+    });
+    let own_cursor = params
+        .iter()
+        .find(|p| p.name == "_cursor")
+        .map(|p| p.value.as_str());
+    let mut links =
+        vec![json!({ "relation": "self", "url": link(&base, &params, &unknown, own_cursor) })];
+    if let Some(next) = &next {
+        links
+            .push(json!({ "relation": "next", "url": link(&base, &params, &unknown, Some(next)) }));
+    }
+    let mut bundle = json!({
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "link": links,
+    });
+    if let Some(total) = list.count {
+        bundle["total"] = json!(total);
+    }
+    if !entries.is_empty() {
+        bundle["entry"] = Value::Array(entries);
+    }
+    Ok((StatusCode::OK, Json(bundle)).into_response())
+}
