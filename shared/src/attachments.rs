@@ -32,6 +32,8 @@ pub struct Attachment {
     #[serde(skip)]
     pub object_key: String,
     #[serde(skip)]
+    pub declared_size: Option<i64>,
+    #[serde(skip)]
     pub declared_sha256: Option<String>,
     /// The open (or completed) S3 multipart upload; None for a single PUT.
     #[serde(skip)]
@@ -126,6 +128,7 @@ impl Attachment {
             created_at: row.get(8),
             uploaded_at: row.get(9),
             object_key: row.get(10),
+            declared_size,
             declared_sha256: row.get(11),
             multipart,
         }
@@ -272,6 +275,25 @@ async fn reject_object(
         .collect();
     drain_deletions(pool, storage, keys).await;
     Ok(())
+}
+
+/// The attachment with this id, its pending upload checked against the bucket; None when
+/// there is none.
+pub async fn find(pool: &DbPool, storage: &Storage, id: Uuid) -> ApiResult<Option<Attachment>> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE id = $1"
+        ))
+        .await?;
+    let Some(row) = client.query_opt(&statement, &[&id]).await? else {
+        return Ok(None);
+    };
+    drop(client);
+    let mut found = [Attachment::from_row(&row)];
+    refresh_pending(pool, storage, &mut found).await?;
+    let [attachment] = found;
+    Ok(Some(attachment))
 }
 
 /// How many HEAD requests one request keeps in flight when it checks pending uploads: enough

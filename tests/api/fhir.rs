@@ -90,10 +90,34 @@ async fn the_capability_statement_says_what_is_served_without_a_token() {
             .unwrap()
             .starts_with("http://hl7.org/fhir/SearchParameter/"));
     }
-    // Nothing that is not served: one resource type.
+    // Nothing that is not served.
+    let served: Vec<(&str, Vec<&str>)> = statement["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["type"].as_str().unwrap(),
+                r["interaction"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["code"].as_str().unwrap())
+                    .collect(),
+            )
+        })
+        .collect();
     assert_eq!(
-        statement["rest"][0]["resource"].as_array().unwrap().len(),
-        1
+        served,
+        [
+            ("Patient", vec!["read", "search-type"]),
+            ("DocumentReference", vec!["read", "search-type"]),
+            ("Binary", vec!["read"]),
+        ]
+    );
+    assert_eq!(
+        statement["rest"][0]["resource"][2]["operation"][0]["name"],
+        "presigned-url"
     );
 }
 
@@ -451,4 +475,277 @@ async fn search_pages_by_cursor_with_absolute_links_and_totals() {
 
 fn form_pairs(query: &str) -> Vec<(String, String)> {
     serde_urlencoded::from_str(query).unwrap()
+}
+
+/// A patient with an uploaded PDF and a pending upload: (patient id, uploaded id, pending id, bytes).
+async fn with_documents(app: &TestApp, token: &str) -> (String, String, String, Vec<u8>) {
+    let patient_id = patient(app, token, json!({"name": "Doc Owner"})).await;
+    let create = |name: &str, mime: &str| {
+        let body = json!({"patient_id": patient_id, "file_name": name, "mime_type": mime});
+        app.call(
+            ApiRequest::post("/api/v1/attachments/")
+                .bearer(token)
+                .json(body),
+        )
+    };
+    let report = create("report.pdf", "application/pdf").await.json();
+    let bytes = b"%PDF-1.7 a report".to_vec();
+    assert!(api_tests::upload(&report, &bytes)
+        .await
+        .status()
+        .is_success());
+    let pending = create("scan.dcm", "application/dicom").await.json();
+    (
+        patient_id,
+        report["id"].as_str().unwrap().to_owned(),
+        pending["id"].as_str().unwrap().to_owned(),
+        bytes,
+    )
+}
+
+#[tokio::test]
+async fn attachments_are_document_references_and_their_bytes_binaries() {
+    let app = TestApp::new().await;
+    let clinician = app.clinician().await.token;
+    let (patient_id, report, pending, bytes) = with_documents(&app, &clinician).await;
+    let viewer = app.viewer().await.token;
+
+    let read = app
+        .call(ApiRequest::get(&format!("/fhir/R4/DocumentReference/{report}")).bearer(&viewer))
+        .await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    let document = read.json();
+    assert_eq!(document["resourceType"], "DocumentReference");
+    assert_eq!(document["status"], "current");
+    assert_eq!(document["docStatus"], "final");
+    assert_eq!(
+        document["subject"]["reference"],
+        format!("Patient/{patient_id}")
+    );
+    let attachment = &document["content"][0]["attachment"];
+    assert_eq!(attachment["contentType"], "application/pdf");
+    assert_eq!(attachment["title"], "report.pdf");
+    assert_eq!(attachment["size"], bytes.len());
+    let binary_url = format!("https://api.carevault.test/fhir/R4/Binary/{report}");
+    assert_eq!(attachment["url"], binary_url);
+    let pending_doc = app
+        .call(ApiRequest::get(&format!("/fhir/R4/DocumentReference/{pending}")).bearer(&viewer))
+        .await
+        .json();
+    assert_eq!(pending_doc["docStatus"], "preliminary");
+
+    // Binary: a redirect to the bytes, never kept by a cache.
+    let binary = app
+        .call(ApiRequest::get(&format!("/fhir/R4/Binary/{report}")).bearer(&viewer))
+        .await;
+    assert_eq!(binary.status, 302, "{}", binary.body);
+    assert_eq!(binary.header("cache-control"), Some("no-store"));
+    let downloaded = api_tests::http_client()
+        .get(binary.header("location").unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(downloaded.to_vec(), bytes);
+    outcome(
+        &app.call(ApiRequest::get(&format!("/fhir/R4/Binary/{pending}")).bearer(&viewer))
+            .await,
+        409,
+        "conflict",
+    );
+
+    // $presigned-url: the download URL; the upload URL (a writer, a pending file) with the
+    // headers its signature covers, which then stores the bytes.
+    let url = app
+        .call(ApiRequest::get(&format!("/fhir/R4/Binary/{report}/$presigned-url")).bearer(&viewer))
+        .await;
+    assert_eq!(url.status, 200, "{}", url.body);
+    assert_eq!(url.json()["resourceType"], "Parameters");
+    assert_eq!(url.json()["parameter"][0]["name"], "url");
+    outcome(
+        &app.call(
+            ApiRequest::get(&format!("/fhir/R4/Binary/{pending}/$presigned-url"))
+                .query("upload", "true")
+                .bearer(&viewer),
+        )
+        .await,
+        403,
+        "forbidden",
+    );
+    let upload = app
+        .call(
+            ApiRequest::get(&format!("/fhir/R4/Binary/{pending}/$presigned-url"))
+                .query("upload", "true")
+                .bearer(&clinician),
+        )
+        .await;
+    assert_eq!(upload.status, 200, "{}", upload.body);
+    let parameters = upload.json()["parameter"].as_array().unwrap().clone();
+    let value = |name: &str, key: &str| {
+        parameters
+            .iter()
+            .filter(|p| p["name"] == name)
+            .map(|p| p[key].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(value("method", "valueCode"), ["PUT"]);
+    assert_eq!(value("expires", "valueInstant").len(), 1);
+    let mut put = api_tests::http_client()
+        .put(&value("url", "valueUrl")[0])
+        .body(b"DICM a scan".to_vec());
+    for header in value("header", "valueString") {
+        let (name, v) = header.split_once(": ").unwrap();
+        put = put.header(name, v);
+    }
+    assert!(put.send().await.unwrap().status().is_success());
+    let now_final = app
+        .call(ApiRequest::get(&format!("/fhir/R4/DocumentReference/{pending}")).bearer(&viewer))
+        .await
+        .json();
+    assert_eq!(now_final["docStatus"], "final");
+    outcome(
+        &app.call(
+            ApiRequest::get(&format!("/fhir/R4/Binary/{report}/$presigned-url"))
+                .query("upload", "true")
+                .bearer(&clinician),
+        )
+        .await,
+        409,
+        "conflict",
+    );
+
+    // The JSON API's audit actions.
+    let actions: Vec<String> = app
+        .db
+        .client()
+        .await
+        .query(
+            "SELECT action FROM audit_events WHERE resource_id = $1 ORDER BY occurred_at, id",
+            &[&uuid::Uuid::parse_str(&report).unwrap()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for action in [
+        "attachment.read",
+        "attachment.download",
+        "attachment.presigned_url",
+    ] {
+        assert!(actions.contains(&action.to_owned()), "{actions:?}");
+    }
+    outcome(
+        &app.call(
+            ApiRequest::get(&format!(
+                "/fhir/R4/DocumentReference/{}",
+                uuid::Uuid::new_v4()
+            ))
+            .bearer(&viewer),
+        )
+        .await,
+        404,
+        "not-found",
+    );
+    outcome(
+        &app.call(ApiRequest::get(&format!("/fhir/R4/Binary/{report}")))
+            .await,
+        401,
+        "login",
+    );
+}
+
+#[tokio::test]
+async fn document_references_are_searched_by_patient_type_and_date() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let (patient_id, report, pending, _) = with_documents(&app, &t).await;
+    let (other_patient, other_report, _, _) = with_documents(&app, &t).await;
+    let found = |query: Vec<(String, String)>| {
+        let (app, t) = (&app, &t);
+        async move {
+            let mut request = ApiRequest::get("/fhir/R4/DocumentReference").bearer(t);
+            for (k, v) in &query {
+                request = request.query(k, v);
+            }
+            let response = app.call(request).await;
+            assert_eq!(response.status, 200, "{query:?}: {}", response.body);
+            let bundle = response.json();
+            (ids(&bundle), bundle)
+        }
+    };
+    let q = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    // Newest first; a patient as id, Patient/id or absolute URL.
+    let (by_id, bundle) = found(q(&[("patient", &patient_id)])).await;
+    assert_eq!(by_id, [pending.clone(), report.clone()]);
+    assert_eq!(bundle["total"], 2);
+    let typed = format!("Patient/{patient_id}");
+    assert_eq!(found(q(&[("subject", &typed)])).await.0, by_id);
+    let absolute = format!("https://elsewhere.example/fhir/R4/Patient/{patient_id}");
+    assert_eq!(found(q(&[("patient", &absolute)])).await.0, by_id);
+    let both = format!("{patient_id},{other_patient}");
+    assert_eq!(
+        found(q(&[("patient", &both), ("contenttype", "application/pdf")]))
+            .await
+            .0,
+        [other_report.clone(), report.clone()]
+    );
+    let today = chrono::Utc::now().date_naive().to_string();
+    let (before, not_today) = (format!("lt{today}"), format!("ne{today}"));
+    assert_eq!(
+        found(q(&[("patient", &patient_id), ("date", &today)]))
+            .await
+            .0
+            .len(),
+        2
+    );
+    assert_eq!(
+        found(q(&[("patient", &patient_id), ("date", &before)]))
+            .await
+            .0
+            .len(),
+        0
+    );
+    assert_eq!(
+        found(q(&[("patient", &patient_id), ("date", &not_today)]))
+            .await
+            .0
+            .len(),
+        0
+    );
+    // Paging: one per page through next links.
+    let (first, bundle) = found(q(&[("patient", &both), ("_count", "1")])).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(bundle["total"], 4);
+    let mut seen = first;
+    let mut next = bundle["link"][1]["url"].as_str().map(str::to_owned);
+    while let Some(url) = next {
+        let (page, bundle) = found(form_pairs(url.split_once('?').unwrap().1)).await;
+        seen.extend(page);
+        next = bundle["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| l["url"].as_str().unwrap().to_owned());
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((seen.len(), unique.len()), (4, 4));
+    let invalid = app
+        .call(
+            ApiRequest::get("/fhir/R4/DocumentReference")
+                .query("patient", "Observation/1")
+                .bearer(&t),
+        )
+        .await;
+    outcome(&invalid, 400, "invalid");
 }

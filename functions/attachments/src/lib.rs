@@ -568,21 +568,9 @@ async fn list(
 /// The attachment, confirmed against the bucket if its upload was still pending.
 pub(crate) async fn load(state: &AttachmentsState, raw_id: &str) -> ApiResult<Attachment> {
     let id = parse_uuid("attachment_id", raw_id)?;
-    let client = state.auth.pool.get().await?;
-    let statement = client
-        .prepare_cached(&format!(
-            "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE id = $1"
-        ))
-        .await?;
-    let row = client
-        .query_opt(&statement, &[&id])
+    attachments::find(&state.auth.pool, &state.storage, id)
         .await?
-        .ok_or_else(not_found)?;
-    drop(client);
-    let mut found = [Attachment::from_row(&row)];
-    attachments::refresh_pending(&state.auth.pool, &state.storage, &mut found).await?;
-    let [attachment] = found;
-    Ok(attachment)
+        .ok_or_else(not_found)
 }
 
 async fn read_attachment(

@@ -8,6 +8,11 @@ use serde_json::{json, Value};
 use crate::patient::MEDICAL_HISTORY_EXTENSION;
 use crate::PublicBase;
 
+/// The canonical URL of the `$presigned-url` operation on Binary, as documented here (the
+/// design Medplum adopted in 2026).
+const BINARY_PRESIGNED_URL: &str =
+    "https://carevault.dev/fhir/OperationDefinition/Binary-presigned-url";
+
 /// The date of this statement's content: changed with what the server supports.
 const STATEMENT_DATE: &str = "2026-11-30";
 
@@ -58,6 +63,35 @@ pub async fn capability_statement(
                     search_param("name", "string", "http://hl7.org/fhir/SearchParameter/Patient-name", "Each word starts a word of the name, case and accent insensitive, in any order (the JSON API's name_text); name:exact is the whole name as stored. Repeat the parameter for AND."),
                     search_param("birthdate", "date", "http://hl7.org/fhir/SearchParameter/individual-birthdate", "With the prefixes eq, ne, gt, lt, ge, le (sa, eb as gt, lt) and partial dates: birthdate=1980 is the whole year. Repeat the parameter for AND."),
                 ],
+            }, {
+                "type": "DocumentReference",
+                "profile": "http://hl7.org/fhir/StructureDefinition/DocumentReference",
+                "documentation": "An attachment: status current, subject the patient, date its creation, content[0].attachment its contentType, title (file name), size and url ([base]/Binary/{id}); docStatus preliminary while its upload is pending, final once stored. Newest first.",
+                "interaction": [{ "code": "read" }, { "code": "search-type" }],
+                "versioning": "no-version",
+                "readHistory": false,
+                "updateCreate": false,
+                "conditionalCreate": false,
+                "conditionalUpdate": false,
+                "conditionalDelete": "not-supported",
+                "searchParam": [
+                    search_param("patient", "reference", "http://hl7.org/fhir/SearchParameter/clinical-patient", "123, Patient/123 or an absolute URL; commas: any of them."),
+                    search_param("subject", "reference", "http://hl7.org/fhir/SearchParameter/DocumentReference-subject", "As patient."),
+                    search_param("contenttype", "token", "http://hl7.org/fhir/SearchParameter/DocumentReference-contenttype", "The MIME type; commas: any of them."),
+                    search_param("date", "date", "http://hl7.org/fhir/SearchParameter/DocumentReference-date", "When the attachment was created, with the prefixes eq, ne, gt, lt, ge, le and partial dates (UTC days)."),
+                ],
+            }, {
+                "type": "Binary",
+                "profile": "http://hl7.org/fhir/StructureDefinition/Binary",
+                "documentation": "An attachment's bytes: read answers 302 to a short-lived download URL (Cache-Control: no-store); they never pass through this server.",
+                "interaction": [{ "code": "read" }],
+                "versioning": "no-version",
+                "readHistory": false,
+                "operation": [{
+                    "name": "presigned-url",
+                    "definition": BINARY_PRESIGNED_URL,
+                    "documentation": "GET [base]/Binary/{id}/$presigned-url: a Parameters resource with url (the download URL). With upload=true (clinicians and superusers, a pending single upload): url, method PUT, one header per header the signature covers (name: value), and expires.",
+                }],
             }],
         }],
     }))

@@ -1,8 +1,10 @@
 //! /fhir/R4: HL7 FHIR R4 (4.0.1), JSON only, over the same data, roles, SQL and audit trail as
-//! the JSON API. This function serves the CapabilityStatement and Patient read and search; every
-//! error leaves as an OperationOutcome.
+//! the JSON API. This function serves the CapabilityStatement, Patient read and search,
+//! DocumentReference read and search, and Binary (a redirect to the file, `$presigned-url`);
+//! every error leaves as an OperationOutcome.
 
 mod capability;
+mod document;
 mod outcome;
 mod patient;
 mod query;
@@ -17,6 +19,7 @@ use axum::Router;
 use shared::auth::AuthContext;
 use shared::config::{ConfigError, Env};
 use shared::secrets::SecretsClient;
+use shared::storage::{Storage, StorageConfig};
 use shared::tokens::TokenRole;
 use shared::trail::{AuditTrail, RouteEvent};
 use shared::ApiError;
@@ -27,6 +30,8 @@ pub use outcome::FHIR_JSON;
 pub struct FhirState {
     pub auth: AuthContext,
     pub base: PublicBase,
+    /// Signs the URLs Binary answers; checks pending uploads.
+    pub storage: Storage,
 }
 
 /// The base URL links and `fullUrl`s are built on: `FHIR_BASE_URL` (the API's public address
@@ -66,6 +71,7 @@ impl FhirState {
         let base = env
             .get("FHIR_BASE_URL")
             .map(|url| Arc::from(url.trim_end_matches('/')));
+        let storage_config = StorageConfig::from_env(env)?;
         Ok(Self {
             auth: AuthContext::from_env(
                 env,
@@ -75,6 +81,7 @@ impl FhirState {
             )
             .await?,
             base: PublicBase(base),
+            storage: Storage::new(&shared::aws::sdk_config().await, storage_config),
         })
     }
 }
@@ -85,6 +92,14 @@ const PATIENT_SEARCH: RouteEvent = RouteEvent::new("patient.search", PATIENT);
 const PATIENT_READ: RouteEvent = RouteEvent::new("patient.read", PATIENT)
     .resource_from("id")
     .patient_from("id");
+const ATTACHMENT: &str = "attachment";
+const ATTACHMENT_LIST: RouteEvent = RouteEvent::new("attachment.list", ATTACHMENT);
+const ATTACHMENT_READ: RouteEvent =
+    RouteEvent::new("attachment.read", ATTACHMENT).resource_from("id");
+const ATTACHMENT_DOWNLOAD: RouteEvent =
+    RouteEvent::new("attachment.download", ATTACHMENT).resource_from("id");
+const ATTACHMENT_URL: RouteEvent =
+    RouteEvent::new("attachment.presigned_url", ATTACHMENT).resource_from("id");
 
 /// Everything under /fhir/R4, nested as one service so that its own fallbacks (an unknown
 /// resource type, a method not allowed) answer OperationOutcomes too, not the JSON API's 404.
@@ -99,6 +114,22 @@ pub fn router(state: FhirState) -> Router {
         .route(
             "/Patient/{id}",
             get(patient::read.layer(trail.on(PATIENT_READ))),
+        )
+        .route(
+            "/DocumentReference",
+            get(document::search.layer(trail.on(ATTACHMENT_LIST))),
+        )
+        .route(
+            "/DocumentReference/{id}",
+            get(document::read.layer(trail.on(ATTACHMENT_READ))),
+        )
+        .route(
+            "/Binary/{id}",
+            get(document::read_binary.layer(trail.on(ATTACHMENT_DOWNLOAD))),
+        )
+        .route(
+            "/Binary/{id}/$presigned-url",
+            get(document::presigned_url.layer(trail.on(ATTACHMENT_URL))),
         )
         .fallback(unsupported)
         .method_not_allowed_fallback(|| async {

@@ -247,7 +247,7 @@ fn search_of(params: &[query::Param]) -> ApiResult<(Search, Vec<String>)> {
     ))
 }
 
-fn strict(headers: &HeaderMap) -> bool {
+pub(crate) fn strict(headers: &HeaderMap) -> bool {
     headers
         .get_all("prefer")
         .iter()
@@ -255,8 +255,15 @@ fn strict(headers: &HeaderMap) -> bool {
         .any(|v| v.split([',', ';']).any(|p| p.trim() == "handling=strict"))
 }
 
-/// The query string of a link: the search's own parameters (unknown ones dropped), and the cursor.
-fn link(base: &str, params: &[query::Param], unknown: &[String], cursor: Option<&str>) -> String {
+/// A link of a search on `resource_type`: the search's own parameters (unknown ones dropped),
+/// and the cursor.
+pub(crate) fn link(
+    base: &str,
+    resource_type: &str,
+    params: &[query::Param],
+    unknown: &[String],
+    cursor: Option<&str>,
+) -> String {
     let mut query = form_urlencoded::Serializer::new(String::new());
     for param in params {
         let name = match &param.modifier {
@@ -272,10 +279,43 @@ fn link(base: &str, params: &[query::Param], unknown: &[String], cursor: Option<
     }
     let query = query.finish();
     if query.is_empty() {
-        format!("{base}/Patient")
+        format!("{base}/{resource_type}")
     } else {
-        format!("{base}/Patient?{query}")
+        format!("{base}/{resource_type}?{query}")
     }
+}
+
+/// A searchset Bundle: `self` (with the request's own cursor) and `next` links, `total`
+/// unless not counted, the entries.
+pub(crate) fn bundle(
+    base: &str,
+    resource_type: &str,
+    params: &[query::Param],
+    unknown: &[String],
+    next: Option<&str>,
+    total: Option<i64>,
+    entries: Vec<Value>,
+) -> Value {
+    let own_cursor = params
+        .iter()
+        .find(|p| p.name == "_cursor")
+        .map(|p| p.value.as_str());
+    let mut links = vec![
+        json!({ "relation": "self", "url": link(base, resource_type, params, unknown, own_cursor) }),
+    ];
+    if let Some(next) = next {
+        links.push(
+            json!({ "relation": "next", "url": link(base, resource_type, params, unknown, Some(next)) }),
+        );
+    }
+    let mut bundle = json!({ "resourceType": "Bundle", "type": "searchset", "link": links });
+    if let Some(total) = total {
+        bundle["total"] = json!(total);
+    }
+    if !entries.is_empty() {
+        bundle["entry"] = Value::Array(entries);
+    }
+    bundle
 }
 
 /// `GET /fhir/R4/Patient?...`: a searchset Bundle of the JSON API's search, paged by cursor.
@@ -329,26 +369,14 @@ pub async fn search(
             "patient_ids": shown_ids,
         }))
     });
-    let own_cursor = params
-        .iter()
-        .find(|p| p.name == "_cursor")
-        .map(|p| p.value.as_str());
-    let mut links =
-        vec![json!({ "relation": "self", "url": link(&base, &params, &unknown, own_cursor) })];
-    if let Some(next) = &next {
-        links
-            .push(json!({ "relation": "next", "url": link(&base, &params, &unknown, Some(next)) }));
-    }
-    let mut bundle = json!({
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "link": links,
-    });
-    if let Some(total) = list.count {
-        bundle["total"] = json!(total);
-    }
-    if !entries.is_empty() {
-        bundle["entry"] = Value::Array(entries);
-    }
+    let bundle = bundle(
+        &base,
+        "Patient",
+        &params,
+        &unknown,
+        next.as_deref(),
+        list.count,
+        entries,
+    );
     Ok((StatusCode::OK, Json(bundle)).into_response())
 }

@@ -1,0 +1,445 @@
+//! DocumentReference (read, search) and Binary (read as a redirect, `$presigned-url`): the JSON
+//! API's attachments, their bytes still going straight between the client and S3.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use shared::attachments::{self, content_disposition, Attachment, ATTACHMENT_COLUMNS};
+use shared::auth::CurrentUser;
+use shared::db::SqlParams;
+use shared::trail::Audit;
+use shared::{ApiError, ApiResult};
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+use crate::patient::{DEFAULT_COUNT, MAX_COUNT};
+use crate::query::{self, Prefix};
+use crate::{FhirState, PublicBase};
+
+fn instant(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The DocumentReference of an attachment: its file is `Binary/{id}` on this server.
+pub fn resource(attachment: &Attachment, base: &str) -> Value {
+    let mut content = json!({
+        "contentType": attachment.mime_type,
+        "title": attachment.file_name,
+        "url": format!("{base}/Binary/{}", attachment.id),
+        "creation": instant(attachment.created_at),
+    });
+    if let Some(size) = attachment.size {
+        content["size"] = json!(size);
+    }
+    let mut resource = json!({
+        "resourceType": "DocumentReference",
+        "id": attachment.id,
+        "meta": { "lastUpdated": instant(attachment.uploaded_at.unwrap_or(attachment.created_at)) },
+        "status": "current",
+        "subject": { "reference": format!("Patient/{}", attachment.patient_id) },
+        "date": instant(attachment.created_at),
+        "content": [{ "attachment": content }],
+    });
+    // Bytes not (yet) in storage: a document that is not final.
+    resource["docStatus"] = json!(if attachment.is_pending() {
+        "preliminary"
+    } else {
+        "final"
+    });
+    resource
+}
+
+fn not_found(kind: &str, raw_id: &str) -> ApiError {
+    ApiError::NotFound(format!("{kind}/{raw_id} is not known"))
+}
+
+/// The attachment `raw_id` names (its pending upload checked against the bucket).
+async fn load(state: &FhirState, kind: &str, raw_id: &str) -> ApiResult<Attachment> {
+    let id = Uuid::parse_str(raw_id).map_err(|_| not_found(kind, raw_id))?;
+    attachments::find(&state.auth.pool, &state.storage, id)
+        .await?
+        .ok_or_else(|| not_found(kind, raw_id))
+}
+
+/// `GET /fhir/R4/DocumentReference/{id}`.
+pub async fn read(
+    State(state): State<FhirState>,
+    _current: CurrentUser,
+    audit: Audit,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(raw_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let attachment = load(&state, "DocumentReference", &raw_id).await?;
+    audit.describe(|event| {
+        event
+            .patient(Some(attachment.patient_id))
+            .details(json!({ "interface": "fhir" }))
+    });
+    Ok(Json(resource(&attachment, &state.base.of(&headers, &uri))))
+}
+
+/// A patient reference as FHIR allows it: `id`, `Patient/id` or an absolute URL ending so.
+fn patient_reference(raw: &str) -> Result<Uuid, ApiError> {
+    let id = raw.trim().rsplit('/').next().unwrap_or("");
+    let typed = raw.trim().trim_end_matches(id).trim_end_matches('/');
+    if !(typed.is_empty() || typed.ends_with("Patient")) {
+        return Err(ApiError::BadRequest(format!(
+            "{raw:?} is not a Patient reference"
+        )));
+    }
+    // An id that is no UUID names no patient: no match rather than an error.
+    Ok(Uuid::parse_str(id).unwrap_or(Uuid::nil()))
+}
+
+/// Where the next page starts: the last entry's creation time and id (newest first).
+fn cursor_of(attachment: &Attachment) -> String {
+    format!(
+        "{}_{}",
+        attachment.created_at.timestamp_micros(),
+        attachment.id
+    )
+}
+
+fn parse_cursor(raw: &str) -> Option<(chrono::DateTime<chrono::Utc>, Uuid)> {
+    let (micros, id) = raw.split_once('_')?;
+    Some((
+        chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+        Uuid::parse_str(id).ok()?,
+    ))
+}
+
+/// [from, until) on created_at, or outside it (`ne`).
+struct DateRange {
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    until: Option<chrono::DateTime<chrono::Utc>>,
+    outside: bool,
+}
+
+/// What a DocumentReference search filters on, each pushed as parameters where it is used.
+#[derive(Default)]
+struct Filters {
+    patients: Option<Vec<Uuid>>,
+    types: Option<Vec<String>>,
+    dates: Vec<DateRange>,
+}
+
+impl Filters {
+    /// ` AND ...` over `attachments`.
+    fn sql(&self, sql: &mut SqlParams) -> String {
+        let mut clauses = Vec::new();
+        if let Some(ids) = &self.patients {
+            clauses.push(format!(
+                "patient_id = ANY({})",
+                sql.push(ids.clone(), Type::UUID_ARRAY)
+            ));
+        }
+        if let Some(types) = &self.types {
+            clauses.push(format!(
+                "mime_type = ANY({})",
+                sql.push(types.clone(), Type::TEXT_ARRAY)
+            ));
+        }
+        for DateRange {
+            from,
+            until,
+            outside,
+        } in &self.dates
+        {
+            let from = from.map(|at| sql.push(at, Type::TIMESTAMPTZ));
+            let until = until.map(|at| sql.push(at, Type::TIMESTAMPTZ));
+            match (from, until, outside) {
+                (Some(from), Some(until), true) => {
+                    clauses.push(format!("(created_at < {from} OR created_at >= {until})"))
+                }
+                (from, until, _) => {
+                    clauses.extend(from.map(|f| format!("created_at >= {f}")));
+                    clauses.extend(until.map(|u| format!("created_at < {u}")));
+                }
+            }
+        }
+        clauses.iter().map(|c| format!(" AND {c}")).collect()
+    }
+}
+
+/// `GET /fhir/R4/DocumentReference?...`: by `patient`/`subject`, `contenttype`, `date`,
+/// newest first, paged by cursor.
+pub async fn search(
+    State(state): State<FhirState>,
+    _current: CurrentUser,
+    audit: Audit,
+    headers: HeaderMap,
+    uri: Uri,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let params = query::params(raw.as_deref());
+    let mut filters = Filters::default();
+    let mut unknown = Vec::new();
+    let mut limit = DEFAULT_COUNT;
+    let mut with_total = true;
+    let mut cursor = None;
+    for param in &params {
+        let value = param.value.trim();
+        match (param.name.as_str(), param.modifier.as_deref()) {
+            ("patient" | "subject", None) => {
+                let ids = value
+                    .split(',')
+                    .map(patient_reference)
+                    .collect::<Result<Vec<_>, _>>()?;
+                // Repeated: AND, so only ids in every list.
+                filters.patients = Some(match filters.patients.take() {
+                    Some(before) => before.into_iter().filter(|id| ids.contains(id)).collect(),
+                    None => ids,
+                });
+            }
+            ("contenttype", None) => {
+                let types: Vec<String> = value
+                    .split(',')
+                    .map(|t| t.trim().to_ascii_lowercase())
+                    .collect();
+                filters.types = Some(match filters.types.take() {
+                    Some(before) => before.into_iter().filter(|t| types.contains(t)).collect(),
+                    None => types,
+                });
+            }
+            ("date", None) => {
+                let date = query::date_value(value).map_err(ApiError::BadRequest)?;
+                let (from, to) = date.bounds();
+                let midnight = |d: chrono::NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+                filters.dates.push(DateRange {
+                    from: from.and_then(midnight),
+                    until: to.and_then(|d| d.succ_opt()).and_then(midnight),
+                    outside: date.prefix == Prefix::Ne,
+                });
+            }
+            ("_count", None) => {
+                limit = value
+                    .parse::<i64>()
+                    .map_err(|_| {
+                        ApiError::BadRequest(format!("_count must be a number, not {value:?}"))
+                    })?
+                    .clamp(1, MAX_COUNT)
+            }
+            ("_total", None) => {
+                with_total = match value {
+                    "none" => false,
+                    "accurate" | "estimate" => true,
+                    other => {
+                        return Err(ApiError::BadRequest(format!(
+                            "_total takes none, estimate or accurate, not {other:?}"
+                        )))
+                    }
+                }
+            }
+            ("_cursor", None) => {
+                cursor = Some(parse_cursor(value).ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "_cursor is not a cursor of this search (follow the Bundle's next link)"
+                            .into(),
+                    )
+                })?)
+            }
+            ("_format", None) if value.contains("json") => {}
+            (name, modifier) => unknown.push(match modifier {
+                Some(m) => format!("{name}:{m}"),
+                None => name.to_owned(),
+            }),
+        }
+    }
+    if !unknown.is_empty() && crate::patient::strict(&headers) {
+        return Err(ApiError::BadRequest(format!(
+            "Unknown search parameters: {}",
+            unknown.join(", ")
+        )));
+    }
+    let mut page = SqlParams::new();
+    let mut filter = filters.sql(&mut page);
+    if let Some((at, id)) = cursor {
+        filter.push_str(&format!(
+            " AND (created_at, id) < ({}, {})",
+            page.push(at, Type::TIMESTAMPTZ),
+            page.push(id, Type::UUID)
+        ));
+    }
+    let wanted = page.push(limit + 1, Type::INT8);
+    let mut count = SqlParams::new();
+    let count_filter = filters.sql(&mut count);
+    let client = state.auth.pool.get().await?;
+    let rows = client
+        .query_typed(
+            &format!(
+                "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE true{filter}
+                 ORDER BY created_at DESC, id DESC LIMIT {wanted}"
+            ),
+            &page.typed(),
+        )
+        .await?;
+    let total: Option<i64> = if with_total {
+        Some(
+            client
+                .query_typed_one(
+                    &format!("SELECT count(*) FROM attachments WHERE true{count_filter}"),
+                    &count.typed(),
+                )
+                .await?
+                .get(0),
+        )
+    } else {
+        None
+    };
+    drop(client);
+    let mut found: Vec<Attachment> = rows.iter().map(Attachment::from_row).collect();
+    let more = found.len() as i64 > limit;
+    found.truncate(limit as usize);
+    attachments::refresh_pending(&state.auth.pool, &state.storage, &mut found).await?;
+    let base = PublicBase::of(&state.base, &headers, &uri);
+    let mut patients: Vec<Uuid> = found.iter().map(|a| a.patient_id).collect();
+    patients.sort();
+    patients.dedup();
+    audit.describe(|event| {
+        let event = if patients.len() == 1 {
+            event.patient(Some(patients[0]))
+        } else {
+            event
+        };
+        event.details(json!({
+            "interface": "fhir",
+            "attachment_ids": found.iter().map(|a| a.id).collect::<Vec<_>>(),
+            "patient_ids": patients,
+        }))
+    });
+    let next = more.then(|| found.last().map(cursor_of)).flatten();
+    let entries: Vec<Value> = found
+        .iter()
+        .map(|a| {
+            json!({
+                "fullUrl": format!("{base}/DocumentReference/{}", a.id),
+                "resource": resource(a, &base),
+                "search": { "mode": "match" },
+            })
+        })
+        .collect();
+    Ok(Json(crate::patient::bundle(
+        &base,
+        "DocumentReference",
+        &params,
+        &unknown,
+        next.as_deref(),
+        total,
+        entries,
+    ))
+    .into_response())
+}
+
+/// `GET /fhir/R4/Binary/{id}`: 302 to a short-lived download URL (no-store); the bytes never
+/// pass through Lambda.
+pub async fn read_binary(
+    State(state): State<FhirState>,
+    _current: CurrentUser,
+    audit: Audit,
+    Path(raw_id): Path<String>,
+) -> ApiResult<Response> {
+    let attachment = load(&state, "Binary", &raw_id).await?;
+    audit.describe(|event| {
+        event
+            .patient(Some(attachment.patient_id))
+            .details(json!({ "interface": "fhir" }))
+    });
+    let url = download_url(&state, &attachment).await?;
+    let mut response = StatusCode::FOUND.into_response();
+    let location = HeaderValue::from_str(&url)
+        .map_err(|e| ApiError::internal(format!("presigned URL is not a header value: {e}")))?;
+    response.headers_mut().insert(header::LOCATION, location);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+async fn download_url(state: &FhirState, attachment: &Attachment) -> ApiResult<String> {
+    if attachment.is_pending() {
+        return Err(ApiError::Conflict(
+            "The file has not been uploaded yet".into(),
+        ));
+    }
+    Ok(state
+        .storage
+        .presign_download(
+            &attachment.object_key,
+            &attachment.mime_type,
+            &content_disposition(&attachment.file_name),
+        )
+        .await?
+        .url)
+}
+
+/// `GET /fhir/R4/Binary/{id}/$presigned-url[?upload=true]`: a Parameters resource with the
+/// download URL, or (clinicians and superusers, a pending single upload) the upload URL and
+/// the headers its signature covers.
+pub async fn presigned_url(
+    State(state): State<FhirState>,
+    current: CurrentUser,
+    audit: Audit,
+    Path(raw_id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let upload = query::params(raw.as_deref())
+        .iter()
+        .any(|p| p.name == "upload" && p.value == "true");
+    if upload {
+        current.require_writer()?;
+    }
+    let attachment = load(&state, "Binary", &raw_id).await?;
+    audit.describe(|event| {
+        event.patient(Some(attachment.patient_id)).details(json!({
+            "interface": "fhir",
+            "upload": upload,
+        }))
+    });
+    let mut parameters = Vec::new();
+    if upload {
+        if !attachment.is_pending() {
+            return Err(ApiError::Conflict("The file is already uploaded".into()));
+        }
+        if attachment.multipart.is_some() {
+            return Err(ApiError::Conflict(
+                "A multipart upload gets its part URLs from POST /api/v1/attachments/{id}/upload-parts".into(),
+            ));
+        }
+        let declared = attachment
+            .declared_sha256
+            .clone()
+            .map(shared::domain::Sha256Digest::parse)
+            .transpose()
+            .map_err(ApiError::internal)?;
+        let presigned = state
+            .storage
+            .presign_upload(
+                &attachment.object_key,
+                &attachment.mime_type,
+                attachment.declared_size.map(|s| s as u64),
+                declared.as_ref(),
+            )
+            .await?;
+        parameters.push(json!({ "name": "url", "valueUrl": presigned.url }));
+        parameters.push(json!({ "name": "method", "valueCode": "PUT" }));
+        for (name, value) in presigned.headers {
+            parameters.push(json!({ "name": "header", "valueString": format!("{name}: {value}") }));
+        }
+        parameters.push(json!({
+            "name": "expires",
+            "valueInstant": instant(presigned.expires_at.into()),
+        }));
+    } else {
+        parameters
+            .push(json!({ "name": "url", "valueUrl": download_url(&state, &attachment).await? }));
+    }
+    let mut response =
+        Json(json!({ "resourceType": "Parameters", "parameter": parameters })).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
