@@ -75,8 +75,13 @@ impl Event {
         self
     }
 
+    /// Adds `details` to the event's: object keys are merged (a later value wins), so the
+    /// route's handler and the shared code it calls can each say what they know.
     pub fn details(mut self, details: Value) -> Self {
-        self.details = details;
+        match (&mut self.details, details) {
+            (Value::Object(current), Value::Object(added)) => current.extend(added),
+            (current, added) => *current = added,
+        }
         self
     }
 

@@ -82,7 +82,11 @@ async fn the_capability_statement_says_what_is_served_without_a_token() {
         .iter()
         .map(|i| i["code"].as_str().unwrap())
         .collect();
-    assert_eq!(interactions, ["read", "search-type"]);
+    assert_eq!(
+        interactions,
+        ["read", "search-type", "create", "update", "delete"]
+    );
+    assert_eq!(patient["versioning"], "versioned-update");
     assert_eq!(patient["readHistory"], false);
     for param in patient["searchParam"].as_array().unwrap() {
         assert!(param["definition"]
@@ -110,7 +114,10 @@ async fn the_capability_statement_says_what_is_served_without_a_token() {
     assert_eq!(
         served,
         [
-            ("Patient", vec!["read", "search-type"]),
+            (
+                "Patient",
+                vec!["read", "search-type", "create", "update", "delete"]
+            ),
             ("DocumentReference", vec!["read", "search-type"]),
             ("Binary", vec!["read"]),
         ]
@@ -748,4 +755,162 @@ async fn document_references_are_searched_by_patient_type_and_date() {
         )
         .await;
     outcome(&invalid, 400, "invalid");
+}
+
+#[tokio::test]
+async fn patients_are_created_updated_and_deleted_with_versions() {
+    let app = TestApp::new().await;
+    let clinician = app.clinician().await.token;
+    let fhir_post = |token: &str, body: Value| {
+        ApiRequest::post("/fhir/R4/Patient")
+            .bearer(token)
+            .raw_body("application/fhir+json", &body.to_string())
+    };
+    let new_patient = json!({
+        "resourceType": "Patient",
+        "id": "chosen-by-the-client",
+        "meta": {"versionId": "99"},
+        "name": [{"given": ["Maria", "José"], "family": "García-López"}],
+        "birthDate": "1975-03-04",
+        "telecom": [{"system": "phone", "value": "+34 600 000 000"}],
+        "extension": [{"url": "https://carevault.dev/fhir/StructureDefinition/medical-history", "valueString": "Hypertension."}],
+    });
+    let created = app.call(fhir_post(&clinician, new_patient.clone())).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let resource = created.json();
+    let id = resource["id"].as_str().unwrap().to_owned();
+    assert_ne!(id, "chosen-by-the-client");
+    assert_eq!(resource["meta"]["versionId"], "1");
+    assert_eq!(
+        created.header("location").unwrap(),
+        format!("https://api.carevault.test/fhir/R4/Patient/{id}/_history/1")
+    );
+    assert_eq!(created.header("etag"), Some("W/\"1\""));
+    // The JSON API sees the same record.
+    let json_api = app
+        .call(ApiRequest::get(&format!("/api/v1/patients/{id}")).bearer(&clinician))
+        .await
+        .json();
+    assert_eq!(json_api["name"], "Maria José García-López");
+    assert_eq!(json_api["dob"], "1975-03-04T00:00:00");
+    assert_eq!(json_api["contact_info"], "+34 600 000 000");
+    assert_eq!(json_api["medical_history"], "Hypertension.");
+
+    // Update: the whole resource, its id the URL's, If-Match against the version.
+    let put = |body: Value, if_match: Option<&str>| {
+        let mut request = ApiRequest::put(&format!("/fhir/R4/Patient/{id}"))
+            .bearer(&clinician)
+            .raw_body("application/fhir+json", &body.to_string());
+        if let Some(tag) = if_match {
+            request = request.header("if-match", tag);
+        }
+        app.call(request)
+    };
+    let changed = json!({"resourceType": "Patient", "id": id, "name": [{"text": "Maria García"}], "birthDate": "1975-03-04"});
+    outcome(
+        &put(changed.clone(), Some("W/\"7\"")).await,
+        412,
+        "conflict",
+    );
+    let mut other_id = changed.clone();
+    other_id["id"] = json!(uuid::Uuid::new_v4().to_string());
+    outcome(&put(other_id, None).await, 400, "invalid");
+    let updated = put(changed.clone(), Some("W/\"1\"")).await;
+    assert_eq!(updated.status, 200, "{}", updated.body);
+    assert_eq!(updated.header("etag"), Some("W/\"2\""));
+    let updated = updated.json();
+    assert_eq!(updated["name"][0]["text"], "Maria García");
+    // What the resource left out is cleared.
+    assert!(updated.get("telecom").is_none() && updated.get("extension").is_none());
+    assert_eq!(put(changed.clone(), Some("\"2\"")).await.status, 200);
+
+    // Refusals: a viewer, a wrong resource type, no JSON, no name, a bad birth date.
+    let viewer = app.viewer().await.token;
+    outcome(
+        &app.call(fhir_post(&viewer, new_patient.clone())).await,
+        403,
+        "forbidden",
+    );
+    outcome(
+        &app.call(fhir_post(
+            &clinician,
+            json!({"resourceType": "Observation"}),
+        ))
+        .await,
+        400,
+        "invalid",
+    );
+    outcome(
+        &app.call(
+            ApiRequest::post("/fhir/R4/Patient")
+                .bearer(&clinician)
+                .raw_body("application/fhir+json", "{not json"),
+        )
+        .await,
+        400,
+        "invalid",
+    );
+    outcome(
+        &app.call(fhir_post(&clinician, json!({"resourceType": "Patient"})))
+            .await,
+        422,
+        "business-rule",
+    );
+    outcome(
+        &app.call(fhir_post(
+            &clinician,
+            json!({"resourceType": "Patient", "name": [{"text": "A"}], "birthDate": "1800-01-01"}),
+        ))
+        .await,
+        422,
+        "business-rule",
+    );
+    outcome(
+        &put(json!({"resourceType": "Patient", "id": "nope"}), None)
+            .await
+            .clone(),
+        400,
+        "invalid",
+    );
+
+    // Delete: 204, then gone; If-Match checked first.
+    let delete = |tag: Option<&str>| {
+        let mut request = ApiRequest::delete(&format!("/fhir/R4/Patient/{id}")).bearer(&clinician);
+        if let Some(tag) = tag {
+            request = request.header("if-match", tag);
+        }
+        app.call(request)
+    };
+    outcome(&delete(Some("W/\"1\"")).await, 412, "conflict");
+    assert_eq!(delete(Some("W/\"3\"")).await.status, 204);
+    outcome(
+        &app.call(ApiRequest::get(&format!("/fhir/R4/Patient/{id}")).bearer(&clinician))
+            .await,
+        404,
+        "not-found",
+    );
+    outcome(&delete(None).await, 404, "not-found");
+
+    let actions: Vec<(String, String)> = app
+        .db
+        .client()
+        .await
+        .query(
+            "SELECT action, outcome FROM audit_events WHERE resource_id = $1 AND details->>'interface' = 'fhir' ORDER BY occurred_at, id",
+            &[&uuid::Uuid::parse_str(&id).unwrap()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let count = |action: &str, outcome: &str| {
+        actions
+            .iter()
+            .filter(|(a, o)| a == action && o == outcome)
+            .count()
+    };
+    assert_eq!(count("patient.create", "success"), 1, "{actions:?}");
+    assert_eq!(count("patient.update", "success"), 2, "{actions:?}");
+    assert_eq!(count("patient.delete", "success"), 1, "{actions:?}");
 }

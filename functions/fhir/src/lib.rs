@@ -1,5 +1,6 @@
 //! /fhir/R4: HL7 FHIR R4 (4.0.1), JSON only, over the same data, roles, SQL and audit trail as
-//! the JSON API. This function serves the CapabilityStatement, Patient read and search,
+//! the JSON API. This function serves the CapabilityStatement, Patient read, search, create,
+//! update and delete,
 //! DocumentReference read and search, and Binary (a redirect to the file, `$presigned-url`);
 //! every error leaves as an OperationOutcome.
 
@@ -89,6 +90,13 @@ impl FhirState {
 // The same actions as the JSON API's routes: one audit trail, whichever interface was used.
 const PATIENT: &str = "patient";
 const PATIENT_SEARCH: RouteEvent = RouteEvent::new("patient.search", PATIENT);
+const PATIENT_CREATE: RouteEvent = RouteEvent::new("patient.create", PATIENT);
+const PATIENT_UPDATE: RouteEvent = RouteEvent::new("patient.update", PATIENT)
+    .resource_from("id")
+    .patient_from("id");
+const PATIENT_DELETE: RouteEvent = RouteEvent::new("patient.delete", PATIENT)
+    .resource_from("id")
+    .patient_from("id");
 const PATIENT_READ: RouteEvent = RouteEvent::new("patient.read", PATIENT)
     .resource_from("id")
     .patient_from("id");
@@ -109,11 +117,14 @@ pub fn router(state: FhirState) -> Router {
         .route("/metadata", get(capability::capability_statement))
         .route(
             "/Patient",
-            get(patient::search.layer(trail.on(PATIENT_SEARCH))),
+            get(patient::search.layer(trail.on(PATIENT_SEARCH)))
+                .post(patient::create.layer(trail.on(PATIENT_CREATE))),
         )
         .route(
             "/Patient/{id}",
-            get(patient::read.layer(trail.on(PATIENT_READ))),
+            get(patient::read.layer(trail.on(PATIENT_READ)))
+                .put(patient::update.layer(trail.on(PATIENT_UPDATE)))
+                .delete(patient::delete.layer(trail.on(PATIENT_DELETE))),
         )
         .route(
             "/DocumentReference",

@@ -6,8 +6,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use patients::model::{Patient, PATIENT_COLUMNS};
 use patients::search::{CountMode, Cursor, Filter, Search, Sort};
+use patients::{PatientCreate, PatientUpdate};
 use serde_json::{json, Value};
-use shared::auth::CurrentUser;
+use shared::auth::{CurrentUser, Writer};
 use shared::domain::EmailAddress;
 use shared::trail::Audit;
 use shared::{ApiError, ApiResult};
@@ -93,7 +94,31 @@ fn not_found(raw_id: &str) -> ApiError {
     ApiError::NotFound(format!("Patient/{raw_id} is not known"))
 }
 
-/// `GET /fhir/R4/Patient/{id}`: the resource, with `ETag: W/"<version>"` and `Last-Modified`.
+/// A Patient answer: the resource, `ETag: W/"<version>"`, `Last-Modified`, and for a creation
+/// `Location: [base]/Patient/{id}/_history/{version}`.
+fn answer(patient: &Patient, status: StatusCode, location: Option<&str>) -> Response {
+    let mut response = (status, Json(resource(patient))).into_response();
+    let headers = response.headers_mut();
+    if let Ok(etag) = HeaderValue::from_str(&format!("W/\"{}\"", patient.version)) {
+        headers.insert(header::ETAG, etag);
+    }
+    let modified = patient
+        .updated_at
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    if let Ok(modified) = HeaderValue::from_str(&modified) {
+        headers.insert(header::LAST_MODIFIED, modified);
+    }
+    if let Some(base) = location {
+        let url = format!("{base}/Patient/{}/_history/{}", patient.id, patient.version);
+        if let Ok(url) = HeaderValue::from_str(&url) {
+            headers.insert(header::LOCATION, url);
+        }
+    }
+    response
+}
+
+/// `GET /fhir/R4/Patient/{id}`: the resource, with its version's ETag and Last-Modified.
 pub async fn read(
     State(state): State<FhirState>,
     _current: CurrentUser,
@@ -113,20 +138,162 @@ pub async fn read(
         .query_opt(&statement, &[&id])
         .await?
         .ok_or_else(|| not_found(&raw_id))?;
-    let patient = Patient::from_row(&row);
-    let mut response = Json(resource(&patient)).into_response();
-    let headers = response.headers_mut();
-    if let Ok(etag) = HeaderValue::from_str(&format!("W/\"{}\"", patient.version)) {
-        headers.insert(header::ETAG, etag);
+    Ok(answer(&Patient::from_row(&row), StatusCode::OK, None))
+}
+
+/// A request body as a FHIR Patient: JSON (400 otherwise) of resourceType Patient (400).
+fn patient_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.is_empty() && !content_type.contains("json") {
+        return Err(ApiError::UnsupportedMediaType(
+            "Send the resource as application/fhir+json".into(),
+        ));
     }
-    let modified = patient
-        .updated_at
-        .format("%a, %d %b %Y %H:%M:%S GMT")
-        .to_string();
-    if let Ok(modified) = HeaderValue::from_str(&modified) {
-        headers.insert(header::LAST_MODIFIED, modified);
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("The body is not JSON: {e}")))?;
+    if value["resourceType"] != "Patient" {
+        return Err(ApiError::BadRequest(format!(
+            "Expected a Patient, not {}",
+            value["resourceType"]
+        )));
     }
-    Ok(response)
+    Ok(value)
+}
+
+/// The record's fields a Patient carries: the name (its text, else given and family names),
+/// the birth date, the first telecom's value, the medical-history extension. Client-supplied
+/// `id` and `meta` play no part. Each is checked as the JSON API checks it (422).
+fn fields(patient: &Value) -> Value {
+    let name = &patient["name"][0];
+    let text = name["text"].as_str().map(str::to_owned).or_else(|| {
+        let given: Vec<&str> = name["given"]
+            .as_array()
+            .map(|g| g.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let words: Vec<&str> = given.into_iter().chain(name["family"].as_str()).collect();
+        (!words.is_empty()).then(|| words.join(" "))
+    });
+    let history = patient["extension"].as_array().and_then(|extensions| {
+        extensions
+            .iter()
+            .find(|e| e["url"] == MEDICAL_HISTORY_EXTENSION)
+            .and_then(|e| e["valueString"].as_str())
+    });
+    json!({
+        "name": text,
+        "dob": patient["birthDate"].as_str(),
+        "contact_info": patient["telecom"][0]["value"].as_str(),
+        "medical_history": history,
+    })
+}
+
+/// serde's refusal of a field, as a business rule the resource breaks (422).
+fn rule_broken(error: serde_json::Error) -> ApiError {
+    let text = error.to_string();
+    let field = ["name", "dob", "contact_info", "medical_history"]
+        .into_iter()
+        .find(|f| text.contains(&format!("`{f}`")))
+        .map(|f| match f {
+            "dob" => "birthDate",
+            "contact_info" => "telecom",
+            "medical_history" => "the medical-history extension",
+            other => other,
+        });
+    ApiError::Validation(vec![shared::FieldError::new(
+        &["body", field.unwrap_or("Patient")],
+        text,
+        "value_error",
+    )])
+}
+
+/// `POST /fhir/R4/Patient`: 201 with the created resource and its Location.
+pub async fn create(
+    State(state): State<FhirState>,
+    _writer: Writer,
+    audit: Audit,
+    headers: HeaderMap,
+    uri: Uri,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    audit.describe(|event| event.details(json!({ "interface": "fhir" })));
+    let patient = patient_body(&headers, &body)?;
+    let mut values = fields(&patient);
+    if values["name"].is_null() {
+        // A record without a name cannot be kept; the JSON API's rule.
+        values["name"] = json!("");
+    }
+    let create: PatientCreate = serde_json::from_value(values).map_err(rule_broken)?;
+    let created = patients::insert(&state.auth.pool, &audit, &create).await?;
+    let base = state.base.of(&headers, &uri);
+    Ok(answer(&created, StatusCode::CREATED, Some(&base)))
+}
+
+/// `PUT /fhir/R4/Patient/{id}`: replaces the record's fields (what the resource leaves out is
+/// cleared), with `If-Match: W/"<version>"` checked (412).
+pub async fn update(
+    State(state): State<FhirState>,
+    _writer: Writer,
+    audit: Audit,
+    Path(raw_id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    audit.describe(|event| event.details(json!({ "interface": "fhir" })));
+    let patient = patient_body(&headers, &body)?;
+    if patient["id"].as_str() != Some(raw_id.as_str()) {
+        return Err(ApiError::BadRequest(
+            "The resource's id must be the id in the URL".into(),
+        ));
+    }
+    // updateCreate is false: an id this server did not make names nothing.
+    let id = Uuid::parse_str(&raw_id).map_err(|_| not_found(&raw_id))?;
+    let mut values = fields(&patient);
+    if values["name"].is_null() {
+        values["name"] = json!("");
+    }
+    let change: PatientUpdate = serde_json::from_value(values).map_err(rule_broken)?;
+    let updated = patients::update(
+        &state.auth.pool,
+        &audit,
+        id,
+        change,
+        patients::required_version(&headers),
+    )
+    .await
+    .map_err(|e| match e {
+        ApiError::NotFound(_) => not_found(&raw_id),
+        other => other,
+    })?;
+    Ok(answer(&updated, StatusCode::OK, None))
+}
+
+/// `DELETE /fhir/R4/Patient/{id}`: the record, its attachments and their files (204), with
+/// `If-Match` checked as for an update.
+pub async fn delete(
+    State(state): State<FhirState>,
+    _writer: Writer,
+    audit: Audit,
+    Path(raw_id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    audit.describe(|event| event.details(json!({ "interface": "fhir" })));
+    let id = Uuid::parse_str(&raw_id).map_err(|_| not_found(&raw_id))?;
+    patients::delete(
+        &state.auth.pool,
+        &state.storage,
+        &audit,
+        id,
+        patients::required_version(&headers),
+    )
+    .await
+    .map_err(|e| match e {
+        ApiError::NotFound(_) => not_found(&raw_id),
+        other => other,
+    })?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The search a FHIR query asks for, in the JSON API's terms; unknown parameters are listed

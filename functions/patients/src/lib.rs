@@ -110,7 +110,7 @@ fn modified_meanwhile() -> ApiError {
 
 /// The version `If-Match` requires: None without the header or with `*` (any version).
 /// A header naming no version this record could have fails every comparison (412).
-fn required_version(headers: &HeaderMap) -> Option<i64> {
+pub fn required_version(headers: &HeaderMap) -> Option<i64> {
     let value = headers.get(header::IF_MATCH)?.to_str().unwrap_or("").trim();
     if value == "*" {
         return None;
@@ -122,15 +122,16 @@ fn required_version(headers: &HeaderMap) -> Option<i64> {
     Some(version.unwrap_or(-1))
 }
 
+/// A new patient's fields (the JSON API's body; FHIR's Patient maps to it).
 #[derive(Deserialize)]
-struct PatientCreate {
-    name: PatientName,
+pub struct PatientCreate {
+    pub name: PatientName,
     #[serde(default)]
-    dob: Option<Dob>,
+    pub dob: Option<Dob>,
     #[serde(default)]
-    contact_info: Option<ContactInfo>,
+    pub contact_info: Option<ContactInfo>,
     #[serde(default)]
-    medical_history: Option<MedicalHistory>,
+    pub medical_history: Option<MedicalHistory>,
 }
 
 /// The changed rows of a statement whose CTE `source` returns patients.
@@ -149,6 +150,12 @@ async fn create_patient(
     audit: Audit,
     JsonBody(body): JsonBody<PatientCreate>,
 ) -> ApiResult<Tagged> {
+    Ok(Tagged(insert(&state.auth.pool, &audit, &body).await?))
+}
+
+/// Inserts a patient; the row and its audit event in one statement: both or neither, one
+/// round trip.
+pub async fn insert(pool: &DbPool, audit: &Audit, body: &PatientCreate) -> ApiResult<Patient> {
     let mut params = SqlParams::new();
     let values = [
         params.push(Uuid::new_v4(), Type::UUID),
@@ -164,9 +171,8 @@ async fn create_patient(
         ),
     ]
     .join(", ");
-    // The row and its audit event in one statement: both or neither, one round trip.
     let logged = audit.logged_cte(&mut params, &patient_rows("created"));
-    let client = state.auth.pool.get().await?;
+    let client = pool.get().await?;
     let row = client
         .query_typed_one(
             &format!(
@@ -179,7 +185,7 @@ async fn create_patient(
             &params.typed(),
         )
         .await?;
-    Ok(Tagged(Patient::from_row(&row)))
+    Ok(Patient::from_row(&row))
 }
 
 async fn read_patient(
@@ -203,15 +209,15 @@ async fn read_patient(
 
 /// PUT and PATCH alike: only the fields sent change; `null` clears a nullable field.
 #[derive(Deserialize)]
-struct PatientUpdate {
+pub struct PatientUpdate {
     #[serde(default, deserialize_with = "present")]
-    name: Option<Option<PatientName>>,
+    pub name: Option<Option<PatientName>>,
     #[serde(default, deserialize_with = "present")]
-    dob: Option<Option<Dob>>,
+    pub dob: Option<Option<Dob>>,
     #[serde(default, deserialize_with = "present")]
-    contact_info: Option<Option<ContactInfo>>,
+    pub contact_info: Option<Option<ContactInfo>>,
     #[serde(default, deserialize_with = "present")]
-    medical_history: Option<Option<MedicalHistory>>,
+    pub medical_history: Option<Option<MedicalHistory>>,
 }
 
 async fn update_patient(
@@ -223,6 +229,26 @@ async fn update_patient(
     JsonBody(body): JsonBody<PatientUpdate>,
 ) -> ApiResult<Tagged> {
     let id = parse_uuid("patient_id", &raw_id)?;
+    let patient = update(
+        &state.auth.pool,
+        &audit,
+        id,
+        body,
+        required_version(&headers),
+    )
+    .await?;
+    Ok(Tagged(patient))
+}
+
+/// Changes the fields `body` holds, when the record is at version `expected` (if given): 404
+/// when there is no such patient, 412 when it changed meanwhile.
+pub async fn update(
+    pool: &DbPool,
+    audit: &Audit,
+    id: Uuid,
+    body: PatientUpdate,
+    expected: Option<i64>,
+) -> ApiResult<Patient> {
     let name = match body.name {
         Some(None) => {
             return Err(ApiError::validation(
@@ -265,11 +291,11 @@ async fn update_patient(
             .and_then(|m| m.as_ref().map(|m| m.as_str().to_owned())),
         Type::TEXT,
     );
-    let expected = params.push(required_version(&headers), Type::INT8);
+    let expected = params.push(expected, Type::INT8);
     // The change and its audit event in one statement: the event exists exactly when a row
     // changed (a 404 or a 412 is recorded as a refusal), at no extra round trip.
     let logged = audit.logged_cte(&mut params, &patient_rows("updated"));
-    let client = state.auth.pool.get().await?;
+    let client = pool.get().await?;
     let updated = client
         .query_typed_opt(
             &format!(
@@ -290,7 +316,7 @@ async fn update_patient(
         )
         .await?;
     match updated {
-        Some(row) => Ok(Tagged(Patient::from_row(&row))),
+        Some(row) => Ok(Patient::from_row(&row)),
         None => Err(missing_or_modified(&client, id).await?),
     }
 }
@@ -316,8 +342,27 @@ async fn delete_patient(
     headers: HeaderMap,
 ) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_uuid("patient_id", &raw_id)?;
-    let expected = required_version(&headers);
-    let mut client = state.auth.pool.get().await?;
+    delete(
+        &state.auth.pool,
+        &state.storage,
+        &audit,
+        id,
+        required_version(&headers),
+    )
+    .await?;
+    Ok(Json(json!({ "message": "Patient deleted successfully" })))
+}
+
+/// Deletes a patient with its attachments and their files, when at version `expected` (if
+/// given): 404 when there is no such patient, 412 when it changed meanwhile.
+pub async fn delete(
+    pool: &DbPool,
+    storage: &Storage,
+    audit: &Audit,
+    id: Uuid,
+    expected: Option<i64>,
+) -> ApiResult<()> {
+    let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
     let version: i64 = transaction
         .query_opt(
@@ -362,8 +407,8 @@ async fn delete_patient(
     drop(client);
     // Now, not later; whatever S3 or the database refuses stays queued for the scheduled
     // sweep: the patient is deleted either way.
-    drain_deletions(&state.auth.pool, &state.storage, keys).await;
-    Ok(Json(json!({ "message": "Patient deleted successfully" })))
+    drain_deletions(pool, storage, keys).await;
+    Ok(())
 }
 
 /// A page of a search: its patients, the count as asked, and where the next page starts.
