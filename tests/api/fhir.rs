@@ -120,6 +120,7 @@ async fn the_capability_statement_says_what_is_served_without_a_token() {
             ),
             ("DocumentReference", vec!["read", "search-type"]),
             ("Binary", vec!["read"]),
+            ("AuditEvent", vec!["read", "search-type"]),
         ]
     );
     assert_eq!(
@@ -913,4 +914,131 @@ async fn patients_are_created_updated_and_deleted_with_versions() {
     assert_eq!(count("patient.create", "success"), 1, "{actions:?}");
     assert_eq!(count("patient.update", "success"), 2, "{actions:?}");
     assert_eq!(count("patient.delete", "success"), 1, "{actions:?}");
+}
+
+#[tokio::test]
+async fn superusers_read_the_trail_as_audit_events() {
+    let app = TestApp::new().await;
+    let clinician = app.clinician().await;
+    let id = patient(&app, &clinician.token, json!({"name": "Audited Person"})).await;
+    app.call(
+        ApiRequest::get(&format!("/api/v1/patients/{id}"))
+            .bearer(&clinician.token)
+            .source_ip("203.0.113.9"),
+    )
+    .await;
+    let viewer = app.viewer().await.token;
+    // A refusal: a viewer may not delete.
+    app.call(ApiRequest::delete(&format!("/api/v1/patients/{id}")).bearer(&viewer))
+        .await;
+    outcome(
+        &app.call(ApiRequest::get("/fhir/R4/AuditEvent").bearer(&viewer))
+            .await,
+        403,
+        "forbidden",
+    );
+
+    let admin = app.superuser_token().await;
+    let search = |query: &[(&str, &str)]| {
+        let mut request = ApiRequest::get("/fhir/R4/AuditEvent").bearer(&admin);
+        for (k, v) in query {
+            request = request.query(k, v);
+        }
+        app.call(request)
+    };
+    let reads = search(&[("patient", &id), ("action", "R")]).await;
+    assert_eq!(reads.status, 200, "{}", reads.body);
+    let bundle = reads.json();
+    let entries = bundle["entry"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{bundle}");
+    let event = &entries[0]["resource"];
+    assert_eq!(event["resourceType"], "AuditEvent");
+    assert_eq!(event["type"]["code"], "rest");
+    assert_eq!(
+        event["subtype"][0],
+        json!({"system": "http://hl7.org/fhir/restful-interaction", "code": "read"})
+    );
+    assert_eq!(event["subtype"][1]["code"], "patient.read");
+    assert_eq!(event["action"], "R");
+    assert_eq!(event["outcome"], "0");
+    assert_eq!(
+        event["agent"][0]["who"]["identifier"]["value"],
+        clinician.id
+    );
+    assert_eq!(event["agent"][0]["requestor"], true);
+    assert_eq!(event["agent"][0]["network"]["address"], "203.0.113.9");
+    assert_eq!(event["source"]["observer"]["display"], "CareVault");
+    assert_eq!(
+        event["entity"][0]["what"]["reference"],
+        format!("Patient/{id}")
+    );
+    assert!(event["recorded"].as_str().unwrap().ends_with('Z'));
+
+    let created = search(&[("patient", &format!("Patient/{id}")), ("action", "C")])
+        .await
+        .json();
+    assert_eq!(created["entry"].as_array().unwrap().len(), 1);
+    assert_eq!(created["entry"][0]["resource"]["action"], "C");
+    let refused = search(&[("patient", &id), ("outcome", "4")]).await.json();
+    assert_eq!(refused["entry"].as_array().unwrap().len(), 1);
+    assert_eq!(refused["entry"][0]["resource"]["outcomeDesc"], "denied");
+    assert_eq!(refused["entry"][0]["resource"]["action"], "D");
+    let by_agent = search(&[("agent", &clinician.id), ("patient", &id)])
+        .await
+        .json();
+    assert_eq!(by_agent["entry"].as_array().unwrap().len(), 2);
+    let today = chrono::Utc::now().date_naive().to_string();
+    assert_eq!(
+        search(&[("patient", &id), ("date", &today)]).await.json()["entry"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert!(search(&[("patient", &id), ("date", &format!("lt{today}"))])
+        .await
+        .json()
+        .get("entry")
+        .is_none());
+    outcome(&search(&[("action", "X")]).await, 400, "invalid");
+
+    // Read one; reading the trail is itself on the trail.
+    let event_id = event["id"].as_str().unwrap();
+    let one = app
+        .call(ApiRequest::get(&format!("/fhir/R4/AuditEvent/{event_id}")).bearer(&admin))
+        .await;
+    assert_eq!(one.status, 200, "{}", one.body);
+    assert_eq!(one.json()["id"], event_id);
+    outcome(
+        &app.call(
+            ApiRequest::get(&format!("/fhir/R4/AuditEvent/{}", uuid::Uuid::new_v4()))
+                .bearer(&admin),
+        )
+        .await,
+        404,
+        "not-found",
+    );
+    let audited = app
+        .db
+        .number("SELECT count(*) FROM audit_events WHERE action = 'audit.read' AND details->>'interface' = 'fhir'")
+        .await;
+    assert!(audited >= 8, "{audited}");
+    // Paging through next links.
+    let first = search(&[("patient", &id), ("_count", "1")]).await.json();
+    let next = first["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .unwrap();
+    let query = form_pairs(next["url"].as_str().unwrap().split_once('?').unwrap().1);
+    let mut request = ApiRequest::get("/fhir/R4/AuditEvent").bearer(&admin);
+    for (k, v) in &query {
+        request = request.query(k, v);
+    }
+    let second = app.call(request).await.json();
+    assert_ne!(
+        second["entry"][0]["resource"]["id"],
+        first["entry"][0]["resource"]["id"]
+    );
 }

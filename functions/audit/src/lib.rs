@@ -52,25 +52,48 @@ pub fn router(state: AuditState) -> Router {
         .with_state(state)
 }
 
+/// An event of the trail as stored (the JSON API answers it as is; FHIR maps it).
 #[derive(Debug, Serialize)]
 pub struct AuditEventOut {
-    id: Uuid,
-    occurred_at: DateTime<Utc>,
-    actor_id: Option<Uuid>,
-    actor_email: Option<String>,
-    action: String,
-    outcome: String,
-    resource_type: String,
-    resource_id: Option<Uuid>,
-    patient_id: Option<Uuid>,
-    request_id: Option<String>,
-    source_ip: Option<String>,
-    user_agent: Option<String>,
-    details: Value,
+    pub id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub actor_id: Option<Uuid>,
+    pub actor_email: Option<String>,
+    pub action: String,
+    pub outcome: String,
+    pub resource_type: String,
+    pub resource_id: Option<Uuid>,
+    pub patient_id: Option<Uuid>,
+    pub request_id: Option<String>,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub details: Value,
 }
 
-const COLUMNS: &str = "id, occurred_at, actor_id, actor_email, action, outcome, resource_type, \
+/// The columns `AuditEventOut::from_row` reads, in order.
+pub const COLUMNS: &str =
+    "id, occurred_at, actor_id, actor_email, action, outcome, resource_type, \
     resource_id, patient_id, request_id, source_ip, user_agent, details";
+
+impl AuditEventOut {
+    pub fn from_row(r: &tokio_postgres::Row) -> Self {
+        Self {
+            id: r.get(0),
+            occurred_at: r.get(1),
+            actor_id: r.get(2),
+            actor_email: r.get(3),
+            action: r.get(4),
+            outcome: r.get(5),
+            resource_type: r.get(6),
+            resource_id: r.get(7),
+            patient_id: r.get(8),
+            request_id: r.get(9),
+            source_ip: r.get(10),
+            user_agent: r.get(11),
+            details: r.get(12),
+        }
+    }
+}
 
 #[derive(Debug, Default, Deserialize)]
 struct Filters {
@@ -91,12 +114,12 @@ struct Page {
 }
 
 /// The position after the last event of a page: its time (microseconds) and id, opaque to clients.
-fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
+pub fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(format!("{}|{id}", at.timestamp_micros()))
 }
 
-fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
+pub fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(raw.trim())
         .ok()?;
@@ -210,24 +233,7 @@ async fn list_events(
     );
     let client = state.auth.pool.get().await?;
     let rows = client.query_typed(&sql, &params.typed()).await?;
-    let mut data: Vec<AuditEventOut> = rows
-        .iter()
-        .map(|r| AuditEventOut {
-            id: r.get(0),
-            occurred_at: r.get(1),
-            actor_id: r.get(2),
-            actor_email: r.get(3),
-            action: r.get(4),
-            outcome: r.get(5),
-            resource_type: r.get(6),
-            resource_id: r.get(7),
-            patient_id: r.get(8),
-            request_id: r.get(9),
-            source_ip: r.get(10),
-            user_agent: r.get(11),
-            details: r.get(12),
-        })
-        .collect();
+    let mut data: Vec<AuditEventOut> = rows.iter().map(AuditEventOut::from_row).collect();
     let next_cursor = if data.len() as i64 > limit {
         data.truncate(limit as usize);
         data.last().map(|e| encode_cursor(e.occurred_at, e.id))

@@ -98,6 +98,20 @@ pub async fn capability_statement(
                     "definition": BINARY_PRESIGNED_URL,
                     "documentation": "GET [base]/Binary/{id}/$presigned-url: a Parameters resource with url (the download URL). With upload=true (clinicians and superusers, a pending single upload): url, method PUT, one header per header the signature covers (name: value), and expires.",
                 }],
+            }, {
+                "type": "AuditEvent",
+                "profile": "http://hl7.org/fhir/StructureDefinition/AuditEvent",
+                "documentation": "The audit trail following IHE BALP, superusers only (reading it is audited): type rest, subtype the RESTful interaction and CareVault's action, action C/R/U/D/E, recorded, outcome 0 or 4 with outcomeDesc, agent (the user as an identifier, requestor, network address), source.observer, entity for the patient and the resource. Newest first; no total (the trail grows by the second).",
+                "interaction": [{ "code": "read" }, { "code": "search-type" }],
+                "versioning": "no-version",
+                "readHistory": false,
+                "searchParam": [
+                    search_param("patient", "reference", "http://hl7.org/fhir/SearchParameter/clinical-patient", "123, Patient/123 or an absolute URL; commas: any of them."),
+                    search_param("date", "date", "http://hl7.org/fhir/SearchParameter/AuditEvent-date", "When it was recorded, with the prefixes eq, ne, gt, lt, ge, le and partial dates (UTC days)."),
+                    search_param("agent", "reference", "http://hl7.org/fhir/SearchParameter/AuditEvent-agent", "The user id (optionally system|id); commas: any of them."),
+                    search_param("action", "token", "http://hl7.org/fhir/SearchParameter/AuditEvent-action", "C, R, U, D or E; commas: any of them."),
+                    search_param("outcome", "token", "http://hl7.org/fhir/SearchParameter/AuditEvent-outcome", "0 (success) or 4 (refused: denied, not found, invalid); commas: any of them."),
+                ],
             }],
         }],
     }))

@@ -1,9 +1,11 @@
 //! /fhir/R4: HL7 FHIR R4 (4.0.1), JSON only, over the same data, roles, SQL and audit trail as
 //! the JSON API. This function serves the CapabilityStatement, Patient read, search, create,
 //! update and delete,
-//! DocumentReference read and search, and Binary (a redirect to the file, `$presigned-url`);
+//! DocumentReference read and search, Binary (a redirect to the file, `$presigned-url`) and
+//! AuditEvent read and search for superusers;
 //! every error leaves as an OperationOutcome.
 
+mod audit_event;
 mod capability;
 mod document;
 mod outcome;
@@ -100,6 +102,10 @@ const PATIENT_DELETE: RouteEvent = RouteEvent::new("patient.delete", PATIENT)
 const PATIENT_READ: RouteEvent = RouteEvent::new("patient.read", PATIENT)
     .resource_from("id")
     .patient_from("id");
+// Reading the trail is recorded as the JSON API records it.
+const AUDIT_READ: RouteEvent = RouteEvent::new("audit.read", "audit_event");
+const AUDIT_EVENT_READ: RouteEvent =
+    RouteEvent::new("audit.read", "audit_event").resource_from("id");
 const ATTACHMENT: &str = "attachment";
 const ATTACHMENT_LIST: RouteEvent = RouteEvent::new("attachment.list", ATTACHMENT);
 const ATTACHMENT_READ: RouteEvent =
@@ -125,6 +131,14 @@ pub fn router(state: FhirState) -> Router {
             get(patient::read.layer(trail.on(PATIENT_READ)))
                 .put(patient::update.layer(trail.on(PATIENT_UPDATE)))
                 .delete(patient::delete.layer(trail.on(PATIENT_DELETE))),
+        )
+        .route(
+            "/AuditEvent",
+            get(audit_event::search.layer(trail.on(AUDIT_READ))),
+        )
+        .route(
+            "/AuditEvent/{id}",
+            get(audit_event::read.layer(trail.on(AUDIT_EVENT_READ))),
         )
         .route(
             "/DocumentReference",

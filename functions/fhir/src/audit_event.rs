@@ -1,0 +1,326 @@
+//! AuditEvent (read, search; superusers only): the audit trail as FHIR R4 AuditEvents, following
+//! IHE Basic Audit Log Patterns (BALP): a RESTful interaction, its outcome, the user who asked
+//! and from where, the patient and the resource it touched. Reading them is itself audited.
+
+use audit::{AuditEventOut, COLUMNS};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use shared::auth::Superuser;
+use shared::db::SqlParams;
+use shared::trail::Audit;
+use shared::{ApiError, ApiResult};
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+use crate::patient::{DEFAULT_COUNT, MAX_COUNT};
+use crate::query::{self, Prefix};
+use crate::{FhirState, PublicBase};
+
+/// The identifier system of CareVault's user ids (users are not FHIR resources here).
+pub const USER_ID_SYSTEM: &str = "https://carevault.dev/fhir/sid/user-id";
+/// The code system of CareVault's own action names (`patient.read`, `auth.login`...).
+pub const ACTION_SYSTEM: &str = "https://carevault.dev/fhir/CodeSystem/audit-action";
+
+/// FHIR's RESTful interaction and C/R/U/D/E action of one of our actions.
+fn interaction(action: &str) -> (Option<&'static str>, &'static str) {
+    match action.rsplit('.').next().unwrap_or("") {
+        "create" => (Some("create"), "C"),
+        "read" => (Some("read"), "R"),
+        "search" | "list" => (Some("search-type"), "R"),
+        "download" | "presigned_url" => (None, "R"),
+        "update" => (Some("update"), "U"),
+        "delete" => (Some("delete"), "D"),
+        _ => (None, "E"),
+    }
+}
+
+/// The SQL condition for a C/R/U/D/E action code over the `action` column.
+fn action_condition(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "C" => "action LIKE '%.create'",
+        "R" => "(action LIKE '%.read' OR action LIKE '%.search' OR action LIKE '%.list' OR action LIKE '%.download' OR action LIKE '%.presigned_url')",
+        "U" => "action LIKE '%.update'",
+        "D" => "action LIKE '%.delete'",
+        "E" => "NOT (action LIKE '%.create' OR action LIKE '%.read' OR action LIKE '%.search' OR action LIKE '%.list' OR action LIKE '%.download' OR action LIKE '%.presigned_url' OR action LIKE '%.update' OR action LIKE '%.delete')",
+        _ => return None,
+    })
+}
+
+/// The FHIR type a resource of the trail is, when it is one.
+fn fhir_type(resource_type: &str) -> Option<&'static str> {
+    match resource_type {
+        "patient" => Some("Patient"),
+        "attachment" => Some("DocumentReference"),
+        "audit_event" => Some("AuditEvent"),
+        _ => None,
+    }
+}
+
+pub fn resource(event: &AuditEventOut) -> Value {
+    let (rest, action) = interaction(&event.action);
+    let mut subtype = vec![json!({ "system": ACTION_SYSTEM, "code": event.action })];
+    if let Some(rest) = rest {
+        subtype.insert(
+            0,
+            json!({ "system": "http://hl7.org/fhir/restful-interaction", "code": rest }),
+        );
+    }
+    let mut agent = json!({
+        "type": { "coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+            "code": "IRCP", "display": "information recipient",
+        }]},
+        "requestor": true,
+    });
+    match event.actor_id {
+        Some(id) => {
+            agent["who"] = json!({
+                "identifier": { "system": USER_ID_SYSTEM, "value": id },
+                "display": event.actor_email,
+            })
+        }
+        // A request without a valid token: who it was is not known.
+        None => {
+            agent["who"] = json!({ "display": event.actor_email.as_deref().unwrap_or("unauthenticated or system") })
+        }
+    }
+    if let Some(address) = &event.source_ip {
+        agent["network"] = json!({ "address": address, "type": "2" });
+    }
+    let mut entities = Vec::new();
+    if let Some(patient) = event.patient_id {
+        entities.push(json!({
+            "what": { "reference": format!("Patient/{patient}") },
+            "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1", "display": "Person" },
+            "role": { "system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1", "display": "Patient" },
+        }));
+    }
+    if let Some(id) = event.resource_id {
+        let what = match fhir_type(&event.resource_type) {
+            Some(kind) => json!({ "reference": format!("{kind}/{id}") }),
+            None => {
+                json!({ "identifier": { "system": format!("https://carevault.dev/fhir/sid/{}-id", event.resource_type), "value": id } })
+            }
+        };
+        if event.patient_id != Some(id) {
+            entities.push(json!({
+                "what": what,
+                "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "System Object" },
+            }));
+        }
+    }
+    let mut resource = json!({
+        "resourceType": "AuditEvent",
+        "id": event.id,
+        "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "RESTful Operation" },
+        "subtype": subtype,
+        "action": action,
+        "recorded": event.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "outcome": if event.outcome == "success" { "0" } else { "4" },
+        "outcomeDesc": event.outcome,
+        "agent": [agent],
+        "source": {
+            "observer": { "display": "CareVault" },
+            "type": [{ "system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4", "display": "Application Server" }],
+        },
+    });
+    if !entities.is_empty() {
+        resource["entity"] = Value::Array(entities);
+    }
+    resource
+}
+
+fn not_found(raw_id: &str) -> ApiError {
+    ApiError::NotFound(format!("AuditEvent/{raw_id} is not known"))
+}
+
+/// `GET /fhir/R4/AuditEvent/{id}`.
+pub async fn read(
+    State(state): State<FhirState>,
+    _superuser: Superuser,
+    audit: Audit,
+    Path(raw_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    audit.describe(|event| event.details(json!({ "interface": "fhir" })));
+    let id = Uuid::parse_str(&raw_id).map_err(|_| not_found(&raw_id))?;
+    let row = state
+        .auth
+        .pool
+        .get()
+        .await?
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM audit_events WHERE id = $1"),
+            &[&id],
+        )
+        .await?
+        .ok_or_else(|| not_found(&raw_id))?;
+    let event = AuditEventOut::from_row(&row);
+    audit.describe(|e| e.patient(event.patient_id));
+    Ok(Json(resource(&event)))
+}
+
+/// `GET /fhir/R4/AuditEvent?...`: by `patient`, `date`, `agent`, `action`, `outcome`, newest
+/// first, paged by cursor.
+pub async fn search(
+    State(state): State<FhirState>,
+    _superuser: Superuser,
+    audit: Audit,
+    headers: HeaderMap,
+    uri: Uri,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let params = query::params(raw.as_deref());
+    let mut sql = SqlParams::new();
+    let mut clauses: Vec<String> = Vec::new();
+    let mut unknown = Vec::new();
+    let mut limit = DEFAULT_COUNT;
+    let bad = ApiError::BadRequest;
+    for param in &params {
+        let value = param.value.trim();
+        let any_of = |parse: &dyn Fn(&str) -> Option<String>| -> Result<String, ApiError> {
+            let each: Option<Vec<String>> = value.split(',').map(|v| parse(v.trim())).collect();
+            each.map(|c| format!("({})", c.join(" OR ")))
+                .ok_or_else(|| bad(format!("{}={value:?} is not understood", param.name)))
+        };
+        match (param.name.as_str(), param.modifier.as_deref()) {
+            ("patient", None) => {
+                let ids: Vec<Uuid> = value
+                    .split(',')
+                    .map(|r| {
+                        Uuid::parse_str(r.trim().rsplit('/').next().unwrap_or(""))
+                            .unwrap_or(Uuid::nil())
+                    })
+                    .collect();
+                clauses.push(format!(
+                    "patient_id = ANY({})",
+                    sql.push(ids, Type::UUID_ARRAY)
+                ));
+            }
+            ("agent", None) => {
+                // A user id, with or without its system (`system|id`).
+                let ids: Vec<Uuid> = value
+                    .split(',')
+                    .map(|r| {
+                        Uuid::parse_str(r.trim().rsplit(['|', '/']).next().unwrap_or(""))
+                            .unwrap_or(Uuid::nil())
+                    })
+                    .collect();
+                clauses.push(format!(
+                    "actor_id = ANY({})",
+                    sql.push(ids, Type::UUID_ARRAY)
+                ));
+            }
+            ("action", None) => {
+                clauses.push(any_of(&|code| action_condition(code).map(str::to_owned))?)
+            }
+            ("outcome", None) => clauses.push(any_of(&|code| match code {
+                "0" => Some("outcome = 'success'".to_owned()),
+                "4" => Some("outcome <> 'success'".to_owned()),
+                // Serious and major failures (server errors) are logged, not audited.
+                "8" | "12" => Some("false".to_owned()),
+                _ => None,
+            })?),
+            ("date", None) => {
+                let date = query::date_value(value).map_err(bad)?;
+                let (from, to) = date.bounds();
+                let midnight = |d: chrono::NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+                let from = from
+                    .and_then(midnight)
+                    .map(|at| sql.push(at, Type::TIMESTAMPTZ));
+                let until = to
+                    .and_then(|d| d.succ_opt())
+                    .and_then(midnight)
+                    .map(|at| sql.push(at, Type::TIMESTAMPTZ));
+                match (date.prefix, from, until) {
+                    (Prefix::Ne, Some(from), Some(until)) => {
+                        clauses.push(format!("(occurred_at < {from} OR occurred_at >= {until})"))
+                    }
+                    (_, from, until) => {
+                        clauses.extend(from.map(|f| format!("occurred_at >= {f}")));
+                        clauses.extend(until.map(|u| format!("occurred_at < {u}")));
+                    }
+                }
+            }
+            ("_count", None) => {
+                limit = value
+                    .parse::<i64>()
+                    .map_err(|_| bad(format!("_count must be a number, not {value:?}")))?
+                    .clamp(1, MAX_COUNT)
+            }
+            ("_cursor", None) => {
+                let (at, id) = audit::decode_cursor(value).ok_or_else(|| {
+                    bad(
+                        "_cursor is not a cursor of this search (follow the Bundle's next link)"
+                            .into(),
+                    )
+                })?;
+                clauses.push(format!(
+                    "(occurred_at, id) < ({}, {})",
+                    sql.push(at, Type::TIMESTAMPTZ),
+                    sql.push(id, Type::UUID)
+                ));
+            }
+            ("_format", None) if value.contains("json") => {}
+            (name, modifier) => unknown.push(match modifier {
+                Some(m) => format!("{name}:{m}"),
+                None => name.to_owned(),
+            }),
+        }
+    }
+    if !unknown.is_empty() && crate::patient::strict(&headers) {
+        return Err(bad(format!(
+            "Unknown search parameters: {}",
+            unknown.join(", ")
+        )));
+    }
+    let filter: String = clauses.iter().map(|c| format!(" AND {c}")).collect();
+    let wanted = sql.push(limit + 1, Type::INT8);
+    let rows = state
+        .auth
+        .pool
+        .get()
+        .await?
+        .query_typed(
+            &format!(
+                "SELECT {COLUMNS} FROM audit_events WHERE true{filter}
+                 ORDER BY occurred_at DESC, id DESC LIMIT {wanted}"
+            ),
+            &sql.typed(),
+        )
+        .await?;
+    let mut events: Vec<AuditEventOut> = rows.iter().map(AuditEventOut::from_row).collect();
+    let next = if events.len() as i64 > limit {
+        events.truncate(limit as usize);
+        events
+            .last()
+            .map(|e| audit::encode_cursor(e.occurred_at, e.id))
+    } else {
+        None
+    };
+    audit.describe(|event| event.details(json!({ "interface": "fhir", "events": events.len() })));
+    let base = PublicBase::of(&state.base, &headers, &uri);
+    let entries = events
+        .iter()
+        .map(|e| {
+            json!({
+                "fullUrl": format!("{base}/AuditEvent/{}", e.id),
+                "resource": resource(e),
+                "search": { "mode": "match" },
+            })
+        })
+        .collect();
+    // The trail grows by the second: counting it for every page is not worth its cost.
+    Ok(Json(crate::patient::bundle(
+        &base,
+        "AuditEvent",
+        &params,
+        &unknown,
+        next.as_deref(),
+        None,
+        entries,
+    ))
+    .into_response())
+}
