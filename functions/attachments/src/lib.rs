@@ -59,12 +59,12 @@ impl AttachmentsState {
 
 const ATTACHMENT: &str = "attachment";
 const ATTACHMENT_CREATE: RouteEvent = RouteEvent::new("attachment.create", ATTACHMENT);
-const ATTACHMENT_LIST: RouteEvent = RouteEvent::new("attachment.list", ATTACHMENT);
+pub const ATTACHMENT_LIST: RouteEvent = RouteEvent::new("attachment.list", ATTACHMENT);
 const PATIENT_ATTACHMENT_LIST: RouteEvent =
     RouteEvent::new("attachment.list", ATTACHMENT).patient_from("id");
-const ATTACHMENT_READ: RouteEvent =
+pub const ATTACHMENT_READ: RouteEvent =
     RouteEvent::new("attachment.read", ATTACHMENT).resource_from("id");
-const ATTACHMENT_DOWNLOAD: RouteEvent =
+pub const ATTACHMENT_DOWNLOAD: RouteEvent =
     RouteEvent::new("attachment.download", ATTACHMENT).resource_from("id");
 const ATTACHMENT_DELETE: RouteEvent =
     RouteEvent::new("attachment.delete", ATTACHMENT).resource_from("id");

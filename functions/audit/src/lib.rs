@@ -41,7 +41,8 @@ impl AuditState {
     }
 }
 
-const AUDIT_READ: RouteEvent = RouteEvent::new("audit.read", "audit_event");
+/// Reading the trail, through either interface.
+pub const AUDIT_READ: RouteEvent = RouteEvent::new("audit.read", "audit_event");
 
 pub fn router(state: AuditState) -> Router {
     Router::new()

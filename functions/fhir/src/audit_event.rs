@@ -15,8 +15,7 @@ use shared::{ApiError, ApiResult};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use crate::patient::{DEFAULT_COUNT, MAX_COUNT};
-use crate::query::{self, Prefix};
+use crate::query::{self, Common, Prefix};
 use crate::{FhirState, PublicBase};
 
 /// The identifier system of CareVault's user ids (users are not FHIR resources here).
@@ -175,10 +174,12 @@ pub async fn search(
     let params = query::params(raw.as_deref());
     let mut sql = SqlParams::new();
     let mut clauses: Vec<String> = Vec::new();
-    let mut unknown = Vec::new();
-    let mut limit = DEFAULT_COUNT;
+    let mut common = Common::new();
     let bad = ApiError::BadRequest;
     for param in &params {
+        if common.take(param)? {
+            continue;
+        }
         let value = param.value.trim();
         let any_of = |parse: &dyn Fn(&str) -> Option<String>| -> Result<String, ApiError> {
             let each: Option<Vec<String>> = value.split(',').map(|v| parse(v.trim())).collect();
@@ -244,38 +245,19 @@ pub async fn search(
                     }
                 }
             }
-            ("_count", None) => {
-                limit = value
-                    .parse::<i64>()
-                    .map_err(|_| bad(format!("_count must be a number, not {value:?}")))?
-                    .clamp(1, MAX_COUNT)
-            }
-            ("_cursor", None) => {
-                let (at, id) = audit::decode_cursor(value).ok_or_else(|| {
-                    bad(
-                        "_cursor is not a cursor of this search (follow the Bundle's next link)"
-                            .into(),
-                    )
-                })?;
-                clauses.push(format!(
-                    "(occurred_at, id) < ({}, {})",
-                    sql.push(at, Type::TIMESTAMPTZ),
-                    sql.push(id, Type::UUID)
-                ));
-            }
-            ("_format", None) if value.contains("json") => {}
-            (name, modifier) => unknown.push(match modifier {
-                Some(m) => format!("{name}:{m}"),
-                None => name.to_owned(),
-            }),
+            _ => common.unknown(param),
         }
     }
-    if !unknown.is_empty() && crate::patient::strict(&headers) {
-        return Err(bad(format!(
-            "Unknown search parameters: {}",
-            unknown.join(", ")
-        )));
+    common.check(&headers)?;
+    if let Some(raw) = &common.cursor {
+        let (at, id) = audit::decode_cursor(raw).ok_or_else(query::bad_cursor)?;
+        clauses.push(format!(
+            "(occurred_at, id) < ({}, {})",
+            sql.push(at, Type::TIMESTAMPTZ),
+            sql.push(id, Type::UUID)
+        ));
     }
+    let limit = common.count;
     let filter: String = clauses.iter().map(|c| format!(" AND {c}")).collect();
     let wanted = sql.push(limit + 1, Type::INT8);
     let rows = state
@@ -317,7 +299,7 @@ pub async fn search(
         &base,
         "AuditEvent",
         &params,
-        &unknown,
+        &common.unknown,
         next.as_deref(),
         None,
         entries,

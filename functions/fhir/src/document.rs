@@ -14,8 +14,7 @@ use shared::{ApiError, ApiResult};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use crate::patient::{DEFAULT_COUNT, MAX_COUNT};
-use crate::query::{self, Prefix};
+use crate::query::{self, Common, Prefix, Total};
 use crate::{FhirState, PublicBase};
 
 fn instant(at: chrono::DateTime<chrono::Utc>) -> String {
@@ -176,11 +175,11 @@ pub async fn search(
 ) -> ApiResult<Response> {
     let params = query::params(raw.as_deref());
     let mut filters = Filters::default();
-    let mut unknown = Vec::new();
-    let mut limit = DEFAULT_COUNT;
-    let mut with_total = true;
-    let mut cursor = None;
+    let mut common = Common::new();
     for param in &params {
+        if common.take(param)? {
+            continue;
+        }
         let value = param.value.trim();
         match (param.name.as_str(), param.modifier.as_deref()) {
             ("patient" | "subject", None) => {
@@ -214,46 +213,15 @@ pub async fn search(
                     outside: date.prefix == Prefix::Ne,
                 });
             }
-            ("_count", None) => {
-                limit = value
-                    .parse::<i64>()
-                    .map_err(|_| {
-                        ApiError::BadRequest(format!("_count must be a number, not {value:?}"))
-                    })?
-                    .clamp(1, MAX_COUNT)
-            }
-            ("_total", None) => {
-                with_total = match value {
-                    "none" => false,
-                    "accurate" | "estimate" => true,
-                    other => {
-                        return Err(ApiError::BadRequest(format!(
-                            "_total takes none, estimate or accurate, not {other:?}"
-                        )))
-                    }
-                }
-            }
-            ("_cursor", None) => {
-                cursor = Some(parse_cursor(value).ok_or_else(|| {
-                    ApiError::BadRequest(
-                        "_cursor is not a cursor of this search (follow the Bundle's next link)"
-                            .into(),
-                    )
-                })?)
-            }
-            ("_format", None) if value.contains("json") => {}
-            (name, modifier) => unknown.push(match modifier {
-                Some(m) => format!("{name}:{m}"),
-                None => name.to_owned(),
-            }),
+            _ => common.unknown(param),
         }
     }
-    if !unknown.is_empty() && crate::patient::strict(&headers) {
-        return Err(ApiError::BadRequest(format!(
-            "Unknown search parameters: {}",
-            unknown.join(", ")
-        )));
-    }
+    common.check(&headers)?;
+    let cursor = match &common.cursor {
+        Some(raw) => Some(parse_cursor(raw).ok_or_else(query::bad_cursor)?),
+        None => None,
+    };
+    let limit = common.count;
     let mut page = SqlParams::new();
     let mut filter = filters.sql(&mut page);
     if let Some((at, id)) = cursor {
@@ -276,7 +244,7 @@ pub async fn search(
             &page.typed(),
         )
         .await?;
-    let total: Option<i64> = if with_total {
+    let total: Option<i64> = if common.total != Total::None {
         Some(
             client
                 .query_typed_one(
@@ -325,7 +293,7 @@ pub async fn search(
         &base,
         "DocumentReference",
         &params,
-        &unknown,
+        &common.unknown,
         next.as_deref(),
         total,
         entries,

@@ -90,30 +90,12 @@ impl FhirState {
 }
 
 // The same actions as the JSON API's routes: one audit trail, whichever interface was used.
-const PATIENT: &str = "patient";
-const PATIENT_SEARCH: RouteEvent = RouteEvent::new("patient.search", PATIENT);
-const PATIENT_CREATE: RouteEvent = RouteEvent::new("patient.create", PATIENT);
-const PATIENT_UPDATE: RouteEvent = RouteEvent::new("patient.update", PATIENT)
-    .resource_from("id")
-    .patient_from("id");
-const PATIENT_DELETE: RouteEvent = RouteEvent::new("patient.delete", PATIENT)
-    .resource_from("id")
-    .patient_from("id");
-const PATIENT_READ: RouteEvent = RouteEvent::new("patient.read", PATIENT)
-    .resource_from("id")
-    .patient_from("id");
-// Reading the trail is recorded as the JSON API records it.
-const AUDIT_READ: RouteEvent = RouteEvent::new("audit.read", "audit_event");
-const AUDIT_EVENT_READ: RouteEvent =
-    RouteEvent::new("audit.read", "audit_event").resource_from("id");
-const ATTACHMENT: &str = "attachment";
-const ATTACHMENT_LIST: RouteEvent = RouteEvent::new("attachment.list", ATTACHMENT);
-const ATTACHMENT_READ: RouteEvent =
-    RouteEvent::new("attachment.read", ATTACHMENT).resource_from("id");
-const ATTACHMENT_DOWNLOAD: RouteEvent =
-    RouteEvent::new("attachment.download", ATTACHMENT).resource_from("id");
+use attachments::{ATTACHMENT_DOWNLOAD, ATTACHMENT_LIST, ATTACHMENT_READ};
+use audit::AUDIT_READ;
+use patients::{PATIENT_CREATE, PATIENT_DELETE, PATIENT_READ, PATIENT_SEARCH, PATIENT_UPDATE};
+const AUDIT_EVENT_READ: RouteEvent = AUDIT_READ.resource_from("id");
 const ATTACHMENT_URL: RouteEvent =
-    RouteEvent::new("attachment.presigned_url", ATTACHMENT).resource_from("id");
+    RouteEvent::new("attachment.presigned_url", "attachment").resource_from("id");
 
 /// Everything under /fhir/R4, nested as one service so that its own fallbacks (an unknown
 /// resource type, a method not allowed) answer OperationOutcomes too, not the JSON API's 404.

@@ -4,7 +4,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use patients::model::{Patient, PATIENT_COLUMNS};
+use patients::model::Patient;
 use patients::search::{CountMode, Cursor, Filter, Search, Sort};
 use patients::{PatientCreate, PatientUpdate};
 use serde_json::{json, Value};
@@ -14,16 +14,13 @@ use shared::trail::Audit;
 use shared::{ApiError, ApiResult};
 use uuid::Uuid;
 
-use crate::query::{self, Prefix};
+use crate::query::{self, Common, Prefix, Total};
 use crate::{FhirState, PublicBase};
 
 /// The canonical URL of the extension that carries the record's medical history (free text).
 pub const MEDICAL_HISTORY_EXTENSION: &str =
     "https://carevault.dev/fhir/StructureDefinition/medical-history";
 
-/// `_count` when none is given, and the most a page holds.
-pub const DEFAULT_COUNT: i64 = 20;
-pub const MAX_COUNT: i64 = 200;
 /// A page's entries stop before their JSON passes this, whatever `_count` says: a Lambda
 /// response is at most 6 MB (a medical history may hold 100,000 characters).
 pub const PAGE_BUDGET_BYTES: usize = 5_000_000;
@@ -94,6 +91,14 @@ fn not_found(raw_id: &str) -> ApiError {
     ApiError::NotFound(format!("Patient/{raw_id} is not known"))
 }
 
+/// The JSON API's "Patient not found" named as FHIR names the resource.
+fn in_fhir_terms(error: ApiError, raw_id: &str) -> ApiError {
+    match error {
+        ApiError::NotFound(_) => not_found(raw_id),
+        other => other,
+    }
+}
+
 /// A Patient answer: the resource, `ETag: W/"<version>"`, `Last-Modified`, and for a creation
 /// `Location: [base]/Patient/{id}/_history/{version}`.
 fn answer(patient: &Patient, status: StatusCode, location: Option<&str>) -> Response {
@@ -128,17 +133,10 @@ pub async fn read(
     audit.describe(|event| event.details(json!({ "interface": "fhir" })));
     // An id that is not a UUID names no patient of this server.
     let id = Uuid::parse_str(&raw_id).map_err(|_| not_found(&raw_id))?;
-    let client = state.auth.pool.get().await?;
-    let statement = client
-        .prepare_cached(&format!(
-            "SELECT {PATIENT_COLUMNS} FROM patients WHERE id = $1"
-        ))
-        .await?;
-    let row = client
-        .query_opt(&statement, &[&id])
+    let patient = patients::find(&state.auth.pool, id)
         .await?
         .ok_or_else(|| not_found(&raw_id))?;
-    Ok(answer(&Patient::from_row(&row), StatusCode::OK, None))
+    Ok(answer(&patient, StatusCode::OK, None))
 }
 
 /// A request body as a FHIR Patient: JSON (400 otherwise) of resourceType Patient (400).
@@ -209,6 +207,16 @@ fn rule_broken(error: serde_json::Error) -> ApiError {
     )])
 }
 
+/// The record's fields a Patient carries, checked as the JSON API checks them.
+fn record<T: serde::de::DeserializeOwned>(patient: &Value) -> ApiResult<T> {
+    let mut values = fields(patient);
+    if values["name"].is_null() {
+        // A record without a name cannot be kept; the JSON API's rule says why.
+        values["name"] = json!("");
+    }
+    serde_json::from_value(values).map_err(rule_broken)
+}
+
 /// `POST /fhir/R4/Patient`: 201 with the created resource and its Location.
 pub async fn create(
     State(state): State<FhirState>,
@@ -219,13 +227,7 @@ pub async fn create(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     audit.describe(|event| event.details(json!({ "interface": "fhir" })));
-    let patient = patient_body(&headers, &body)?;
-    let mut values = fields(&patient);
-    if values["name"].is_null() {
-        // A record without a name cannot be kept; the JSON API's rule.
-        values["name"] = json!("");
-    }
-    let create: PatientCreate = serde_json::from_value(values).map_err(rule_broken)?;
+    let create: PatientCreate = record(&patient_body(&headers, &body)?)?;
     let created = patients::insert(&state.auth.pool, &audit, &create).await?;
     let base = state.base.of(&headers, &uri);
     Ok(answer(&created, StatusCode::CREATED, Some(&base)))
@@ -248,13 +250,9 @@ pub async fn update(
             "The resource's id must be the id in the URL".into(),
         ));
     }
+    let change: PatientUpdate = record(&patient)?;
     // updateCreate is false: an id this server did not make names nothing.
     let id = Uuid::parse_str(&raw_id).map_err(|_| not_found(&raw_id))?;
-    let mut values = fields(&patient);
-    if values["name"].is_null() {
-        values["name"] = json!("");
-    }
-    let change: PatientUpdate = serde_json::from_value(values).map_err(rule_broken)?;
     let updated = patients::update(
         &state.auth.pool,
         &audit,
@@ -263,10 +261,7 @@ pub async fn update(
         patients::required_version(&headers),
     )
     .await
-    .map_err(|e| match e {
-        ApiError::NotFound(_) => not_found(&raw_id),
-        other => other,
-    })?;
+    .map_err(|e| in_fhir_terms(e, &raw_id))?;
     Ok(answer(&updated, StatusCode::OK, None))
 }
 
@@ -289,24 +284,20 @@ pub async fn delete(
         patients::required_version(&headers),
     )
     .await
-    .map_err(|e| match e {
-        ApiError::NotFound(_) => not_found(&raw_id),
-        other => other,
-    })?;
+    .map_err(|e| in_fhir_terms(e, &raw_id))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The search a FHIR query asks for, in the JSON API's terms; unknown parameters are listed
-/// (ignored, or refused with `Prefer: handling=strict`).
-fn search_of(params: &[query::Param]) -> ApiResult<(Search, Vec<String>)> {
+/// The search a FHIR query asks for, in the JSON API's terms, and the query's common part.
+fn search_of(params: &[query::Param]) -> ApiResult<(Search, Common)> {
     let invalid = |text: String| ApiError::BadRequest(text);
     let mut filters = Vec::new();
-    let mut unknown = Vec::new();
+    let mut common = Common::new();
     let mut sort = Sort::Name;
-    let mut limit = DEFAULT_COUNT;
-    let mut count = CountMode::Exact;
-    let mut cursor = None;
     for param in params {
+        if common.take(param)? {
+            continue;
+        }
         let value = param.value.trim();
         match (param.name.as_str(), param.modifier.as_deref()) {
             ("_id", None) => filters.push(Filter::Ids(
@@ -353,14 +344,6 @@ fn search_of(params: &[query::Param]) -> ApiResult<(Search, Vec<String>)> {
                     }
                 }
             }
-            ("_count", None) => {
-                limit = value
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| *n >= 0)
-                    .ok_or_else(|| invalid(format!("_count must be a number, not {value:?}")))?
-                    .clamp(1, MAX_COUNT);
-            }
             ("_sort", None) => {
                 sort = match value {
                     "name" => Sort::Name,
@@ -374,52 +357,29 @@ fn search_of(params: &[query::Param]) -> ApiResult<(Search, Vec<String>)> {
                     }
                 }
             }
-            ("_total", None) => {
-                count = match value {
-                    "none" => CountMode::None,
-                    "estimate" => CountMode::Estimate,
-                    "accurate" => CountMode::Exact,
-                    other => {
-                        return Err(invalid(format!(
-                            "_total takes none, estimate or accurate, not {other:?}"
-                        )))
-                    }
-                }
-            }
-            ("_cursor", None) => cursor = Some(value.to_owned()),
-            // How the answer is shaped, not what it holds.
-            ("_format", None) if value.contains("json") => {}
-            (name, modifier) => unknown.push(match modifier {
-                Some(m) => format!("{name}:{m}"),
-                None => name.to_owned(),
-            }),
+            _ => common.unknown(param),
         }
     }
-    let cursor = match cursor {
-        Some(raw) => Some(Cursor::decode(&raw, sort).ok_or_else(|| {
-            invalid("_cursor is not a cursor of this search (follow the Bundle's next link)".into())
-        })?),
+    let cursor = match &common.cursor {
+        Some(raw) => Some(Cursor::decode(raw, sort).ok_or_else(query::bad_cursor)?),
         None => None,
+    };
+    let count = match common.total {
+        Total::None => CountMode::None,
+        Total::Estimate => CountMode::Estimate,
+        Total::Accurate => CountMode::Exact,
     };
     Ok((
         Search {
             filters,
             sort,
             skip: 0,
-            limit,
+            limit: common.count,
             count,
             cursor,
         },
-        unknown,
+        common,
     ))
-}
-
-pub(crate) fn strict(headers: &HeaderMap) -> bool {
-    headers
-        .get_all("prefer")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split([',', ';']).any(|p| p.trim() == "handling=strict"))
 }
 
 /// A link of a search on `resource_type`: the search's own parameters (unknown ones dropped),
@@ -495,16 +455,11 @@ pub async fn search(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let params = query::params(raw.as_deref());
-    let (search, unknown) = search_of(&params)?;
+    let (search, common) = search_of(&params)?;
+    common.check(&headers)?;
     audit.describe(|event| {
         event.details(json!({ "interface": "fhir", "filters": search.filter_names() }))
     });
-    if !unknown.is_empty() && strict(&headers) {
-        return Err(ApiError::BadRequest(format!(
-            "Unknown search parameters: {}",
-            unknown.join(", ")
-        )));
-    }
     let list = patients::run_search(&state.auth.pool, &search).await?;
     let base = PublicBase::of(&state.base, &headers, &uri);
     // Entries until the page budget; a page cut short goes on from its last entry.
@@ -540,7 +495,7 @@ pub async fn search(
         &base,
         "Patient",
         &params,
-        &unknown,
+        &common.unknown,
         next.as_deref(),
         list.count,
         entries,

@@ -2,7 +2,105 @@
 //! with commas in `queryStringParameters`, which would turn AND into OR), names with their
 //! modifier, and dates with their prefix and precision.
 
+use axum::http::HeaderMap;
 use chrono::{Datelike, Days, NaiveDate};
+use shared::ApiError;
+
+/// `_count` when none is given, and the most a page holds.
+pub const DEFAULT_COUNT: i64 = 20;
+pub const MAX_COUNT: i64 = 200;
+
+/// What every search takes besides its own parameters: `_count` (clamped), `_cursor`,
+/// `_format`; and the parameters it does not know, ignored unless the client asks for strict
+/// handling.
+pub struct Common {
+    pub count: i64,
+    pub cursor: Option<String>,
+    pub total: Total,
+    pub unknown: Vec<String>,
+}
+
+/// `_total`: the JSON API's count modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Total {
+    None,
+    Estimate,
+    Accurate,
+}
+
+impl Common {
+    pub fn new() -> Self {
+        Self {
+            count: DEFAULT_COUNT,
+            cursor: None,
+            total: Total::Accurate,
+            unknown: Vec::new(),
+        }
+    }
+
+    /// Takes `param` when it is a common one (Ok(true)).
+    pub fn take(&mut self, param: &Param) -> Result<bool, ApiError> {
+        let value = param.value.trim();
+        match (param.name.as_str(), param.modifier.as_deref()) {
+            ("_count", None) => {
+                self.count = value
+                    .parse::<i64>()
+                    .map_err(|_| {
+                        ApiError::BadRequest(format!("_count must be a number, not {value:?}"))
+                    })?
+                    .clamp(1, MAX_COUNT)
+            }
+            ("_cursor", None) => self.cursor = Some(value.to_owned()),
+            ("_total", None) => {
+                self.total = match value {
+                    "none" => Total::None,
+                    "estimate" => Total::Estimate,
+                    "accurate" => Total::Accurate,
+                    other => {
+                        return Err(ApiError::BadRequest(format!(
+                            "_total takes none, estimate or accurate, not {other:?}"
+                        )))
+                    }
+                }
+            }
+            // How the answer is shaped, not what it holds.
+            ("_format", None) if value.contains("json") => {}
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Notes a parameter the search does not know.
+    pub fn unknown(&mut self, param: &Param) {
+        self.unknown.push(match &param.modifier {
+            Some(m) => format!("{}:{m}", param.name),
+            None => param.name.clone(),
+        });
+    }
+
+    /// 400 for unknown parameters when the client sent `Prefer: handling=strict`.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let strict = headers
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split([',', ';']).any(|p| p.trim() == "handling=strict"));
+        if strict && !self.unknown.is_empty() {
+            return Err(ApiError::BadRequest(format!(
+                "Unknown search parameters: {}",
+                self.unknown.join(", ")
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A bad `_cursor`: not one this search made.
+pub fn bad_cursor() -> ApiError {
+    ApiError::BadRequest(
+        "_cursor is not a cursor of this search (follow the Bundle's next link)".into(),
+    )
+}
 
 /// One `name[:modifier]=value` of the query string, decoded.
 #[derive(Debug, Clone, PartialEq)]

@@ -52,15 +52,15 @@ impl PatientsState {
     }
 }
 
-const PATIENT_CREATE: RouteEvent = RouteEvent::new("patient.create", PATIENT);
-const PATIENT_SEARCH: RouteEvent = RouteEvent::new("patient.search", PATIENT);
-const PATIENT_READ: RouteEvent = RouteEvent::new("patient.read", PATIENT)
+pub const PATIENT_CREATE: RouteEvent = RouteEvent::new("patient.create", PATIENT);
+pub const PATIENT_SEARCH: RouteEvent = RouteEvent::new("patient.search", PATIENT);
+pub const PATIENT_READ: RouteEvent = RouteEvent::new("patient.read", PATIENT)
     .resource_from("id")
     .patient_from("id");
-const PATIENT_UPDATE: RouteEvent = RouteEvent::new("patient.update", PATIENT)
+pub const PATIENT_UPDATE: RouteEvent = RouteEvent::new("patient.update", PATIENT)
     .resource_from("id")
     .patient_from("id");
-const PATIENT_DELETE: RouteEvent = RouteEvent::new("patient.delete", PATIENT)
+pub const PATIENT_DELETE: RouteEvent = RouteEvent::new("patient.delete", PATIENT)
     .resource_from("id")
     .patient_from("id");
 
@@ -194,17 +194,24 @@ async fn read_patient(
     Path(raw_id): Path<String>,
 ) -> ApiResult<Tagged> {
     let id = parse_uuid("patient_id", &raw_id)?;
-    let client = state.auth.pool.get().await?;
+    Ok(Tagged(
+        find(&state.auth.pool, id).await?.ok_or_else(not_found)?,
+    ))
+}
+
+/// The patient with this id; None when there is none.
+pub async fn find(pool: &DbPool, id: Uuid) -> ApiResult<Option<Patient>> {
+    let client = pool.get().await?;
     let statement = client
         .prepare_cached(&format!(
             "SELECT {PATIENT_COLUMNS} FROM patients WHERE id = $1"
         ))
         .await?;
-    let row = client
+    Ok(client
         .query_opt(&statement, &[&id])
         .await?
-        .ok_or_else(not_found)?;
-    Ok(Tagged(Patient::from_row(&row)))
+        .as_ref()
+        .map(Patient::from_row))
 }
 
 /// PUT and PATCH alike: only the fields sent change; `null` clears a nullable field.
