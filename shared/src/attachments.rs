@@ -75,8 +75,8 @@ impl PartPlan {
     }
 
     /// Whether a part of this number exists in the plan.
-    pub fn has_part(&self, part_number: i32) -> bool {
-        (1..=self.part_count as i64).contains(&(part_number as i64))
+    pub fn has_part(&self, part_number: i64) -> bool {
+        (1..=self.part_count as i64).contains(&part_number)
     }
 
     /// The exact length of part `part_number` (1-based).

@@ -234,3 +234,28 @@ impl From<Sha256Digest> for String {
         value.base64()
     }
 }
+
+/// An integer as JSON Schema and FastAPI take it: `12`, or `12.0` (a number without a
+/// fractional part), never `12.5` or `"12"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WholeNumber(pub i64);
+
+impl<'de> Deserialize<'de> for WholeNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let number = serde_json::Number::deserialize(deserializer)?;
+        if let Some(whole) = number.as_i64() {
+            return Ok(Self(whole));
+        }
+        match number.as_f64() {
+            // Beyond 2^53 a float holds no exact integer.
+            Some(f) if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 => Ok(Self(f as i64)),
+            Some(f) if f.fract() != 0.0 => Err(D::Error::custom(
+                "Input should be a valid integer, got a number with a fractional part",
+            )),
+            _ => Err(D::Error::custom(
+                "Input should be a valid integer, the number is too large",
+            )),
+        }
+    }
+}

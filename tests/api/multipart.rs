@@ -532,6 +532,19 @@ async fn new_routes_check_token_role_input_and_state() {
         bad(json!({"part_numbers": [1], "sha256": ["abc"]})).await,
         json!(["body", "sha256", 0])
     );
+    assert_eq!(
+        bad(json!({"part_numbers": [1.5], "sha256": [digest]})).await,
+        json!(["body", "part_numbers", 0])
+    );
+    // A whole number written as a float is an integer, as JSON Schema and FastAPI take it.
+    let float = app
+        .call(
+            ApiRequest::post(&upload.path("/upload-parts"))
+                .bearer(&upload.token)
+                .json(json!({"part_numbers": [1.0], "sha256": [digest]})),
+        )
+        .await;
+    assert_eq!(float.status, 200, "{}", float.body);
     let many: Vec<usize> = (1..=101).collect();
     assert_eq!(
         bad(json!({"part_numbers": many, "sha256": vec![digest.clone(); 101]})).await,
@@ -620,6 +633,10 @@ async fn creation_chooses_the_upload_from_size_and_threshold() {
     assert_eq!(above["upload"]["type"], "multipart");
     assert_eq!(above["upload"]["part_count"], 1);
     assert_eq!(
+        create(json!({"size": 6.0 * MIB as f64 + 1.0})).await.json()["upload"]["type"],
+        "multipart"
+    );
+    assert_eq!(
         create(json!({"size": 10, "upload": "multipart"}))
             .await
             .json()["upload"]["type"],
@@ -656,8 +673,10 @@ async fn creation_chooses_the_upload_from_size_and_threshold() {
     )
     .await;
     refused(json!({"upload": "chunked"}), json!(["body", "upload"])).await;
+    refused(json!({"size": 10.5}), json!(["body", "size"])).await;
+    refused(json!({"size": -1}), json!(["body", "size"])).await;
     // Nothing was written for any refusal.
-    assert_eq!(app.db.number("SELECT count(*) FROM attachments").await, 5);
+    assert_eq!(app.db.number("SELECT count(*) FROM attachments").await, 6);
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ use shared::audit::LoggedRows;
 use shared::auth::{AuthContext, CurrentUser, Writer};
 use shared::config::{ConfigError, Env};
 use shared::db::SqlParams;
-use shared::domain::Sha256Digest;
+use shared::domain::{Sha256Digest, WholeNumber};
 use shared::http::{parse_uuid, JsonBody, Paging, QueryParams};
 use shared::secrets::SecretsClient;
 use shared::storage::{
@@ -188,7 +188,7 @@ struct AttachmentCreate {
     #[serde(default)]
     mime_type: Option<MimeType>,
     #[serde(default)]
-    size: Option<u64>,
+    size: Option<WholeNumber>,
     /// Base64 SHA-256 of the whole file: S3 refuses other bytes (single uploads).
     #[serde(default)]
     sha256: Option<Sha256Digest>,
@@ -250,9 +250,26 @@ pub(crate) fn headers_json(
         .collect()
 }
 
+impl AttachmentCreate {
+    /// The declared size in bytes, which cannot be negative.
+    fn size(&self) -> ApiResult<Option<u64>> {
+        self.size
+            .map(|WholeNumber(n)| u64::try_from(n))
+            .transpose()
+            .map_err(|_| {
+                ApiError::validation(
+                    &["body", "size"],
+                    "Input should be greater than or equal to 0",
+                    "greater_than_equal",
+                )
+            })
+    }
+}
+
 /// Which upload a creation asks for, checked against the settings and S3's limits.
 fn choose_upload(config: &StorageConfig, body: &AttachmentCreate) -> ApiResult<Option<PartPlan>> {
-    if body.size.is_some_and(|size| size > config.max_upload_bytes) {
+    let size = body.size()?;
+    if size.is_some_and(|size| size > config.max_upload_bytes) {
         return Err(ApiError::validation(
             &["body", "size"],
             format!(
@@ -262,11 +279,11 @@ fn choose_upload(config: &StorageConfig, body: &AttachmentCreate) -> ApiResult<O
             "less_than_equal",
         ));
     }
-    let kind = body.upload.unwrap_or(match body.size {
+    let kind = body.upload.unwrap_or(match size {
         Some(size) if size > config.multipart_threshold_bytes => UploadKind::Multipart,
         _ => UploadKind::Single,
     });
-    match (kind, body.size) {
+    match (kind, size) {
         (UploadKind::Single, Some(size)) if size > S3_SINGLE_PUT_LIMIT => Err(ApiError::validation(
             &["body", "upload"],
             format!("A single upload holds at most {S3_SINGLE_PUT_LIMIT} bytes; use multipart"),
@@ -320,7 +337,7 @@ async fn create_attachment(
             Some(
                 state
                     .storage
-                    .presign_upload(&key, &mime_type, body.size, body.sha256.as_ref())
+                    .presign_upload(&key, &mime_type, body.size()?, body.sha256.as_ref())
                     .await?,
             ),
             None,
@@ -410,7 +427,7 @@ async fn insert_attachment(
     let file_name = params.push(body.file_name.0.clone(), Type::VARCHAR);
     let mime = params.push(mime_type.to_owned(), Type::VARCHAR);
     let key = params.push(key.to_owned(), Type::TEXT);
-    let declared_size = params.push(body.size.map(|s| s as i64), Type::INT8);
+    let declared_size = params.push(body.size.map(|WholeNumber(n)| n), Type::INT8);
     let declared_sha256 = params.push(body.sha256.as_ref().map(Sha256Digest::base64), Type::TEXT);
     let upload_id = params.push(upload_id.map(str::to_owned), Type::TEXT);
     let part_size = params.push(plan.map(|p| p.part_size as i64), Type::INT8);

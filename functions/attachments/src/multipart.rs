@@ -13,7 +13,7 @@ use shared::attachments::{self, Attachment, MultipartUpload};
 use shared::audit::LoggedRows;
 use shared::auth::Writer;
 use shared::db::SqlParams;
-use shared::domain::Sha256Digest;
+use shared::domain::{Sha256Digest, WholeNumber};
 use shared::http::JsonBody;
 use shared::storage::StoredPart;
 use shared::trail::Audit;
@@ -40,7 +40,7 @@ fn open_upload(attachment: &Attachment) -> ApiResult<&MultipartUpload> {
 
 #[derive(Deserialize)]
 pub struct PartUrlsRequest {
-    part_numbers: Vec<i32>,
+    part_numbers: Vec<WholeNumber>,
     /// Base64 SHA-256 of each part, in the order of `part_numbers`.
     sha256: Vec<Sha256Digest>,
 }
@@ -82,7 +82,7 @@ fn requested_parts(
         ));
     }
     let mut seen = std::collections::HashSet::new();
-    for (index, &number) in request.part_numbers.iter().enumerate() {
+    for (index, &WholeNumber(number)) in request.part_numbers.iter().enumerate() {
         if !upload.plan.has_part(number) {
             return Err(ApiError::validation(
                 &["body", "part_numbers", &index.to_string()],
@@ -101,9 +101,11 @@ fn requested_parts(
             ));
         }
     }
+    // In the plan, so within 1..=10,000.
     Ok(request
         .part_numbers
         .into_iter()
+        .map(|WholeNumber(n)| n as i32)
         .zip(request.sha256)
         .collect())
 }
