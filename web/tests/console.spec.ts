@@ -138,10 +138,11 @@ test("a 40 MiB file goes up in parts, pauses, resumes, survives a reload mid-way
   await (await chooser).setFiles(onDisk);
   const uploads = page.getByRole("list", { name: "Uploads" });
   await expect(uploads.getByTestId("upload-details")).toContainText("1 of 5 parts");
-  await checkPage(page, "06b-multipart-uploading");
-  // Pause stops the part in flight; resume goes on from the parts stored.
+  // Pause stops the part in flight; resume goes on from the parts stored. (The page is checked
+  // while paused: checkPage waits for the network to go quiet, which an upload never lets it.)
   await uploads.getByRole("button", { name: "Pause" }).click();
   await expect(uploads.getByText("Paused", { exact: true })).toBeVisible();
+  await checkPage(page, "06b-multipart-paused");
   await uploads.getByRole("button", { name: "Resume" }).click();
   await expect(uploads.getByTestId("upload-details")).toContainText("2 of 5 parts");
 
