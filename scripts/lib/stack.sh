@@ -236,6 +236,10 @@ FRONTEND_HOST=$FRONTEND_HOST
 PASSWORD_RECOVERY_MIN_RESPONSE_MS=${PASSWORD_RECOVERY_MIN_RESPONSE_MS:-1500}
 MULTIPART_THRESHOLD_BYTES=${MULTIPART_THRESHOLD_BYTES:-67108864}
 ENV
+    # Every function built before the first request: cargo lambda watch compiles a function on
+    # its first invocation, and a first request that waits on a compile times out (500).
+    say "building every function (dev profile, as cargo lambda watch runs them)"
+    cargo build --quiet --workspace --bins
     say "cargo lambda watch on 127.0.0.1:$watch_port, behind the API's CORS rule on http://127.0.0.1:$port"
     start_bg watch cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$watch_port" \
         --disable-cors --env-file "$env_file"

@@ -301,7 +301,7 @@ pub async fn list_upload_parts(
 
 #[derive(Deserialize)]
 pub struct ClientPart {
-    part_number: i32,
+    part_number: WholeNumber,
     #[serde(default)]
     etag: Option<String>,
 }
@@ -354,8 +354,8 @@ fn parts_to_complete(
     if let Some(client) = client {
         let agrees = client.len() == plan.part_count as usize
             && client.iter().enumerate().all(|(i, part)| {
-                part.part_number == i as i32 + 1
-                    && match (&part.etag, &by_number[&part.part_number].etag) {
+                part.part_number.0 == i as i64 + 1
+                    && match (&part.etag, &by_number[&(i as i32 + 1)].etag) {
                         (Some(theirs), Some(ours)) => {
                             theirs.trim_matches('"') == ours.trim_matches('"')
                         }
