@@ -487,9 +487,13 @@ async fn list_attachments(
     Ok(Json(list))
 }
 
-/// Which attachments (and so which patients' files) a list showed.
 fn describe_list(audit: &Audit, list: &AttachmentList) {
-    let mut patients: Vec<Uuid> = list.data.iter().map(|a| a.patient_id).collect();
+    describe_listed(audit, &list.data);
+}
+
+/// Which attachments (and so which patients' files) a list showed; the FHIR search's too.
+pub fn describe_listed(audit: &Audit, listed: &[Attachment]) {
+    let mut patients: Vec<Uuid> = listed.iter().map(|a| a.patient_id).collect();
     patients.sort();
     patients.dedup();
     audit.describe(|event| {
@@ -499,7 +503,7 @@ fn describe_list(audit: &Audit, list: &AttachmentList) {
             event
         };
         event.details(json!({
-            "attachment_ids": list.data.iter().map(|a| a.id).collect::<Vec<_>>(),
+            "attachment_ids": listed.iter().map(|a| a.id).collect::<Vec<_>>(),
             "patient_ids": patients,
         }))
     });

@@ -263,21 +263,8 @@ pub async fn search(
     found.truncate(limit as usize);
     attachments::refresh_pending(&state.auth.pool, &state.storage, &mut found).await?;
     let base = PublicBase::of(&state.base, &headers, &uri);
-    let mut patients: Vec<Uuid> = found.iter().map(|a| a.patient_id).collect();
-    patients.sort();
-    patients.dedup();
-    audit.describe(|event| {
-        let event = if patients.len() == 1 {
-            event.patient(Some(patients[0]))
-        } else {
-            event
-        };
-        event.details(json!({
-            "interface": "fhir",
-            "attachment_ids": found.iter().map(|a| a.id).collect::<Vec<_>>(),
-            "patient_ids": patients,
-        }))
-    });
+    ::attachments::describe_listed(&audit, &found);
+    audit.describe(|event| event.details(json!({ "interface": "fhir" })));
     let next = more.then(|| found.last().map(cursor_of)).flatten();
     let entries: Vec<Value> = found
         .iter()
