@@ -164,3 +164,13 @@ impl DatabaseConfig {
         })
     }
 }
+
+/// The planner's row estimate from `EXPLAIN (FORMAT JSON)` (the `_total=estimate` and
+/// `count=estimate` of searches).
+pub fn plan_rows(plan: &serde_json::Value) -> Option<i64> {
+    plan.get(0)?
+        .get("Plan")?
+        .get("Plan Rows")?
+        .as_f64()
+        .map(|rows| rows.round() as i64)
+}

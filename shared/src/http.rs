@@ -150,22 +150,28 @@ impl<T: DeserializeOwned, S: Send + Sync> OptionalFromRequest<S> for JsonBody<T>
                 "model_attributes_type",
             ));
         }
-        if let Some(loc) = find_nul(&document, vec!["body".into()]) {
-            return Err(ApiError::Validation(vec![FieldError {
-                loc,
-                ..nul_field_error()
-            }]));
-        }
-        let value = serde_path_to_error::deserialize(document).map_err(|e| {
-            let path = path_segments(e.path());
-            ApiError::Validation(vec![field_error_from_message(
-                "body",
-                path,
-                &e.inner().to_string(),
-            )])
-        })?;
-        Ok(Some(JsonBody(value)))
+        Ok(Some(JsonBody(body_value(document)?)))
     }
+}
+
+/// A parsed JSON body as `T`: 422 in FastAPI's shape, `loc` the path of the field that breaks
+/// a rule (`["body", "identifiers", 0, "system"]`); text holding NUL is refused (PostgreSQL
+/// cannot store it).
+pub fn body_value<T: DeserializeOwned>(document: serde_json::Value) -> Result<T, ApiError> {
+    if let Some(loc) = find_nul(&document, vec!["body".into()]) {
+        return Err(ApiError::Validation(vec![FieldError {
+            loc,
+            ..nul_field_error()
+        }]));
+    }
+    serde_path_to_error::deserialize(document).map_err(|e| {
+        let path = path_segments(e.path());
+        ApiError::Validation(vec![field_error_from_message(
+            "body",
+            path,
+            &e.inner().to_string(),
+        )])
+    })
 }
 
 /// A form-urlencoded request body (the OAuth2 password flow of login).

@@ -128,6 +128,13 @@ impl Audit {
         (recording.who.clone(), recording.event.clone())
     }
 
+    /// The statement that was to write the event failed, and the request goes on to succeed
+    /// another way (a conditional create that finds the record made meanwhile): the layer
+    /// writes the event after all.
+    pub fn statement_failed(&self) {
+        self.lock().in_statement = false;
+    }
+
     /// The event as a CTE named `logged` of the change's own statement.
     pub fn logged_cte(&self, params: &mut SqlParams, rows: &LoggedRows<'_>) -> String {
         let (who, event) = self.for_statement();

@@ -118,10 +118,25 @@ async fn the_capability_statement_says_what_is_served_without_a_token() {
                 "Patient",
                 vec!["read", "search-type", "create", "update", "delete"]
             ),
-            ("DocumentReference", vec!["read", "search-type"]),
+            (
+                "DocumentReference",
+                vec!["read", "search-type", "create", "delete"]
+            ),
             ("Binary", vec!["read"]),
             ("AuditEvent", vec!["read", "search-type"]),
         ]
+    );
+    let patient = &statement["rest"][0]["resource"][0];
+    assert_eq!(patient["conditionalCreate"], true);
+    let params: Vec<&str> = patient["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        params,
+        ["_id", "name", "birthdate", "identifier", "_lastUpdated"]
     );
     assert_eq!(
         statement["rest"][0]["resource"][2]["operation"][0]["name"],
@@ -974,6 +989,15 @@ async fn superusers_read_the_trail_as_audit_events() {
     );
     assert!(event["recorded"].as_str().unwrap().ends_with('Z'));
 
+    // The total: the planner's estimate by default (a number, not checked here), exact when
+    // asked for, none when not.
+    assert!(bundle["total"].is_number(), "{bundle}");
+    let accurate = search(&[("patient", &id), ("action", "R"), ("_total", "accurate")])
+        .await
+        .json();
+    assert_eq!(accurate["total"], 1);
+    let uncounted = search(&[("patient", &id), ("_total", "none")]).await.json();
+    assert!(uncounted.get("total").is_none());
     let created = search(&[("patient", &format!("Patient/{id}")), ("action", "C")])
         .await
         .json();
@@ -1040,5 +1064,533 @@ async fn superusers_read_the_trail_as_audit_events() {
     assert_ne!(
         second["entry"][0]["resource"]["id"],
         first["entry"][0]["resource"]["id"]
+    );
+}
+
+fn links(bundle: &Value) -> Vec<(String, String)> {
+    bundle["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["relation"].as_str().unwrap().to_owned(),
+                l["url"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The request a Bundle link names.
+fn follow(token: &str, url: &str) -> ApiRequest {
+    let (path, query) = url
+        .split_once("/fhir/R4")
+        .unwrap()
+        .1
+        .split_once('?')
+        .unwrap();
+    let mut request = ApiRequest::get(&format!("/fhir/R4{path}")).bearer(token);
+    for (k, v) in form_pairs(query) {
+        request = request.query(&k, &v);
+    }
+    request
+}
+
+#[tokio::test]
+async fn identifiers_are_kept_searched_and_make_creation_conditional() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    const MRN: &str = "https://clinic.example/mrn";
+    // The JSON API keeps identifiers, ordered, and answers them with the record.
+    let created = app
+        .call(
+            ApiRequest::post("/api/v1/patients/")
+                .bearer(&t)
+                .json(json!({
+                    "name": "Ida Ident",
+                    "identifiers": [
+                        {"system": "urn:oid:2.16.840.1.113883.4.1", "value": "123-45-6789"},
+                        {"system": MRN, "value": " A-100 "},
+                    ],
+                })),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let ida = created.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        created.json()["identifiers"],
+        json!([
+            {"system": MRN, "value": "A-100"},
+            {"system": "urn:oid:2.16.840.1.113883.4.1", "value": "123-45-6789"},
+        ])
+    );
+    let read = app
+        .call(ApiRequest::get(&format!("/fhir/R4/Patient/{ida}")).bearer(&t))
+        .await
+        .json();
+    assert_eq!(
+        read["identifier"][0],
+        json!({"system": MRN, "value": "A-100"})
+    );
+    // A pair another patient holds: 409, nothing created.
+    let taken = app
+        .call(
+            ApiRequest::post("/api/v1/patients/")
+                .bearer(&t)
+                .json(json!({"name": "Other", "identifiers": [{"system": MRN, "value": "A-100"}]})),
+        )
+        .await;
+    assert_eq!(taken.status, 409, "{}", taken.body);
+    assert_eq!(app.db.number("SELECT count(*) FROM patients").await, 1);
+    // Bad identifiers: 422 with the field located.
+    for (identifiers, loc) in [
+        (
+            json!([{"system": "mrn", "value": "1"}]),
+            json!(["body", "identifiers", 0]),
+        ),
+        (
+            json!([{"value": "1"}]),
+            json!(["body", "identifiers", 0, "system"]),
+        ),
+        (
+            json!([{"system": MRN, "value": "1"}, {"system": MRN, "value": "1"}]),
+            json!(["body", "identifiers"]),
+        ),
+    ] {
+        let bad = app
+            .call(
+                ApiRequest::post("/api/v1/patients/")
+                    .bearer(&t)
+                    .json(json!({"name": "Bad", "identifiers": identifiers})),
+            )
+            .await;
+        assert_eq!(bad.status, 422, "{}", bad.body);
+        assert_eq!(bad.detail()[0]["loc"], loc, "{}", bad.body);
+    }
+
+    // identifier search: system|value, value in any system, system| (any value), |value.
+    let other = patient(
+        &app,
+        &t,
+        json!({"name": "Otto Other", "identifiers": [{"system": "urn:x", "value": "A-100"}]}),
+    )
+    .await;
+    for (value, expected) in [
+        (format!("{MRN}|A-100"), vec![ida.clone()]),
+        ("A-100".to_owned(), vec![ida.clone(), other.clone()]),
+        (format!("{MRN}|"), vec![ida.clone()]),
+        ("|A-100".to_owned(), vec![]),
+        (format!("{MRN}|a-100"), vec![]),
+        (
+            format!("urn:x|A-100,{MRN}|A-100"),
+            vec![ida.clone(), other.clone()],
+        ),
+    ] {
+        let found = app.call(search(&t, &[("identifier", &value)])).await.json();
+        assert_eq!(ids(&found), expected, "identifier={value}");
+    }
+
+    // Conditional create: no match creates (201); the same again answers it (200), one record.
+    let body = json!({
+        "resourceType": "Patient",
+        "name": [{"family": "Cond", "given": ["Carla"]}],
+        "identifier": [{"system": MRN, "value": "C-7", "use": "usual"}],
+    });
+    let conditional = |token: &str, criteria: &str| {
+        ApiRequest::post("/fhir/R4/Patient")
+            .bearer(token)
+            .header("if-none-exist", criteria)
+            .json(body.clone())
+    };
+    let first = app
+        .call(conditional(&t, &format!("identifier={MRN}|C-7")))
+        .await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let carla = first.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        first.json()["identifier"],
+        json!([{"system": MRN, "value": "C-7"}])
+    );
+    let again = app
+        .call(conditional(&t, &format!("identifier={MRN}|C-7")))
+        .await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.json()["id"], carla.as_str());
+    assert_eq!(
+        app.db
+            .number("SELECT count(*) FROM patients WHERE name = 'Carla Cond'")
+            .await,
+        1
+    );
+    // The second is audited as what it was: nothing created.
+    let matched = app
+        .db
+        .number(&format!(
+            "SELECT count(*) FROM audit_events WHERE action = 'patient.create' AND resource_id = '{carla}' AND details->>'if_none_exist' = 'matched'"
+        ))
+        .await;
+    assert_eq!(matched, 1);
+    // Several matches: 412; criteria this server does not know, or none: 400; a viewer: 403.
+    outcome(
+        &app.call(conditional(&t, "identifier=A-100")).await,
+        412,
+        "conflict",
+    );
+    outcome(
+        &app.call(conditional(&t, "colour=red")).await,
+        400,
+        "invalid",
+    );
+    outcome(&app.call(conditional(&t, "_count=1")).await, 400, "invalid");
+    let viewer = app.viewer().await.token;
+    outcome(
+        &app.call(conditional(&viewer, "identifier=x|y")).await,
+        403,
+        "forbidden",
+    );
+    // An identifier without a system cannot be kept: 422 naming the element.
+    let systemless = app
+        .call(ApiRequest::post("/fhir/R4/Patient").bearer(&t).json(json!({
+            "resourceType": "Patient",
+            "name": [{"text": "No System"}],
+            "identifier": [{"value": "1"}],
+        })))
+        .await;
+    outcome(&systemless, 422, "business-rule");
+    assert!(systemless.json()["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap()
+        .starts_with("Patient.identifier.0.system"));
+
+    // An update replaces the set (FHIR: what the resource leaves out is cleared); the JSON
+    // API's null clears it.
+    let mut carla_resource = again.json();
+    carla_resource["identifier"] = json!([{"system": MRN, "value": "C-8"}]);
+    let updated = app
+        .call(
+            ApiRequest::put(&format!("/fhir/R4/Patient/{carla}"))
+                .bearer(&t)
+                .json(carla_resource),
+        )
+        .await;
+    assert_eq!(updated.status, 200, "{}", updated.body);
+    assert_eq!(
+        updated.json()["identifier"],
+        json!([{"system": MRN, "value": "C-8"}])
+    );
+    let cleared = app
+        .call(
+            ApiRequest::patch(&format!("/api/v1/patients/{carla}"))
+                .bearer(&t)
+                .json(json!({"identifiers": null})),
+        )
+        .await;
+    assert_eq!(cleared.json()["identifiers"], json!([]));
+    // Taking another patient's pair by update: 409, the record unchanged.
+    let steal = app
+        .call(
+            ApiRequest::patch(&format!("/api/v1/patients/{carla}"))
+                .bearer(&t)
+                .json(json!({"identifiers": [{"system": MRN, "value": "A-100"}]})),
+        )
+        .await;
+    assert_eq!(steal.status, 409, "{}", steal.body);
+    // Deleting a patient frees its identifiers.
+    app.call(ApiRequest::delete(&format!("/api/v1/patients/{ida}")).bearer(&t))
+        .await;
+    let reused = app
+        .call(
+            ApiRequest::patch(&format!("/api/v1/patients/{carla}"))
+                .bearer(&t)
+                .json(json!({"identifiers": [{"system": MRN, "value": "A-100"}]})),
+        )
+        .await;
+    assert_eq!(reused.status, 200, "{}", reused.body);
+}
+
+#[tokio::test]
+async fn previous_links_walk_back_and_commas_are_or() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let mut made = Vec::new();
+    for i in 0..7 {
+        made.push(
+            patient(
+                &app,
+                &t,
+                json!({"name": format!("Walk Back {i}"), "dob": format!("19{}0-06-15", 3 + i)}),
+            )
+            .await,
+        );
+    }
+    // Forward to the last page: the first has no previous link, later ones do.
+    let mut pages = vec![app
+        .call(search(
+            &t,
+            &[("name", "walk"), ("_count", "3"), ("_sort", "birthdate")],
+        ))
+        .await
+        .json()];
+    assert!(links(&pages[0]).iter().all(|(r, _)| r != "previous"));
+    while let Some((_, next)) = links(pages.last().unwrap())
+        .into_iter()
+        .find(|(r, _)| r == "next")
+    {
+        pages.push(app.call(follow(&t, &next)).await.json());
+    }
+    let forward: Vec<Vec<String>> = pages.iter().map(ids).collect();
+    assert_eq!(forward.concat(), made);
+    // Back from the last page by previous links: the same pages, in reverse, down to the first.
+    let mut back = vec![ids(pages.last().unwrap())];
+    let mut page = pages.last().unwrap().clone();
+    while let Some((_, previous)) = links(&page).into_iter().find(|(r, _)| r == "previous") {
+        page = app.call(follow(&t, &previous)).await.json();
+        assert_eq!(page["total"], 7);
+        back.push(ids(&page));
+    }
+    back.reverse();
+    assert_eq!(back, forward);
+    // A previous page's next link goes forward again.
+    let (_, next) = links(&page).into_iter().find(|(r, _)| r == "next").unwrap();
+    assert_eq!(ids(&app.call(follow(&t, &next)).await.json()), forward[1]);
+
+    // Commas: any of the values; repeated: all of them.
+    let names = app
+        .call(search(
+            &t,
+            &[("name", "back 1,back 5"), ("_sort", "birthdate")],
+        ))
+        .await
+        .json();
+    assert_eq!(ids(&names), [made[1].clone(), made[5].clone()]);
+    let dates = app
+        .call(search(
+            &t,
+            &[
+                ("birthdate", "1930,ge1980"),
+                ("birthdate", "lt1990"),
+                ("_sort", "birthdate"),
+            ],
+        ))
+        .await
+        .json();
+    assert_eq!(ids(&dates), [made[0].clone(), made[5].clone()]);
+    let too_many = vec!["x"; 33].join(",");
+    outcome(
+        &app.call(search(&t, &[("name", &too_many)])).await,
+        400,
+        "invalid",
+    );
+}
+
+#[tokio::test]
+async fn last_updated_filters_and_sorts() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let old = patient(&app, &t, json!({"name": "Lu Old"})).await;
+    let newer = patient(&app, &t, json!({"name": "Lu Newer"})).await;
+    app.db
+        .client()
+        .await
+        .execute(
+            "UPDATE patients SET updated_at = '2020-05-01T10:00:00Z' WHERE id = $1",
+            &[&uuid::Uuid::parse_str(&old).unwrap()],
+        )
+        .await
+        .unwrap();
+    for (value, expected) in [
+        ("2020-05-01", vec![old.clone()]),
+        ("gt2020-05-01T10:00:00Z", vec![newer.clone()]),
+        (
+            "ge2020-05-01T12:00:00+02:00",
+            vec![old.clone(), newer.clone()],
+        ),
+        ("lt2020-05-01T10:00:00Z", vec![]),
+        ("le2020-05-01T10:00:00Z", vec![old.clone()]),
+        ("ne2020-05", vec![newer.clone()]),
+    ] {
+        let found = app
+            .call(search(
+                &t,
+                &[("_lastUpdated", value), ("_sort", "_lastUpdated")],
+            ))
+            .await
+            .json();
+        assert_eq!(ids(&found), expected, "_lastUpdated={value}");
+    }
+    let newest_first = app
+        .call(search(&t, &[("_sort", "-_lastUpdated")]))
+        .await
+        .json();
+    assert_eq!(ids(&newest_first), [newer.clone(), old.clone()]);
+    assert_eq!(
+        newest_first["entry"][1]["resource"]["meta"]["lastUpdated"],
+        "2020-05-01T10:00:00.000Z"
+    );
+    for bad in ["2020-05-01T10:00:00", "yesterday", "ap2020"] {
+        outcome(
+            &app.call(search(&t, &[("_lastUpdated", bad)])).await,
+            400,
+            "invalid",
+        );
+    }
+    outcome(
+        &app.call(search(&t, &[("_sort", "name,birthdate")])).await,
+        400,
+        "invalid",
+    );
+}
+
+#[tokio::test]
+async fn document_references_are_created_uploaded_and_deleted() {
+    let app = TestApp::new().await;
+    let clinician = app.clinician().await.token;
+    let viewer = app.viewer().await.token;
+    let owner = patient(&app, &clinician, json!({"name": "Doc Maker"})).await;
+    let bytes = b"%PDF-1.7 made through FHIR".to_vec();
+    let document = json!({
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "subject": {"reference": format!("Patient/{owner}")},
+        "content": [{"attachment": {"contentType": "application/pdf", "title": "discharge.pdf", "size": bytes.len()}}],
+    });
+    let create = |token: &str, body: Value| {
+        app.call(
+            ApiRequest::post("/fhir/R4/DocumentReference")
+                .bearer(token)
+                .json(body),
+        )
+    };
+    let created = create(&clinician, document.clone()).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let resource = created.json();
+    let id = resource["id"].as_str().unwrap().to_owned();
+    assert_eq!(resource["docStatus"], "preliminary");
+    assert_eq!(resource["subject"]["reference"], format!("Patient/{owner}"));
+    assert_eq!(
+        resource["content"][0]["attachment"]["title"],
+        "discharge.pdf"
+    );
+    assert!(created
+        .header("location")
+        .is_some_and(|l| l.ends_with(&format!("/fhir/R4/DocumentReference/{id}"))));
+    // The upload URL, then real bytes, then the Binary redirect serves them.
+    let upload = app
+        .call(
+            ApiRequest::get(&format!("/fhir/R4/Binary/{id}/$presigned-url"))
+                .query("upload", "true")
+                .bearer(&clinician),
+        )
+        .await
+        .json();
+    let parameters = upload["parameter"].as_array().unwrap();
+    let url = parameters.iter().find(|p| p["name"] == "url").unwrap()["valueUrl"]
+        .as_str()
+        .unwrap();
+    let mut put = api_tests::http_client().put(url).body(bytes.clone());
+    for p in parameters.iter().filter(|p| p["name"] == "header") {
+        let (name, value) = p["valueString"].as_str().unwrap().split_once(": ").unwrap();
+        put = put.header(name, value);
+    }
+    assert!(put.send().await.unwrap().status().is_success());
+    let binary = app
+        .call(ApiRequest::get(&format!("/fhir/R4/Binary/{id}")).bearer(&viewer))
+        .await;
+    assert_eq!(binary.status, 302, "{}", binary.body);
+    let downloaded = api_tests::http_client()
+        .get(binary.header("location").unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(downloaded.as_ref(), bytes.as_slice());
+    let read = app
+        .call(ApiRequest::get(&format!("/fhir/R4/DocumentReference/{id}")).bearer(&viewer))
+        .await
+        .json();
+    assert_eq!(read["docStatus"], "final");
+
+    // Refusals: no token, a viewer, a body of another type, broken rules (located), an
+    // unknown patient, inline data.
+    let unauthenticated = app
+        .call(ApiRequest::post("/fhir/R4/DocumentReference").json(document.clone()))
+        .await;
+    outcome(&unauthenticated, 401, "login");
+    outcome(&create(&viewer, document.clone()).await, 403, "forbidden");
+    outcome(
+        &create(&clinician, json!({"resourceType": "Patient"})).await,
+        400,
+        "invalid",
+    );
+    let mut long_title = document.clone();
+    long_title["content"][0]["attachment"]["title"] = json!("x".repeat(256));
+    let refused = create(&clinician, long_title).await;
+    outcome(&refused, 422, "business-rule");
+    assert!(refused.json()["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap()
+        .starts_with("DocumentReference.content[0].attachment.title"));
+    for (path, value) in [
+        (
+            "subject",
+            json!({"reference": format!("Patient/{}", uuid::Uuid::new_v4())}),
+        ),
+        ("subject", json!({"reference": "Practitioner/1"})),
+        ("subject", Value::Null),
+        ("content", json!([])),
+        (
+            "content",
+            json!([{"attachment": {"title": "a.pdf", "data": "JVBERg=="}}]),
+        ),
+        ("status", json!("entered-in-error")),
+    ] {
+        let mut bad = document.clone();
+        bad[path] = value;
+        outcome(&create(&clinician, bad).await, 422, "business-rule");
+    }
+    assert_eq!(app.db.number("SELECT count(*) FROM attachments").await, 1);
+
+    // Delete: a viewer cannot; a clinician can, and the file goes with the row.
+    let delete = |token: &str, id: &str| {
+        app.call(ApiRequest::delete(&format!("/fhir/R4/DocumentReference/{id}")).bearer(token))
+    };
+    outcome(&delete(&viewer, &id).await, 403, "forbidden");
+    let key = format!("patients/{owner}/attachments/{id}");
+    assert_eq!(app.object_in_bucket(&key).await, Some(bytes.clone()));
+    let gone = delete(&clinician, &id).await;
+    assert_eq!(gone.status, 204, "{}", gone.body);
+    assert_eq!(app.object_in_bucket(&key).await, None);
+    outcome(
+        &app.call(ApiRequest::get(&format!("/fhir/R4/DocumentReference/{id}")).bearer(&viewer))
+            .await,
+        404,
+        "not-found",
+    );
+    outcome(&delete(&clinician, &id).await, 404, "not-found");
+    outcome(&delete(&clinician, "not-a-uuid").await, 404, "not-found");
+    let actions: Vec<String> = app
+        .db
+        .client()
+        .await
+        .query(
+            "SELECT action || ':' || outcome FROM audit_events WHERE resource_id = $1 ORDER BY occurred_at, id",
+            &[&uuid::Uuid::parse_str(&id).unwrap()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        actions
+            .first()
+            .is_some_and(|a| a == "attachment.create:success"),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&"attachment.delete:success".to_owned()),
+        "{actions:?}"
     );
 }

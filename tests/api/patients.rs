@@ -360,7 +360,16 @@ async fn paging_is_stable_across_pages_for_every_sort() {
                 .to_owned(),
         );
     }
-    for sort in ["name", "-name", "dob", "-dob", "created_at", "-created_at"] {
+    for sort in [
+        "name",
+        "-name",
+        "dob",
+        "-dob",
+        "created_at",
+        "-created_at",
+        "updated_at",
+        "-updated_at",
+    ] {
         let mut seen = Vec::new();
         for page in 0..5 {
             let skip = (page * 7).to_string();
@@ -855,7 +864,16 @@ async fn cursor_and_skip_walk_the_same_rows_in_the_same_order_under_every_sort()
         )
         .await;
     }
-    for sort in ["name", "-name", "dob", "-dob", "created_at", "-created_at"] {
+    for sort in [
+        "name",
+        "-name",
+        "dob",
+        "-dob",
+        "created_at",
+        "-created_at",
+        "updated_at",
+        "-updated_at",
+    ] {
         // Without an exact count a filtered page may come from a bounded walk of the sort order
         // (skip) or from the collected matches (cursor): both must agree.
         for (filter, count) in [

@@ -20,7 +20,7 @@ use shared::attachments::{
 use shared::audit::LoggedRows;
 use shared::auth::{AuthContext, CurrentUser, Writer};
 use shared::config::{ConfigError, Env};
-use shared::db::SqlParams;
+use shared::db::{DbPool, SqlParams};
 use shared::domain::{Sha256Digest, WholeNumber};
 use shared::http::{parse_uuid, JsonBody, Paging, QueryParams};
 use shared::secrets::SecretsClient;
@@ -58,7 +58,7 @@ impl AttachmentsState {
 }
 
 const ATTACHMENT: &str = "attachment";
-const ATTACHMENT_CREATE: RouteEvent = RouteEvent::new("attachment.create", ATTACHMENT);
+pub const ATTACHMENT_CREATE: RouteEvent = RouteEvent::new("attachment.create", ATTACHMENT);
 pub const ATTACHMENT_LIST: RouteEvent = RouteEvent::new("attachment.list", ATTACHMENT);
 const PATIENT_ATTACHMENT_LIST: RouteEvent =
     RouteEvent::new("attachment.list", ATTACHMENT).patient_from("id");
@@ -66,7 +66,7 @@ pub const ATTACHMENT_READ: RouteEvent =
     RouteEvent::new("attachment.read", ATTACHMENT).resource_from("id");
 pub const ATTACHMENT_DOWNLOAD: RouteEvent =
     RouteEvent::new("attachment.download", ATTACHMENT).resource_from("id");
-const ATTACHMENT_DELETE: RouteEvent =
+pub const ATTACHMENT_DELETE: RouteEvent =
     RouteEvent::new("attachment.delete", ATTACHMENT).resource_from("id");
 const PART_URLS_ISSUE: RouteEvent =
     RouteEvent::new("attachment.upload_part_urls", ATTACHMENT).resource_from("id");
@@ -181,8 +181,9 @@ impl TryFrom<String> for MimeType {
     }
 }
 
+/// A new attachment as the JSON API's body (FHIR's DocumentReference maps to it).
 #[derive(Deserialize)]
-struct AttachmentCreate {
+pub struct AttachmentCreate {
     patient_id: Uuid,
     file_name: FileName,
     #[serde(default)]
@@ -199,7 +200,7 @@ struct AttachmentCreate {
 
 #[derive(Deserialize, Clone, Copy, PartialEq)]
 #[serde(rename_all = "lowercase")]
-enum UploadKind {
+pub enum UploadKind {
     Single,
     Multipart,
 }
@@ -208,7 +209,7 @@ enum UploadKind {
 /// whose part URLs it asks for (`POST /attachments/{id}/upload-parts`).
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
-enum UploadInstructions {
+pub enum UploadInstructions {
     Single {
         url: String,
         method: &'static str,
@@ -227,9 +228,9 @@ enum UploadInstructions {
 /// The created attachment; single uploads also carry the flat `upload_*` fields the replaced
 /// system's clients read.
 #[derive(Serialize)]
-struct CreatedAttachment {
+pub struct CreatedAttachment {
     #[serde(flatten)]
-    attachment: Attachment,
+    pub attachment: Attachment,
     #[serde(skip_serializing_if = "Option::is_none")]
     upload_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -310,9 +311,22 @@ async fn create_attachment(
     audit: Audit,
     JsonBody(body): JsonBody<AttachmentCreate>,
 ) -> ApiResult<Json<CreatedAttachment>> {
+    Ok(Json(
+        create(&state.auth.pool, &state.storage, &audit, &body).await?,
+    ))
+}
+
+/// Creates an attachment (pending) and what its client needs to send the bytes: the row and
+/// its audit event in one statement, the URL signed (or the multipart upload opened) first.
+pub async fn create(
+    pool: &DbPool,
+    storage: &Storage,
+    audit: &Audit,
+    body: &AttachmentCreate,
+) -> ApiResult<CreatedAttachment> {
     let id = Uuid::new_v4();
     audit.describe(|event| event.resource(Some(id)).patient(Some(body.patient_id)));
-    let config = &state.storage.config;
+    let config = &storage.config;
     let mime_type = body
         .mime_type
         .as_ref()
@@ -328,15 +342,14 @@ async fn create_attachment(
             "value_error",
         ));
     }
-    let plan = choose_upload(config, &body)?;
+    let plan = choose_upload(config, body)?;
     let key = object_key(body.patient_id, id);
     // Signing is local computation, done before the insert so a failure leaves no row; a
     // multipart upload is opened first and aborted if the row cannot be written.
     let (single, upload_id) = match plan {
         None => (
             Some(
-                state
-                    .storage
+                storage
                     .presign_upload(&key, &mime_type, body.size()?, body.sha256.as_ref())
                     .await?,
             ),
@@ -344,19 +357,14 @@ async fn create_attachment(
         ),
         Some(_) => (
             None,
-            Some(
-                state
-                    .storage
-                    .create_multipart_upload(&key, &mime_type)
-                    .await?,
-            ),
+            Some(storage.create_multipart_upload(&key, &mime_type).await?),
         ),
     };
     let inserted = insert_attachment(
-        &state,
-        &audit,
+        pool,
+        audit,
         id,
-        &body,
+        body,
         &mime_type,
         &key,
         plan,
@@ -366,7 +374,7 @@ async fn create_attachment(
     let inserted = match (inserted, &upload_id) {
         (Ok(row), _) => row,
         (Err(error), Some(upload_id)) => {
-            if let Err(why) = state.storage.abort_multipart_upload(&key, upload_id).await {
+            if let Err(why) = storage.abort_multipart_upload(&key, upload_id).await {
                 tracing::warn!(error = %why, "could not abort the upload of a row never written; the bucket's lifecycle rule will");
             }
             return Err(error);
@@ -374,7 +382,7 @@ async fn create_attachment(
         (Err(error), None) => return Err(error),
     };
     let attachment = Attachment::from_row(&inserted);
-    Ok(Json(match (single, plan) {
+    Ok(match (single, plan) {
         (Some(upload), _) => {
             let headers = headers_json(upload.headers);
             let expires_at: DateTime<Utc> = upload.expires_at.into();
@@ -406,13 +414,13 @@ async fn create_attachment(
             upload_expires_at: None,
         },
         (None, None) => unreachable!("an upload is either single or planned in parts"),
-    }))
+    })
 }
 
 /// The row and its audit event in one statement; no row (unknown patient), no event.
 #[allow(clippy::too_many_arguments)]
 async fn insert_attachment(
-    state: &AttachmentsState,
+    pool: &DbPool,
     audit: &Audit,
     id: Uuid,
     body: &AttachmentCreate,
@@ -433,7 +441,7 @@ async fn insert_attachment(
     let part_size = params.push(plan.map(|p| p.part_size as i64), Type::INT8);
     let part_count = params.push(plan.map(|p| p.part_count as i32), Type::INT4);
     let logged = audit.logged_cte(&mut params, &attachment_rows("created"));
-    let client = state.auth.pool.get().await?;
+    let client = pool.get().await?;
     client
         .query_typed_opt(
             &format!(
@@ -669,6 +677,22 @@ async fn delete_attachment(
     Path(raw_id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_uuid("attachment_id", &raw_id)?;
+    delete(&state.auth.pool, &state.storage, &audit, id)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Json(
+        json!({ "message": "Attachment deleted successfully" }),
+    ))
+}
+
+/// Deletes an attachment and its file (a pending multipart upload aborted); None when there
+/// is no such attachment.
+pub async fn delete(
+    pool: &DbPool,
+    storage: &Storage,
+    audit: &Audit,
+    id: Uuid,
+) -> ApiResult<Option<()>> {
     let mut params = SqlParams::new();
     let id = params.push(id, Type::UUID);
     // Row deleted, object queued and audit event written in one statement: never one without
@@ -685,8 +709,8 @@ async fn delete_attachment(
         },
     );
     let queued = queue_deletions_cte("gone");
-    let client = state.auth.pool.get().await?;
-    let key: String = client
+    let client = pool.get().await?;
+    let Some(row) = client
         .query_typed_opt(
             &format!(
                 "WITH gone AS (
@@ -698,12 +722,11 @@ async fn delete_attachment(
             &params.typed(),
         )
         .await?
-        .ok_or_else(not_found)?
-        .get(0);
+    else {
+        return Ok(None);
+    };
     drop(client);
     // Delete the object now; whatever fails stays queued for the sweep, and the delete stands.
-    drain_deletions(&state.auth.pool, &state.storage, vec![key]).await;
-    Ok(Json(
-        json!({ "message": "Attachment deleted successfully" }),
-    ))
+    drain_deletions(pool, storage, vec![row.get(0)]).await;
+    Ok(Some(()))
 }

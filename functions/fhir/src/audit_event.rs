@@ -15,7 +15,7 @@ use shared::{ApiError, ApiResult};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use crate::query::{self, Common, Prefix};
+use crate::query::{self, Common, Prefix, Total};
 use crate::{FhirState, PublicBase};
 
 /// The identifier system of CareVault's user ids (users are not FHIR resources here).
@@ -249,6 +249,18 @@ pub async fn search(
         }
     }
     common.check(&headers)?;
+    // The trail grows by the second: its total is the planner's estimate unless an accurate
+    // count is asked for (which counts every matching event).
+    let filter: String = clauses.iter().map(|c| format!(" AND {c}")).collect();
+    let total_sql = match common.total.unwrap_or(Total::Estimate) {
+        Total::Accurate => Some(format!(
+            "SELECT count(*) FROM audit_events WHERE true{filter}"
+        )),
+        Total::Estimate => Some(format!(
+            "EXPLAIN (FORMAT JSON) SELECT 1 FROM audit_events WHERE true{filter}"
+        )),
+        Total::None => None,
+    };
     if let Some(raw) = &common.cursor {
         let (at, id) = audit::decode_cursor(raw).ok_or_else(query::bad_cursor)?;
         clauses.push(format!(
@@ -258,21 +270,27 @@ pub async fn search(
         ));
     }
     let limit = common.count;
-    let filter: String = clauses.iter().map(|c| format!(" AND {c}")).collect();
+    let page_filter: String = clauses.iter().map(|c| format!(" AND {c}")).collect();
     let wanted = sql.push(limit + 1, Type::INT8);
-    let rows = state
-        .auth
-        .pool
-        .get()
-        .await?
-        .query_typed(
-            &format!(
-                "SELECT {COLUMNS} FROM audit_events WHERE true{filter}
-                 ORDER BY occurred_at DESC, id DESC LIMIT {wanted}"
-            ),
-            &sql.typed(),
-        )
-        .await?;
+    let client = state.auth.pool.get().await?;
+    let typed = sql.typed();
+    // The count's statement takes the page's parameters (typed, so those it does not use are
+    // fine), in the same round trip.
+    let page_sql = format!(
+        "SELECT {COLUMNS} FROM audit_events WHERE true{page_filter}
+         ORDER BY occurred_at DESC, id DESC LIMIT {wanted}"
+    );
+    let (rows, total) = tokio::try_join!(client.query_typed(&page_sql, &typed), async {
+        match &total_sql {
+            Some(statement) => client.query_typed_one(statement, &typed).await.map(Some),
+            None => Ok(None),
+        }
+    })?;
+    let total = total.and_then(|row| match row.try_get::<_, i64>(0) {
+        Ok(count) => Some(count),
+        Err(_) => shared::db::plan_rows(&row.get::<_, Value>(0)),
+    });
+    drop(client);
     let mut events: Vec<AuditEventOut> = rows.iter().map(AuditEventOut::from_row).collect();
     let next = if events.len() as i64 > limit {
         events.truncate(limit as usize);
@@ -294,14 +312,13 @@ pub async fn search(
             })
         })
         .collect();
-    // The trail grows by the second: counting it for every page is not worth its cost.
     Ok(Json(crate::patient::bundle(
         &base,
         "AuditEvent",
         &params,
         &common.unknown,
-        next.as_deref(),
-        None,
+        (None, next.as_deref()),
+        total,
         entries,
     ))
     .into_response())

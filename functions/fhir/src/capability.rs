@@ -38,7 +38,7 @@ pub async fn capability_statement(
         "format": ["json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Search answers a Bundle (searchset) linking self and next (a cursor). _count defaults to 20, at most 200, and a page is cut earlier to stay under 5 MB (next goes on from there); _sort takes name, birthdate (each with -); _total takes none, estimate, accurate (the default). Unknown parameters are ignored, or 400 with Prefer: handling=strict.",
+            "documentation": "Search answers a Bundle (searchset) linking self, next and (Patient) previous, paged by an opaque cursor. _count defaults to 20, at most 200, and a page is cut earlier to stay under 5 MB (next goes on from there). _total takes none, estimate or accurate. A repeated parameter is AND; values separated by commas are OR. Unknown parameters are ignored, or 400 with Prefer: handling=strict. Not supported: _history (vread, history), patch, _include, _revinclude, _elements, _summary, chained parameters, XML.",
             "security": {
                 "cors": true,
                 "service": [{ "coding": [{
@@ -50,30 +50,37 @@ pub async fn capability_statement(
             "resource": [{
                 "type": "Patient",
                 "profile": "http://hl7.org/fhir/StructureDefinition/Patient",
-                "documentation": format!("name[0].text is the record's name (family and given when it splits cleanly), birthDate the date of birth, telecom the contact information (email, phone or other), and the medical history the extension {MEDICAL_HISTORY_EXTENSION} (valueString)."),
+                "documentation": format!("name[0].text is the record's name (family and given when it splits cleanly), birthDate the date of birth, telecom the contact information (email, phone or other), identifier the record's identifiers (system and value; a pair names one patient; use, type, period and assigner are not kept), and the medical history the extension {MEDICAL_HISTORY_EXTENSION} (valueString). _sort takes name, birthdate and _lastUpdated, each with -; _total defaults to accurate."),
                 "interaction": [
                     { "code": "read" },
                     { "code": "search-type" },
-                    { "code": "create", "documentation": "201 with Location [base]/Patient/{id}/_history/{version}; a client's id and meta are ignored. Clinicians and superusers." },
+                    { "code": "create", "documentation": "201 with Location [base]/Patient/{id}/_history/{version}; a client's id and meta are ignored. If-None-Exist (any Patient search, such as identifier=system|value): no match creates, one match answers 200 with it and creates nothing, several are 412. An identifier another patient holds is 409. Clinicians and superusers." },
                     { "code": "update", "documentation": "Replaces the record's fields; the body's id must be the URL's; If-Match: W/\"n\" (or \"n\") against meta.versionId, 412 on a mismatch. Clinicians and superusers." },
                     { "code": "delete", "documentation": "The record, its attachments and their files; If-Match as for update. Clinicians and superusers." },
                 ],
                 "versioning": "versioned-update",
                 "readHistory": false,
                 "updateCreate": false,
-                "conditionalCreate": false,
+                "conditionalCreate": true,
                 "conditionalUpdate": false,
                 "conditionalDelete": "not-supported",
                 "searchParam": [
                     search_param("_id", "token", "http://hl7.org/fhir/SearchParameter/Resource-id", "One id, or several separated by commas (any of them)."),
-                    search_param("name", "string", "http://hl7.org/fhir/SearchParameter/Patient-name", "Each word starts a word of the name, case and accent insensitive, in any order (the JSON API's name_text); name:exact is the whole name as stored. Repeat the parameter for AND."),
-                    search_param("birthdate", "date", "http://hl7.org/fhir/SearchParameter/individual-birthdate", "With the prefixes eq, ne, gt, lt, ge, le (sa, eb as gt, lt) and partial dates: birthdate=1980 is the whole year. Repeat the parameter for AND."),
+                    search_param("name", "string", "http://hl7.org/fhir/SearchParameter/Patient-name", "Each word starts a word of the name, case and accent insensitive, in any order (the JSON API's name_text); name:exact is the whole name as stored. Repeat the parameter for AND; commas: any of them."),
+                    search_param("birthdate", "date", "http://hl7.org/fhir/SearchParameter/individual-birthdate", "With the prefixes eq, ne, gt, lt, ge, le (sa, eb as gt, lt) and partial dates: birthdate=1980 is the whole year. Repeat the parameter for AND; commas: any of them."),
+                    search_param("identifier", "token", "http://hl7.org/fhir/SearchParameter/Patient-identifier", "system|value, system| (any value of the system), |value (no system: no match, every identifier here has one) or value (any system); exact match; commas: any of them."),
+                    search_param("_lastUpdated", "date", "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated", "meta.lastUpdated with the prefixes eq, ne, gt, lt, ge, le: a date covers its UTC days, an instant (with Z or an offset) its second or its fraction's precision."),
                 ],
             }, {
                 "type": "DocumentReference",
                 "profile": "http://hl7.org/fhir/StructureDefinition/DocumentReference",
-                "documentation": "An attachment: status current, subject the patient, date its creation, content[0].attachment its contentType, title (file name), size and url ([base]/Binary/{id}); docStatus preliminary while its upload is pending, final once stored. Newest first.",
-                "interaction": [{ "code": "read" }, { "code": "search-type" }],
+                "documentation": "An attachment: status current, subject the patient, date its creation, content[0].attachment its contentType, title (file name), size and url ([base]/Binary/{id}); docStatus preliminary while its upload is pending, final once stored. Newest first; _total defaults to accurate.",
+                "interaction": [
+                    { "code": "read" },
+                    { "code": "search-type" },
+                    { "code": "create", "documentation": "subject (a Patient reference) and one content[0].attachment with title (the file name), contentType and size; no data or url. 201 with docStatus preliminary; the bytes go to the upload URL of Binary/{id}/$presigned-url?upload=true (one PUT, at most 5 GiB; larger files through the JSON API's multipart upload). Clinicians and superusers." },
+                    { "code": "delete", "documentation": "The attachment and its file (a pending upload is aborted). Clinicians and superusers." },
+                ],
                 "versioning": "no-version",
                 "readHistory": false,
                 "updateCreate": false,
@@ -101,7 +108,7 @@ pub async fn capability_statement(
             }, {
                 "type": "AuditEvent",
                 "profile": "http://hl7.org/fhir/StructureDefinition/AuditEvent",
-                "documentation": "The audit trail following IHE BALP, superusers only (reading it is audited): type rest, subtype the RESTful interaction and CareVault's action, action C/R/U/D/E, recorded, outcome 0 or 4 with outcomeDesc, agent (the user as an identifier, requestor, network address), source.observer, entity for the patient and the resource. Newest first; no total (the trail grows by the second).",
+                "documentation": "The audit trail following IHE BALP, superusers only (reading it is audited): type rest, subtype the RESTful interaction and CareVault's action, action C/R/U/D/E, recorded, outcome 0 or 4 with outcomeDesc, agent (the user as an identifier, requestor, network address), source.observer, entity for the patient and the resource. Newest first; _total defaults to estimate (the trail grows by the second; accurate counts every matching event).",
                 "interaction": [{ "code": "read" }, { "code": "search-type" }],
                 "versioning": "no-version",
                 "readHistory": false,

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 use shared::attachments::{self, content_disposition, Attachment, ATTACHMENT_COLUMNS};
-use shared::auth::CurrentUser;
+use shared::auth::{CurrentUser, Writer};
 use shared::db::SqlParams;
 use shared::trail::Audit;
 use shared::{ApiError, ApiResult};
@@ -78,6 +78,110 @@ pub async fn read(
             .details(json!({ "interface": "fhir" }))
     });
     Ok(Json(resource(&attachment, &state.base.of(&headers, &uri))))
+}
+
+/// `POST /fhir/R4/DocumentReference`: a pending attachment of `subject` (a Patient), its file
+/// `content[0].attachment` (`title` the file name, `contentType`, `size`); 201 with the
+/// DocumentReference (docStatus preliminary) and its Location. The bytes go up through
+/// `Binary/{id}/$presigned-url?upload=true`, as one PUT of at most 5 GiB (larger files through
+/// the JSON API's multipart upload).
+pub async fn create(
+    State(state): State<FhirState>,
+    _writer: Writer,
+    audit: Audit,
+    headers: HeaderMap,
+    uri: Uri,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    audit.describe(|event| event.details(json!({ "interface": "fhir" })));
+    let document = crate::resource_body(&headers, &body, "DocumentReference")?;
+    let rule = |element: &str, text: &str| {
+        ApiError::Validation(vec![shared::FieldError::new(
+            &["DocumentReference", element],
+            text,
+            "value_error",
+        )])
+    };
+    if !matches!(document["status"].as_str(), None | Some("current")) {
+        return Err(rule("status", "A new DocumentReference is current"));
+    }
+    let subject = document["subject"]["reference"]
+        .as_str()
+        .ok_or_else(|| rule("subject", "The subject (a Patient reference) is required"))?;
+    let patient_id = patient_reference(subject)
+        .ok()
+        .filter(|id| !id.is_nil())
+        .ok_or_else(|| {
+            rule(
+                "subject",
+                "The subject must reference a Patient of this server",
+            )
+        })?;
+    let contents = document["content"].as_array().map_or(0, Vec::len);
+    if contents != 1 {
+        return Err(rule(
+            "content",
+            "Exactly one content (the file) is required",
+        ));
+    }
+    let file = &document["content"][0]["attachment"];
+    if file.get("data").is_some() || file.get("url").is_some() {
+        return Err(rule(
+            "content",
+            "Send the bytes to the upload URL of Binary/{id}/$presigned-url?upload=true, not in the resource",
+        ));
+    }
+    let create: ::attachments::AttachmentCreate = crate::outcome::checked(
+        "DocumentReference",
+        json!({
+            "patient_id": patient_id,
+            "file_name": file["title"],
+            "mime_type": file["contentType"],
+            "size": file["size"],
+            "upload": "single",
+        }),
+        &[
+            ("file_name", "content[0].attachment.title"),
+            ("mime_type", "content[0].attachment.contentType"),
+            ("size", "content[0].attachment.size"),
+            ("upload", "content[0].attachment.size"),
+        ],
+    )?;
+    let created = ::attachments::create(&state.auth.pool, &state.storage, &audit, &create)
+        .await
+        .map_err(|error| match error {
+            ApiError::NotFound(_) => rule(
+                "subject",
+                "The subject must reference a Patient of this server",
+            ),
+            other => other,
+        })?;
+    let base = state.base.of(&headers, &uri);
+    let id = created.attachment.id;
+    let mut response = (
+        StatusCode::CREATED,
+        Json(resource(&created.attachment, &base)),
+    )
+        .into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("{base}/DocumentReference/{id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// `DELETE /fhir/R4/DocumentReference/{id}`: the attachment and its file (204).
+pub async fn delete(
+    State(state): State<FhirState>,
+    _writer: Writer,
+    audit: Audit,
+    Path(raw_id): Path<String>,
+) -> ApiResult<StatusCode> {
+    audit.describe(|event| event.details(json!({ "interface": "fhir" })));
+    let id = Uuid::parse_str(&raw_id).map_err(|_| not_found("DocumentReference", &raw_id))?;
+    ::attachments::delete(&state.auth.pool, &state.storage, &audit, id)
+        .await?
+        .ok_or_else(|| not_found("DocumentReference", &raw_id))?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A patient reference as FHIR allows it: `id`, `Patient/id` or an absolute URL ending so.
@@ -244,8 +348,8 @@ pub async fn search(
             &page.typed(),
         )
         .await?;
-    let total: Option<i64> = if common.total != Total::None {
-        Some(
+    let total: Option<i64> = match common.total.unwrap_or(Total::Accurate) {
+        Total::Accurate => Some(
             client
                 .query_typed_one(
                     &format!("SELECT count(*) FROM attachments WHERE true{count_filter}"),
@@ -253,9 +357,19 @@ pub async fn search(
                 )
                 .await?
                 .get(0),
-        )
-    } else {
-        None
+        ),
+        Total::Estimate => shared::db::plan_rows(
+            &client
+                .query_typed_one(
+                    &format!(
+                        "EXPLAIN (FORMAT JSON) SELECT 1 FROM attachments WHERE true{count_filter}"
+                    ),
+                    &count.typed(),
+                )
+                .await?
+                .get::<_, Value>(0),
+        ),
+        Total::None => None,
     };
     drop(client);
     let mut found: Vec<Attachment> = rows.iter().map(Attachment::from_row).collect();
@@ -281,7 +395,7 @@ pub async fn search(
         "DocumentReference",
         &params,
         &common.unknown,
-        next.as_deref(),
+        (None, next.as_deref()),
         total,
         entries,
     ))

@@ -1,7 +1,7 @@
 //! /fhir/R4: HL7 FHIR R4 (4.0.1), JSON only, over the same data, roles, SQL and audit trail as
-//! the JSON API. This function serves the CapabilityStatement, Patient read, search, create,
-//! update and delete,
-//! DocumentReference read and search, Binary (a redirect to the file, `$presigned-url`) and
+//! the JSON API. This function serves the CapabilityStatement, Patient read, search, create
+//! (conditional too), update and delete, DocumentReference read, search, create and delete,
+//! Binary (a redirect to the file, `$presigned-url`) and
 //! AuditEvent read and search for superusers;
 //! every error leaves as an OperationOutcome.
 
@@ -90,7 +90,9 @@ impl FhirState {
 }
 
 // The same actions as the JSON API's routes: one audit trail, whichever interface was used.
-use attachments::{ATTACHMENT_DOWNLOAD, ATTACHMENT_LIST, ATTACHMENT_READ};
+use attachments::{
+    ATTACHMENT_CREATE, ATTACHMENT_DELETE, ATTACHMENT_DOWNLOAD, ATTACHMENT_LIST, ATTACHMENT_READ,
+};
 use audit::AUDIT_READ;
 use patients::{PATIENT_CREATE, PATIENT_DELETE, PATIENT_READ, PATIENT_SEARCH, PATIENT_UPDATE};
 const AUDIT_EVENT_READ: RouteEvent = AUDIT_READ.resource_from("id");
@@ -124,11 +126,13 @@ pub fn router(state: FhirState) -> Router {
         )
         .route(
             "/DocumentReference",
-            get(document::search.layer(trail.on(ATTACHMENT_LIST))),
+            get(document::search.layer(trail.on(ATTACHMENT_LIST)))
+                .post(document::create.layer(trail.on(ATTACHMENT_CREATE))),
         )
         .route(
             "/DocumentReference/{id}",
-            get(document::read.layer(trail.on(ATTACHMENT_READ))),
+            get(document::read.layer(trail.on(ATTACHMENT_READ)))
+                .delete(document::delete.layer(trail.on(ATTACHMENT_DELETE))),
         )
         .route(
             "/Binary/{id}",
@@ -162,4 +166,31 @@ async fn unsupported(request: Request) -> ApiError {
 /// `application/fhir+json`, the only format served.
 pub(crate) fn fhir_json() -> HeaderValue {
     HeaderValue::from_static(FHIR_JSON)
+}
+
+/// A request body as a FHIR resource: JSON (400 otherwise; `application/fhir+json` or
+/// `application/json`) of `resource_type` (400 for another).
+pub(crate) fn resource_body(
+    headers: &HeaderMap,
+    body: &[u8],
+    resource_type: &str,
+) -> shared::ApiResult<serde_json::Value> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.is_empty() && !content_type.contains("json") {
+        return Err(ApiError::UnsupportedMediaType(
+            "Send the resource as application/fhir+json".into(),
+        ));
+    }
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("The body is not JSON: {e}")))?;
+    if value["resourceType"] != resource_type {
+        return Err(ApiError::BadRequest(format!(
+            "Expected a {resource_type}, not {}",
+            value["resourceType"]
+        )));
+    }
+    Ok(value)
 }

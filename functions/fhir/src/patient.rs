@@ -70,6 +70,13 @@ pub fn resource(patient: &Patient) -> Value {
         },
         "name": [human_name(&patient.name)],
     });
+    if !patient.identifiers.is_empty() {
+        resource["identifier"] = json!(patient
+            .identifiers
+            .iter()
+            .map(|i| json!({ "system": i.system, "value": i.value }))
+            .collect::<Vec<_>>());
+    }
     if let Some(dob) = patient.dob {
         resource["birthDate"] = json!(dob.format("%Y-%m-%d").to_string());
     }
@@ -139,28 +146,6 @@ pub async fn read(
     Ok(answer(&patient, StatusCode::OK, None))
 }
 
-/// A request body as a FHIR Patient: JSON (400 otherwise) of resourceType Patient (400).
-fn patient_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type.is_empty() && !content_type.contains("json") {
-        return Err(ApiError::UnsupportedMediaType(
-            "Send the resource as application/fhir+json".into(),
-        ));
-    }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("The body is not JSON: {e}")))?;
-    if value["resourceType"] != "Patient" {
-        return Err(ApiError::BadRequest(format!(
-            "Expected a Patient, not {}",
-            value["resourceType"]
-        )));
-    }
-    Ok(value)
-}
-
 /// The record's fields a Patient carries: the name (its text, else given and family names),
 /// the birth date, the first telecom's value, the medical-history extension. Client-supplied
 /// `id` and `meta` play no part. Each is checked as the JSON API checks it (422).
@@ -180,31 +165,22 @@ fn fields(patient: &Value) -> Value {
             .find(|e| e["url"] == MEDICAL_HISTORY_EXTENSION)
             .and_then(|e| e["valueString"].as_str())
     });
+    // System and value of each identifier; its use, type, period and assigner are not kept.
+    let identifiers: Vec<Value> = patient["identifier"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|i| json!({ "system": i["system"], "value": i["value"] }))
+                .collect()
+        })
+        .unwrap_or_default();
     json!({
         "name": text,
+        "identifiers": identifiers,
         "dob": patient["birthDate"].as_str(),
         "contact_info": patient["telecom"][0]["value"].as_str(),
         "medical_history": history,
     })
-}
-
-/// serde's refusal of a field, as a business rule the resource breaks (422).
-fn rule_broken(error: serde_json::Error) -> ApiError {
-    let text = error.to_string();
-    let field = ["name", "dob", "contact_info", "medical_history"]
-        .into_iter()
-        .find(|f| text.contains(&format!("`{f}`")))
-        .map(|f| match f {
-            "dob" => "birthDate",
-            "contact_info" => "telecom",
-            "medical_history" => "the medical-history extension",
-            other => other,
-        });
-    ApiError::Validation(vec![shared::FieldError::new(
-        &["body", field.unwrap_or("Patient")],
-        text,
-        "value_error",
-    )])
 }
 
 /// The record's fields a Patient carries, checked as the JSON API checks them.
@@ -214,7 +190,16 @@ fn record<T: serde::de::DeserializeOwned>(patient: &Value) -> ApiResult<T> {
         // A record without a name cannot be kept; the JSON API's rule says why.
         values["name"] = json!("");
     }
-    serde_json::from_value(values).map_err(rule_broken)
+    crate::outcome::checked(
+        "Patient",
+        values,
+        &[
+            ("dob", "birthDate"),
+            ("contact_info", "telecom"),
+            ("medical_history", "extension"),
+            ("identifiers", "identifier"),
+        ],
+    )
 }
 
 /// `POST /fhir/R4/Patient`: 201 with the created resource and its Location.
@@ -227,10 +212,66 @@ pub async fn create(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     audit.describe(|event| event.details(json!({ "interface": "fhir" })));
-    let create: PatientCreate = record(&patient_body(&headers, &body)?)?;
-    let created = patients::insert(&state.auth.pool, &audit, &create).await?;
+    let create: PatientCreate = record(&crate::resource_body(&headers, &body, "Patient")?)?;
     let base = state.base.of(&headers, &uri);
-    Ok(answer(&created, StatusCode::CREATED, Some(&base)))
+    let Some(criteria) = headers.get("if-none-exist") else {
+        let created = patients::insert(&state.auth.pool, &audit, &create).await?;
+        return Ok(answer(&created, StatusCode::CREATED, Some(&base)));
+    };
+    // Conditional create: the criteria are a Patient search; none matches: create, one: that
+    // one (200, nothing created), more: 412.
+    let criteria = criteria
+        .to_str()
+        .map_err(|_| ApiError::BadRequest("If-None-Exist is not text".into()))?;
+    let params = query::params(Some(criteria.trim_start_matches('?')));
+    let (mut search, _, common) = search_of(&params)?;
+    if !common.unknown.is_empty() || common.cursor.is_some() {
+        return Err(ApiError::BadRequest(format!(
+            "If-None-Exist may only hold Patient search parameters this server knows, not {}",
+            common.unknown.join(", ")
+        )));
+    }
+    if search.filters.is_empty() {
+        return Err(ApiError::BadRequest(
+            "If-None-Exist names no criteria (for example identifier=system|value)".into(),
+        ));
+    }
+    search.limit = 2;
+    search.count = CountMode::None;
+    let pool = &state.auth.pool;
+    let existing = match only_match(pool, &search).await? {
+        Some(existing) => existing,
+        None => match patients::insert(&state.auth.pool, &audit, &create).await {
+            Ok(created) => return Ok(answer(&created, StatusCode::CREATED, Some(&base))),
+            // Created meanwhile by a request like this one: the identifier is now taken.
+            Err(ApiError::Conflict(text)) => {
+                audit.statement_failed();
+                only_match(pool, &search)
+                    .await?
+                    .ok_or(ApiError::Conflict(text))?
+            }
+            Err(other) => return Err(other),
+        },
+    };
+    audit.describe(|event| {
+        event
+            .resource(Some(existing.id))
+            .patient(Some(existing.id))
+            .details(json!({ "interface": "fhir", "if_none_exist": "matched", "created": false }))
+    });
+    Ok(answer(&existing, StatusCode::OK, None))
+}
+
+/// The one patient a conditional create's search finds: None for none, 412 for several.
+async fn only_match(pool: &shared::db::DbPool, search: &Search) -> ApiResult<Option<Patient>> {
+    let list = patients::run_search(pool, search).await?;
+    match <[Patient; 1]>::try_from(list.data) {
+        Ok([one]) => Ok(Some(one)),
+        Err(data) if data.is_empty() => Ok(None),
+        Err(_) => Err(ApiError::PreconditionFailed(
+            "More than one patient matches If-None-Exist".into(),
+        )),
+    }
 }
 
 /// `PUT /fhir/R4/Patient/{id}`: replaces the record's fields (what the resource leaves out is
@@ -244,7 +285,7 @@ pub async fn update(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     audit.describe(|event| event.details(json!({ "interface": "fhir" })));
-    let patient = patient_body(&headers, &body)?;
+    let patient = crate::resource_body(&headers, &body, "Patient")?;
     if patient["id"].as_str() != Some(raw_id.as_str()) {
         return Err(ApiError::BadRequest(
             "The resource's id must be the id in the URL".into(),
@@ -288,8 +329,77 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The search a FHIR query asks for, in the JSON API's terms, and the query's common part.
-fn search_of(params: &[query::Param]) -> ApiResult<(Search, Common)> {
+/// The most alternatives (commas) one parameter may list.
+const MAX_ALTERNATIVES: usize = 32;
+
+/// `_cursor` of a previous page: the cursor of its following row, read backwards.
+const PREVIOUS: &str = "prev.";
+
+/// The filters of one alternative of a parameter (between commas).
+fn alternative(name: &str, modifier: Option<&str>, value: &str) -> ApiResult<Vec<Filter>> {
+    let invalid = |text: String| ApiError::BadRequest(text);
+    Ok(match (name, modifier) {
+        ("name", modifier) => {
+            if value.chars().count() > patients::search::MAX_TEXT_CHARS
+                || value.split_whitespace().count() > patients::search::MAX_TEXT_WORDS
+            {
+                return Err(invalid("name is too long".into()));
+            }
+            vec![if modifier.is_some() {
+                Filter::NameExact(value.to_owned())
+            } else {
+                Filter::NameText(value.to_owned())
+            }]
+        }
+        ("birthdate", _) => {
+            let date = query::date_value(value).map_err(invalid)?;
+            match (date.prefix, date.bounds()) {
+                (Prefix::Ne, (Some(first), Some(last))) => vec![Filter::DobOutside(first, last)],
+                (_, (from, to)) => from
+                    .map(Filter::DobFrom)
+                    .into_iter()
+                    .chain(to.map(Filter::DobTo))
+                    .collect(),
+            }
+        }
+        ("_lastUpdated", _) => {
+            let instant = query::instant_value(value).map_err(invalid)?;
+            match (instant.prefix, instant.bounds()) {
+                (Prefix::Ne, (Some(start), Some(end))) => vec![Filter::AnyOf(vec![
+                    vec![Filter::UpdatedBefore(start)],
+                    vec![Filter::UpdatedFrom(end)],
+                ])],
+                (_, (from, before)) => from
+                    .map(Filter::UpdatedFrom)
+                    .into_iter()
+                    .chain(before.map(Filter::UpdatedBefore))
+                    .collect(),
+            }
+        }
+        // `system|value`, `system|` (any value), `|value` (no system: every identifier here
+        // has one, so nothing), `value` (any system).
+        ("identifier", _) => {
+            let (system, value) = match value.split_once('|') {
+                Some(("", _)) => return Ok(vec![Filter::Ids(Vec::new())]),
+                Some((system, value)) => (Some(system), Some(value).filter(|v| !v.is_empty())),
+                None => (None, Some(value)),
+            };
+            if system.is_some_and(|s| s.len() > 255) || value.is_some_and(|v| v.len() > 255) {
+                // Longer than any stored identifier.
+                return Ok(vec![Filter::Ids(Vec::new())]);
+            }
+            vec![Filter::Identifier {
+                system: system.map(str::to_owned),
+                value: value.map(str::to_owned),
+            }]
+        }
+        _ => unreachable!("only the parameters search_of hands over"),
+    })
+}
+
+/// The search a FHIR query asks for, in the JSON API's terms; whether its cursor goes
+/// backwards; and the query's common part.
+fn search_of(params: &[query::Param]) -> ApiResult<(Search, bool, Common)> {
     let invalid = |text: String| ApiError::BadRequest(text);
     let mut filters = Vec::new();
     let mut common = Common::new();
@@ -307,41 +417,28 @@ fn search_of(params: &[query::Param]) -> ApiResult<(Search, Common)> {
                     .filter_map(|id| Uuid::parse_str(id.trim()).ok())
                     .collect(),
             )),
-            ("name", modifier @ (None | Some("exact"))) => {
-                if value.contains(',') {
-                    return Err(invalid(
-                        "name does not take several values separated by commas (OR) here; repeat the parameter for AND".into(),
-                    ));
+            (name @ ("name" | "birthdate" | "identifier" | "_lastUpdated"), modifier)
+                if modifier.is_none() || (name == "name" && modifier == Some("exact")) =>
+            {
+                // Commas are OR; an empty alternative (`name=`) is no filter.
+                let alternatives: Vec<&str> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .collect();
+                if alternatives.len() > MAX_ALTERNATIVES {
+                    return Err(invalid(format!(
+                        "{name} lists more than {MAX_ALTERNATIVES} values"
+                    )));
                 }
-                if value.chars().count() > patients::search::MAX_TEXT_CHARS
-                    || value.split_whitespace().count() > patients::search::MAX_TEXT_WORDS
-                {
-                    return Err(invalid("name is too long".into()));
-                }
-                if value.is_empty() {
-                    continue;
-                }
-                filters.push(if modifier.is_some() {
-                    Filter::NameExact(value.to_owned())
-                } else {
-                    Filter::NameText(value.to_owned())
-                });
-            }
-            ("birthdate", None) => {
-                if value.contains(',') {
-                    return Err(invalid(
-                        "birthdate does not take several values separated by commas (OR) here; repeat the parameter for AND".into(),
-                    ));
-                }
-                let date = query::date_value(value).map_err(invalid)?;
-                match (date.prefix, date.bounds()) {
-                    (Prefix::Ne, (Some(first), Some(last))) => {
-                        filters.push(Filter::DobOutside(first, last))
-                    }
-                    (_, (from, to)) => {
-                        filters.extend(from.map(Filter::DobFrom));
-                        filters.extend(to.map(Filter::DobTo));
-                    }
+                let mut groups = alternatives
+                    .into_iter()
+                    .map(|v| alternative(name, modifier, v))
+                    .collect::<ApiResult<Vec<_>>>()?;
+                match groups.len() {
+                    0 => {}
+                    1 => filters.append(&mut groups[0]),
+                    _ => filters.push(Filter::AnyOf(groups)),
                 }
             }
             ("_sort", None) => {
@@ -350,9 +447,11 @@ fn search_of(params: &[query::Param]) -> ApiResult<(Search, Common)> {
                     "-name" => Sort::NameDesc,
                     "birthdate" => Sort::Dob,
                     "-birthdate" => Sort::DobDesc,
+                    "_lastUpdated" => Sort::UpdatedAt,
+                    "-_lastUpdated" => Sort::UpdatedAtDesc,
                     other => {
                         return Err(invalid(format!(
-                            "_sort takes name, -name, birthdate or -birthdate, not {other:?}"
+                            "_sort takes one of name, birthdate and _lastUpdated, each with an optional -, not {other:?}"
                         )))
                     }
                 }
@@ -360,11 +459,22 @@ fn search_of(params: &[query::Param]) -> ApiResult<(Search, Common)> {
             _ => common.unknown(param),
         }
     }
-    let cursor = match &common.cursor {
-        Some(raw) => Some(Cursor::decode(raw, sort).ok_or_else(query::bad_cursor)?),
-        None => None,
+    let (cursor, backwards) = match &common.cursor {
+        Some(raw) => {
+            let (raw, backwards) = match raw.strip_prefix(PREVIOUS) {
+                Some(rest) => (rest, true),
+                None => (raw.as_str(), false),
+            };
+            let cursor = Cursor::decode(raw, sort).ok_or_else(query::bad_cursor)?;
+            if backwards {
+                (Some(cursor.reversed()), true)
+            } else {
+                (Some(cursor), false)
+            }
+        }
+        None => (None, false),
     };
-    let count = match common.total {
+    let count = match common.total.unwrap_or(Total::Accurate) {
         Total::None => CountMode::None,
         Total::Estimate => CountMode::Estimate,
         Total::Accurate => CountMode::Exact,
@@ -372,12 +482,13 @@ fn search_of(params: &[query::Param]) -> ApiResult<(Search, Common)> {
     Ok((
         Search {
             filters,
-            sort,
+            sort: if backwards { sort.reversed() } else { sort },
             skip: 0,
             limit: common.count,
             count,
             cursor,
         },
+        backwards,
         common,
     ))
 }
@@ -412,14 +523,14 @@ pub(crate) fn link(
     }
 }
 
-/// A searchset Bundle: `self` (with the request's own cursor) and `next` links, `total`
+/// A searchset Bundle: `self` (with the request's own cursor), `previous` and `next` links, `total`
 /// unless not counted, the entries.
 pub(crate) fn bundle(
     base: &str,
     resource_type: &str,
     params: &[query::Param],
     unknown: &[String],
-    next: Option<&str>,
+    (previous, next): (Option<&str>, Option<&str>),
     total: Option<i64>,
     entries: Vec<Value>,
 ) -> Value {
@@ -430,10 +541,13 @@ pub(crate) fn bundle(
     let mut links = vec![
         json!({ "relation": "self", "url": link(base, resource_type, params, unknown, own_cursor) }),
     ];
-    if let Some(next) = next {
-        links.push(
-            json!({ "relation": "next", "url": link(base, resource_type, params, unknown, Some(next)) }),
-        );
+    for (relation, cursor) in [("previous", previous), ("next", next)] {
+        if let Some(cursor) = cursor {
+            links.push(json!({
+                "relation": relation,
+                "url": link(base, resource_type, params, unknown, Some(cursor)),
+            }));
+        }
     }
     let mut bundle = json!({ "resourceType": "Bundle", "type": "searchset", "link": links });
     if let Some(total) = total {
@@ -455,12 +569,25 @@ pub async fn search(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let params = query::params(raw.as_deref());
-    let (search, common) = search_of(&params)?;
+    let (search, backwards, common) = search_of(&params)?;
     common.check(&headers)?;
     audit.describe(|event| {
         event.details(json!({ "interface": "fhir", "filters": search.filter_names() }))
     });
-    let list = patients::run_search(&state.auth.pool, &search).await?;
+    let mut list = patients::run_search(&state.auth.pool, &search).await?;
+    // A previous page was read backwards from its following row: turn it round. Rows before
+    // it remain when the backwards read found more than a page.
+    let sort = if backwards {
+        list.data.reverse();
+        search.sort.reversed()
+    } else {
+        search.sort
+    };
+    let earlier = if backwards {
+        list.next_cursor.is_some()
+    } else {
+        search.cursor.is_some()
+    };
     let base = PublicBase::of(&state.base, &headers, &uri);
     // Entries until the page budget; a page cut short goes on from its last entry.
     let (mut entries, mut size, mut shown) = (Vec::new(), 0usize, 0usize);
@@ -478,10 +605,18 @@ pub async fn search(
         shown += 1;
         entries.push(entry);
     }
-    let next = if shown < list.data.len() {
-        Some(Cursor::after(search.sort, &list.data[shown - 1]).encode())
+    let next = if shown < list.data.len() || (backwards && shown > 0) {
+        Some(Cursor::after(sort, &list.data[shown - 1]).encode())
+    } else if backwards {
+        None
     } else {
         list.next_cursor.clone()
+    };
+    let previous = match list.data.first() {
+        Some(first) if earlier => {
+            Some(format!("{PREVIOUS}{}", Cursor::after(sort, first).encode()))
+        }
+        _ => None,
     };
     let shown_ids: Vec<Uuid> = list.data[..shown].iter().map(|p| p.id).collect();
     audit.describe(|event| {
@@ -496,7 +631,7 @@ pub async fn search(
         "Patient",
         &params,
         &common.unknown,
-        next.as_deref(),
+        (previous.as_deref(), next.as_deref()),
         list.count,
         entries,
     );

@@ -3,7 +3,7 @@
 //! modifier, and dates with their prefix and precision.
 
 use axum::http::HeaderMap;
-use chrono::{Datelike, Days, NaiveDate};
+use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
 use shared::ApiError;
 
 /// `_count` when none is given, and the most a page holds.
@@ -16,7 +16,8 @@ pub const MAX_COUNT: i64 = 200;
 pub struct Common {
     pub count: i64,
     pub cursor: Option<String>,
-    pub total: Total,
+    /// As asked; each resource says what it does when none is asked.
+    pub total: Option<Total>,
     pub unknown: Vec<String>,
 }
 
@@ -33,7 +34,7 @@ impl Common {
         Self {
             count: DEFAULT_COUNT,
             cursor: None,
-            total: Total::Accurate,
+            total: None,
             unknown: Vec::new(),
         }
     }
@@ -52,7 +53,7 @@ impl Common {
             }
             ("_cursor", None) => self.cursor = Some(value.to_owned()),
             ("_total", None) => {
-                self.total = match value {
+                self.total = Some(match value {
                     "none" => Total::None,
                     "estimate" => Total::Estimate,
                     "accurate" => Total::Accurate,
@@ -61,7 +62,7 @@ impl Common {
                             "_total takes none, estimate or accurate, not {other:?}"
                         )))
                     }
-                }
+                })
             }
             // How the answer is shaped, not what it holds.
             ("_format", None) if value.contains("json") => {}
@@ -207,6 +208,82 @@ pub fn date_value(raw: &str) -> Result<DateValue, String> {
     })
 }
 
+/// An instant search value (`_lastUpdated`): its prefix and the half-open range
+/// `[start, end)` its precision covers, in UTC. A day or coarser is a range of UTC days; a time
+/// needs its offset (`Z` or `+hh:mm`) and covers its second (or its fraction's precision).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstantValue {
+    pub prefix: Prefix,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+pub fn instant_value(raw: &str) -> Result<InstantValue, String> {
+    let raw = raw.trim();
+    let Some(t) = raw.find('T') else {
+        let date = date_value(raw)?;
+        let midnight = |d: NaiveDate| d.and_time(chrono::NaiveTime::MIN).and_utc();
+        let end = date
+            .last
+            .checked_add_days(Days::new(1))
+            .ok_or("Invalid date")?;
+        return Ok(InstantValue {
+            prefix: date.prefix,
+            start: midnight(date.first),
+            end: midnight(end),
+        });
+    };
+    let day = date_value(&raw[..t])?;
+    let invalid = || {
+        format!("Invalid instant {raw:?}: use YYYY-MM-DDThh:mm:ss with Z or an offset, with an optional prefix")
+    };
+    if day.first != day.last {
+        return Err(invalid());
+    }
+    // The prefix is in front of the date; the instant is what follows it.
+    let instant = &raw[t - 10..];
+    let parsed = DateTime::parse_from_rfc3339(instant)
+        .or_else(|_| {
+            // hh:mm without seconds, as FHIR's search allows.
+            let (time, offset) = instant[11..]
+                .find(['Z', 'z', '+', '-'])
+                .map(|at| instant[11..].split_at(at))
+                .ok_or(())?;
+            if time.len() != 5 {
+                return Err(());
+            }
+            DateTime::parse_from_rfc3339(&format!("{}{time}:00{offset}", &instant[..11]))
+                .map_err(|_| ())
+        })
+        .map_err(|_| invalid())?
+        .with_timezone(&Utc);
+    let digits = instant
+        .split_once('.')
+        .map(|(_, rest)| rest.bytes().take_while(u8::is_ascii_digit).count() as u32)
+        .unwrap_or(0)
+        .min(6);
+    let precision = chrono::Duration::microseconds(10_i64.pow(6 - digits));
+    Ok(InstantValue {
+        prefix: day.prefix,
+        start: parsed,
+        end: parsed + precision,
+    })
+}
+
+impl InstantValue {
+    /// The range a match must lie within, `[from, before)` (None: open), or for `ne` the range
+    /// it must lie outside.
+    pub fn bounds(&self) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+        match self.prefix {
+            Prefix::Eq | Prefix::Ne => (Some(self.start), Some(self.end)),
+            Prefix::Ge => (Some(self.start), None),
+            Prefix::Gt => (Some(self.end), None),
+            Prefix::Le => (None, Some(self.end)),
+            Prefix::Lt => (None, Some(self.start)),
+        }
+    }
+}
+
 impl DateValue {
     /// The inclusive bounds a match must lie within (None: open), or for `ne` the range it
     /// must lie outside.
@@ -258,6 +335,28 @@ mod tests {
         assert!(date_value("80").is_err());
         assert!(date_value("ap1980").is_err());
         assert!(date_value("1980-02-30").is_err());
+    }
+
+    #[test]
+    fn instants_cover_their_precision() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let day = instant_value("gt2024-03-01").unwrap();
+        assert_eq!(day.bounds(), (Some(at("2024-03-02T00:00:00Z")), None));
+        let second = instant_value("ge2024-03-01T10:20:30+02:00").unwrap();
+        assert_eq!(second.start, at("2024-03-01T08:20:30Z"));
+        assert_eq!(second.end, at("2024-03-01T08:20:31Z"));
+        let milli = instant_value("2024-03-01T10:20:30.123Z").unwrap();
+        assert_eq!(milli.end - milli.start, chrono::Duration::milliseconds(1));
+        let minute = instant_value("lt2024-03-01T10:20Z").unwrap();
+        assert_eq!(minute.bounds(), (None, Some(at("2024-03-01T10:20:00Z"))));
+        for bad in [
+            "2024-03-01T10:20:30",
+            "2024-03T10:00:00Z",
+            "2024-03-01T25:00:00Z",
+            "x",
+        ] {
+            assert!(instant_value(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -26,7 +26,10 @@ use shared::{ApiError, ApiResult};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use model::{ContactInfo, Dob, MedicalHistory, Patient, PatientName, PATIENT_COLUMNS};
+use model::{
+    ContactInfo, Dob, Identifier, Identifiers, MedicalHistory, Patient, PatientName,
+    PATIENT_COLUMNS,
+};
 use search::{CountMode, Cursor, Search, SearchParams};
 
 #[derive(Clone, FromRef)]
@@ -132,6 +135,8 @@ pub struct PatientCreate {
     pub contact_info: Option<ContactInfo>,
     #[serde(default)]
     pub medical_history: Option<MedicalHistory>,
+    #[serde(default)]
+    pub identifiers: Option<Identifiers>,
 }
 
 /// The changed rows of a statement whose CTE `source` returns patients.
@@ -171,6 +176,10 @@ pub async fn insert(pool: &DbPool, audit: &Audit, body: &PatientCreate) -> ApiRe
         ),
     ]
     .join(", ");
+    let identifiers = body.identifiers.clone().unwrap_or_default();
+    let (systems, identifier_values) = identifiers.columns();
+    let systems = params.push(systems, Type::TEXT_ARRAY);
+    let identifier_values = params.push(identifier_values, Type::TEXT_ARRAY);
     let logged = audit.logged_cte(&mut params, &patient_rows("created"));
     let client = pool.get().await?;
     let row = client
@@ -179,13 +188,60 @@ pub async fn insert(pool: &DbPool, audit: &Audit, body: &PatientCreate) -> ApiRe
                 "WITH created AS (
                     INSERT INTO patients (id, name, dob, contact_info, medical_history)
                     VALUES ({values}) RETURNING {PATIENT_COLUMNS}
+                 ), identified AS (
+                    INSERT INTO patient_identifiers (patient_id, system, value)
+                    SELECT created.id, i.system, i.value
+                    FROM created, unnest({systems}::text[], {identifier_values}::text[]) AS i (system, value)
                  ), {logged}
                  SELECT * FROM created"
             ),
             &params.typed(),
         )
+        .await
+        .map_err(identifier_taken)?;
+    let mut patient = Patient::from_row(&row);
+    patient.identifiers = identifiers.as_slice().to_vec();
+    Ok(patient)
+}
+
+/// A unique violation of an identifier (a pair another patient holds) as a 409; any other
+/// error as it is.
+fn identifier_taken(error: tokio_postgres::Error) -> ApiError {
+    if error
+        .as_db_error()
+        .is_some_and(|db| db.constraint() == Some("patient_identifiers_pkey"))
+    {
+        ApiError::Conflict("An identifier sent already belongs to another patient".into())
+    } else {
+        error.into()
+    }
+}
+
+/// Fills in the identifiers of `patients` (one query, whatever their number).
+pub async fn with_identifiers(
+    client: &shared::db::Connection,
+    patients: &mut [Patient],
+) -> ApiResult<()> {
+    if patients.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = patients.iter().map(|p| p.id).collect();
+    let statement = client
+        .prepare_cached(
+            "SELECT patient_id, system, value FROM patient_identifiers
+             WHERE patient_id = ANY($1) ORDER BY system, value",
+        )
         .await?;
-    Ok(Patient::from_row(&row))
+    for row in client.query(&statement, &[&ids]).await? {
+        let owner: Uuid = row.get(0);
+        if let Some(patient) = patients.iter_mut().find(|p| p.id == owner) {
+            patient.identifiers.push(Identifier {
+                system: row.get(1),
+                value: row.get(2),
+            });
+        }
+    }
+    Ok(())
 }
 
 async fn read_patient(
@@ -207,11 +263,13 @@ pub async fn find(pool: &DbPool, id: Uuid) -> ApiResult<Option<Patient>> {
             "SELECT {PATIENT_COLUMNS} FROM patients WHERE id = $1"
         ))
         .await?;
-    Ok(client
-        .query_opt(&statement, &[&id])
-        .await?
-        .as_ref()
-        .map(Patient::from_row))
+    let Some(row) = client.query_opt(&statement, &[&id]).await? else {
+        return Ok(None);
+    };
+    let mut patient = [Patient::from_row(&row)];
+    with_identifiers(&client, &mut patient).await?;
+    let [patient] = patient;
+    Ok(Some(patient))
 }
 
 /// PUT and PATCH alike: only the fields sent change; `null` clears a nullable field.
@@ -225,6 +283,9 @@ pub struct PatientUpdate {
     pub contact_info: Option<Option<ContactInfo>>,
     #[serde(default, deserialize_with = "present")]
     pub medical_history: Option<Option<MedicalHistory>>,
+    /// When sent, the whole set (null or `[]` clears it).
+    #[serde(default, deserialize_with = "present")]
+    pub identifiers: Option<Option<Identifiers>>,
 }
 
 async fn update_patient(
@@ -272,6 +333,7 @@ pub async fn update(
         ("dob", body.dob.is_some()),
         ("contact_info", body.contact_info.is_some()),
         ("medical_history", body.medical_history.is_some()),
+        ("identifiers", body.identifiers.is_some()),
     ]
     .iter()
     .filter(|(_, sent)| *sent)
@@ -298,6 +360,10 @@ pub async fn update(
             .and_then(|m| m.as_ref().map(|m| m.as_str().to_owned())),
         Type::TEXT,
     );
+    let identifiers_sent = params.push(body.identifiers.is_some(), Type::BOOL);
+    let (systems, values) = body.identifiers.flatten().unwrap_or_default().columns();
+    let systems = params.push(systems, Type::TEXT_ARRAY);
+    let values = params.push(values, Type::TEXT_ARRAY);
     let expected = params.push(expected, Type::INT8);
     // The change and its audit event in one statement: the event exists exactly when a row
     // changed (a 404 or a 412 is recorded as a refusal), at no extra round trip.
@@ -316,14 +382,35 @@ pub async fn update(
                         updated_at = now()
                     WHERE id = {id_p} AND ({expected}::int8 IS NULL OR version = {expected})
                     RETURNING {PATIENT_COLUMNS}
+                 ), sent AS (
+                    SELECT * FROM unnest({systems}::text[], {values}::text[]) AS i (system, value)
+                 ), unlisted AS (
+                    -- Pairs kept stay as they are: a pair is never deleted and inserted in
+                    -- one statement.
+                    DELETE FROM patient_identifiers i USING updated
+                    WHERE {identifiers_sent} AND i.patient_id = updated.id
+                      AND (i.system, i.value) NOT IN (SELECT system, value FROM sent)
+                 ), listed AS (
+                    INSERT INTO patient_identifiers (patient_id, system, value)
+                    SELECT updated.id, sent.system, sent.value FROM updated, sent
+                    WHERE {identifiers_sent} AND NOT EXISTS (
+                        SELECT 1 FROM patient_identifiers i
+                        WHERE i.system = sent.system AND i.value = sent.value
+                          AND i.patient_id = updated.id)
                  ), {logged}
                  SELECT * FROM updated"
             ),
             &params.typed(),
         )
-        .await?;
+        .await
+        .map_err(identifier_taken)?;
     match updated {
-        Some(row) => Ok(Patient::from_row(&row)),
+        Some(row) => {
+            let mut patient = [Patient::from_row(&row)];
+            with_identifiers(&client, &mut patient).await?;
+            let [patient] = patient;
+            Ok(patient)
+        }
         None => Err(missing_or_modified(&client, id).await?),
     }
 }
@@ -463,7 +550,7 @@ pub async fn run_search(pool: &DbPool, search: &Search) -> ApiResult<PatientList
                 client.query_typed_one(&estimate_sql, &estimate_typed),
                 client.query_one("SELECT patients FROM patient_totals", &[]),
             )?;
-            estimated = plan_rows(&plan.get::<_, serde_json::Value>(0));
+            estimated = shared::db::plan_rows(&plan.get::<_, serde_json::Value>(0));
             let total: i64 = total.get(0);
             let walked = if estimated.is_some_and(|matches| search.walk_is_likely(matches, total)) {
                 Some(client.query_typed(walk_sql, &walk_params.typed()).await?)
@@ -486,7 +573,7 @@ pub async fn run_search(pool: &DbPool, search: &Search) -> ApiResult<PatientList
     if search.count == CountMode::Estimate && estimated.is_none() {
         let (sql, params) = search.estimate_sql();
         let plan = client.query_typed_one(&sql, &params.typed()).await?;
-        estimated = plan_rows(&plan.get::<_, serde_json::Value>(0));
+        estimated = shared::db::plan_rows(&plan.get::<_, serde_json::Value>(0));
     }
     let total_column = PATIENT_COLUMNS.split(',').count();
     let count = match search.count {
@@ -509,18 +596,10 @@ pub async fn run_search(pool: &DbPool, search: &Search) -> ApiResult<PatientList
     } else {
         None
     };
+    with_identifiers(&client, &mut data).await?;
     Ok(PatientList {
         data,
         count,
         next_cursor,
     })
-}
-
-/// The planner's row estimate from `EXPLAIN (FORMAT JSON)`.
-fn plan_rows(plan: &serde_json::Value) -> Option<i64> {
-    plan.get(0)?
-        .get("Plan")?
-        .get("Plan Rows")?
-        .as_f64()
-        .map(|rows| rows.round() as i64)
 }

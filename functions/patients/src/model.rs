@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-/// `{id, name, dob, contact_info, medical_history, created_at, updated_at}`.
+/// `{id, name, dob, contact_info, medical_history, identifiers, created_at, updated_at}`.
 #[derive(Debug, Serialize)]
 pub struct Patient {
     pub id: Uuid,
@@ -14,6 +14,9 @@ pub struct Patient {
     pub dob: Option<NaiveDate>,
     pub contact_info: Option<String>,
     pub medical_history: Option<String>,
+    /// Read from their own table after the row (`crate::with_identifiers`); ordered by system
+    /// and value.
+    pub identifiers: Vec<Identifier>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     #[serde(skip)]
@@ -32,6 +35,7 @@ impl Patient {
             dob: row.get(2),
             contact_info: row.get(3),
             medical_history: row.get(4),
+            identifiers: Vec::new(),
             created_at: row.get(5),
             updated_at: row.get(6),
             version: row.get(7),
@@ -41,6 +45,96 @@ impl Patient {
     /// The strong validator of this version of the record.
     pub fn etag(&self) -> String {
         format!("\"{}\"", self.version)
+    }
+}
+
+/// A business identifier: a system (an absolute URI, such as a clinic's MRN namespace) and a
+/// value, each 1 to 255 characters without control characters (the value trimmed). A pair
+/// names at most one patient.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "RawIdentifier")]
+pub struct Identifier {
+    pub system: String,
+    pub value: String,
+}
+
+#[derive(Deserialize)]
+struct RawIdentifier {
+    system: String,
+    value: String,
+}
+
+impl TryFrom<RawIdentifier> for Identifier {
+    type Error = String;
+    fn try_from(raw: RawIdentifier) -> Result<Self, String> {
+        Identifier::new(&raw.system, &raw.value)
+    }
+}
+
+impl Identifier {
+    pub fn new(system: &str, value: &str) -> Result<Self, String> {
+        let (system, value) = (system.trim(), value.trim());
+        let printable = |s: &str| !s.chars().any(char::is_control);
+        if system.is_empty() || system.chars().count() > 255 || !printable(system) {
+            return Err("An identifier's system must be 1 to 255 characters".into());
+        }
+        // An absolute URI: a scheme (a letter, then letters, digits, + - .), a colon, no spaces.
+        let scheme = system.split_once(':').map(|(scheme, _)| scheme);
+        let absolute = scheme.is_some_and(|s| {
+            s.starts_with(|c: char| c.is_ascii_alphabetic())
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        }) && !system.contains(char::is_whitespace);
+        if !absolute {
+            return Err(
+                "An identifier's system must be an absolute URI (such as urn:oid:1.2.3 or https://clinic.example/mrn)"
+                    .into(),
+            );
+        }
+        if value.is_empty() || value.chars().count() > 255 || !printable(value) {
+            return Err("An identifier's value must be 1 to 255 characters".into());
+        }
+        Ok(Self {
+            system: system.to_owned(),
+            value: value.to_owned(),
+        })
+    }
+}
+
+/// A patient's identifiers as sent: at most `MAX_IDENTIFIERS`, no pair twice.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(try_from = "Vec<Identifier>")]
+pub struct Identifiers(Vec<Identifier>);
+
+pub const MAX_IDENTIFIERS: usize = 20;
+
+impl TryFrom<Vec<Identifier>> for Identifiers {
+    type Error = String;
+    fn try_from(mut list: Vec<Identifier>) -> Result<Self, String> {
+        if list.len() > MAX_IDENTIFIERS {
+            return Err(format!(
+                "A patient has at most {MAX_IDENTIFIERS} identifiers"
+            ));
+        }
+        list.sort();
+        if list.windows(2).any(|pair| pair[0] == pair[1]) {
+            return Err("The same identifier is listed twice".into());
+        }
+        Ok(Self(list))
+    }
+}
+
+impl Identifiers {
+    pub fn as_slice(&self) -> &[Identifier] {
+        &self.0
+    }
+
+    /// Systems and values, as two arrays for `unnest`.
+    pub fn columns(&self) -> (Vec<String>, Vec<String>) {
+        self.0
+            .iter()
+            .map(|i| (i.system.clone(), i.value.clone()))
+            .unzip()
     }
 }
 
@@ -178,6 +272,26 @@ mod tests {
         ] {
             assert_eq!(parse_date(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn identifiers() {
+        assert!(Identifier::new("urn:oid:1.2.3", " 42 ").is_ok_and(|i| i.value == "42"));
+        assert!(Identifier::new("https://clinic.example/mrn", "A-1").is_ok());
+        for (system, value) in [
+            ("mrn", "1"),
+            ("1urn:x", "1"),
+            ("urn:a b", "1"),
+            ("urn:x", " "),
+            ("urn:x", "a\u{0}b"),
+        ] {
+            assert!(Identifier::new(system, value).is_err(), "{system} {value}");
+        }
+        let twice = vec![
+            Identifier::new("urn:x", "1").unwrap(),
+            Identifier::new("urn:x", "1").unwrap(),
+        ];
+        assert!(Identifiers::try_from(twice).is_err());
     }
 
     #[test]

@@ -40,6 +40,17 @@ pub enum Filter {
     DobOutside(NaiveDate, NaiveDate),
     /// Any of these ids (FHIR's `_id`); none: no match.
     Ids(Vec<uuid::Uuid>),
+    /// An identifier in `system` (any system when None) with `value` (any value when None).
+    Identifier {
+        system: Option<String>,
+        value: Option<String>,
+    },
+    /// Changed at or after this instant (FHIR's `_lastUpdated`).
+    UpdatedFrom(chrono::DateTime<chrono::Utc>),
+    /// Changed before this instant.
+    UpdatedBefore(chrono::DateTime<chrono::Utc>),
+    /// Any of these groups of filters, each group all of its filters (FHIR's commas).
+    AnyOf(Vec<Vec<Filter>>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +61,8 @@ pub enum Sort {
     DobDesc,
     CreatedAt,
     CreatedAtDesc,
+    UpdatedAt,
+    UpdatedAtDesc,
 }
 
 impl Sort {
@@ -61,6 +74,8 @@ impl Sort {
             "-dob" => Self::DobDesc,
             "created_at" => Self::CreatedAt,
             "-created_at" => Self::CreatedAtDesc,
+            "updated_at" => Self::UpdatedAt,
+            "-updated_at" => Self::UpdatedAtDesc,
             _ => return None,
         })
     }
@@ -73,6 +88,8 @@ impl Sort {
             Self::DobDesc => "-dob",
             Self::CreatedAt => "created_at",
             Self::CreatedAtDesc => "-created_at",
+            Self::UpdatedAt => "updated_at",
+            Self::UpdatedAtDesc => "-updated_at",
         }
     }
 
@@ -82,11 +99,29 @@ impl Sort {
             Self::Name | Self::NameDesc => "name",
             Self::Dob | Self::DobDesc => "dob",
             Self::CreatedAt | Self::CreatedAtDesc => "created_at",
+            Self::UpdatedAt | Self::UpdatedAtDesc => "updated_at",
         }
     }
 
     fn descending(self) -> bool {
-        matches!(self, Self::NameDesc | Self::DobDesc | Self::CreatedAtDesc)
+        matches!(
+            self,
+            Self::NameDesc | Self::DobDesc | Self::CreatedAtDesc | Self::UpdatedAtDesc
+        )
+    }
+
+    /// The same order backwards (a previous page is the next page of this order, reversed).
+    pub fn reversed(self) -> Self {
+        match self {
+            Self::Name => Self::NameDesc,
+            Self::NameDesc => Self::Name,
+            Self::Dob => Self::DobDesc,
+            Self::DobDesc => Self::Dob,
+            Self::CreatedAt => Self::CreatedAtDesc,
+            Self::CreatedAtDesc => Self::CreatedAt,
+            Self::UpdatedAt => Self::UpdatedAtDesc,
+            Self::UpdatedAtDesc => Self::UpdatedAt,
+        }
     }
 
     /// `ORDER BY` over a relation with columns `sort_key` and `id`. PostgreSQL puts NULLs (only
@@ -119,12 +154,26 @@ impl Cursor {
         let key = match sort.column() {
             "name" => SortKey::Text(patient.name.clone()),
             "dob" => SortKey::Date(patient.dob),
+            "updated_at" => SortKey::Time(patient.updated_at),
             _ => SortKey::Time(patient.created_at),
         };
         Self {
             sort,
             key,
             id: patient.id,
+        }
+    }
+
+    /// The sort this cursor continues.
+    pub fn sort(&self) -> Sort {
+        self.sort
+    }
+
+    /// The cursor at the same row for the same order backwards: the rows before it.
+    pub fn reversed(self) -> Self {
+        Self {
+            sort: self.sort.reversed(),
+            ..self
         }
     }
 
@@ -296,7 +345,7 @@ impl Search {
             Some(raw) => Sort::parse(raw.trim()).unwrap_or_else(|| {
                 errors.push(FieldError::new(
                     &["query", "sort"],
-                    "Input should be 'name', '-name', 'dob', '-dob', 'created_at' or '-created_at'",
+                    "Input should be 'name', '-name', 'dob', '-dob', 'created_at', '-created_at', 'updated_at' or '-updated_at'",
                     "enum",
                 ));
                 Sort::Name
@@ -341,8 +390,17 @@ impl Search {
 
     /// `WHERE ...` (or nothing) over `patients p`, its values pushed onto `params`.
     pub fn where_clause(&self, params: &mut SqlParams) -> String {
-        let clauses: Vec<String> = self
-            .filters
+        let clauses = Self::conditions(&self.filters, params);
+        if clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", clauses.join(" AND "))
+        }
+    }
+
+    /// One SQL condition per filter over `patients p`.
+    fn conditions(filters: &[Filter], params: &mut SqlParams) -> Vec<String> {
+        filters
             .iter()
             .map(|filter| match filter {
                 Filter::NameText(v) => format!(
@@ -369,13 +427,50 @@ impl Search {
                 Filter::Ids(ids) => {
                     format!("p.id = ANY({})", params.push(ids.clone(), Type::UUID_ARRAY))
                 }
+                // Bounded by the matching identifiers (their primary key or value index).
+                Filter::Identifier { system, value } => {
+                    let mut on = Vec::new();
+                    if let Some(system) = system {
+                        on.push(format!(
+                            "i.system = {}",
+                            params.push(system.clone(), Type::VARCHAR)
+                        ));
+                    }
+                    if let Some(value) = value {
+                        on.push(format!(
+                            "i.value = {}",
+                            params.push(value.clone(), Type::VARCHAR)
+                        ));
+                    }
+                    let on = if on.is_empty() {
+                        "true".to_owned()
+                    } else {
+                        on.join(" AND ")
+                    };
+                    format!("p.id IN (SELECT i.patient_id FROM patient_identifiers i WHERE {on})")
+                }
+                Filter::UpdatedFrom(t) => {
+                    format!("p.updated_at >= {}", params.push(*t, Type::TIMESTAMPTZ))
+                }
+                Filter::UpdatedBefore(t) => {
+                    format!("p.updated_at < {}", params.push(*t, Type::TIMESTAMPTZ))
+                }
+                Filter::AnyOf(groups) => {
+                    let any: Vec<String> = groups
+                        .iter()
+                        .map(|group| match Self::conditions(group, params) {
+                            all if all.is_empty() => "true".to_owned(),
+                            all => format!("({})", all.join(" AND ")),
+                        })
+                        .collect();
+                    if any.is_empty() {
+                        "false".to_owned()
+                    } else {
+                        format!("({})", any.join(" OR "))
+                    }
+                }
             })
-            .collect();
-        if clauses.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", clauses.join(" AND "))
-        }
+            .collect()
     }
 
     /// Whether a walk of `WALK_BUDGET` rows likely holds the page: `estimated` matches spread
@@ -568,6 +663,9 @@ impl Search {
                 Filter::DobTo(_) => "dob_to",
                 Filter::DobOutside(..) => "dob_outside",
                 Filter::Ids(_) => "ids",
+                Filter::Identifier { .. } => "identifier",
+                Filter::UpdatedFrom(_) | Filter::UpdatedBefore(_) => "last_updated",
+                Filter::AnyOf(_) => "any_of",
             })
             .collect()
     }
@@ -615,6 +713,7 @@ mod tests {
             dob: None,
             contact_info: None,
             medical_history: None,
+            identifiers: Vec::new(),
             created_at: now,
             updated_at: now,
             version: 1,
