@@ -31,9 +31,24 @@ function check(condition, what) {
   }
 }
 
+/** Where `value` holds a null, an empty string, array or object (FHIR allows none of them). */
+function emptyAt(value, path = '') {
+  if (value === null || value === '') return path || '/';
+  if (typeof value !== 'object') return undefined;
+  const children = Array.isArray(value) ? value.map((v, i) => [i, v]) : Object.entries(value);
+  if (children.length === 0) return path || '/';
+  for (const [key, child] of children) {
+    const found = emptyAt(child, `${path}/${key}`);
+    if (found) return found;
+  }
+  return undefined;
+}
+
 /** Validates a resource (and each resource a Bundle holds) and keeps it for validate.py. */
 function validated(resource, what) {
   const plain = JSON.parse(JSON.stringify(resource));
+  const empty = emptyAt(plain);
+  check(!empty, `${what}: no null or empty value${empty ? ` (at ${empty})` : ''}`);
   saved += 1;
   writeFileSync(`${outDir}/${String(saved).padStart(3, '0')}-${plain.resourceType}.json`, JSON.stringify(plain, null, 2));
   const result = fhirJs.validate(plain, { errorOnUnexpected: true });
@@ -64,6 +79,18 @@ async function refused(promise, expected, what) {
     if (outcome) validated(outcome, `${what}: the OperationOutcome`);
   }
 }
+
+// The validators are live: each refuses a resource with an element R4 does not define.
+const broken = { resourceType: 'Patient', colour: 'red', birthDate: '1975-13-01' };
+check(!fhirJs.validate(broken, { errorOnUnexpected: true }).valid, 'FHIR.js refuses a broken Patient');
+let medplumRefused = false;
+try {
+  validateResource(broken);
+} catch {
+  medplumRefused = true;
+}
+check(medplumRefused, 'Medplum refuses a broken Patient');
+check(emptyAt({ a: [{ b: '' }] }) === '/a/0/b', 'the empty-value check finds an empty string');
 
 const clinician = new Client({ baseUrl: base, bearerToken: process.env.CLINICIAN_TOKEN });
 const admin = new Client({ baseUrl: base, bearerToken: process.env.ADMIN_TOKEN });

@@ -13,6 +13,13 @@ from fhirclient.models.fhirelementfactory import FHIRElementFactory
 
 
 def main(directory: str) -> int:
+    # The models are strict: a resource with an element R4 does not define is refused.
+    try:
+        FHIRElementFactory.instantiate("Patient", {"resourceType": "Patient", "colour": "red"})
+        print("FAIL fhirclient accepted a Patient with an unknown element")
+        return 1
+    except Exception:
+        pass
     files = sorted(pathlib.Path(directory).glob("*.json"))
     failures = 0
     for path in files:
