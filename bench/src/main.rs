@@ -666,6 +666,262 @@ async fn uploads() {
     );
 }
 
+/// FHIR's Patient searches at 1M patients (uniform data set), through the fhir function's
+/// router, next to the JSON API's same search through the patients function's router: the same
+/// SQL paths, plus FHIR's Bundle. Every patient gets an MRN first (once per database).
+async fn fhir_at_scale() {
+    let data = BenchData::open(dataset::DataSet::Uniform).await;
+    let (dbname, client, admin) = (&data.dbname, &data.client, data.admin);
+    let started = Instant::now();
+    let added = client
+        .execute(
+            "INSERT INTO patient_identifiers (system, value, patient_id)
+             SELECT 'https://clinic.example/mrn', 'MRN-' || lpad(n::text, 7, '0'), id
+             FROM (SELECT id, row_number() OVER (ORDER BY created_at, id) AS n FROM patients) p
+             WHERE NOT EXISTS (SELECT 1 FROM patient_identifiers LIMIT 1)",
+            &[],
+        )
+        .await
+        .unwrap();
+    if added > 0 {
+        client
+            .batch_execute("VACUUM ANALYZE patient_identifiers")
+            .await
+            .unwrap();
+    }
+    let [signing, public] = api_tests::token_settings();
+    let mut pairs: Vec<(&str, String)> = vec![
+        ("DATABASE_URL", api_tests::db_url(dbname)),
+        signing,
+        public,
+        ("S3_BUCKET", "carevault-bench".to_owned()),
+        (
+            "FHIR_BASE_URL",
+            "https://api.clinic.example/fhir/R4".to_owned(),
+        ),
+    ];
+    let aws: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("AWS_"))
+        .collect();
+    pairs.extend(aws.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    let env = shared::config::Env::from_pairs(pairs);
+    let fhir = fhir::router(fhir::FhirState::from_env(&env).await.unwrap());
+    let json_api = patients::router(patients::PatientsState::from_env(&env).await.unwrap());
+    let token = api_tests::access_token_for(admin);
+    let (some_id, mrn): (uuid::Uuid, String) = {
+        let row = client
+            .query_one(
+                "SELECT patient_id, value FROM patient_identifiers ORDER BY value OFFSET 500000 LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    // A cursor 50 pages deep, for the cost of following `next` links.
+    let deep_cursor = {
+        let mut url = String::new();
+        let mut request = ApiRequest::get("/fhir/R4/Patient")
+            .bearer(&token)
+            .query("_count", "200")
+            .query("_total", "none");
+        for _ in 0..50 {
+            let page = api_tests::invoke(fhir.clone(), request).await.json();
+            url = page["link"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["relation"] == "next")
+                .unwrap()["url"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let query = url.split_once('?').unwrap().1;
+            request = ApiRequest::get("/fhir/R4/Patient").bearer(&token);
+            for (k, v) in serde_urlencoded::from_str::<Vec<(String, String)>>(query).unwrap() {
+                request = request.query(&k, &v);
+            }
+        }
+        serde_urlencoded::from_str::<Vec<(String, String)>>(url.split_once('?').unwrap().1)
+            .unwrap()
+            .into_iter()
+            .find(|(k, _)| k == "_cursor")
+            .unwrap()
+            .1
+    };
+    println!("## FHIR searches at 1M patients (uniform data set)\n");
+    if added > 0 {
+        println!(
+            "Gave every patient an MRN (`https://clinic.example/mrn`) in {:.1} s.\n",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    println!("| FHIR request | entries | total | runs | p50 ms | p99 ms | JSON API equivalent | its p50 ms |\n|---|---|---|---|---|---|---|---|");
+    let id = some_id.to_string();
+    let identifier = format!("https://clinic.example/mrn|{mrn}");
+    // (FHIR path, its query, the JSON API's path and query for the same search, if any)
+    type Shape<'a> = (String, Vec<(&'a str, &'a str)>, String, Vec<(&'a str, &'a str)>);
+    let shapes: Vec<Shape> = vec![
+        (
+            "/Patient/{id}".to_owned(),
+            vec![],
+            format!("/api/v1/patients/{id}"),
+            vec![],
+        ),
+        ("/Patient".into(), vec![("_id", &id)], String::new(), vec![]),
+        (
+            "/Patient".into(),
+            vec![("identifier", &identifier)],
+            String::new(),
+            vec![],
+        ),
+        (
+            "/Patient".into(),
+            vec![("identifier", &mrn)],
+            String::new(),
+            vec![],
+        ),
+        (
+            "/Patient".into(),
+            vec![("name", "dvořák ígor")],
+            "/api/v1/patients/".into(),
+            vec![("name_text", "dvořák ígor"), ("limit", "20")],
+        ),
+        (
+            "/Patient".into(),
+            vec![("name:exact", "Zoë Østergaard")],
+            "/api/v1/patients/".into(),
+            vec![("name_exact", "Zoë Østergaard"), ("limit", "20")],
+        ),
+        (
+            "/Patient".into(),
+            vec![("name", "igor,zoë")],
+            String::new(),
+            vec![],
+        ),
+        (
+            "/Patient".into(),
+            vec![("birthdate", "1985-06-01")],
+            "/api/v1/patients/".into(),
+            vec![
+                ("dob_from", "1985-06-01"),
+                ("dob_to", "1985-06-01"),
+                ("limit", "20"),
+            ],
+        ),
+        (
+            "/Patient".into(),
+            vec![("name", "maria"), ("birthdate", "1990")],
+            "/api/v1/patients/".into(),
+            vec![
+                ("name_text", "maria"),
+                ("dob_from", "1990-01-01"),
+                ("dob_to", "1990-12-31"),
+                ("limit", "20"),
+            ],
+        ),
+        (
+            "/Patient".into(),
+            vec![("name", "jo")],
+            "/api/v1/patients/".into(),
+            vec![("name_text", "jo"), ("limit", "20")],
+        ),
+        (
+            "/Patient".into(),
+            vec![("name", "jo"), ("_total", "none")],
+            "/api/v1/patients/".into(),
+            vec![("name_text", "jo"), ("limit", "20"), ("count", "none")],
+        ),
+        (
+            "/Patient".into(),
+            vec![],
+            "/api/v1/patients/".into(),
+            vec![("limit", "20")],
+        ),
+        (
+            "/Patient".into(),
+            vec![("_count", "200"), ("_sort", "-_lastUpdated")],
+            "/api/v1/patients/".into(),
+            vec![("limit", "200"), ("sort", "-updated_at")],
+        ),
+        (
+            "/Patient".into(),
+            vec![
+                ("_count", "200"),
+                ("_total", "none"),
+                ("_cursor", &deep_cursor),
+            ],
+            String::new(),
+            vec![],
+        ),
+    ];
+    for (path, query, json_path, json_query) in &shapes {
+        let fhir_path = path.replace("{id}", &id);
+        let request = || {
+            let mut request = ApiRequest::get(&format!("/fhir/R4{fhir_path}")).bearer(&token);
+            for (k, v) in query {
+                request = request.query(k, v);
+            }
+            request
+        };
+        let first = api_tests::invoke(fhir.clone(), request()).await;
+        assert_eq!(first.status, 200, "{path} {query:?}: {}", first.body);
+        let body = first.json();
+        let entries = body["entry"].as_array().map_or(0, Vec::len);
+        let total = body["total"].as_i64().map_or("".into(), |t| t.to_string());
+        let runs = if body["total"].as_i64().unwrap_or(0) > 10_000 {
+            20
+        } else {
+            100
+        };
+        let stats = time(runs, || api_tests::invoke(fhir.clone(), request())).await;
+        let (label, json_p50) = if json_path.is_empty() {
+            ("(none)".to_owned(), String::new())
+        } else {
+            let json_request = || {
+                let mut request = ApiRequest::get(json_path).bearer(&token);
+                for (k, v) in json_query {
+                    request = request.query(k, v);
+                }
+                request
+            };
+            let answer = api_tests::invoke(json_api.clone(), json_request()).await;
+            assert_eq!(answer.status, 200, "{json_path}: {}", answer.body);
+            let json_stats =
+                time(runs, || api_tests::invoke(json_api.clone(), json_request())).await;
+            let shown: Vec<String> = json_query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            (
+                format!(
+                    "`{}{}{}`",
+                    json_path.replace(&id, "{id}"),
+                    if shown.is_empty() { "" } else { "?" },
+                    shown.join("&")
+                ),
+                ms(json_stats.p50),
+            )
+        };
+        let shown: Vec<String> = query
+            .iter()
+            .map(|(k, v)| {
+                if *k == "_cursor" {
+                    format!("{k}=(50 pages deep)")
+                } else {
+                    format!("{k}={v}")
+                }
+            })
+            .collect();
+        println!(
+            "| `{path}{}{}` | {entries} | {total} | {} | {} | {} | {label} | {json_p50} |",
+            if shown.is_empty() { "" } else { "?" },
+            shown.join("&").replace(&mrn, "MRN-…"),
+            stats.runs,
+            ms(stats.p50),
+            ms(stats.p99),
+        );
+    }
+    println!();
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
@@ -677,6 +933,9 @@ async fn main() {
     }
     if matches!(which.as_str(), "all" | "patients" | "correlated") {
         patients_at_scale(dataset::DataSet::Correlated).await;
+    }
+    if matches!(which.as_str(), "all" | "fhir") {
+        fhir_at_scale().await;
     }
     if matches!(which.as_str(), "all" | "lambda") {
         functions_as_lambda().await;
