@@ -760,7 +760,12 @@ async fn fhir_at_scale() {
     let id = some_id.to_string();
     let identifier = format!("https://clinic.example/mrn|{mrn}");
     // (FHIR path, its query, the JSON API's path and query for the same search, if any)
-    type Shape<'a> = (String, Vec<(&'a str, &'a str)>, String, Vec<(&'a str, &'a str)>);
+    type Shape<'a> = (
+        String,
+        Vec<(&'a str, &'a str)>,
+        String,
+        Vec<(&'a str, &'a str)>,
+    );
     let shapes: Vec<Shape> = vec![
         (
             "/Patient/{id}".to_owned(),

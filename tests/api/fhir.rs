@@ -17,6 +17,15 @@ async fn patient(app: &TestApp, token: &str, body: Value) -> String {
     response.json()["id"].as_str().unwrap().to_owned()
 }
 
+/// Creates patients one after the other (their creation order is their `_lastUpdated` order).
+async fn patients(app: &TestApp, token: &str, bodies: impl Iterator<Item = Value>) -> Vec<String> {
+    let mut ids = Vec::new();
+    for body in bodies {
+        ids.push(patient(app, token, body).await);
+    }
+    ids
+}
+
 fn outcome(response: &ApiResponse, status: u16, code: &str) {
     assert_eq!(response.status, status, "{}", response.body);
     assert!(
@@ -398,17 +407,14 @@ async fn search_follows_fhir_semantics_over_the_same_index() {
 async fn search_pages_by_cursor_with_absolute_links_and_totals() {
     let app = TestApp::new().await;
     let t = app.clinician().await.token;
-    let mut made = Vec::new();
-    for i in 0..5 {
-        made.push(
-            patient(
-                &app,
-                &t,
-                json!({"name": format!("Page Person {i}"), "dob": format!("19{}0-01-01", 5 + i)}),
-            )
-            .await,
-        );
-    }
+    let made = patients(
+        &app,
+        &t,
+        (0..5).map(
+            |i| json!({"name": format!("Page Person {i}"), "dob": format!("19{}0-01-01", 5 + i)}),
+        ),
+    )
+    .await;
     let first = app
         .call(search(
             &t,
@@ -1312,17 +1318,14 @@ async fn identifiers_are_kept_searched_and_make_creation_conditional() {
 async fn previous_links_walk_back_and_commas_are_or() {
     let app = TestApp::new().await;
     let t = app.clinician().await.token;
-    let mut made = Vec::new();
-    for i in 0..7 {
-        made.push(
-            patient(
-                &app,
-                &t,
-                json!({"name": format!("Walk Back {i}"), "dob": format!("19{}0-06-15", 3 + i)}),
-            )
-            .await,
-        );
-    }
+    let made = patients(
+        &app,
+        &t,
+        (0..7).map(
+            |i| json!({"name": format!("Walk Back {i}"), "dob": format!("19{}0-06-15", 3 + i)}),
+        ),
+    )
+    .await;
     // Forward to the last page: the first has no previous link, later ones do.
     let mut pages = vec![app
         .call(search(

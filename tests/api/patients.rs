@@ -3,6 +3,18 @@ use std::collections::HashSet;
 use api_tests::{ApiRequest, ApiResponse, TestApp};
 use serde_json::{json, Value};
 
+/// Every value of the patient list's `sort`.
+const EVERY_SORT: [&str; 8] = [
+    "name",
+    "-name",
+    "dob",
+    "-dob",
+    "created_at",
+    "-created_at",
+    "updated_at",
+    "-updated_at",
+];
+
 async fn create(app: &TestApp, token: &str, body: Value) -> Value {
     let response = app
         .call(
@@ -360,16 +372,7 @@ async fn paging_is_stable_across_pages_for_every_sort() {
                 .to_owned(),
         );
     }
-    for sort in [
-        "name",
-        "-name",
-        "dob",
-        "-dob",
-        "created_at",
-        "-created_at",
-        "updated_at",
-        "-updated_at",
-    ] {
+    for sort in EVERY_SORT {
         let mut seen = Vec::new();
         for page in 0..5 {
             let skip = (page * 7).to_string();
@@ -864,16 +867,7 @@ async fn cursor_and_skip_walk_the_same_rows_in_the_same_order_under_every_sort()
         )
         .await;
     }
-    for sort in [
-        "name",
-        "-name",
-        "dob",
-        "-dob",
-        "created_at",
-        "-created_at",
-        "updated_at",
-        "-updated_at",
-    ] {
+    for sort in EVERY_SORT {
         // Without an exact count a filtered page may come from a bounded walk of the sort order
         // (skip) or from the collected matches (cursor): both must agree.
         for (filter, count) in [
