@@ -261,16 +261,10 @@ pub async fn search(
         )),
         Total::None => None,
     };
-    if let Some(raw) = &common.cursor {
-        let (at, id) = audit::decode_cursor(raw).ok_or_else(query::bad_cursor)?;
-        clauses.push(format!(
-            "(occurred_at, id) < ({}, {})",
-            sql.push(at, Type::TIMESTAMPTZ),
-            sql.push(id, Type::UUID)
-        ));
-    }
+    let keyset = query::Keyset::of(common.cursor.as_deref(), audit::decode_cursor)?;
     let limit = common.count;
-    let page_filter: String = clauses.iter().map(|c| format!(" AND {c}")).collect();
+    let (after, order) = keyset.sql("occurred_at", &mut sql);
+    let page_filter = format!("{filter}{after}");
     let wanted = sql.push(limit + 1, Type::INT8);
     let client = state.auth.pool.get().await?;
     let typed = sql.typed();
@@ -278,7 +272,7 @@ pub async fn search(
     // fine), in the same round trip.
     let page_sql = format!(
         "SELECT {COLUMNS} FROM audit_events WHERE true{page_filter}
-         ORDER BY occurred_at DESC, id DESC LIMIT {wanted}"
+         ORDER BY {order} LIMIT {wanted}"
     );
     let (rows, total) = tokio::try_join!(client.query_typed(&page_sql, &typed), async {
         match &total_sql {
@@ -292,14 +286,9 @@ pub async fn search(
     });
     drop(client);
     let mut events: Vec<AuditEventOut> = rows.iter().map(AuditEventOut::from_row).collect();
-    let next = if events.len() as i64 > limit {
-        events.truncate(limit as usize);
-        events
-            .last()
-            .map(|e| audit::encode_cursor(e.occurred_at, e.id))
-    } else {
-        None
-    };
+    let (previous, next) = keyset.page(&mut events, limit, |e| {
+        audit::encode_cursor(e.occurred_at, e.id)
+    });
     audit.describe(|event| event.details(json!({ "interface": "fhir", "events": events.len() })));
     let base = PublicBase::of(&state.base, &headers, &uri);
     let entries = events
@@ -317,7 +306,7 @@ pub async fn search(
         "AuditEvent",
         &params,
         &common.unknown,
-        (None, next.as_deref()),
+        (previous.as_deref(), next.as_deref()),
         total,
         entries,
     ))

@@ -38,7 +38,7 @@ pub async fn capability_statement(
         "format": ["json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Search answers a Bundle (searchset) linking self, next and (Patient) previous, paged by an opaque cursor. _count defaults to 20, at most 200, and a page is cut earlier to stay under 5 MB (next goes on from there). _total takes none, estimate or accurate. A repeated parameter is AND; values separated by commas are OR. Unknown parameters are ignored, or 400 with Prefer: handling=strict. Not supported: _history (vread, history), patch, _include, _revinclude, _elements, _summary, chained parameters, XML.",
+            "documentation": "Search answers a Bundle (searchset) linking self, previous and next, paged by an opaque cursor. _count defaults to 20, at most 200, and a page is cut earlier to stay under 5 MB (next goes on from there). _total takes none, estimate or accurate. A repeated parameter is AND; values separated by commas are OR. Unknown parameters are ignored, or 400 with Prefer: handling=strict. Not supported: _history (vread, history), patch, _include, _revinclude, _elements, _summary, chained parameters, XML.",
             "security": {
                 "cors": true,
                 "service": [{ "coding": [{

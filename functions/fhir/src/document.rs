@@ -321,20 +321,12 @@ pub async fn search(
         }
     }
     common.check(&headers)?;
-    let cursor = match &common.cursor {
-        Some(raw) => Some(parse_cursor(raw).ok_or_else(query::bad_cursor)?),
-        None => None,
-    };
+    let keyset = query::Keyset::of(common.cursor.as_deref(), parse_cursor)?;
     let limit = common.count;
     let mut page = SqlParams::new();
     let mut filter = filters.sql(&mut page);
-    if let Some((at, id)) = cursor {
-        filter.push_str(&format!(
-            " AND (created_at, id) < ({}, {})",
-            page.push(at, Type::TIMESTAMPTZ),
-            page.push(id, Type::UUID)
-        ));
-    }
+    let (after, order) = keyset.sql("created_at", &mut page);
+    filter.push_str(&after);
     let wanted = page.push(limit + 1, Type::INT8);
     let mut count = SqlParams::new();
     let count_filter = filters.sql(&mut count);
@@ -343,7 +335,7 @@ pub async fn search(
         .query_typed(
             &format!(
                 "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE true{filter}
-                 ORDER BY created_at DESC, id DESC LIMIT {wanted}"
+                 ORDER BY {order} LIMIT {wanted}"
             ),
             &page.typed(),
         )
@@ -373,13 +365,11 @@ pub async fn search(
     };
     drop(client);
     let mut found: Vec<Attachment> = rows.iter().map(Attachment::from_row).collect();
-    let more = found.len() as i64 > limit;
-    found.truncate(limit as usize);
+    let (previous, next) = keyset.page(&mut found, limit, cursor_of);
     attachments::refresh_pending(&state.auth.pool, &state.storage, &mut found).await?;
     let base = PublicBase::of(&state.base, &headers, &uri);
     ::attachments::describe_listed(&audit, &found);
     audit.describe(|event| event.details(json!({ "interface": "fhir" })));
-    let next = more.then(|| found.last().map(cursor_of)).flatten();
     let entries: Vec<Value> = found
         .iter()
         .map(|a| {
@@ -395,7 +385,7 @@ pub async fn search(
         "DocumentReference",
         &params,
         &common.unknown,
-        (None, next.as_deref()),
+        (previous.as_deref(), next.as_deref()),
         total,
         entries,
     ))

@@ -14,7 +14,7 @@ use shared::trail::Audit;
 use shared::{ApiError, ApiResult};
 use uuid::Uuid;
 
-use crate::query::{self, Common, Prefix, Total};
+use crate::query::{self, Common, Prefix, Total, PREVIOUS};
 use crate::{FhirState, PublicBase};
 
 /// The canonical URL of the extension that carries the record's medical history (free text).
@@ -331,9 +331,6 @@ pub async fn delete(
 
 /// The most alternatives (commas) one parameter may list.
 const MAX_ALTERNATIVES: usize = 32;
-
-/// `_cursor` of a previous page: the cursor of its following row, read backwards.
-const PREVIOUS: &str = "prev.";
 
 /// The filters of one alternative of a parameter (between commas).
 fn alternative(name: &str, modifier: Option<&str>, value: &str) -> ApiResult<Vec<Filter>> {

@@ -96,6 +96,84 @@ impl Common {
     }
 }
 
+/// `_cursor` of a previous page: the position of its following row, read backwards.
+pub const PREVIOUS: &str = "prev.";
+
+/// Paging by position through a newest-first list (DocumentReference, AuditEvent): after a
+/// row (`next`), or before one (`previous`: read oldest-first, then turned round).
+pub struct Keyset {
+    position: Option<(DateTime<Utc>, uuid::Uuid)>,
+    backwards: bool,
+}
+
+impl Keyset {
+    /// The `_cursor` sent, decoded by the list's own cursor format.
+    pub fn of(
+        raw: Option<&str>,
+        decode: impl Fn(&str) -> Option<(DateTime<Utc>, uuid::Uuid)>,
+    ) -> Result<Self, ApiError> {
+        let Some(raw) = raw else {
+            return Ok(Self {
+                position: None,
+                backwards: false,
+            });
+        };
+        let (raw, backwards) = match raw.strip_prefix(PREVIOUS) {
+            Some(rest) => (rest, true),
+            None => (raw, false),
+        };
+        Ok(Self {
+            position: Some(decode(raw).ok_or_else(bad_cursor)?),
+            backwards,
+        })
+    }
+
+    /// ` AND (column, id) <|> (...)` and the `ORDER BY` of the page read.
+    pub fn sql(&self, column: &str, params: &mut shared::db::SqlParams) -> (String, String) {
+        use tokio_postgres::types::Type;
+        let condition = match self.position {
+            Some((at, id)) => format!(
+                " AND ({column}, id) {} ({}, {})",
+                if self.backwards { ">" } else { "<" },
+                params.push(at, Type::TIMESTAMPTZ),
+                params.push(id, Type::UUID)
+            ),
+            None => String::new(),
+        };
+        let direction = if self.backwards { "" } else { " DESC" };
+        (condition, format!("{column}{direction}, id{direction}"))
+    }
+
+    /// The page of `limit` rows newest-first out of the `limit + 1` read in `sql`'s order, and
+    /// the (previous, next) cursors around it.
+    pub fn page<T>(
+        &self,
+        rows: &mut Vec<T>,
+        limit: i64,
+        position: impl Fn(&T) -> String,
+    ) -> (Option<String>, Option<String>) {
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let earlier = if self.backwards {
+            rows.reverse();
+            more
+        } else {
+            self.position.is_some()
+        };
+        let later = if self.backwards {
+            !rows.is_empty()
+        } else {
+            more
+        };
+        (
+            rows.first()
+                .filter(|_| earlier)
+                .map(|first| format!("{PREVIOUS}{}", position(first))),
+            rows.last().filter(|_| later).map(position),
+        )
+    }
+}
+
 /// A bad `_cursor`: not one this search made.
 pub fn bad_cursor() -> ApiError {
     ApiError::BadRequest(
