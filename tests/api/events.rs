@@ -46,6 +46,9 @@ const HTTP_EVENTS: &[(&str, u16)] = &[
     ("fhir/metadata.json", 200),
     ("fhir/read-patient.json", 404),
     ("fhir/search-patients.json", 200),
+    ("fhir/create-patient-conditional.json", 201),
+    // The subject is no patient of the empty database: a rule the resource breaks.
+    ("fhir/create-document-reference.json", 422),
     // Last: it ends the session every event above uses.
     ("auth/logout.json", 204),
 ];
