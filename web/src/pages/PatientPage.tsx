@@ -223,6 +223,15 @@ export function PatientPage() {
         <Stack gap="xs" component="dl" m={0}>
           <Detail label="Date of birth" value={patient.dob ? formatDate(patient.dob) : "—"} />
           <Detail label="Contact information" value={patient.contact_info ?? "—"} />
+          <Detail
+            label="Identifiers"
+            value={
+              patient.identifiers.length
+                ? patient.identifiers.map((i) => `${i.value} (${i.system})`).join("\n")
+                : "—"
+            }
+            multiline
+          />
           <Detail label="Record updated" value={formatDateTime(patient.updated_at)} />
           <Detail label="Medical history" value={patient.medical_history ?? "—"} multiline />
         </Stack>
