@@ -1236,6 +1236,46 @@ async fn identifiers_are_kept_searched_and_make_creation_conditional() {
         read["identifier"][0],
         json!({"system": MRN, "value": "A-100"})
     );
+    // Lists and searches carry them too (read in the page's statement).
+    let listed = app
+        .call(
+            ApiRequest::get("/api/v1/patients/")
+                .bearer(&t)
+                .query("name_text", "ida"),
+        )
+        .await
+        .json();
+    assert_eq!(
+        listed["data"][0]["identifiers"],
+        created.json()["identifiers"]
+    );
+    // Without a count (the walk of the sort order when it likely holds the page).
+    let uncounted = app
+        .call(
+            ApiRequest::get("/api/v1/patients/")
+                .bearer(&t)
+                .query("name_text", "ida")
+                .query("count", "none"),
+        )
+        .await
+        .json();
+    assert_eq!(
+        uncounted["data"][0]["identifiers"],
+        created.json()["identifiers"]
+    );
+    let unfiltered = app
+        .call(ApiRequest::get("/api/v1/patients/").bearer(&t))
+        .await
+        .json();
+    assert_eq!(
+        unfiltered["data"][0]["identifiers"][1]["value"],
+        "123-45-6789"
+    );
+    let found = app.call(search(&t, &[("name", "ida")])).await.json();
+    assert_eq!(
+        found["entry"][0]["resource"]["identifier"],
+        read["identifier"]
+    );
     // A pair another patient holds: 409, nothing created.
     let taken = app
         .call(

@@ -27,7 +27,7 @@ use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use model::{
-    ContactInfo, Dob, Identifier, Identifiers, MedicalHistory, Patient, PatientName,
+    identifiers_column, ContactInfo, Dob, Identifiers, MedicalHistory, Patient, PatientName,
     PATIENT_COLUMNS,
 };
 use search::{CountMode, Cursor, Search, SearchParams};
@@ -217,33 +217,6 @@ fn identifier_taken(error: tokio_postgres::Error) -> ApiError {
     }
 }
 
-/// Fills in the identifiers of `patients` (one query, whatever their number).
-pub async fn with_identifiers(
-    client: &shared::db::Connection,
-    patients: &mut [Patient],
-) -> ApiResult<()> {
-    if patients.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<Uuid> = patients.iter().map(|p| p.id).collect();
-    let statement = client
-        .prepare_cached(
-            "SELECT patient_id, system, value FROM patient_identifiers
-             WHERE patient_id = ANY($1) ORDER BY system, value",
-        )
-        .await?;
-    for row in client.query(&statement, &[&ids]).await? {
-        let owner: Uuid = row.get(0);
-        if let Some(patient) = patients.iter_mut().find(|p| p.id == owner) {
-            patient.identifiers.push(Identifier {
-                system: row.get(1),
-                value: row.get(2),
-            });
-        }
-    }
-    Ok(())
-}
-
 async fn read_patient(
     State(state): State<PatientsState>,
     _current: CurrentUser,
@@ -260,16 +233,15 @@ pub async fn find(pool: &DbPool, id: Uuid) -> ApiResult<Option<Patient>> {
     let client = pool.get().await?;
     let statement = client
         .prepare_cached(&format!(
-            "SELECT {PATIENT_COLUMNS} FROM patients WHERE id = $1"
+            "SELECT {PATIENT_COLUMNS}, {} FROM patients p WHERE id = $1",
+            identifiers_column("p")
         ))
         .await?;
-    let Some(row) = client.query_opt(&statement, &[&id]).await? else {
-        return Ok(None);
-    };
-    let mut patient = [Patient::from_row(&row)];
-    with_identifiers(&client, &mut patient).await?;
-    let [patient] = patient;
-    Ok(Some(patient))
+    Ok(client
+        .query_opt(&statement, &[&id])
+        .await?
+        .as_ref()
+        .map(Patient::from_row))
 }
 
 /// PUT and PATCH alike: only the fields sent change; `null` clears a nullable field.
@@ -361,6 +333,10 @@ pub async fn update(
         Type::TEXT,
     );
     let identifiers_sent = params.push(body.identifiers.is_some(), Type::BOOL);
+    let sent_identifiers = body
+        .identifiers
+        .as_ref()
+        .map(|sent| sent.clone().unwrap_or_default().as_slice().to_vec());
     let (systems, values) = body.identifiers.flatten().unwrap_or_default().columns();
     let systems = params.push(systems, Type::TEXT_ARRAY);
     let values = params.push(values, Type::TEXT_ARRAY);
@@ -398,7 +374,9 @@ pub async fn update(
                         WHERE i.system = sent.system AND i.value = sent.value
                           AND i.patient_id = updated.id)
                  ), {logged}
-                 SELECT * FROM updated"
+                 SELECT *, {} FROM updated",
+                // The identifiers as they were (the statement's snapshot): right unless sent.
+                identifiers_column("updated")
             ),
             &params.typed(),
         )
@@ -406,9 +384,10 @@ pub async fn update(
         .map_err(identifier_taken)?;
     match updated {
         Some(row) => {
-            let mut patient = [Patient::from_row(&row)];
-            with_identifiers(&client, &mut patient).await?;
-            let [patient] = patient;
+            let mut patient = Patient::from_row(&row);
+            if let Some(sent) = sent_identifiers {
+                patient.identifiers = sent;
+            }
             Ok(patient)
         }
         None => Err(missing_or_modified(&client, id).await?),
@@ -596,7 +575,6 @@ pub async fn run_search(pool: &DbPool, search: &Search) -> ApiResult<PatientList
     } else {
         None
     };
-    with_identifiers(&client, &mut data).await?;
     Ok(PatientList {
         data,
         count,

@@ -14,7 +14,7 @@ pub struct Patient {
     pub dob: Option<NaiveDate>,
     pub contact_info: Option<String>,
     pub medical_history: Option<String>,
-    /// Read from their own table after the row (`crate::with_identifiers`); ordered by system
+    /// From their own table, in the row's statement (`identifiers_column`); ordered by system
     /// and value.
     pub identifiers: Vec<Identifier>,
     pub created_at: DateTime<Utc>,
@@ -27,15 +27,34 @@ pub struct Patient {
 pub const PATIENT_COLUMNS: &str =
     "id, name, dob, contact_info, medical_history, created_at, updated_at, version";
 
+/// The identifiers of the patient row `relation`, as one JSON column named `identifiers`
+/// (NULL when none), in `Identifiers`' order: read in the same statement as the row.
+pub fn identifiers_column(relation: &str) -> String {
+    format!(
+        "(SELECT jsonb_agg(jsonb_build_object('system', i.system, 'value', i.value)
+                ORDER BY i.system COLLATE \"C\", i.value COLLATE \"C\")
+          FROM patient_identifiers i WHERE i.patient_id = {relation}.id) AS identifiers"
+    )
+}
+
 impl Patient {
+    /// A row of `PATIENT_COLUMNS`, with its identifiers when the statement read them
+    /// (`identifiers_column`).
     pub fn from_row(row: &Row) -> Self {
+        let identifiers = row
+            .columns()
+            .iter()
+            .position(|c| c.name() == "identifiers")
+            .and_then(|at| row.get::<_, Option<serde_json::Value>>(at))
+            .and_then(|list| serde_json::from_value(list).ok())
+            .unwrap_or_default();
         Self {
             id: row.get(0),
             name: row.get(1),
             dob: row.get(2),
             contact_info: row.get(3),
             medical_history: row.get(4),
-            identifiers: Vec::new(),
+            identifiers,
             created_at: row.get(5),
             updated_at: row.get(6),
             version: row.get(7),

@@ -506,9 +506,12 @@ impl Search {
         let offset = params.push(self.skip, Type::INT8);
         let limit = params.push(self.limit + 1, Type::INT8);
         Some((
+            // The identifiers are read for the page's rows only (the planner evaluates a
+            // subquery column after the sort and limit).
             format!(
-                "SELECT {columns} FROM (SELECT * FROM patients p ORDER BY {order} LIMIT {budget}) p{clause}
-                 ORDER BY {order} OFFSET {offset} LIMIT {limit}"
+                "SELECT {columns}, {} FROM (SELECT * FROM patients p ORDER BY {order} LIMIT {budget}) p{clause}
+                 ORDER BY {order} OFFSET {offset} LIMIT {limit}",
+                crate::model::identifiers_column("p")
             ),
             params,
         ))
@@ -545,12 +548,14 @@ impl Search {
                 "SELECT NULL::int8 AS n"
             }
         };
+        // Read for the page's rows only, in the same statement.
+        let identifiers = crate::model::identifiers_column("p");
         let sql = if self.filters.is_empty() {
             let page = self.unfiltered_page(&mut params, &offset, &limit);
             let total = total_of("SELECT patients AS n FROM patient_totals");
             format!(
                 "WITH page AS ({page}), total AS ({total})
-                 SELECT {}, total.n FROM total
+                 SELECT {}, total.n, {identifiers} FROM total
                  LEFT JOIN (page JOIN patients p USING (id)) ON true
                  ORDER BY {order}",
                 qualified("p")
@@ -573,7 +578,7 @@ impl Search {
                     SELECT m.id, m.sort_key FROM matches m{after}
                     ORDER BY {} OFFSET {offset} LIMIT {limit}
                  ), total AS ({total})
-                 SELECT {}, total.n FROM total
+                 SELECT {}, total.n, {identifiers} FROM total
                  LEFT JOIN (page JOIN patients p USING (id)) ON true
                  ORDER BY {order}",
                 self.sort.order_by("m"),
