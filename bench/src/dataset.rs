@@ -255,7 +255,9 @@ pub async fn ensure_loaded(
         return Ok(false);
     }
     client
-        .batch_execute("TRUNCATE attachments, patients, object_deletions")
+        .batch_execute(
+            "TRUNCATE attachments, patients, object_deletions, upload_parts, multipart_aborts, patient_identifiers",
+        )
         .await?;
     if set == DataSet::Correlated {
         load_correlated(client, patients, attachments).await?;
