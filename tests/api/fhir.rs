@@ -26,6 +26,19 @@ async fn patients(app: &TestApp, token: &str, bodies: impl Iterator<Item = Value
     ids
 }
 
+/// The first column (text) of `sql`'s rows, its one parameter the UUID `id`.
+async fn texts_about(app: &TestApp, sql: &str, id: &str) -> Vec<String> {
+    app.db
+        .client()
+        .await
+        .query(sql, &[&uuid::Uuid::parse_str(id).unwrap()])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
 fn outcome(response: &ApiResponse, status: u16, code: &str) {
     assert_eq!(response.status, status, "{}", response.body);
     assert!(
@@ -646,19 +659,12 @@ async fn attachments_are_document_references_and_their_bytes_binaries() {
     );
 
     // The JSON API's audit actions.
-    let actions: Vec<String> = app
-        .db
-        .client()
-        .await
-        .query(
-            "SELECT action FROM audit_events WHERE resource_id = $1 ORDER BY occurred_at, id",
-            &[&uuid::Uuid::parse_str(&report).unwrap()],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let actions = texts_about(
+        &app,
+        "SELECT action FROM audit_events WHERE resource_id = $1 ORDER BY occurred_at, id",
+        &report,
+    )
+    .await;
     for action in [
         "attachment.read",
         "attachment.download",
@@ -913,23 +919,16 @@ async fn patients_are_created_updated_and_deleted_with_versions() {
     );
     outcome(&delete(None).await, 404, "not-found");
 
-    let actions: Vec<(String, String)> = app
-        .db
-        .client()
-        .await
-        .query(
-            "SELECT action, outcome FROM audit_events WHERE resource_id = $1 AND details->>'interface' = 'fhir' ORDER BY occurred_at, id",
-            &[&uuid::Uuid::parse_str(&id).unwrap()],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
+    let actions = texts_about(
+        &app,
+        "SELECT action || ':' || outcome FROM audit_events WHERE resource_id = $1 AND details->>'interface' = 'fhir' ORDER BY occurred_at, id",
+        &id,
+    )
+    .await;
     let count = |action: &str, outcome: &str| {
         actions
             .iter()
-            .filter(|(a, o)| a == action && o == outcome)
+            .filter(|a| **a == format!("{action}:{outcome}"))
             .count()
     };
     assert_eq!(count("patient.create", "success"), 1, "{actions:?}");
@@ -1173,19 +1172,7 @@ async fn documents_and_audit_events_page_both_ways() {
     .await;
     // Every event of the patient the trail holds, newest first (the walk's own reads of the
     // trail are about no patient).
-    let recorded: Vec<String> = app
-        .db
-        .client()
-        .await
-        .query(
-            "SELECT id::text FROM audit_events WHERE patient_id = $1 ORDER BY occurred_at DESC, id DESC",
-            &[&uuid::Uuid::parse_str(&owner).unwrap()],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let recorded = texts_about(&app, "SELECT id::text FROM audit_events WHERE patient_id = $1 ORDER BY occurred_at DESC, id DESC", &owner).await;
     assert_eq!(events.concat(), recorded);
     // A cursor not made by this server: 400.
     outcome(
@@ -1692,19 +1679,7 @@ async fn document_references_are_created_uploaded_and_deleted() {
     );
     outcome(&delete(&clinician, &id).await, 404, "not-found");
     outcome(&delete(&clinician, "not-a-uuid").await, 404, "not-found");
-    let actions: Vec<String> = app
-        .db
-        .client()
-        .await
-        .query(
-            "SELECT action || ':' || outcome FROM audit_events WHERE resource_id = $1 ORDER BY occurred_at, id",
-            &[&uuid::Uuid::parse_str(&id).unwrap()],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let actions = texts_about(&app, "SELECT action || ':' || outcome FROM audit_events WHERE resource_id = $1 ORDER BY occurred_at, id", &id).await;
     assert!(
         actions
             .first()
