@@ -755,6 +755,31 @@ async fn document_references_are_searched_by_patient_type_and_date() {
             .len(),
         0
     );
+    // An instant (with its offset) bounds to the second; one without an offset is refused.
+    let hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1))
+        .format("%Y-%m-%dT%H:%M:%S+00:00")
+        .to_string();
+    for (prefix, expected) in [("ge", 2), ("lt", 0)] {
+        let value = format!("{prefix}{hour_ago}");
+        assert_eq!(
+            found(q(&[("patient", &patient_id), ("date", &value)]))
+                .await
+                .0
+                .len(),
+            expected,
+            "date={value}"
+        );
+    }
+    outcome(
+        &app.call(
+            ApiRequest::get("/fhir/R4/DocumentReference")
+                .bearer(&t)
+                .query("date", "ge2024-01-01T10:00:00"),
+        )
+        .await,
+        400,
+        "invalid",
+    );
     // Paging: one per page through next links.
     let (first, bundle) = found(q(&[("patient", &both), ("_count", "1")])).await;
     assert_eq!(first.len(), 1);
@@ -1019,6 +1044,18 @@ async fn superusers_read_the_trail_as_audit_events() {
     let today = chrono::Utc::now().date_naive().to_string();
     assert_eq!(
         search(&[("patient", &id), ("date", &today)]).await.json()["entry"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1))
+        .format("%Y-%m-%dT%H:%MZ")
+        .to_string();
+    assert_eq!(
+        search(&[("patient", &id), ("date", &format!("gt{hour_ago}"))])
+            .await
+            .json()["entry"]
             .as_array()
             .unwrap()
             .len(),

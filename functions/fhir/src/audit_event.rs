@@ -15,7 +15,7 @@ use shared::{ApiError, ApiResult};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use crate::query::{self, Common, Prefix, Total};
+use crate::query::{self, Common, Total};
 use crate::{FhirState, PublicBase};
 
 /// The identifier system of CareVault's user ids (users are not FHIR resources here).
@@ -224,27 +224,12 @@ pub async fn search(
                 "8" | "12" => Some("false".to_owned()),
                 _ => None,
             })?),
-            ("date", None) => {
-                let date = query::date_value(value).map_err(bad)?;
-                let (from, to) = date.bounds();
-                let midnight = |d: chrono::NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
-                let from = from
-                    .and_then(midnight)
-                    .map(|at| sql.push(at, Type::TIMESTAMPTZ));
-                let until = to
-                    .and_then(|d| d.succ_opt())
-                    .and_then(midnight)
-                    .map(|at| sql.push(at, Type::TIMESTAMPTZ));
-                match (date.prefix, from, until) {
-                    (Prefix::Ne, Some(from), Some(until)) => {
-                        clauses.push(format!("(occurred_at < {from} OR occurred_at >= {until})"))
-                    }
-                    (_, from, until) => {
-                        clauses.extend(from.map(|f| format!("occurred_at >= {f}")));
-                        clauses.extend(until.map(|u| format!("occurred_at < {u}")));
-                    }
-                }
-            }
+            // A date covers its UTC days, an instant (with its offset) its precision.
+            ("date", None) => clauses.push(
+                query::instant_value(value)
+                    .map_err(bad)?
+                    .condition("occurred_at", &mut sql),
+            ),
             _ => common.unknown(param),
         }
     }
@@ -293,13 +278,7 @@ pub async fn search(
     let base = PublicBase::of(&state.base, &headers, &uri);
     let entries = events
         .iter()
-        .map(|e| {
-            json!({
-                "fullUrl": format!("{base}/AuditEvent/{}", e.id),
-                "resource": resource(e),
-                "search": { "mode": "match" },
-            })
-        })
+        .map(|e| crate::patient::entry(&base, resource(e)))
         .collect();
     Ok(Json(crate::patient::bundle(
         &base,

@@ -91,7 +91,7 @@ pub async fn capability_statement(
                     search_param("patient", "reference", "http://hl7.org/fhir/SearchParameter/clinical-patient", "123, Patient/123 or an absolute URL; commas: any of them."),
                     search_param("subject", "reference", "http://hl7.org/fhir/SearchParameter/DocumentReference-subject", "As patient."),
                     search_param("contenttype", "token", "http://hl7.org/fhir/SearchParameter/DocumentReference-contenttype", "The MIME type; commas: any of them."),
-                    search_param("date", "date", "http://hl7.org/fhir/SearchParameter/DocumentReference-date", "When the attachment was created, with the prefixes eq, ne, gt, lt, ge, le and partial dates (UTC days)."),
+                    search_param("date", "date", "http://hl7.org/fhir/SearchParameter/DocumentReference-date", "When the attachment was created, with the prefixes eq, ne, gt, lt, ge, le: a date covers its UTC days, an instant (with Z or an offset) its second or its fraction's precision."),
                 ],
             }, {
                 "type": "Binary",
@@ -114,7 +114,7 @@ pub async fn capability_statement(
                 "readHistory": false,
                 "searchParam": [
                     search_param("patient", "reference", "http://hl7.org/fhir/SearchParameter/clinical-patient", "123, Patient/123 or an absolute URL; commas: any of them."),
-                    search_param("date", "date", "http://hl7.org/fhir/SearchParameter/AuditEvent-date", "When it was recorded, with the prefixes eq, ne, gt, lt, ge, le and partial dates (UTC days)."),
+                    search_param("date", "date", "http://hl7.org/fhir/SearchParameter/AuditEvent-date", "When it was recorded, with the prefixes eq, ne, gt, lt, ge, le: a date covers its UTC days, an instant (with Z or an offset) its second or its fraction's precision."),
                     search_param("agent", "reference", "http://hl7.org/fhir/SearchParameter/AuditEvent-agent", "The user id (optionally system|id); commas: any of them."),
                     search_param("action", "token", "http://hl7.org/fhir/SearchParameter/AuditEvent-action", "C, R, U, D or E; commas: any of them."),
                     search_param("outcome", "token", "http://hl7.org/fhir/SearchParameter/AuditEvent-outcome", "0 (success) or 4 (refused: denied, not found, invalid); commas: any of them."),

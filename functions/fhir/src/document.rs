@@ -14,7 +14,7 @@ use shared::{ApiError, ApiResult};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use crate::query::{self, Common, Prefix, Total};
+use crate::query::{self, Common, Total};
 use crate::{FhirState, PublicBase};
 
 fn instant(at: chrono::DateTime<chrono::Utc>) -> String {
@@ -214,19 +214,13 @@ fn parse_cursor(raw: &str) -> Option<(chrono::DateTime<chrono::Utc>, Uuid)> {
     ))
 }
 
-/// [from, until) on created_at, or outside it (`ne`).
-struct DateRange {
-    from: Option<chrono::DateTime<chrono::Utc>>,
-    until: Option<chrono::DateTime<chrono::Utc>>,
-    outside: bool,
-}
-
 /// What a DocumentReference search filters on, each pushed as parameters where it is used.
 #[derive(Default)]
 struct Filters {
     patients: Option<Vec<Uuid>>,
     types: Option<Vec<String>>,
-    dates: Vec<DateRange>,
+    /// `date`: when the attachment was created.
+    dates: Vec<query::InstantValue>,
 }
 
 impl Filters {
@@ -245,24 +239,11 @@ impl Filters {
                 sql.push(types.clone(), Type::TEXT_ARRAY)
             ));
         }
-        for DateRange {
-            from,
-            until,
-            outside,
-        } in &self.dates
-        {
-            let from = from.map(|at| sql.push(at, Type::TIMESTAMPTZ));
-            let until = until.map(|at| sql.push(at, Type::TIMESTAMPTZ));
-            match (from, until, outside) {
-                (Some(from), Some(until), true) => {
-                    clauses.push(format!("(created_at < {from} OR created_at >= {until})"))
-                }
-                (from, until, _) => {
-                    clauses.extend(from.map(|f| format!("created_at >= {f}")));
-                    clauses.extend(until.map(|u| format!("created_at < {u}")));
-                }
-            }
-        }
+        clauses.extend(
+            self.dates
+                .iter()
+                .map(|date| date.condition("created_at", sql)),
+        );
         clauses.iter().map(|c| format!(" AND {c}")).collect()
     }
 }
@@ -307,16 +288,10 @@ pub async fn search(
                     None => types,
                 });
             }
-            ("date", None) => {
-                let date = query::date_value(value).map_err(ApiError::BadRequest)?;
-                let (from, to) = date.bounds();
-                let midnight = |d: chrono::NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
-                filters.dates.push(DateRange {
-                    from: from.and_then(midnight),
-                    until: to.and_then(|d| d.succ_opt()).and_then(midnight),
-                    outside: date.prefix == Prefix::Ne,
-                });
-            }
+            // A date covers its UTC days, an instant (with its offset) its precision.
+            ("date", None) => filters
+                .dates
+                .push(query::instant_value(value).map_err(ApiError::BadRequest)?),
             _ => common.unknown(param),
         }
     }
@@ -372,13 +347,7 @@ pub async fn search(
     audit.describe(|event| event.details(json!({ "interface": "fhir" })));
     let entries: Vec<Value> = found
         .iter()
-        .map(|a| {
-            json!({
-                "fullUrl": format!("{base}/DocumentReference/{}", a.id),
-                "resource": resource(a, &base),
-                "search": { "mode": "match" },
-            })
-        })
+        .map(|a| crate::patient::entry(&base, resource(a, &base)))
         .collect();
     Ok(Json(crate::patient::bundle(
         &base,

@@ -520,6 +520,16 @@ pub(crate) fn link(
     }
 }
 
+/// A searchset entry: the resource, its absolute `fullUrl` (`[base]/{type}/{id}`), a match.
+pub(crate) fn entry(base: &str, resource: Value) -> Value {
+    let full_url = format!(
+        "{base}/{}/{}",
+        resource["resourceType"].as_str().unwrap_or_default(),
+        resource["id"].as_str().unwrap_or_default()
+    );
+    json!({ "fullUrl": full_url, "resource": resource, "search": { "mode": "match" } })
+}
+
 /// A searchset Bundle: `self` (with the request's own cursor), `previous` and `next` links, `total`
 /// unless not counted, the entries.
 pub(crate) fn bundle(
@@ -589,11 +599,7 @@ pub async fn search(
     // Entries until the page budget; a page cut short goes on from its last entry.
     let (mut entries, mut size, mut shown) = (Vec::new(), 0usize, 0usize);
     for patient in &list.data {
-        let entry = json!({
-            "fullUrl": format!("{base}/Patient/{}", patient.id),
-            "resource": resource(patient),
-            "search": { "mode": "match" },
-        });
+        let entry = entry(&base, resource(patient));
         let length = entry.to_string().len();
         if shown > 0 && size + length > PAGE_BUDGET_BYTES {
             break;

@@ -349,6 +349,26 @@ pub fn instant_value(raw: &str) -> Result<InstantValue, String> {
 }
 
 impl InstantValue {
+    /// The condition on the timestamptz `column` (`ne`: outside the range), its bounds pushed
+    /// onto `params`.
+    pub fn condition(&self, column: &str, params: &mut shared::db::SqlParams) -> String {
+        use tokio_postgres::types::Type;
+        let (from, before) = self.bounds();
+        let from = from.map(|at| params.push(at, Type::TIMESTAMPTZ));
+        let before = before.map(|at| params.push(at, Type::TIMESTAMPTZ));
+        match (self.prefix, from, before) {
+            (Prefix::Ne, Some(from), Some(before)) => {
+                format!("({column} < {from} OR {column} >= {before})")
+            }
+            (_, from, before) => from
+                .map(|f| format!("{column} >= {f}"))
+                .into_iter()
+                .chain(before.map(|b| format!("{column} < {b}")))
+                .collect::<Vec<_>>()
+                .join(" AND "),
+        }
+    }
+
     /// The range a match must lie within, `[from, before)` (None: open), or for `ne` the range
     /// it must lie outside.
     pub fn bounds(&self) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
