@@ -17,7 +17,13 @@ struct CuttableProxy {
     port: u16,
     up: Arc<AtomicBool>,
     connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    /// Makes the open connections silent: kept open, nothing forwarded either way.
+    stall: Arc<tokio::sync::Notify>,
 }
+
+/// Sockets of stalled connections, never closed: what a connection through a NAT or proxy that
+/// forgot it looks like (no reset, no answer).
+type Stalled = Arc<Mutex<Vec<(TcpStream, TcpStream)>>>;
 
 impl CuttableProxy {
     async fn start(target: String) -> Self {
@@ -26,16 +32,25 @@ impl CuttableProxy {
         let up = Arc::new(AtomicBool::new(true));
         let connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
         let (flag, conns) = (up.clone(), connections.clone());
+        let stall = Arc::new(tokio::sync::Notify::new());
+        let stalled: Stalled = Arc::default();
+        let (stall_signal, held) = (stall.clone(), stalled.clone());
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if !flag.load(Ordering::SeqCst) {
                     drop(client);
                     continue;
                 }
-                let target = target.clone();
+                let (target, stall, held) = (target.clone(), stall_signal.clone(), held.clone());
                 let task = tokio::spawn(async move {
                     if let Ok(mut server) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        let stalled = tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
+                            _ = stall.notified() => true,
+                        };
+                        if stalled {
+                            held.lock().unwrap().push((client, server));
+                        }
                     }
                 });
                 conns.lock().unwrap().push(task.abort_handle());
@@ -45,7 +60,13 @@ impl CuttableProxy {
             port,
             up,
             connections,
+            stall,
         }
+    }
+
+    /// The open connections go silent; new ones are forwarded.
+    fn stall(&self) {
+        self.stall.notify_waiters();
     }
 
     fn cut(&self) {
@@ -143,6 +164,33 @@ async fn a_database_restart_answers_503_quickly_then_recovers_without_a_restart(
         "the same function instance recovers"
     );
     assert_eq!(search().await.status, 200);
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_network_dropped_silently_is_replaced_not_waited_on() {
+    // Lambda freezes the function between invocations; meanwhile a NAT or proxy may forget the
+    // connection, so its socket neither answers nor closes. The pool verifies a connection idle
+    // for over a second before handing it out, within the connect timeout.
+    let db = TestDb::new().await;
+    let proxy = CuttableProxy::start(server_address()).await;
+    let env = env_through(&proxy, &db, &[]);
+    let state = utils::UtilsState::from_env(&env).await.unwrap();
+    let health = || {
+        invoke(
+            utils::router(state.clone()),
+            ApiRequest::get("/api/v1/utils/health-check/"),
+        )
+    };
+    assert_eq!(health().await.status, 200);
+
+    proxy.stall();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let started = Instant::now();
+    let answer = tokio::time::timeout(BOUND * 2, health())
+        .await
+        .expect("the silent connection was waited on");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(started.elapsed() < BOUND, "took {:?}", started.elapsed());
 }
 
 #[tokio::test]
