@@ -505,15 +505,8 @@ async fn statements_sent(
 ) -> Vec<(String, shared::db::SqlParams)> {
     let columns = patients::model::PATIENT_COLUMNS;
     if let Some(walk) = search.walk_statement(columns) {
-        let (sql, params) = search.estimate_sql();
-        let plan = client.query_typed_one(&sql, &params.typed()).await.unwrap();
-        let estimated = shared::db::plan_rows(&plan.get::<_, serde_json::Value>(0));
-        let total: i64 = client
-            .query_one("SELECT patients FROM patient_totals", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if estimated.is_some_and(|matches| search.walk_is_likely(matches, total)) {
+        let (_, walk_is_likely) = patients::estimate_walk(client, search).await.unwrap();
+        if walk_is_likely {
             return vec![search.estimate_sql(), walk];
         }
     }

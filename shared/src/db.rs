@@ -17,13 +17,14 @@ pub fn pool(config: &DatabaseConfig) -> Result<Pool, ConfigError> {
     pool
 }
 
-/// How long a pooled connection may sit unused before it is verified again on checkout.
+/// How long after its last checkout a pooled connection is verified again on the next one.
 const VERIFY_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn build_pool(config: &DatabaseConfig) -> Result<Pool, ConfigError> {
     // Lambda freezes the process between invocations and the server or proxy may drop an idle
-    // socket meanwhile: a reused connection idle for a while is verified with a trivial query
-    // before it is handed out (`pre_recycle` below). One used within the last second is not:
+    // socket meanwhile: a reused connection last handed out over a second ago is verified with
+    // a trivial query before it is handed out again (`pre_recycle` below). One handed out
+    // within the second is not (deadpool's `last_used` is the time since its last checkout):
     // a request checks out up to three times (its user, its work, its audit event) and each
     // verification is a round trip. `Fast` still refuses a connection known to be closed.
     let manager_config = ManagerConfig {

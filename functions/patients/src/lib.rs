@@ -512,6 +512,25 @@ async fn search_patients(
     Ok(Json(list))
 }
 
+/// The planner's estimate of a search's matches, and whether it says that a bounded walk of the
+/// sort order will likely hold the page (`Search::walk_is_likely`, against the table's size):
+/// one round trip for both.
+pub async fn estimate_walk(
+    client: &tokio_postgres::Client,
+    search: &Search,
+) -> ApiResult<(Option<i64>, bool)> {
+    let (estimate_sql, estimate_params) = search.estimate_sql();
+    let estimate_typed = estimate_params.typed();
+    let (plan, total) = tokio::try_join!(
+        client.query_typed_one(&estimate_sql, &estimate_typed),
+        client.query_one("SELECT patients FROM patient_totals", &[]),
+    )?;
+    let estimated = shared::db::plan_rows(&plan.get::<_, serde_json::Value>(0));
+    let total: i64 = total.get(0);
+    let likely = estimated.is_some_and(|matches| search.walk_is_likely(matches, total));
+    Ok((estimated, likely))
+}
+
 /// Runs a search (the JSON API's and FHIR's): statements bounded by the matches, whatever
 /// their position in the sort order.
 pub async fn run_search(pool: &DbPool, search: &Search) -> ApiResult<PatientList> {
@@ -523,15 +542,9 @@ pub async fn run_search(pool: &DbPool, search: &Search) -> ApiResult<PatientList
         // bounded walk of the sort order will likely hold the page; if it comes back short
         // anyway, collect the matches.
         Some((walk_sql, walk_params)) => {
-            let (estimate_sql, estimate_params) = search.estimate_sql();
-            let estimate_typed = estimate_params.typed();
-            let (plan, total) = tokio::try_join!(
-                client.query_typed_one(&estimate_sql, &estimate_typed),
-                client.query_one("SELECT patients FROM patient_totals", &[]),
-            )?;
-            estimated = shared::db::plan_rows(&plan.get::<_, serde_json::Value>(0));
-            let total: i64 = total.get(0);
-            let walked = if estimated.is_some_and(|matches| search.walk_is_likely(matches, total)) {
+            let walk_is_likely;
+            (estimated, walk_is_likely) = estimate_walk(&client, search).await?;
+            let walked = if walk_is_likely {
                 Some(client.query_typed(walk_sql, &walk_params.typed()).await?)
             } else {
                 None
