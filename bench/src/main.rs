@@ -121,7 +121,7 @@ async fn auth() {
         "verification + user lookup (CurrentUser, pooled)",
         &time(5_000, || async {
             let (id, _) = app.auth.auth.tokens.verify_access(&token).await.unwrap();
-            shared::users::find_by_id(&app.auth.auth.pool, id).await
+            shared::users::find_by_id(&app.auth.db, id).await
         })
         .await,
     );
@@ -415,7 +415,8 @@ async fn patients_at_scale(set: dataset::DataSet) {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
             let encoded = serde_urlencoded::to_string(&pairs).unwrap();
-            patients::search::Search::parse(serde_urlencoded::from_str(&encoded).unwrap()).unwrap()
+            domain::patients::search::Search::parse(serde_urlencoded::from_str(&encoded).unwrap())
+                .unwrap()
         };
         // What collecting the matches alone costs (bare SQL): the floor of any page statement.
         let alone = bare_sql_p50(client, &matches_alone(&search), runs.min(10)).await;
@@ -437,10 +438,11 @@ async fn patients_at_scale(set: dataset::DataSet) {
             .collect();
         let encoded = serde_urlencoded::to_string(&pairs).unwrap();
         let search =
-            patients::search::Search::parse(serde_urlencoded::from_str(&encoded).unwrap()).unwrap();
+            domain::patients::search::Search::parse(serde_urlencoded::from_str(&encoded).unwrap())
+                .unwrap();
         let mut scans = Vec::new();
-        let mut statements = vec![search.statement(patients::model::PATIENT_COLUMNS)];
-        if search.count == patients::search::CountMode::Estimate {
+        let mut statements = vec![search.statement(domain::patients::model::PATIENT_COLUMNS)];
+        if search.count == domain::patients::search::CountMode::Estimate {
             statements.push(search.estimate_sql());
         }
         for (sql, params) in &statements {
@@ -479,7 +481,9 @@ async fn patients_at_scale(set: dataset::DataSet) {
 
 /// The statement that only collects a search's matches: their count through the filters'
 /// indexes (without filters: the sort index walked to the page, ids only).
-fn matches_alone(search: &patients::search::Search) -> Vec<(String, shared::db::SqlParams)> {
+fn matches_alone(
+    search: &domain::patients::search::Search,
+) -> Vec<(String, shared::db::SqlParams)> {
     let mut params = shared::db::SqlParams::new();
     let clause = search.where_clause(&mut params);
     if clause.is_empty() {
@@ -501,17 +505,19 @@ fn matches_alone(search: &patients::search::Search) -> Vec<(String, shared::db::
 /// statement, and the estimate for `count=estimate`.
 async fn statements_sent(
     client: &tokio_postgres::Client,
-    search: &patients::search::Search,
+    search: &domain::patients::search::Search,
 ) -> Vec<(String, shared::db::SqlParams)> {
-    let columns = patients::model::PATIENT_COLUMNS;
+    let columns = domain::patients::model::PATIENT_COLUMNS;
     if let Some(walk) = search.walk_statement(columns) {
-        let (_, walk_is_likely) = patients::estimate_walk(client, search).await.unwrap();
+        let (_, walk_is_likely) = domain::patients::estimate_walk(client, search)
+            .await
+            .unwrap();
         if walk_is_likely {
             return vec![search.estimate_sql(), walk];
         }
     }
     let mut statements = vec![search.statement(columns)];
-    if search.count == patients::search::CountMode::Estimate {
+    if search.count == domain::patients::search::CountMode::Estimate {
         statements.push(search.estimate_sql());
     }
     statements
@@ -519,7 +525,9 @@ async fn statements_sent(
 
 /// The statements the search sent before it was bounded by its matches: the page by walking
 /// the sort order with the filters (the MIME filter as EXISTS), and an exact count.
-fn before_statements(search: &patients::search::Search) -> Vec<(String, shared::db::SqlParams)> {
+fn before_statements(
+    search: &domain::patients::search::Search,
+) -> Vec<(String, shared::db::SqlParams)> {
     let build = |page: bool| {
         let mut params = shared::db::SqlParams::new();
         let clause = search.where_clause(&mut params).replace(
@@ -531,7 +539,7 @@ fn before_statements(search: &patients::search::Search) -> Vec<(String, shared::
             let limit = params.push(search.limit, tokio_postgres::types::Type::INT8);
             format!(
                 "SELECT {} FROM patients p{clause} ORDER BY {} OFFSET {offset} LIMIT {limit}",
-                patients::model::PATIENT_COLUMNS,
+                domain::patients::model::PATIENT_COLUMNS,
                 search.sort_sql()
             )
         } else {
@@ -540,7 +548,7 @@ fn before_statements(search: &patients::search::Search) -> Vec<(String, shared::
         (sql, params)
     };
     let mut statements = vec![build(true)];
-    if search.count == patients::search::CountMode::Exact {
+    if search.count == domain::patients::search::CountMode::Exact {
         statements.push(build(false));
     }
     statements
@@ -660,7 +668,7 @@ async fn uploads() {
         }
     };
     let storage = &app.attachments.storage;
-    let key = shared::attachments::object_key(uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let key = domain::attachments::object_key(uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     let sha = shared::domain::Sha256Digest::parse(digest.into()).unwrap();
     row(
         "presigning one part URL alone (local computation)",

@@ -88,9 +88,22 @@ impl ApiError {
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
+
+    /// What the client is told, apart from validation errors' list: the message, never the
+    /// cause of our own failure.
+    pub fn client_text(&self) -> String {
+        match self {
+            Self::Internal(_) => "Internal server error".into(),
+            Self::Unavailable(_) => "Service temporarily unavailable, please retry".into(),
+            other => other.to_string(),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
+    /// FastAPI's `{"detail": ...}`. The error itself rides along in the response's extensions,
+    /// so an interface with another error shape (FHIR's OperationOutcome) renders it from the
+    /// typed error, not from these bytes.
     fn into_response(self) -> Response {
         let status = self.status();
         let body = match &self {
@@ -99,13 +112,13 @@ impl IntoResponse for ApiError {
                 // The cause goes to the log (inside the invocation's span, so with its request id),
                 // never to the client.
                 tracing::error!(error = %cause, "internal error");
-                json!({ "detail": "Internal server error" })
+                json!({ "detail": self.client_text() })
             }
             Self::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "dependency unavailable");
-                json!({ "detail": "Service temporarily unavailable, please retry" })
+                json!({ "detail": self.client_text() })
             }
-            other => json!({ "detail": other.to_string() }),
+            other => json!({ "detail": other.client_text() }),
         };
         let mut response = (status, axum::Json(body)).into_response();
         if let Self::TooManyRequests { retry_after, .. } = &self {
@@ -118,6 +131,7 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        response.extensions_mut().insert(self);
         response
     }
 }

@@ -345,6 +345,24 @@ fn field_error_from_message(
     }
 }
 
+/// The version `If-Match` requires: None without the header or with `*` (any version).
+/// A header naming no version this record could have fails every comparison (412).
+pub fn required_version(headers: &axum::http::HeaderMap) -> Option<i64> {
+    let value = headers
+        .get(axum::http::header::IF_MATCH)?
+        .to_str()
+        .unwrap_or("")
+        .trim();
+    if value == "*" {
+        return None;
+    }
+    let version = value
+        .split(',')
+        .map(|tag| tag.trim().trim_start_matches("W/").trim_matches('"'))
+        .find_map(|tag| tag.parse::<i64>().ok());
+    Some(version.unwrap_or(-1))
+}
+
 /// Parses a UUID path parameter: a malformed one is 422 as in FastAPI, not 404.
 pub fn parse_uuid(name: &str, raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| {

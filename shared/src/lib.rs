@@ -4,8 +4,9 @@
 //! 1. Settings and errors: `config`, `error`, `logging`, `tls`, `domain` (types that can only
 //!    hold valid values).
 //! 2. Clients made once per cold start: `aws`, `secrets`, `db`, `storage`.
-//! 3. The domain: `audit` (the trail's records), `password`, `throttle`, `tokens`, `users`,
-//!    `attachments`, `email`.
+//! 3. Accounts and the trail: `audit` (the trail's records), `password`, `throttle`, `tokens`,
+//!    `users`, `email`. (Patients, attachments and the trail's reading are in the domain
+//!    crate, `domain/`, which builds on this one.)
 //! 4. The HTTP edge: `http` (the Lambda adapter, request parsing), `trail` (the audit layer
 //!    around every route), `auth` (the caller, from the bearer token).
 
@@ -21,7 +22,6 @@ pub mod db;
 pub mod secrets;
 pub mod storage;
 // 3
-pub mod attachments;
 pub mod audit;
 pub mod email;
 pub mod password;

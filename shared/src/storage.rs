@@ -522,13 +522,15 @@ where
     move |e| ApiError::internal(format!("presigning {what}: {}", DisplayErrorContext(e)))
 }
 
-/// `queued AS (...)`: a CTE queueing for deletion the objects of the rows `source` returns
-/// (a column `object_key`), in the statement that removes or rejects them.
-pub fn queue_deletions_cte(source: &str) -> String {
+/// `queued AS (...)`: a CTE queueing for deletion the objects whose keys the query `keys`
+/// selects (one text column), in the statement that removes or rejects them; it returns the
+/// keys queued as `object_key`. The one statement that writes the deletion queue.
+pub fn queue_deletions_cte(keys: &str) -> String {
     format!(
         "queued AS (
-            INSERT INTO object_deletions (object_key) SELECT object_key FROM {source}
+            INSERT INTO object_deletions (object_key) {keys}
             ON CONFLICT (object_key) DO UPDATE SET queued_at = now()
+            RETURNING object_key
          )"
     )
 }

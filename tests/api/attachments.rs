@@ -1051,9 +1051,9 @@ async fn a_page_of_pending_uploads_keeps_few_s3_requests_in_flight() {
     );
     let most = proxy.most_in_flight();
     assert!(
-        (2..=shared::attachments::MAX_HEADS_IN_FLIGHT).contains(&most),
+        (2..=domain::attachments::MAX_HEADS_IN_FLIGHT).contains(&most),
         "at most {} HEADs at once, and more than one: {most}",
-        shared::attachments::MAX_HEADS_IN_FLIGHT
+        domain::attachments::MAX_HEADS_IN_FLIGHT
     );
     assert_eq!(proxy.now_in_flight(), 0);
 }

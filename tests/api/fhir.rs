@@ -1587,6 +1587,50 @@ async fn last_updated_filters_and_sorts() {
     );
 }
 
+/// Every parser of dates and instants (Patient `_lastUpdated`, DocumentReference and
+/// AuditEvent `date`, `If-None-Exist`) refuses multi-byte text around the `T` with a 400;
+/// slicing it at a byte offset once panicked, which kills the Lambda execution environment.
+#[tokio::test]
+async fn dates_with_multibyte_text_are_refused_not_a_crash() {
+    let app = TestApp::new().await;
+    let admin = app.superuser_token().await;
+    let crafted = [
+        "2024-01-01\u{3000}\u{3000}\u{3000}\u{3000}T00:00Z",
+        "ge2024-01-01\u{3000}T00:00Z",
+        "2024-01-01T\u{3000}:00Z",
+        "2024-01-01\u{0301}T00:00:00Z",
+    ];
+    for value in crafted {
+        for (path, param) in [
+            ("/fhir/R4/Patient", "_lastUpdated"),
+            ("/fhir/R4/DocumentReference", "date"),
+            ("/fhir/R4/AuditEvent", "date"),
+        ] {
+            let response = app
+                .call(ApiRequest::get(path).bearer(&admin).query(param, value))
+                .await;
+            outcome(&response, 400, "invalid");
+        }
+        let conditional = app
+            .call(
+                ApiRequest::post("/fhir/R4/Patient")
+                    .bearer(&admin)
+                    .header(
+                        "if-none-exist",
+                        &serde_urlencoded::to_string([("_lastUpdated", value)]).unwrap(),
+                    )
+                    .json(json!({"resourceType": "Patient", "name": [{"text": "Never Made"}]})),
+            )
+            .await;
+        outcome(&conditional, 400, "invalid");
+    }
+    // The function goes on serving.
+    let after = app
+        .call(search(&admin, &[("_lastUpdated", "2024-01-01")]))
+        .await;
+    assert_eq!(after.status, 200, "{}", after.body);
+}
+
 #[tokio::test]
 async fn document_references_are_created_uploaded_and_deleted() {
     let app = TestApp::new().await;

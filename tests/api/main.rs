@@ -10,6 +10,7 @@ mod faults;
 mod fhir;
 mod generated;
 mod health;
+mod layout;
 mod migrate;
 mod multipart;
 mod openapi;

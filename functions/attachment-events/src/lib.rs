@@ -6,13 +6,13 @@
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::s3::S3Event;
+use domain::attachments::{self, Attachment, ATTACHMENT_COLUMNS, KEY_PREFIX};
 use serde_json::{json, Value};
-use shared::attachments::{self, Attachment, ATTACHMENT_COLUMNS, KEY_PREFIX};
 use shared::audit::{Attribution, Event, LoggedRows};
 use shared::config::{ConfigError, Env};
 use shared::db::{DbPool, SqlParams};
 use shared::secrets::SecretsClient;
-use shared::storage::{drain_deletions, drain_queue, Storage, StorageConfig};
+use shared::storage::{drain_deletions, drain_queue, queue_deletions_cte, Storage, StorageConfig};
 use shared::ApiResult;
 use tokio_postgres::types::Type;
 
@@ -134,8 +134,8 @@ async fn attachment_of_key(pool: &DbPool, key: &str) -> ApiResult<Option<Attachm
 
 /// The patient and attachment ids a key of ours names, as SQL over a column `key`; NULL for
 /// any other key.
-const KEY_ATTACHMENT_ID: &str = "CASE WHEN key ~ '^patients/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/attachments/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN split_part(key, '/', 4)::uuid END";
-const KEY_PATIENT_ID: &str = "CASE WHEN key ~ '^patients/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/attachments/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN split_part(key, '/', 2)::uuid END";
+const KEY_ATTACHMENT_ID: &str = "CASE WHEN object_key ~ '^patients/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/attachments/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN split_part(object_key, '/', 4)::uuid END";
+const KEY_PATIENT_ID: &str = "CASE WHEN object_key ~ '^patients/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/attachments/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN split_part(object_key, '/', 2)::uuid END";
 
 /// Queues for deletion those of `keys` that no attachment row points at, each with an audit
 /// event (the system is the actor; the patient is the one the key names), in one statement.
@@ -154,18 +154,16 @@ async fn queue_orphans(pool: &DbPool, keys: &[String]) -> ApiResult<Vec<String>>
             details: None,
         },
     );
+    let queued = queue_deletions_cte(&format!(
+        "SELECT k FROM unnest({keys}::text[]) k
+         WHERE NOT EXISTS (SELECT 1 FROM attachments a WHERE a.object_key = k)"
+    ));
     let client = pool.get().await?;
     let rows = client
         .query_typed(
             &format!(
-                "WITH queued AS (
-                    INSERT INTO object_deletions (object_key)
-                    SELECT k FROM unnest({keys}::text[]) k
-                    WHERE NOT EXISTS (SELECT 1 FROM attachments a WHERE a.object_key = k)
-                    ON CONFLICT (object_key) DO UPDATE SET queued_at = now()
-                    RETURNING object_key AS key
-                 ), {logged}
-                 SELECT key FROM queued"
+                "WITH {queued}, {logged}
+                 SELECT object_key FROM queued"
             ),
             &params.typed(),
         )

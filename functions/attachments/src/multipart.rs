@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use axum::extract::{Path, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
+use domain::attachments::{self, headers_json, Attachment, MultipartUpload};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use shared::attachments::{self, Attachment, MultipartUpload};
 use shared::audit::LoggedRows;
 use shared::auth::Writer;
 use shared::db::SqlParams;
@@ -142,7 +142,7 @@ pub async fn issue_part_urls(
             part_number: *number,
             url: presigned.url,
             method: "PUT",
-            headers: crate::headers_json(presigned.headers),
+            headers: headers_json(presigned.headers),
             size,
             expires_at: presigned.expires_at.into(),
         });
@@ -448,7 +448,7 @@ pub async fn complete_upload(
     if object.checksum_sha256.is_none() {
         object.checksum_sha256 = s3_checksum.flatten();
     }
-    match attachments::confirm(&state.auth.pool, &state.storage, &attachment, &object).await? {
+    match attachments::confirm(&state.db, &state.storage, &attachment, &object).await? {
         Some(confirmed) => Ok(Json(confirmed)),
         // Confirmed meanwhile (the S3 notification won the race).
         None => Ok(Json(load(&state, &raw_id).await?)),
@@ -458,7 +458,7 @@ pub async fn complete_upload(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::attachments::PartPlan;
+    use domain::attachments::PartPlan;
 
     fn upload(size: u64) -> MultipartUpload {
         MultipartUpload {

@@ -7,17 +7,17 @@ use axum::extract::{FromRef, State};
 use axum::handler::Handler;
 use axum::routing::get;
 use axum::{Json, Router};
-use base64::Engine;
 use chrono::{DateTime, Utc};
+use domain::audit_events::{decode_cursor, encode_cursor, AuditEventOut, AUDIT_READ, COLUMNS};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use shared::auth::{AuthContext, Superuser};
 use shared::config::{ConfigError, Env};
-use shared::db::SqlParams;
+use shared::db::{DbPool, SqlParams};
 use shared::http::{QueryParams, DEFAULT_LIMIT, MAX_LIMIT};
 use shared::secrets::SecretsClient;
 use shared::tokens::TokenRole;
-use shared::trail::{Audit, AuditTrail, RouteEvent};
+use shared::trail::{Audit, AuditTrail};
 use shared::{ApiError, ApiResult, FieldError};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
@@ -25,75 +25,33 @@ use uuid::Uuid;
 #[derive(Clone, FromRef)]
 pub struct AuditState {
     pub auth: AuthContext,
+    /// The database (the same pool the token check uses).
+    pub db: DbPool,
 }
 
 impl AuditState {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let auth = AuthContext::from_env(
+            env,
+            &Arc::new(SecretsClient::from_env(env)),
+            "carevault-audit",
+            TokenRole::Verify,
+        )
+        .await?;
         Ok(Self {
-            auth: AuthContext::from_env(
-                env,
-                &Arc::new(SecretsClient::from_env(env)),
-                "carevault-audit",
-                TokenRole::Verify,
-            )
-            .await?,
+            db: auth.pool.clone(),
+            auth,
         })
     }
 }
-
-/// Reading the trail, through either interface.
-pub const AUDIT_READ: RouteEvent = RouteEvent::new("audit.read", "audit_event");
 
 pub fn router(state: AuditState) -> Router {
     Router::new()
         .route(
             "/api/v1/audit-events",
-            get(list_events.layer(AuditTrail::new(state.auth.pool.clone()).on(AUDIT_READ))),
+            get(list_events.layer(AuditTrail::new(state.db.clone()).on(AUDIT_READ))),
         )
         .with_state(state)
-}
-
-/// An event of the trail as stored (the JSON API answers it as is; FHIR maps it).
-#[derive(Debug, Serialize)]
-pub struct AuditEventOut {
-    pub id: Uuid,
-    pub occurred_at: DateTime<Utc>,
-    pub actor_id: Option<Uuid>,
-    pub actor_email: Option<String>,
-    pub action: String,
-    pub outcome: String,
-    pub resource_type: String,
-    pub resource_id: Option<Uuid>,
-    pub patient_id: Option<Uuid>,
-    pub request_id: Option<String>,
-    pub source_ip: Option<String>,
-    pub user_agent: Option<String>,
-    pub details: Value,
-}
-
-/// The columns `AuditEventOut::from_row` reads, in order.
-pub const COLUMNS: &str =
-    "id, occurred_at, actor_id, actor_email, action, outcome, resource_type, \
-    resource_id, patient_id, request_id, source_ip, user_agent, details";
-
-impl AuditEventOut {
-    pub fn from_row(r: &tokio_postgres::Row) -> Self {
-        Self {
-            id: r.get(0),
-            occurred_at: r.get(1),
-            actor_id: r.get(2),
-            actor_email: r.get(3),
-            action: r.get(4),
-            outcome: r.get(5),
-            resource_type: r.get(6),
-            resource_id: r.get(7),
-            patient_id: r.get(8),
-            request_id: r.get(9),
-            source_ip: r.get(10),
-            user_agent: r.get(11),
-            details: r.get(12),
-        }
-    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -112,24 +70,6 @@ struct Filters {
 struct Page {
     data: Vec<AuditEventOut>,
     next_cursor: Option<String>,
-}
-
-/// The position after the last event of a page: its time (microseconds) and id, opaque to clients.
-pub fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(format!("{}|{id}", at.timestamp_micros()))
-}
-
-pub fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(raw.trim())
-        .ok()?;
-    let text = String::from_utf8(bytes).ok()?;
-    let (micros, id) = text.split_once('|')?;
-    Some((
-        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-        Uuid::parse_str(id).ok()?,
-    ))
 }
 
 /// The WHERE clause and parameters of the filters, or a 422 naming every bad one.
@@ -232,7 +172,7 @@ async fn list_events(
     let sql = format!(
         "SELECT {COLUMNS} FROM audit_events{clause} ORDER BY occurred_at DESC, id DESC LIMIT {limit_p}"
     );
-    let client = state.auth.pool.get().await?;
+    let client = state.db.get().await?;
     let rows = client.query_typed(&sql, &params.typed()).await?;
     let mut data: Vec<AuditEventOut> = rows.iter().map(AuditEventOut::from_row).collect();
     let next_cursor = if data.len() as i64 > limit {

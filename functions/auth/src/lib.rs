@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use shared::audit::{LoggedRows, Outcome};
 use shared::auth::{AuthContext, CurrentUser, Superuser};
 use shared::config::{ConfigError, Env};
-use shared::db::SqlParams;
+use shared::db::{DbPool, SqlParams};
 use shared::domain::{EmailAddress, Password};
 use shared::email::Mailer;
 use shared::http::{FormBody, JsonBody, RequestMeta};
@@ -31,6 +31,8 @@ use tokio_postgres::types::Type;
 #[derive(Clone, FromRef)]
 pub struct AuthState {
     pub auth: AuthContext,
+    /// The database (the same pool the token check uses).
+    pub db: DbPool,
     pub mailer: Arc<Mailer>,
     /// Every password-recovery answer takes at least this long, whether or not an email was
     /// sent, so response time does not reveal which addresses have accounts.
@@ -45,6 +47,7 @@ impl AuthState {
             AuthContext::from_env(env, &secrets, "carevault-auth", TokenRole::IssueAndVerify)
                 .await?;
         Ok(Self {
+            db: auth.pool.clone(),
             auth,
             mailer: Arc::new(Mailer::from_env(env, &secret)?),
             recovery_min_response: env.millis_in(
@@ -65,7 +68,7 @@ const RESET_PREVIEW: RouteEvent = RouteEvent::new("auth.password_reset_preview",
 const LOGOUT: RouteEvent = RouteEvent::new("auth.logout", USER);
 
 pub fn router(state: AuthState) -> Router {
-    let trail = AuditTrail::new(state.auth.pool.clone());
+    let trail = AuditTrail::new(state.db.clone());
     Router::new()
         .route(
             "/api/v1/login/access-token",
@@ -131,7 +134,7 @@ async fn login(
     account: &str,
     source_ip: &str,
 ) -> ApiResult<(User, String)> {
-    let pool = &state.auth.pool;
+    let pool = &state.db;
     // Refused before the password is even looked at, the right one included.
     throttle::check(pool, account, source_ip).await?;
     let found = users::find_with_hash_by_email(pool, form.username.trim()).await?;
@@ -273,17 +276,14 @@ enum Recovery {
 
 /// Sends the email to an active user with this address, at most once per window.
 async fn send_recovery_email(state: &AuthState, email: &EmailAddress) -> ApiResult<Recovery> {
-    let Some((user, hash)) =
-        users::find_with_hash_by_email(&state.auth.pool, email.as_str()).await?
+    let Some((user, hash)) = users::find_with_hash_by_email(&state.db, email.as_str()).await?
     else {
         return Ok(Recovery::NoAccount);
     };
     if !user.is_active {
         return Ok(Recovery::NoAccount);
     }
-    if !throttle::claim_recovery_email(&state.auth.pool, &throttle::account_key(&user.email))
-        .await?
-    {
+    if !throttle::claim_recovery_email(&state.db, &throttle::account_key(&user.email)).await? {
         return Ok(Recovery::AlreadySent(user.id));
     }
     let token = state.auth.tokens.issue_reset(user.id, &hash, &user.email)?;
@@ -310,7 +310,7 @@ async fn reset_password(
     // Invalid tokens are counted per address, like wrong passwords.
     let source_ip = meta.source_ip.unwrap_or_default();
     let counted_as = format!("reset-token@{source_ip}");
-    let pool = &state.auth.pool;
+    let pool = &state.db;
     throttle::check(pool, &counted_as, &source_ip).await?;
     let signed_for = match state.auth.tokens.verify_reset(&body.token).await {
         Some((user_id, fingerprint)) => users::find_with_hash_by_id(pool, user_id)
@@ -364,7 +364,7 @@ async fn recover_password_html_content(
     Path(raw_email): Path<String>,
 ) -> ApiResult<Response> {
     let email = parse_email_path(&raw_email)?;
-    let user = users::find_with_hash_by_email(&state.auth.pool, email.as_str())
+    let user = users::find_with_hash_by_email(&state.db, email.as_str())
         .await?
         .map(|(user, _)| user)
         .ok_or_else(|| {

@@ -2,11 +2,11 @@
 //! IHE Basic Audit Log Patterns (BALP): a RESTful interaction, its outcome, the user who asked
 //! and from where, the patient and the resource it touched. Reading them is itself audited.
 
-use audit::{AuditEventOut, COLUMNS};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use domain::audit_events::{self, AuditEventOut, COLUMNS};
 use serde_json::{json, Value};
 use shared::auth::Superuser;
 use shared::db::SqlParams;
@@ -246,12 +246,12 @@ pub async fn search(
         )),
         Total::None => None,
     };
-    let keyset = query::Keyset::of(common.cursor.as_deref(), audit::decode_cursor)?;
+    let keyset = query::Keyset::of(common.cursor.as_deref(), audit_events::decode_cursor)?;
     let limit = common.count;
     let (after, order) = keyset.sql("occurred_at", &mut sql);
     let page_filter = format!("{filter}{after}");
     let wanted = sql.push(limit + 1, Type::INT8);
-    let client = state.auth.pool.get().await?;
+    let client = state.db.get().await?;
     let typed = sql.typed();
     // The count's statement takes the page's parameters (typed, so those it does not use are
     // fine), in the same round trip.
@@ -272,7 +272,7 @@ pub async fn search(
     drop(client);
     let mut events: Vec<AuditEventOut> = rows.iter().map(AuditEventOut::from_row).collect();
     let (previous, next) = keyset.page(&mut events, limit, |e| {
-        audit::encode_cursor(e.occurred_at, e.id)
+        audit_events::encode_cursor(e.occurred_at, e.id)
     });
     audit.describe(|event| event.details(json!({ "interface": "fhir", "events": events.len() })));
     let base = PublicBase::of(&state.base, &headers, &uri);

@@ -5,8 +5,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use domain::attachments::{self, content_disposition, Attachment, ATTACHMENT_COLUMNS};
 use serde_json::{json, Value};
-use shared::attachments::{self, content_disposition, Attachment, ATTACHMENT_COLUMNS};
 use shared::auth::{CurrentUser, Writer};
 use shared::db::SqlParams;
 use shared::trail::Audit;
@@ -57,7 +57,7 @@ fn not_found(kind: &str, raw_id: &str) -> ApiError {
 /// The attachment `raw_id` names (its pending upload checked against the bucket).
 async fn load(state: &FhirState, kind: &str, raw_id: &str) -> ApiResult<Attachment> {
     let id = Uuid::parse_str(raw_id).map_err(|_| not_found(kind, raw_id))?;
-    attachments::find(&state.auth.pool, &state.storage, id)
+    attachments::find(&state.db, &state.storage, id)
         .await?
         .ok_or_else(|| not_found(kind, raw_id))
 }
@@ -131,7 +131,7 @@ pub async fn create(
             "Send the bytes to the upload URL of Binary/{id}/$presigned-url?upload=true, not in the resource",
         ));
     }
-    let create: ::attachments::AttachmentCreate = crate::outcome::checked(
+    let create: attachments::AttachmentCreate = crate::outcome::checked(
         "DocumentReference",
         json!({
             "patient_id": patient_id,
@@ -147,7 +147,7 @@ pub async fn create(
             ("upload", "content[0].attachment.size"),
         ],
     )?;
-    let created = ::attachments::create(&state.auth.pool, &state.storage, &audit, &create)
+    let created = attachments::create(&state.db, &state.storage, &audit, &create)
         .await
         .map_err(|error| match error {
             ApiError::NotFound(_) => rule(
@@ -178,7 +178,7 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     audit.describe(|event| event.details(json!({ "interface": "fhir" })));
     let id = Uuid::parse_str(&raw_id).map_err(|_| not_found("DocumentReference", &raw_id))?;
-    ::attachments::delete(&state.auth.pool, &state.storage, &audit, id)
+    attachments::delete(&state.db, &state.storage, &audit, id)
         .await?
         .ok_or_else(|| not_found("DocumentReference", &raw_id))?;
     Ok(StatusCode::NO_CONTENT)
@@ -305,7 +305,7 @@ pub async fn search(
     let wanted = page.push(limit + 1, Type::INT8);
     let mut count = SqlParams::new();
     let count_filter = filters.sql(&mut count);
-    let client = state.auth.pool.get().await?;
+    let client = state.db.get().await?;
     let rows = client
         .query_typed(
             &format!(
@@ -341,9 +341,9 @@ pub async fn search(
     drop(client);
     let mut found: Vec<Attachment> = rows.iter().map(Attachment::from_row).collect();
     let (previous, next) = keyset.page(&mut found, limit, cursor_of);
-    attachments::refresh_pending(&state.auth.pool, &state.storage, &mut found).await?;
+    attachments::refresh_pending(&state.db, &state.storage, &mut found).await?;
     let base = PublicBase::of(&state.base, &headers, &uri);
-    ::attachments::describe_listed(&audit, &found);
+    attachments::describe_listed(&audit, &found);
     audit.describe(|event| event.details(json!({ "interface": "fhir" })));
     let entries: Vec<Value> = found
         .iter()

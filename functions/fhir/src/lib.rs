@@ -21,6 +21,7 @@ use axum::routing::get;
 use axum::Router;
 use shared::auth::AuthContext;
 use shared::config::{ConfigError, Env};
+use shared::db::DbPool;
 use shared::secrets::SecretsClient;
 use shared::storage::{Storage, StorageConfig};
 use shared::tokens::TokenRole;
@@ -32,6 +33,8 @@ pub use outcome::FHIR_JSON;
 #[derive(Clone, FromRef)]
 pub struct FhirState {
     pub auth: AuthContext,
+    /// The database (the same pool the token check uses).
+    pub db: DbPool,
     pub base: PublicBase,
     /// Signs the URLs Binary answers; checks pending uploads.
     pub storage: Storage,
@@ -75,14 +78,16 @@ impl FhirState {
             .get("FHIR_BASE_URL")
             .map(|url| Arc::from(url.trim_end_matches('/')));
         let storage_config = StorageConfig::from_env(env)?;
+        let auth = AuthContext::from_env(
+            env,
+            &Arc::new(SecretsClient::from_env(env)),
+            "carevault-fhir",
+            TokenRole::Verify,
+        )
+        .await?;
         Ok(Self {
-            auth: AuthContext::from_env(
-                env,
-                &Arc::new(SecretsClient::from_env(env)),
-                "carevault-fhir",
-                TokenRole::Verify,
-            )
-            .await?,
+            db: auth.pool.clone(),
+            auth,
             base: PublicBase(base),
             storage: Storage::new(&shared::aws::sdk_config().await, storage_config),
         })
@@ -90,11 +95,13 @@ impl FhirState {
 }
 
 // The same actions as the JSON API's routes: one audit trail, whichever interface was used.
-use attachments::{
+use domain::attachments::{
     ATTACHMENT_CREATE, ATTACHMENT_DELETE, ATTACHMENT_DOWNLOAD, ATTACHMENT_LIST, ATTACHMENT_READ,
 };
-use audit::AUDIT_READ;
-use patients::{PATIENT_CREATE, PATIENT_DELETE, PATIENT_READ, PATIENT_SEARCH, PATIENT_UPDATE};
+use domain::audit_events::AUDIT_READ;
+use domain::patients::{
+    PATIENT_CREATE, PATIENT_DELETE, PATIENT_READ, PATIENT_SEARCH, PATIENT_UPDATE,
+};
 const AUDIT_EVENT_READ: RouteEvent = AUDIT_READ.resource_from("id");
 const ATTACHMENT_URL: RouteEvent =
     RouteEvent::new("attachment.presigned_url", "attachment").resource_from("id");
@@ -102,7 +109,7 @@ const ATTACHMENT_URL: RouteEvent =
 /// Everything under /fhir/R4, nested as one service so that its own fallbacks (an unknown
 /// resource type, a method not allowed) answer OperationOutcomes too, not the JSON API's 404.
 pub fn router(state: FhirState) -> Router {
-    let trail = AuditTrail::new(state.auth.pool.clone());
+    let trail = AuditTrail::new(state.db.clone());
     let fhir = Router::new()
         .route("/metadata", get(capability::capability_statement))
         .route(

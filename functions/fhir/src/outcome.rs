@@ -1,12 +1,13 @@
 //! Every FHIR answer is `application/fhir+json`, and every 4xx and 5xx an OperationOutcome:
-//! one layer turns the shared error shape (`{"detail": ...}`, from handlers and extractors
-//! alike: a missing token, a wrong role, the audit trail down) into one, keeping the status
-//! and headers (`WWW-Authenticate: Bearer` on 401, `Retry-After` on 429).
+//! one layer renders the typed error of every refusal (from handlers and extractors alike: a
+//! missing token, a wrong role, the audit trail down) as one, keeping the status and headers
+//! (`WWW-Authenticate: Bearer` on 401, `Retry-After` on 429).
 
 use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
+use shared::ApiError;
 
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
@@ -17,9 +18,9 @@ pub fn checked<T: serde::de::DeserializeOwned>(
     resource_type: &str,
     values: Value,
     fields: &[(&str, &str)],
-) -> Result<T, shared::ApiError> {
+) -> Result<T, ApiError> {
     shared::http::body_value(values).map_err(|error| match error {
-        shared::ApiError::Validation(mut errors) => {
+        ApiError::Validation(mut errors) => {
             for error in &mut errors {
                 error.loc[0] = json!(resource_type);
                 if let Some(field) = error.loc.get_mut(1) {
@@ -28,7 +29,7 @@ pub fn checked<T: serde::de::DeserializeOwned>(
                     }
                 }
             }
-            shared::ApiError::Validation(errors)
+            ApiError::Validation(errors)
         }
         other => other,
     })
@@ -50,27 +51,22 @@ fn issue_code(status: StatusCode) -> &'static str {
     }
 }
 
-/// The text of a `detail`: a message, or a list of field errors (`loc: msg`).
-fn diagnostics(detail: &Value) -> String {
-    match detail {
-        Value::String(text) => text.clone(),
-        Value::Array(errors) => errors
+/// The text an error shows: its message, or its field errors (`loc: msg`, joined by `; `).
+fn diagnostics(error: &ApiError) -> String {
+    match error {
+        ApiError::Validation(errors) => errors
             .iter()
             .map(|error| {
-                let loc: Vec<String> = error["loc"]
-                    .as_array()
-                    .map(|parts| {
-                        parts
-                            .iter()
-                            .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                format!("{}: {}", loc.join("."), error["msg"].as_str().unwrap_or(""))
+                let loc: Vec<String> = error
+                    .loc
+                    .iter()
+                    .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_owned))
+                    .collect();
+                format!("{}: {}", loc.join("."), error.msg)
             })
             .collect::<Vec<_>>()
             .join("; "),
-        other => other.to_string(),
+        other => other.client_text(),
     }
 }
 
@@ -86,14 +82,17 @@ pub fn operation_outcome(status: StatusCode, text: &str) -> Value {
     })
 }
 
+/// Every 4xx and 5xx as an OperationOutcome, made from the typed error the answer carries
+/// (`ApiError` puts itself in the response's extensions); an error answer without one (none is
+/// expected) gets its status's reason.
 pub async fn as_operation_outcome(response: Response) -> Response {
     let (mut parts, body) = response.into_parts();
-    let is_json = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/json"));
     if !parts.status.is_client_error() && !parts.status.is_server_error() {
+        let is_json = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/json"));
         if is_json {
             parts
                 .headers
@@ -101,14 +100,11 @@ pub async fn as_operation_outcome(response: Response) -> Response {
         }
         return Response::from_parts(parts, body);
     }
-    // Error bodies are small: the shared error shape, never a resource.
-    let bytes = axum::body::to_bytes(body, 1 << 20)
-        .await
-        .unwrap_or_default();
-    let text = serde_json::from_slice::<Value>(&bytes)
-        .ok()
-        .map(|v| diagnostics(&v["detail"]))
-        .filter(|t| !t.is_empty() && t != "null")
+    let text = parts
+        .extensions
+        .remove::<ApiError>()
+        .map(|error| diagnostics(&error))
+        .filter(|text| !text.is_empty())
         .unwrap_or_else(|| {
             parts
                 .status

@@ -4,12 +4,13 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use patients::model::Patient;
-use patients::search::{CountMode, Cursor, Filter, Search, Sort};
-use patients::{PatientCreate, PatientUpdate};
+use domain::patients::model::Patient;
+use domain::patients::search::{CountMode, Cursor, Filter, Search, Sort};
+use domain::patients::{self, PatientCreate, PatientError, PatientUpdate};
 use serde_json::{json, Value};
 use shared::auth::{CurrentUser, Writer};
 use shared::domain::EmailAddress;
+use shared::http::required_version;
 use shared::trail::Audit;
 use shared::{ApiError, ApiResult};
 use uuid::Uuid;
@@ -98,11 +99,12 @@ fn not_found(raw_id: &str) -> ApiError {
     ApiError::NotFound(format!("Patient/{raw_id} is not known"))
 }
 
-/// The JSON API's "Patient not found" named as FHIR names the resource.
-fn in_fhir_terms(error: ApiError, raw_id: &str) -> ApiError {
+/// A patient operation's refusal in FHIR's terms (the layer makes it an OperationOutcome):
+/// the resource named as FHIR names it; the other refusals as the JSON API words them.
+fn fhir_error(error: PatientError, raw_id: &str) -> ApiError {
     match error {
-        ApiError::NotFound(_) => not_found(raw_id),
-        other => other,
+        PatientError::NotFound => not_found(raw_id),
+        other => other.into(),
     }
 }
 
@@ -140,8 +142,9 @@ pub async fn read(
     audit.describe(|event| event.details(json!({ "interface": "fhir" })));
     // An id that is not a UUID names no patient of this server.
     let id = Uuid::parse_str(&raw_id).map_err(|_| not_found(&raw_id))?;
-    let patient = patients::find(&state.auth.pool, id)
-        .await?
+    let patient = patients::find(&state.db, id)
+        .await
+        .map_err(|e| fhir_error(e, &raw_id))?
         .ok_or_else(|| not_found(&raw_id))?;
     Ok(answer(&patient, StatusCode::OK, None))
 }
@@ -215,7 +218,9 @@ pub async fn create(
     let create: PatientCreate = record(&crate::resource_body(&headers, &body, "Patient")?)?;
     let base = state.base.of(&headers, &uri);
     let Some(criteria) = headers.get("if-none-exist") else {
-        let created = patients::insert(&state.auth.pool, &audit, &create).await?;
+        let created = patients::insert(&state.db, &audit, &create)
+            .await
+            .map_err(|e| fhir_error(e, ""))?;
         return Ok(answer(&created, StatusCode::CREATED, Some(&base)));
     };
     // Conditional create: the criteria are a Patient search; none matches: create, one: that
@@ -238,19 +243,19 @@ pub async fn create(
     }
     search.limit = 2;
     search.count = CountMode::None;
-    let pool = &state.auth.pool;
+    let pool = &state.db;
     let existing = match only_match(pool, &search).await? {
         Some(existing) => existing,
-        None => match patients::insert(&state.auth.pool, &audit, &create).await {
+        None => match patients::insert(&state.db, &audit, &create).await {
             Ok(created) => return Ok(answer(&created, StatusCode::CREATED, Some(&base))),
             // Created meanwhile by a request like this one: the identifier is now taken.
-            Err(ApiError::Conflict(text)) => {
+            Err(PatientError::IdentifierTaken) => {
                 audit.statement_failed();
                 only_match(pool, &search)
                     .await?
-                    .ok_or(ApiError::Conflict(text))?
+                    .ok_or_else(|| fhir_error(PatientError::IdentifierTaken, ""))?
             }
-            Err(other) => return Err(other),
+            Err(other) => return Err(fhir_error(other, "")),
         },
     };
     audit.describe(|event| {
@@ -264,7 +269,9 @@ pub async fn create(
 
 /// The one patient a conditional create's search finds: None for none, 412 for several.
 async fn only_match(pool: &shared::db::DbPool, search: &Search) -> ApiResult<Option<Patient>> {
-    let list = patients::run_search(pool, search).await?;
+    let list = patients::run_search(pool, search)
+        .await
+        .map_err(|e| fhir_error(e, ""))?;
     match <[Patient; 1]>::try_from(list.data) {
         Ok([one]) => Ok(Some(one)),
         Err(data) if data.is_empty() => Ok(None),
@@ -294,15 +301,9 @@ pub async fn update(
     let change: PatientUpdate = record(&patient)?;
     // updateCreate is false: an id this server did not make names nothing.
     let id = Uuid::parse_str(&raw_id).map_err(|_| not_found(&raw_id))?;
-    let updated = patients::update(
-        &state.auth.pool,
-        &audit,
-        id,
-        change,
-        patients::required_version(&headers),
-    )
-    .await
-    .map_err(|e| in_fhir_terms(e, &raw_id))?;
+    let updated = patients::update(&state.db, &audit, id, change, required_version(&headers))
+        .await
+        .map_err(|e| fhir_error(e, &raw_id))?;
     Ok(answer(&updated, StatusCode::OK, None))
 }
 
@@ -318,14 +319,14 @@ pub async fn delete(
     audit.describe(|event| event.details(json!({ "interface": "fhir" })));
     let id = Uuid::parse_str(&raw_id).map_err(|_| not_found(&raw_id))?;
     patients::delete(
-        &state.auth.pool,
+        &state.db,
         &state.storage,
         &audit,
         id,
-        patients::required_version(&headers),
+        required_version(&headers),
     )
     .await
-    .map_err(|e| in_fhir_terms(e, &raw_id))?;
+    .map_err(|e| fhir_error(e, &raw_id))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -581,7 +582,9 @@ pub async fn search(
     audit.describe(|event| {
         event.details(json!({ "interface": "fhir", "filters": search.filter_names() }))
     });
-    let mut list = patients::run_search(&state.auth.pool, &search).await?;
+    let mut list = patients::run_search(&state.db, &search)
+        .await
+        .map_err(|e| fhir_error(e, ""))?;
     // A previous page was read backwards from its following row: turn it round. Rows before
     // it remain when the backwards read found more than a page.
     let sort = if backwards {

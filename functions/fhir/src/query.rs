@@ -298,7 +298,7 @@ pub struct InstantValue {
 
 pub fn instant_value(raw: &str) -> Result<InstantValue, String> {
     let raw = raw.trim();
-    let Some(t) = raw.find('T') else {
+    let Some((before_t, time_text)) = raw.split_once('T') else {
         let date = date_value(raw)?;
         let midnight = |d: NaiveDate| d.and_time(chrono::NaiveTime::MIN).and_utc();
         let end = date
@@ -311,27 +311,28 @@ pub fn instant_value(raw: &str) -> Result<InstantValue, String> {
             end: midnight(end),
         });
     };
-    let day = date_value(&raw[..t])?;
     let invalid = || {
         format!("Invalid instant {raw:?}: use YYYY-MM-DDThh:mm:ss with Z or an offset, with an optional prefix")
     };
-    if day.first != day.last {
+    let day = date_value(before_t)?;
+    // The date is a whole day written as YYYY-MM-DD right before the T (after any prefix):
+    // nothing between them, so the instant is that text and the time, never a guessed offset.
+    let date_text = day.first.format("%Y-%m-%d").to_string();
+    if day.first != day.last || !before_t.ends_with(&date_text) {
         return Err(invalid());
     }
-    // The prefix is in front of the date; the instant is what follows it.
-    let instant = &raw[t - 10..];
-    let parsed = DateTime::parse_from_rfc3339(instant)
+    let instant = format!("{date_text}T{time_text}");
+    let parsed = DateTime::parse_from_rfc3339(&instant)
         .or_else(|_| {
             // hh:mm without seconds, as FHIR's search allows.
-            let (time, offset) = instant[11..]
+            let (time, offset) = time_text
                 .find(['Z', 'z', '+', '-'])
-                .map(|at| instant[11..].split_at(at))
+                .map(|at| time_text.split_at(at))
                 .ok_or(())?;
             if time.len() != 5 {
                 return Err(());
             }
-            DateTime::parse_from_rfc3339(&format!("{}{time}:00{offset}", &instant[..11]))
-                .map_err(|_| ())
+            DateTime::parse_from_rfc3339(&format!("{date_text}T{time}:00{offset}")).map_err(|_| ())
         })
         .map_err(|_| invalid())?
         .with_timezone(&Utc);
@@ -433,6 +434,25 @@ mod tests {
         assert!(date_value("80").is_err());
         assert!(date_value("ap1980").is_err());
         assert!(date_value("1980-02-30").is_err());
+    }
+
+    #[test]
+    fn instants_with_multibyte_text_around_the_t_are_refused_not_a_panic() {
+        for raw in [
+            "2024-01-01\u{3000}\u{3000}\u{3000}\u{3000}T00:00Z",
+            "ge2024-01-01\u{3000}T00:00Z",
+            "\u{3000}2024-01-01T00:00Z\u{3000}x",
+            "2024-01-01T\u{3000}\u{3000}:00Z",
+            "2024-01-01T00:00\u{0301}Z",
+            "2024-01-01T00\u{10FFFF}00+01:00",
+            "é2024-01-01T00:00:00Z",
+            "2024-01-01TT",
+            "T",
+            "geT",
+        ] {
+            assert!(instant_value(raw).is_err(), "{raw:?} was accepted");
+        }
+        assert!(instant_value("\u{3000}2024-01-01T00:00Z\u{3000}").is_ok());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use shared::audit::LoggedRows;
 use shared::auth::{AuthContext, Authorized, CurrentUser, Superuser};
 use shared::config::{ConfigError, Env};
-use shared::db::SqlParams;
+use shared::db::{DbPool, SqlParams};
 use shared::domain::{EmailAddress, FullName, Password, Role};
 use shared::email::Mailer;
 use shared::http::{parse_uuid, present, JsonBody, Paging, QueryParams, RequestMeta};
@@ -28,6 +28,8 @@ use uuid::Uuid;
 #[derive(Clone, FromRef)]
 pub struct UsersState {
     pub auth: AuthContext,
+    /// The database (the same pool the token check uses).
+    pub db: DbPool,
     pub mailer: Arc<Mailer>,
     /// USERS_OPEN_REGISTRATION: may strangers create accounts (POST /users/signup)? Off by default.
     pub open_registration: bool,
@@ -37,15 +39,13 @@ impl UsersState {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let secrets = Arc::new(SecretsClient::from_env(env));
         let secret = AppSecret::load(env, &secrets).await?;
+        // Issues the set-your-password link of a new account.
+        let auth =
+            AuthContext::from_env(env, &secrets, "carevault-users", TokenRole::IssueAndVerify)
+                .await?;
         Ok(Self {
-            // Issues the set-your-password link of a new account.
-            auth: AuthContext::from_env(
-                env,
-                &secrets,
-                "carevault-users",
-                TokenRole::IssueAndVerify,
-            )
-            .await?,
+            db: auth.pool.clone(),
+            auth,
             mailer: Arc::new(Mailer::from_env(env, &secret)?),
             open_registration: env.bool_or("USERS_OPEN_REGISTRATION", false)?,
         })
@@ -66,7 +66,7 @@ const USER_UPDATE: RouteEvent = RouteEvent::new("user.update", USER).resource_fr
 const USER_DELETE: RouteEvent = RouteEvent::new("user.delete", USER).resource_from("id");
 
 pub fn router(state: UsersState) -> Router {
-    let trail = AuditTrail::new(state.auth.pool.clone());
+    let trail = AuditTrail::new(state.db.clone());
     Router::new()
         .route(
             "/api/v1/users",
@@ -113,7 +113,7 @@ async fn list_users(
     QueryParams(paging): QueryParams<Paging>,
 ) -> ApiResult<Json<UserList>> {
     let (skip, limit) = paging.checked()?;
-    let client = state.auth.pool.get().await?;
+    let client = state.db.get().await?;
     let page_sql = format!(
         "SELECT {USER_COLUMNS} FROM users ORDER BY created_at DESC, id DESC OFFSET $1 LIMIT $2"
     );
@@ -181,7 +181,7 @@ async fn insert_user(
     ]
     .join(", ");
     let logged = audit.logged_cte(&mut params, &user_rows("created"));
-    let client = state.auth.pool.get().await?;
+    let client = state.db.get().await?;
     let inserted = client
         .query_typed_one(
             &format!(
@@ -247,7 +247,7 @@ async fn create_user(
 }
 
 async fn send_new_account_email(state: &UsersState, user: &User) -> ApiResult<()> {
-    let (_, hash) = users::find_with_hash_by_id(&state.auth.pool, user.id)
+    let (_, hash) = users::find_with_hash_by_id(&state.db, user.id)
         .await?
         .ok_or_else(|| ApiError::internal("user vanished after insert"))?;
     let token = state.auth.tokens.issue_reset(user.id, &hash, &user.email)?;
@@ -327,7 +327,7 @@ async fn apply_changes(
     changes: UserChanges,
 ) -> ApiResult<Option<User>> {
     let old_email = match &changes.email {
-        Some(_) => users::find_by_id(&state.auth.pool, id)
+        Some(_) => users::find_by_id(&state.db, id)
             .await?
             .map(|user| user.email),
         None => None,
@@ -379,7 +379,7 @@ async fn apply_changes(
     let role = params.push(changes.role.map(|r| r.as_str().to_owned()), Type::TEXT);
     // The change and its audit event in one statement: the event exists exactly when a user changed.
     let logged = audit.logged_cte(&mut params, &user_rows("updated"));
-    let client = state.auth.pool.get().await?;
+    let client = state.db.get().await?;
     let updated = client
         .query_typed_opt(
             &format!(
@@ -478,7 +478,7 @@ async fn check_current_password(
     password: &str,
     meta: &RequestMeta,
 ) -> ApiResult<String> {
-    let pool = &state.auth.pool;
+    let pool = &state.db;
     let account = throttle::account_key(&current.0.email);
     let source_ip = meta.source_ip.clone().unwrap_or_default();
     throttle::check(pool, &account, &source_ip).await?;
@@ -517,7 +517,7 @@ async fn update_my_password(
     let new_hash = password::hash(&body.new_password).await?;
     let (who, event) = audit.for_statement();
     let replaced = users::replace_password_hash(
-        &state.auth.pool,
+        &state.db,
         current.0.id,
         &stored_hash,
         &new_hash,
@@ -553,7 +553,7 @@ async fn delete_by_id(state: &UsersState, audit: &Audit, id: Uuid) -> ApiResult<
     let mut params = SqlParams::new();
     let id = params.push(id, Type::UUID);
     let logged = audit.logged_cte(&mut params, &user_rows("gone"));
-    let client = state.auth.pool.get().await?;
+    let client = state.db.get().await?;
     let gone = client
         .query_typed(
             &format!(
@@ -576,7 +576,7 @@ async fn read_user(
         return Ok(Json(current.0));
     }
     current.require_superuser()?;
-    let user = users::find_by_id(&state.auth.pool, id)
+    let user = users::find_by_id(&state.db, id)
         .await?
         .ok_or_else(|| ApiError::NotFound("User not found".into()))?;
     Ok(Json(user))

@@ -8,7 +8,7 @@ use shared::http::Paging;
 use shared::{ApiError, FieldError};
 use tokio_postgres::types::Type;
 
-use crate::model::parse_date;
+use crate::patients::model::parse_date;
 
 /// The query string as sent; everything optional.
 #[derive(Debug, Default, Deserialize)]
@@ -150,7 +150,7 @@ pub enum SortKey {
 
 impl Cursor {
     /// The cursor after `patient` in `sort`.
-    pub fn after(sort: Sort, patient: &crate::model::Patient) -> Self {
+    pub fn after(sort: Sort, patient: &crate::patients::model::Patient) -> Self {
         let key = match sort.column() {
             "name" => SortKey::Text(patient.name.clone()),
             "dob" => SortKey::Date(patient.dob),
@@ -511,7 +511,7 @@ impl Search {
             format!(
                 "SELECT {columns}, {} FROM (SELECT * FROM patients p ORDER BY {order} LIMIT {budget}) p{clause}
                  ORDER BY {order} OFFSET {offset} LIMIT {limit}",
-                crate::model::identifiers_column("p")
+                crate::patients::model::identifiers_column("p")
             ),
             params,
         ))
@@ -549,7 +549,7 @@ impl Search {
             }
         };
         // Read for the page's rows only, in the same statement.
-        let identifiers = crate::model::identifiers_column("p");
+        let identifiers = crate::patients::model::identifiers_column("p");
         let sql = if self.filters.is_empty() {
             let page = self.unfiltered_page(&mut params, &offset, &limit);
             // `id = 1` (its primary key) tells the planner this is one row: a never-analyzed
@@ -715,7 +715,7 @@ mod tests {
         // Stored times have microseconds.
         let now =
             chrono::DateTime::from_timestamp_micros(chrono::Utc::now().timestamp_micros()).unwrap();
-        let patient = crate::model::Patient {
+        let patient = crate::patients::model::Patient {
             id: uuid::Uuid::new_v4(),
             name: "Ann O'Neil".into(),
             dob: None,

@@ -1,17 +1,40 @@
-//! Attachments as stored and answered, their S3 keys, and upload confirmation: shared by the
-//! attachments API (which checks pending uploads on read) and the S3 event handler.
+//! Attachments as stored and answered, their S3 keys, creation (`create`), upload confirmation
+//! and deletion: for the JSON API, FHIR's DocumentReference and the S3 event handler.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde_json::json;
+use shared::audit::{Attribution, Event, LoggedRows};
+use shared::db::{DbPool, SqlParams};
+use shared::error::ApiResult;
+use shared::storage::{drain_deletions, queue_deletions_cte, Storage, StoredObject};
+use shared::trail::{Audit, RouteEvent};
+use tokio_postgres::types::Type;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use tokio_postgres::types::Type;
+mod create;
+pub use create::{
+    create, headers_json, AttachmentCreate, CreatedAttachment, UploadInstructions, UploadKind,
+};
 
-use crate::audit::{Attribution, Event, LoggedRows};
-use crate::db::{DbPool, SqlParams};
-use crate::error::ApiResult;
-use crate::storage::{drain_deletions, queue_deletions_cte, Storage, StoredObject};
+const ATTACHMENT: &str = "attachment";
+pub const ATTACHMENT_CREATE: RouteEvent = RouteEvent::new("attachment.create", ATTACHMENT);
+pub const ATTACHMENT_LIST: RouteEvent = RouteEvent::new("attachment.list", ATTACHMENT);
+pub const PATIENT_ATTACHMENT_LIST: RouteEvent =
+    RouteEvent::new("attachment.list", ATTACHMENT).patient_from("id");
+pub const ATTACHMENT_READ: RouteEvent =
+    RouteEvent::new("attachment.read", ATTACHMENT).resource_from("id");
+pub const ATTACHMENT_DOWNLOAD: RouteEvent =
+    RouteEvent::new("attachment.download", ATTACHMENT).resource_from("id");
+pub const ATTACHMENT_DELETE: RouteEvent =
+    RouteEvent::new("attachment.delete", ATTACHMENT).resource_from("id");
+pub const PART_URLS_ISSUE: RouteEvent =
+    RouteEvent::new("attachment.upload_part_urls", ATTACHMENT).resource_from("id");
+pub const PARTS_LIST: RouteEvent =
+    RouteEvent::new("attachment.upload_parts_list", ATTACHMENT).resource_from("id");
+pub const UPLOAD_COMPLETE: RouteEvent =
+    RouteEvent::new("attachment.upload_complete", ATTACHMENT).resource_from("id");
 
 /// `{id, patient_id, file_name, mime_type, status, size, etag, checksum_sha256, created_at,
 /// uploaded_at}`.
@@ -175,7 +198,7 @@ pub async fn confirm(
     let content_type = params.push(stored.content_type.clone(), Type::TEXT);
     let checksum = params.push(stored.checksum_sha256.clone(), Type::TEXT);
     // The confirmation and its audit event (the system is the actor) are one statement.
-    let logged = crate::audit::logged_cte(
+    let logged = shared::audit::logged_cte(
         &Attribution::default(),
         &Event::new("attachment.upload_confirmed", "attachment"),
         &mut params,
@@ -241,7 +264,7 @@ async fn reject_object(
     tracing::warn!(attachment_id = %attachment.id, "uploaded object's checksum is not the declared one; removed");
     let mut params = SqlParams::new();
     let id = params.push(attachment.id, Type::UUID);
-    let logged = crate::audit::logged_cte(
+    let logged = shared::audit::logged_cte(
         &Attribution::default(),
         &Event::new("attachment.checksum_mismatch", "attachment").details(serde_json::json!({
             "declared_sha256": attachment.declared_sha256,
@@ -255,7 +278,7 @@ async fn reject_object(
             details: None,
         },
     );
-    let queued = queue_deletions_cte("rejected");
+    let queued = queue_deletions_cte("SELECT object_key FROM rejected");
     let keys: Vec<String> = pool
         .get()
         .await?
@@ -366,6 +389,80 @@ pub fn content_disposition(file_name: &str) -> String {
         .collect();
     let encoded = percent_encoding::utf8_percent_encode(file_name, NOT_ATTR_CHAR);
     format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
+}
+
+/// The changed rows of a statement whose CTE `source` returns attachments.
+pub fn attachment_rows(source: &str) -> LoggedRows<'_> {
+    LoggedRows {
+        source,
+        resource: "id",
+        patient: "patient_id",
+        details: None,
+    }
+}
+
+/// Which attachments (and so which patients' files) a list showed; the FHIR search's too.
+pub fn describe_listed(audit: &Audit, listed: &[Attachment]) {
+    let mut patients: Vec<Uuid> = listed.iter().map(|a| a.patient_id).collect();
+    patients.sort();
+    patients.dedup();
+    audit.describe(|event| {
+        let event = if patients.len() == 1 {
+            event.patient(Some(patients[0]))
+        } else {
+            event
+        };
+        event.details(json!({
+            "attachment_ids": listed.iter().map(|a| a.id).collect::<Vec<_>>(),
+            "patient_ids": patients,
+        }))
+    });
+}
+
+/// Deletes an attachment and its file (a pending multipart upload aborted); None when there
+/// is no such attachment.
+pub async fn delete(
+    pool: &DbPool,
+    storage: &Storage,
+    audit: &Audit,
+    id: Uuid,
+) -> ApiResult<Option<()>> {
+    let mut params = SqlParams::new();
+    let id = params.push(id, Type::UUID);
+    // Row deleted, object queued and audit event written in one statement: never one without
+    // the others, in one round trip (a pending multipart upload's abort is queued by a trigger,
+    // in the same statement).
+    let logged = audit.logged_cte(
+        &mut params,
+        &LoggedRows {
+            details: Some(
+                "CASE WHEN gone.upload_id IS NOT NULL AND gone.status = 'pending' \
+                 THEN jsonb_build_object('multipart_upload_aborted', true) ELSE '{}'::jsonb END",
+            ),
+            ..attachment_rows("gone")
+        },
+    );
+    let queued = queue_deletions_cte("SELECT object_key FROM gone");
+    let client = pool.get().await?;
+    let Some(row) = client
+        .query_typed_opt(
+            &format!(
+                "WITH gone AS (
+                    DELETE FROM attachments WHERE id = {id}
+                    RETURNING id, patient_id, object_key, upload_id, status
+                 ), {queued}, {logged}
+                 SELECT object_key FROM gone"
+            ),
+            &params.typed(),
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    drop(client);
+    // Delete the object now; whatever fails stays queued for the sweep, and the delete stands.
+    drain_deletions(pool, storage, vec![row.get(0)]).await;
+    Ok(Some(()))
 }
 
 #[cfg(test)]

@@ -1,0 +1,13 @@
+//! CareVault's domain, one implementation for every interface (the JSON API, FHIR R4, and the
+//! ones to come): each module holds a domain's model, the SQL on its tables, and its
+//! operations. Interfaces parse their input into these types and map the typed errors to their
+//! own answers.
+//!
+//! - `patients`: the record, its identifiers, search (filters, sort, paging, counts), and the
+//!   writes (create, update, delete with the patient's files).
+//! - `attachments`: files as stored, their S3 keys, upload creation and confirmation, deletion.
+//! - `audit_events`: the audit trail as it is read back.
+
+pub mod attachments;
+pub mod audit_events;
+pub mod patients;
