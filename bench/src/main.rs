@@ -442,7 +442,7 @@ async fn patients_at_scale(set: dataset::DataSet) {
                 .unwrap();
         let mut scans = Vec::new();
         let mut statements = vec![search.statement(domain::patients::model::PATIENT_COLUMNS)];
-        if search.count == domain::patients::search::CountMode::Estimate {
+        if search.count == domain::paging::Count::Estimate {
             statements.push(search.estimate_sql());
         }
         for (sql, params) in &statements {
@@ -517,7 +517,7 @@ async fn statements_sent(
         }
     }
     let mut statements = vec![search.statement(columns)];
-    if search.count == domain::patients::search::CountMode::Estimate {
+    if search.count == domain::paging::Count::Estimate {
         statements.push(search.estimate_sql());
     }
     statements
@@ -548,7 +548,7 @@ fn before_statements(
         (sql, params)
     };
     let mut statements = vec![build(true)];
-    if search.count == domain::patients::search::CountMode::Exact {
+    if search.count == domain::paging::Count::Exact {
         statements.push(build(false));
     }
     statements

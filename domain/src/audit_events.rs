@@ -1,12 +1,18 @@
-//! The audit trail as it is read back: an event as stored, the columns that make it, and the
-//! position of a page's last event (the cursor of both interfaces' lists).
+//! The audit trail as it is read back: an event as stored, the kinds of action, and the one
+//! list (filters, newest first by keyset, counted as asked) that the JSON API's
+//! `/audit-events/` and FHIR's AuditEvent search both page through.
 
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use shared::audit::Outcome;
+use shared::db::{DbPool, SqlParams};
 use shared::trail::RouteEvent;
+use shared::ApiResult;
+use tokio_postgres::types::Type;
 use uuid::Uuid;
+
+use crate::paging::{self, Count, Keyset, Page, Position, TimeRange};
 
 /// Reading the trail, through either interface.
 pub const AUDIT_READ: RouteEvent = RouteEvent::new("audit.read", "audit_event");
@@ -54,20 +60,158 @@ impl AuditEventOut {
     }
 }
 
-/// The position after the last event of a page: its time (microseconds) and id, opaque to clients.
-pub fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(format!("{}|{id}", at.timestamp_micros()))
+/// What kind of access an action is (FHIR's C/R/U/D/E), by the verb its name ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionKind {
+    Create,
+    Read,
+    Update,
+    Delete,
+    /// Anything else (a login, a sweep, a token refresh).
+    Execute,
 }
 
-pub fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(raw.trim())
-        .ok()?;
-    let text = String::from_utf8(bytes).ok()?;
-    let (micros, id) = text.split_once('|')?;
-    Some((
-        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-        Uuid::parse_str(id).ok()?,
-    ))
+/// The verbs that end our action names (`patient.read`, `attachment.presigned_url`), by kind.
+const VERBS: [(&str, ActionKind); 8] = [
+    ("create", ActionKind::Create),
+    ("read", ActionKind::Read),
+    ("search", ActionKind::Read),
+    ("list", ActionKind::Read),
+    ("download", ActionKind::Read),
+    ("presigned_url", ActionKind::Read),
+    ("update", ActionKind::Update),
+    ("delete", ActionKind::Delete),
+];
+
+impl ActionKind {
+    /// The kind of an action name.
+    pub fn of(action: &str) -> Self {
+        let verb = action.rsplit('.').next().unwrap_or("");
+        VERBS
+            .iter()
+            .find(|(v, _)| *v == verb)
+            .map_or(Self::Execute, |(_, kind)| *kind)
+    }
+
+    /// The SQL condition on the `action` column.
+    fn condition(self) -> String {
+        let like = |kind: Option<Self>| {
+            VERBS
+                .iter()
+                .filter(|(_, k)| kind.is_none_or(|kind| *k == kind))
+                .map(|(verb, _)| format!("action LIKE '%.{verb}'"))
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        };
+        match self {
+            Self::Execute => format!("NOT ({})", like(None)),
+            kind => format!("({})", like(Some(kind))),
+        }
+    }
+}
+
+/// Which outcomes an event may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeMatch {
+    Is(Outcome),
+    /// Any refusal.
+    NotSuccess,
+    /// Our own failures, which are logged, not audited: matches nothing.
+    Unrecorded,
+}
+
+/// One filter of the trail's list; a list's filters all hold (AND), the values within one
+/// are alternatives (OR).
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventFilter {
+    /// About one of these patients.
+    Patients(Vec<Uuid>),
+    /// By one of these users.
+    Actors(Vec<Uuid>),
+    /// This action exactly (`patient.read`).
+    Action(String),
+    Kinds(Vec<ActionKind>),
+    Outcomes(Vec<OutcomeMatch>),
+    Occurred(TimeRange),
+}
+
+impl EventFilter {
+    fn condition(&self, params: &mut SqlParams) -> String {
+        let any = |conditions: Vec<String>| format!("({})", conditions.join(" OR "));
+        match self {
+            Self::Patients(ids) => format!(
+                "patient_id = ANY({})",
+                params.push(ids.clone(), Type::UUID_ARRAY)
+            ),
+            Self::Actors(ids) => format!(
+                "actor_id = ANY({})",
+                params.push(ids.clone(), Type::UUID_ARRAY)
+            ),
+            Self::Action(action) => format!("action = {}", params.push(action.clone(), Type::TEXT)),
+            Self::Kinds(kinds) => any(kinds.iter().map(|k| k.condition()).collect()),
+            Self::Outcomes(outcomes) => any(outcomes
+                .iter()
+                .map(|outcome| match outcome {
+                    OutcomeMatch::Is(outcome) => {
+                        format!("outcome = '{}'", outcome.as_str())
+                    }
+                    OutcomeMatch::NotSuccess => "outcome <> 'success'".to_owned(),
+                    OutcomeMatch::Unrecorded => "false".to_owned(),
+                })
+                .collect()),
+            Self::Occurred(range) => range.condition("occurred_at", params),
+        }
+    }
+}
+
+/// The events the filters select, newest first, one page from `keyset` on (`limit` of them),
+/// counted as `count` asks; the count and the page in one round trip.
+pub async fn list(
+    pool: &DbPool,
+    filters: &[EventFilter],
+    keyset: &Keyset,
+    limit: i64,
+    count: Count,
+) -> ApiResult<Page<AuditEventOut>> {
+    let mut params = SqlParams::new();
+    let filter: String = filters
+        .iter()
+        .map(|f| format!(" AND {}", f.condition(&mut params)))
+        .collect();
+    let from_where = format!("FROM audit_events WHERE true{filter}");
+    let (after, order) = keyset.sql("occurred_at", &mut params);
+    let wanted = params.push(limit + 1, Type::INT8);
+    let client = pool.get().await?;
+    let page_sql = format!("SELECT {COLUMNS} {from_where}{after} ORDER BY {order} LIMIT {wanted}");
+    let typed = params.typed();
+    let (rows, total) = tokio::try_join!(
+        client.query_typed(&page_sql, &typed),
+        paging::count(&client, count, &from_where, &params),
+    )?;
+    drop(client);
+    let mut items: Vec<AuditEventOut> = rows.iter().map(AuditEventOut::from_row).collect();
+    let (previous, next) = keyset.page(&mut items, limit, |e| Position {
+        at: e.occurred_at,
+        id: e.id,
+    });
+    Ok(Page {
+        items,
+        previous,
+        next,
+        total,
+    })
+}
+
+/// One event; None when the trail holds none with this id.
+pub async fn find(pool: &DbPool, id: Uuid) -> ApiResult<Option<AuditEventOut>> {
+    Ok(pool
+        .get()
+        .await?
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM audit_events WHERE id = $1"),
+            &[&id],
+        )
+        .await?
+        .as_ref()
+        .map(AuditEventOut::from_row))
 }

@@ -10,4 +10,5 @@
 
 pub mod attachments;
 pub mod audit_events;
+pub mod paging;
 pub mod patients;

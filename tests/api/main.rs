@@ -5,6 +5,7 @@ mod attachments;
 mod audit;
 mod auth;
 mod config;
+mod cursors;
 mod events;
 mod faults;
 mod fhir;

@@ -14,9 +14,11 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 mod create;
+mod list;
 pub use create::{
     create, headers_json, AttachmentCreate, CreatedAttachment, UploadInstructions, UploadKind,
 };
+pub use list::{list, AttachmentFilter, Window};
 
 const ATTACHMENT: &str = "attachment";
 pub const ATTACHMENT_CREATE: RouteEvent = RouteEvent::new("attachment.create", ATTACHMENT);

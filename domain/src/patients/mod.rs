@@ -15,11 +15,12 @@ use shared::ApiError;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
+use crate::paging::Count;
 use model::{
     identifiers_column, ContactInfo, Dob, Identifiers, MedicalHistory, Patient, PatientName,
     PATIENT_COLUMNS,
 };
-use search::{CountMode, Cursor, Search};
+use search::{Cursor, Search};
 
 const PATIENT: &str = "patient";
 
@@ -447,18 +448,18 @@ pub async fn run_search(pool: &DbPool, search: &Search) -> PatientResult<Patient
             client.query_typed(&sql, &params.typed()).await?
         }
     };
-    if search.count == CountMode::Estimate && estimated.is_none() {
+    if search.count == Count::Estimate && estimated.is_none() {
         let (sql, params) = search.estimate_sql();
         let plan = client.query_typed_one(&sql, &params.typed()).await?;
         estimated = shared::db::plan_rows(&plan.get::<_, serde_json::Value>(0));
     }
     let total_column = PATIENT_COLUMNS.split(',').count();
     let count = match search.count {
-        CountMode::Exact => rows
+        Count::Exact => rows
             .first()
             .and_then(|r| r.get::<_, Option<i64>>(total_column)),
-        CountMode::Estimate => estimated,
-        CountMode::None => None,
+        Count::Estimate => estimated,
+        Count::None => None,
     };
     let mut data: Vec<Patient> = rows
         .iter()

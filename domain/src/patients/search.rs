@@ -8,6 +8,7 @@ use shared::http::Paging;
 use shared::{ApiError, FieldError};
 use tokio_postgres::types::Type;
 
+use crate::paging::Count;
 use crate::patients::model::parse_date;
 
 /// The query string as sent; everything optional.
@@ -241,21 +242,13 @@ impl Cursor {
     }
 }
 
-/// How `count` is computed: exactly (default), from the planner's estimate, or not at all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CountMode {
-    Exact,
-    Estimate,
-    None,
-}
-
 #[derive(Debug)]
 pub struct Search {
     pub filters: Vec<Filter>,
     pub sort: Sort,
     pub skip: i64,
     pub limit: i64,
-    pub count: CountMode,
+    pub count: Count,
     pub cursor: Option<Cursor>,
 }
 
@@ -352,16 +345,16 @@ impl Search {
             }),
         };
         let count = match params.count.as_deref().map(str::trim) {
-            None | Some("exact") => CountMode::Exact,
-            Some("estimate") => CountMode::Estimate,
-            Some("none") => CountMode::None,
+            None | Some("exact") => Count::Exact,
+            Some("estimate") => Count::Estimate,
+            Some("none") => Count::None,
             Some(_) => {
                 errors.push(FieldError::new(
                     &["query", "count"],
                     "Input should be 'exact', 'estimate' or 'none'",
                     "enum",
                 ));
-                CountMode::Exact
+                Count::Exact
             }
         };
         let cursor = match params.cursor.as_deref().map(str::trim) {
@@ -493,7 +486,7 @@ impl Search {
     /// cursor, or a page beyond the budget).
     pub fn walk_statement(&self, columns: &str) -> Option<(String, SqlParams)> {
         if self.filters.is_empty()
-            || self.count == CountMode::Exact
+            || self.count == Count::Exact
             || self.cursor.is_some()
             || self.rows_wanted() > WALK_BUDGET
         {
@@ -542,7 +535,7 @@ impl Search {
                 .join(", ")
         };
         let total_of = |exact: &'static str| {
-            if self.count == CountMode::Exact {
+            if self.count == Count::Exact {
                 exact
             } else {
                 "SELECT NULL::int8 AS n"

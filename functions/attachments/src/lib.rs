@@ -12,10 +12,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use domain::attachments::{
-    self, content_disposition, describe_listed, Attachment, AttachmentCreate, CreatedAttachment,
-    ATTACHMENT_COLUMNS, ATTACHMENT_CREATE, ATTACHMENT_DELETE, ATTACHMENT_DOWNLOAD, ATTACHMENT_LIST,
-    ATTACHMENT_READ, PARTS_LIST, PART_URLS_ISSUE, PATIENT_ATTACHMENT_LIST, UPLOAD_COMPLETE,
+    self, content_disposition, describe_listed, Attachment, AttachmentCreate, AttachmentFilter,
+    CreatedAttachment, Window, ATTACHMENT_CREATE, ATTACHMENT_DELETE, ATTACHMENT_DOWNLOAD,
+    ATTACHMENT_LIST, ATTACHMENT_READ, PARTS_LIST, PART_URLS_ISSUE, PATIENT_ATTACHMENT_LIST,
+    UPLOAD_COMPLETE,
 };
+use domain::paging::Count;
 use domain::patients::PatientError;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -180,33 +182,29 @@ async fn list_of_patient(
     list(state, Some(patient_id), paging).await
 }
 
-/// A page of attachments, newest first, with pending ones checked against the bucket.
+/// A page of attachments (of one patient, or all), newest first, with their count.
 async fn list(
     state: &AttachmentsState,
     patient_id: Option<Uuid>,
     paging: Paging,
 ) -> ApiResult<AttachmentList> {
     let (skip, limit) = paging.checked()?;
-    let client = state.db.get().await?;
-    let (count_sql, page_sql) = (
-        "SELECT count(*) FROM attachments WHERE ($1::uuid IS NULL OR patient_id = $1)",
-        format!(
-            "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE ($1::uuid IS NULL OR patient_id = $1)
-             ORDER BY created_at DESC, id DESC OFFSET $2 LIMIT $3"
-        ),
-    );
-    let (count, rows) = shared::db::count_and_page(
-        &client,
-        count_sql,
-        &[&patient_id],
-        &page_sql,
-        &[&patient_id, &skip, &limit],
+    let filter = AttachmentFilter {
+        patients: patient_id.map(|id| vec![id]),
+        ..AttachmentFilter::default()
+    };
+    let page = attachments::list(
+        &state.db,
+        &state.storage,
+        &filter,
+        Window::Offset { skip, limit },
+        Count::Exact,
     )
     .await?;
-    drop(client);
-    let mut data: Vec<Attachment> = rows.iter().map(Attachment::from_row).collect();
-    attachments::refresh_pending(&state.db, &state.storage, &mut data).await?;
-    Ok(AttachmentList { data, count })
+    Ok(AttachmentList {
+        data: page.items,
+        count: page.total.unwrap_or_default(),
+    })
 }
 
 /// The attachment, confirmed against the bucket if its upload was still pending.

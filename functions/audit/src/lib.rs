@@ -8,18 +8,19 @@ use axum::handler::Handler;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use domain::audit_events::{decode_cursor, encode_cursor, AuditEventOut, AUDIT_READ, COLUMNS};
+use domain::audit_events::{self, AuditEventOut, EventFilter, OutcomeMatch, AUDIT_READ};
+use domain::paging::{Count, Keyset, TimeRange};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use shared::audit::Outcome;
 use shared::auth::{AuthContext, Superuser};
 use shared::config::{ConfigError, Env};
-use shared::db::{DbPool, SqlParams};
+use shared::db::DbPool;
 use shared::http::{QueryParams, DEFAULT_LIMIT, MAX_LIMIT};
 use shared::secrets::SecretsClient;
 use shared::tokens::TokenRole;
 use shared::trail::{Audit, AuditTrail};
 use shared::{ApiError, ApiResult, FieldError};
-use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 #[derive(Clone, FromRef)]
@@ -72,22 +73,23 @@ struct Page {
     next_cursor: Option<String>,
 }
 
-/// The WHERE clause and parameters of the filters, or a 422 naming every bad one.
-fn parse(filters: Filters) -> ApiResult<(String, SqlParams, i64)> {
+/// The filters, the page's start and its size, or a 422 naming every bad one.
+fn parse(filters: Filters) -> ApiResult<(Vec<EventFilter>, Keyset, i64)> {
     let mut errors = Vec::new();
-    let mut clauses: Vec<String> = Vec::new();
-    let mut params = SqlParams::new();
+    let mut parsed = Vec::new();
     // Sent empty is invalid for every one of these typed filters.
     let given = |v: Option<String>| v.map(|s| s.trim().to_owned());
-    for (name, column, value) in [
-        ("patient_id", "patient_id", given(filters.patient_id)),
-        ("actor_id", "actor_id", given(filters.actor_id)),
+    for (name, filter, value) in [
+        (
+            "patient_id",
+            EventFilter::Patients as fn(Vec<Uuid>) -> EventFilter,
+            given(filters.patient_id),
+        ),
+        ("actor_id", EventFilter::Actors, given(filters.actor_id)),
     ] {
         if let Some(raw) = value {
             match Uuid::parse_str(&raw) {
-                Ok(id) => {
-                    clauses.push(format!("{column} = {}", params.push(id, Type::UUID)));
-                }
+                Ok(id) => parsed.push(filter(vec![id])),
                 Err(_) => errors.push(FieldError::new(
                     &["query", name],
                     "Input should be a valid UUID",
@@ -97,28 +99,45 @@ fn parse(filters: Filters) -> ApiResult<(String, SqlParams, i64)> {
         }
     }
     if let Some(action) = given(filters.action) {
-        clauses.push(format!("action = {}", params.push(action, Type::TEXT)));
+        parsed.push(EventFilter::Action(action));
     }
     if let Some(outcome) = given(filters.outcome) {
-        if ["success", "denied", "not_found", "invalid"].contains(&outcome.as_str()) {
-            clauses.push(format!("outcome = {}", params.push(outcome, Type::TEXT)));
-        } else {
-            errors.push(FieldError::new(
+        let known = [
+            Outcome::Success,
+            Outcome::Denied,
+            Outcome::NotFound,
+            Outcome::Invalid,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == outcome);
+        match known {
+            Some(outcome) => parsed.push(EventFilter::Outcomes(vec![OutcomeMatch::Is(outcome)])),
+            None => errors.push(FieldError::new(
                 &["query", "outcome"],
                 "Input should be 'success', 'denied', 'not_found' or 'invalid'",
                 "enum",
-            ));
+            )),
         }
     }
-    for (name, op, value) in [
-        ("since", ">=", given(filters.since)),
-        ("until", "<", given(filters.until)),
+    for (name, since, value) in [
+        ("since", true, given(filters.since)),
+        ("until", false, given(filters.until)),
     ] {
         if let Some(raw) = value {
             match DateTime::parse_from_rfc3339(&raw) {
                 Ok(at) => {
-                    let at = params.push(at.with_timezone(&Utc), Type::TIMESTAMPTZ);
-                    clauses.push(format!("occurred_at {op} {at}"));
+                    let at = Some(at.with_timezone(&Utc));
+                    parsed.push(EventFilter::Occurred(if since {
+                        TimeRange {
+                            from: at,
+                            ..TimeRange::default()
+                        }
+                    } else {
+                        TimeRange {
+                            before: at,
+                            ..TimeRange::default()
+                        }
+                    }));
                 }
                 Err(_) => errors.push(FieldError::new(
                     &["query", name],
@@ -128,20 +147,19 @@ fn parse(filters: Filters) -> ApiResult<(String, SqlParams, i64)> {
             }
         }
     }
-    if let Some(raw) = given(filters.cursor) {
-        match decode_cursor(&raw) {
-            Some((at, id)) => {
-                let at = params.push(at, Type::TIMESTAMPTZ);
-                let id = params.push(id, Type::UUID);
-                clauses.push(format!("(occurred_at, id) < ({at}, {id})"));
-            }
-            None => errors.push(FieldError::new(
+    // Only a next page's cursor: this list has no previous links.
+    let keyset = match given(filters.cursor).map(|raw| Keyset::decode(&raw)) {
+        None => Keyset::first(),
+        Some(Ok(keyset)) if !keyset.is_backwards() => keyset,
+        Some(_) => {
+            errors.push(FieldError::new(
                 &["query", "cursor"],
                 "Invalid cursor",
                 "value_error",
-            )),
+            ));
+            Keyset::first()
         }
-    }
+    };
     let limit = filters.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         errors.push(FieldError::new(
@@ -153,12 +171,7 @@ fn parse(filters: Filters) -> ApiResult<(String, SqlParams, i64)> {
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let clause = if clauses.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", clauses.join(" AND "))
-    };
-    Ok((clause, params, limit))
+    Ok((parsed, keyset, limit))
 }
 
 async fn list_events(
@@ -167,21 +180,12 @@ async fn list_events(
     audit: Audit,
     QueryParams(filters): QueryParams<Filters>,
 ) -> ApiResult<Json<Page>> {
-    let (clause, mut params, limit) = parse(filters)?;
-    let limit_p = params.push(limit + 1, Type::INT8);
-    let sql = format!(
-        "SELECT {COLUMNS} FROM audit_events{clause} ORDER BY occurred_at DESC, id DESC LIMIT {limit_p}"
-    );
-    let client = state.db.get().await?;
-    let rows = client.query_typed(&sql, &params.typed()).await?;
-    let mut data: Vec<AuditEventOut> = rows.iter().map(AuditEventOut::from_row).collect();
-    let next_cursor = if data.len() as i64 > limit {
-        data.truncate(limit as usize);
-        data.last().map(|e| encode_cursor(e.occurred_at, e.id))
-    } else {
-        None
-    };
+    let (filters, keyset, limit) = parse(filters)?;
+    let page = audit_events::list(&state.db, &filters, &keyset, limit, Count::None).await?;
     // Reading the trail is itself recorded.
-    audit.describe(|event| event.details(json!({ "events": data.len() })));
-    Ok(Json(Page { data, next_cursor }))
+    audit.describe(|event| event.details(json!({ "events": page.items.len() })));
+    Ok(Json(Page {
+        data: page.items,
+        next_cursor: page.next,
+    }))
 }

@@ -6,16 +6,16 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use domain::audit_events::{self, AuditEventOut, COLUMNS};
+use domain::audit_events::{self, ActionKind, AuditEventOut, EventFilter, OutcomeMatch};
+use domain::paging::Count;
 use serde_json::{json, Value};
+use shared::audit::Outcome;
 use shared::auth::Superuser;
-use shared::db::SqlParams;
 use shared::trail::Audit;
 use shared::{ApiError, ApiResult};
-use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use crate::query::{self, Common, Total};
+use crate::query::{self, Common};
 use crate::{FhirState, PublicBase};
 
 /// The identifier system of CareVault's user ids (users are not FHIR resources here).
@@ -25,27 +25,39 @@ pub const ACTION_SYSTEM: &str = "https://carevault.dev/fhir/CodeSystem/audit-act
 
 /// FHIR's RESTful interaction and C/R/U/D/E action of one of our actions.
 fn interaction(action: &str) -> (Option<&'static str>, &'static str) {
-    match action.rsplit('.').next().unwrap_or("") {
-        "create" => (Some("create"), "C"),
-        "read" => (Some("read"), "R"),
-        "search" | "list" => (Some("search-type"), "R"),
-        "download" | "presigned_url" => (None, "R"),
-        "update" => (Some("update"), "U"),
-        "delete" => (Some("delete"), "D"),
-        _ => (None, "E"),
+    let rest = match action.rsplit('.').next().unwrap_or("") {
+        "create" => Some("create"),
+        "read" => Some("read"),
+        "search" | "list" => Some("search-type"),
+        "update" => Some("update"),
+        "delete" => Some("delete"),
+        _ => None,
+    };
+    (rest, action_code(ActionKind::of(action)))
+}
+
+/// FHIR's code of an action kind (hl7.org/fhir/R4/valueset-audit-event-action.html).
+fn action_code(kind: ActionKind) -> &'static str {
+    match kind {
+        ActionKind::Create => "C",
+        ActionKind::Read => "R",
+        ActionKind::Update => "U",
+        ActionKind::Delete => "D",
+        ActionKind::Execute => "E",
     }
 }
 
-/// The SQL condition for a C/R/U/D/E action code over the `action` column.
-fn action_condition(code: &str) -> Option<&'static str> {
-    Some(match code {
-        "C" => "action LIKE '%.create'",
-        "R" => "(action LIKE '%.read' OR action LIKE '%.search' OR action LIKE '%.list' OR action LIKE '%.download' OR action LIKE '%.presigned_url')",
-        "U" => "action LIKE '%.update'",
-        "D" => "action LIKE '%.delete'",
-        "E" => "NOT (action LIKE '%.create' OR action LIKE '%.read' OR action LIKE '%.search' OR action LIKE '%.list' OR action LIKE '%.download' OR action LIKE '%.presigned_url' OR action LIKE '%.update' OR action LIKE '%.delete')",
-        _ => return None,
-    })
+/// The action kind of a FHIR code.
+fn action_kind(code: &str) -> Option<ActionKind> {
+    [
+        ActionKind::Create,
+        ActionKind::Read,
+        ActionKind::Update,
+        ActionKind::Delete,
+        ActionKind::Execute,
+    ]
+    .into_iter()
+    .find(|kind| action_code(*kind) == code)
 }
 
 /// The FHIR type a resource of the trail is, when it is one.
@@ -145,24 +157,26 @@ pub async fn read(
 ) -> ApiResult<Json<Value>> {
     audit.describe(|event| event.details(json!({ "interface": "fhir" })));
     let id = Uuid::parse_str(&raw_id).map_err(|_| not_found(&raw_id))?;
-    let row = state
-        .auth
-        .pool
-        .get()
-        .await?
-        .query_opt(
-            &format!("SELECT {COLUMNS} FROM audit_events WHERE id = $1"),
-            &[&id],
-        )
+    let event = audit_events::find(&state.db, id)
         .await?
         .ok_or_else(|| not_found(&raw_id))?;
-    let event = AuditEventOut::from_row(&row);
     audit.describe(|e| e.patient(event.patient_id));
     Ok(Json(resource(&event)))
 }
 
+/// The ids a comma list of references or identifiers names (the part after the last of
+/// `separators`); a value that is no UUID names nothing, so it matches nothing.
+fn ids_of(value: &str, separators: &[char]) -> Vec<Uuid> {
+    value
+        .split(',')
+        .map(|r| {
+            Uuid::parse_str(r.trim().rsplit(separators).next().unwrap_or("")).unwrap_or(Uuid::nil())
+        })
+        .collect()
+}
+
 /// `GET /fhir/R4/AuditEvent?...`: by `patient`, `date`, `agent`, `action`, `outcome`, newest
-/// first, paged by cursor.
+/// first, paged by cursor: the trail's list, as the JSON API's `/audit-events/` pages it.
 pub async fn search(
     State(state): State<FhirState>,
     _superuser: Superuser,
@@ -172,111 +186,65 @@ pub async fn search(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let params = query::params(raw.as_deref());
-    let mut sql = SqlParams::new();
-    let mut clauses: Vec<String> = Vec::new();
+    let mut filters = Vec::new();
     let mut common = Common::new();
-    let bad = ApiError::BadRequest;
     for param in &params {
         if common.take(param)? {
             continue;
         }
         let value = param.value.trim();
-        let any_of = |parse: &dyn Fn(&str) -> Option<String>| -> Result<String, ApiError> {
-            let each: Option<Vec<String>> = value.split(',').map(|v| parse(v.trim())).collect();
-            each.map(|c| format!("({})", c.join(" OR ")))
-                .ok_or_else(|| bad(format!("{}={value:?} is not understood", param.name)))
-        };
+        let not_understood =
+            || ApiError::BadRequest(format!("{}={value:?} is not understood", param.name));
         match (param.name.as_str(), param.modifier.as_deref()) {
-            ("patient", None) => {
-                let ids: Vec<Uuid> = value
+            ("patient", None) => filters.push(EventFilter::Patients(ids_of(value, &['/']))),
+            // A user id, with or without its system (`system|id`).
+            ("agent", None) => filters.push(EventFilter::Actors(ids_of(value, &['|', '/']))),
+            ("action", None) => filters.push(EventFilter::Kinds(
+                value
                     .split(',')
-                    .map(|r| {
-                        Uuid::parse_str(r.trim().rsplit('/').next().unwrap_or(""))
-                            .unwrap_or(Uuid::nil())
-                    })
-                    .collect();
-                clauses.push(format!(
-                    "patient_id = ANY({})",
-                    sql.push(ids, Type::UUID_ARRAY)
-                ));
-            }
-            ("agent", None) => {
-                // A user id, with or without its system (`system|id`).
-                let ids: Vec<Uuid> = value
+                    .map(|code| action_kind(code.trim()))
+                    .collect::<Option<_>>()
+                    .ok_or_else(not_understood)?,
+            )),
+            ("outcome", None) => filters.push(EventFilter::Outcomes(
+                value
                     .split(',')
-                    .map(|r| {
-                        Uuid::parse_str(r.trim().rsplit(['|', '/']).next().unwrap_or(""))
-                            .unwrap_or(Uuid::nil())
+                    .map(|code| match code.trim() {
+                        "0" => Some(OutcomeMatch::Is(Outcome::Success)),
+                        "4" => Some(OutcomeMatch::NotSuccess),
+                        // Serious and major failures (server errors) are logged, not audited.
+                        "8" | "12" => Some(OutcomeMatch::Unrecorded),
+                        _ => None,
                     })
-                    .collect();
-                clauses.push(format!(
-                    "actor_id = ANY({})",
-                    sql.push(ids, Type::UUID_ARRAY)
-                ));
-            }
-            ("action", None) => {
-                clauses.push(any_of(&|code| action_condition(code).map(str::to_owned))?)
-            }
-            ("outcome", None) => clauses.push(any_of(&|code| match code {
-                "0" => Some("outcome = 'success'".to_owned()),
-                "4" => Some("outcome <> 'success'".to_owned()),
-                // Serious and major failures (server errors) are logged, not audited.
-                "8" | "12" => Some("false".to_owned()),
-                _ => None,
-            })?),
+                    .collect::<Option<_>>()
+                    .ok_or_else(not_understood)?,
+            )),
             // A date covers its UTC days, an instant (with its offset) its precision.
-            ("date", None) => clauses.push(
+            ("date", None) => filters.push(EventFilter::Occurred(
                 query::instant_value(value)
-                    .map_err(bad)?
-                    .condition("occurred_at", &mut sql),
-            ),
+                    .map_err(ApiError::BadRequest)?
+                    .range(),
+            )),
             _ => common.unknown(param),
         }
     }
     common.check(&headers)?;
     // The trail grows by the second: its total is the planner's estimate unless an accurate
     // count is asked for (which counts every matching event).
-    let filter: String = clauses.iter().map(|c| format!(" AND {c}")).collect();
-    let total_sql = match common.total.unwrap_or(Total::Estimate) {
-        Total::Accurate => Some(format!(
-            "SELECT count(*) FROM audit_events WHERE true{filter}"
-        )),
-        Total::Estimate => Some(format!(
-            "EXPLAIN (FORMAT JSON) SELECT 1 FROM audit_events WHERE true{filter}"
-        )),
-        Total::None => None,
-    };
-    let keyset = query::Keyset::of(common.cursor.as_deref(), audit_events::decode_cursor)?;
-    let limit = common.count;
-    let (after, order) = keyset.sql("occurred_at", &mut sql);
-    let page_filter = format!("{filter}{after}");
-    let wanted = sql.push(limit + 1, Type::INT8);
-    let client = state.db.get().await?;
-    let typed = sql.typed();
-    // The count's statement takes the page's parameters (typed, so those it does not use are
-    // fine), in the same round trip.
-    let page_sql = format!(
-        "SELECT {COLUMNS} FROM audit_events WHERE true{page_filter}
-         ORDER BY {order} LIMIT {wanted}"
-    );
-    let (rows, total) = tokio::try_join!(client.query_typed(&page_sql, &typed), async {
-        match &total_sql {
-            Some(statement) => client.query_typed_one(statement, &typed).await.map(Some),
-            None => Ok(None),
-        }
-    })?;
-    let total = total.and_then(|row| match row.try_get::<_, i64>(0) {
-        Ok(count) => Some(count),
-        Err(_) => shared::db::plan_rows(&row.get::<_, Value>(0)),
+    let page = audit_events::list(
+        &state.db,
+        &filters,
+        &query::keyset(common.cursor.as_deref())?,
+        common.count,
+        common.total.unwrap_or(Count::Estimate),
+    )
+    .await?;
+    audit.describe(|event| {
+        event.details(json!({ "interface": "fhir", "events": page.items.len() }))
     });
-    drop(client);
-    let mut events: Vec<AuditEventOut> = rows.iter().map(AuditEventOut::from_row).collect();
-    let (previous, next) = keyset.page(&mut events, limit, |e| {
-        audit_events::encode_cursor(e.occurred_at, e.id)
-    });
-    audit.describe(|event| event.details(json!({ "interface": "fhir", "events": events.len() })));
     let base = PublicBase::of(&state.base, &headers, &uri);
-    let entries = events
+    let entries = page
+        .items
         .iter()
         .map(|e| crate::patient::entry(&base, resource(e)))
         .collect();
@@ -285,8 +253,8 @@ pub async fn search(
         "AuditEvent",
         &params,
         &common.unknown,
-        (previous.as_deref(), next.as_deref()),
-        total,
+        (page.previous.as_deref(), page.next.as_deref()),
+        page.total,
         entries,
     ))
     .into_response())

@@ -5,16 +5,15 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use domain::attachments::{self, content_disposition, Attachment, ATTACHMENT_COLUMNS};
+use domain::attachments::{self, content_disposition, Attachment, AttachmentFilter, Window};
+use domain::paging::Count;
 use serde_json::{json, Value};
 use shared::auth::{CurrentUser, Writer};
-use shared::db::SqlParams;
 use shared::trail::Audit;
 use shared::{ApiError, ApiResult};
-use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use crate::query::{self, Common, Total};
+use crate::query::{self, Common};
 use crate::{FhirState, PublicBase};
 
 fn instant(at: chrono::DateTime<chrono::Utc>) -> String {
@@ -197,57 +196,6 @@ fn patient_reference(raw: &str) -> Result<Uuid, ApiError> {
     Ok(Uuid::parse_str(id).unwrap_or(Uuid::nil()))
 }
 
-/// Where the next page starts: the last entry's creation time and id (newest first).
-fn cursor_of(attachment: &Attachment) -> String {
-    format!(
-        "{}_{}",
-        attachment.created_at.timestamp_micros(),
-        attachment.id
-    )
-}
-
-fn parse_cursor(raw: &str) -> Option<(chrono::DateTime<chrono::Utc>, Uuid)> {
-    let (micros, id) = raw.split_once('_')?;
-    Some((
-        chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-        Uuid::parse_str(id).ok()?,
-    ))
-}
-
-/// What a DocumentReference search filters on, each pushed as parameters where it is used.
-#[derive(Default)]
-struct Filters {
-    patients: Option<Vec<Uuid>>,
-    types: Option<Vec<String>>,
-    /// `date`: when the attachment was created.
-    dates: Vec<query::InstantValue>,
-}
-
-impl Filters {
-    /// ` AND ...` over `attachments`.
-    fn sql(&self, sql: &mut SqlParams) -> String {
-        let mut clauses = Vec::new();
-        if let Some(ids) = &self.patients {
-            clauses.push(format!(
-                "patient_id = ANY({})",
-                sql.push(ids.clone(), Type::UUID_ARRAY)
-            ));
-        }
-        if let Some(types) = &self.types {
-            clauses.push(format!(
-                "mime_type = ANY({})",
-                sql.push(types.clone(), Type::TEXT_ARRAY)
-            ));
-        }
-        clauses.extend(
-            self.dates
-                .iter()
-                .map(|date| date.condition("created_at", sql)),
-        );
-        clauses.iter().map(|c| format!(" AND {c}")).collect()
-    }
-}
-
 /// `GET /fhir/R4/DocumentReference?...`: by `patient`/`subject`, `contenttype`, `date`,
 /// newest first, paged by cursor.
 pub async fn search(
@@ -259,7 +207,7 @@ pub async fn search(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let params = query::params(raw.as_deref());
-    let mut filters = Filters::default();
+    let mut filter = AttachmentFilter::default();
     let mut common = Common::new();
     for param in &params {
         if common.take(param)? {
@@ -273,7 +221,7 @@ pub async fn search(
                     .map(patient_reference)
                     .collect::<Result<Vec<_>, _>>()?;
                 // Repeated: AND, so only ids in every list.
-                filters.patients = Some(match filters.patients.take() {
+                filter.patients = Some(match filter.patients.take() {
                     Some(before) => before.into_iter().filter(|id| ids.contains(id)).collect(),
                     None => ids,
                 });
@@ -283,69 +231,38 @@ pub async fn search(
                     .split(',')
                     .map(|t| t.trim().to_ascii_lowercase())
                     .collect();
-                filters.types = Some(match filters.types.take() {
+                filter.types = Some(match filter.types.take() {
                     Some(before) => before.into_iter().filter(|t| types.contains(t)).collect(),
                     None => types,
                 });
             }
             // A date covers its UTC days, an instant (with its offset) its precision.
-            ("date", None) => filters
-                .dates
-                .push(query::instant_value(value).map_err(ApiError::BadRequest)?),
+            ("date", None) => filter.created.push(
+                query::instant_value(value)
+                    .map_err(ApiError::BadRequest)?
+                    .range(),
+            ),
             _ => common.unknown(param),
         }
     }
     common.check(&headers)?;
-    let keyset = query::Keyset::of(common.cursor.as_deref(), parse_cursor)?;
-    let limit = common.count;
-    let mut page = SqlParams::new();
-    let mut filter = filters.sql(&mut page);
-    let (after, order) = keyset.sql("created_at", &mut page);
-    filter.push_str(&after);
-    let wanted = page.push(limit + 1, Type::INT8);
-    let mut count = SqlParams::new();
-    let count_filter = filters.sql(&mut count);
-    let client = state.db.get().await?;
-    let rows = client
-        .query_typed(
-            &format!(
-                "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE true{filter}
-                 ORDER BY {order} LIMIT {wanted}"
-            ),
-            &page.typed(),
-        )
-        .await?;
-    let total: Option<i64> = match common.total.unwrap_or(Total::Accurate) {
-        Total::Accurate => Some(
-            client
-                .query_typed_one(
-                    &format!("SELECT count(*) FROM attachments WHERE true{count_filter}"),
-                    &count.typed(),
-                )
-                .await?
-                .get(0),
-        ),
-        Total::Estimate => shared::db::plan_rows(
-            &client
-                .query_typed_one(
-                    &format!(
-                        "EXPLAIN (FORMAT JSON) SELECT 1 FROM attachments WHERE true{count_filter}"
-                    ),
-                    &count.typed(),
-                )
-                .await?
-                .get::<_, Value>(0),
-        ),
-        Total::None => None,
+    let window = Window::Keyset {
+        keyset: query::keyset(common.cursor.as_deref())?,
+        limit: common.count,
     };
-    drop(client);
-    let mut found: Vec<Attachment> = rows.iter().map(Attachment::from_row).collect();
-    let (previous, next) = keyset.page(&mut found, limit, cursor_of);
-    attachments::refresh_pending(&state.db, &state.storage, &mut found).await?;
+    let page = attachments::list(
+        &state.db,
+        &state.storage,
+        &filter,
+        window,
+        common.total.unwrap_or(Count::Exact),
+    )
+    .await?;
     let base = PublicBase::of(&state.base, &headers, &uri);
-    attachments::describe_listed(&audit, &found);
+    attachments::describe_listed(&audit, &page.items);
     audit.describe(|event| event.details(json!({ "interface": "fhir" })));
-    let entries: Vec<Value> = found
+    let entries: Vec<Value> = page
+        .items
         .iter()
         .map(|a| crate::patient::entry(&base, resource(a, &base)))
         .collect();
@@ -354,8 +271,8 @@ pub async fn search(
         "DocumentReference",
         &params,
         &common.unknown,
-        (previous.as_deref(), next.as_deref()),
-        total,
+        (page.previous.as_deref(), page.next.as_deref()),
+        page.total,
         entries,
     ))
     .into_response())

@@ -4,8 +4,9 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use domain::paging::Count;
 use domain::patients::model::Patient;
-use domain::patients::search::{CountMode, Cursor, Filter, Search, Sort};
+use domain::patients::search::{Cursor, Filter, Search, Sort};
 use domain::patients::{self, PatientCreate, PatientError, PatientUpdate};
 use serde_json::{json, Value};
 use shared::auth::{CurrentUser, Writer};
@@ -15,7 +16,7 @@ use shared::trail::Audit;
 use shared::{ApiError, ApiResult};
 use uuid::Uuid;
 
-use crate::query::{self, Common, Prefix, Total, PREVIOUS};
+use crate::query::{self, Common, Prefix, PREVIOUS};
 use crate::{FhirState, PublicBase};
 
 /// The canonical URL of the extension that carries the record's medical history (free text).
@@ -242,7 +243,7 @@ pub async fn create(
         ));
     }
     search.limit = 2;
-    search.count = CountMode::None;
+    search.count = Count::None;
     let pool = &state.db;
     let existing = match only_match(pool, &search).await? {
         Some(existing) => existing,
@@ -472,11 +473,7 @@ fn search_of(params: &[query::Param]) -> ApiResult<(Search, bool, Common)> {
         }
         None => (None, false),
     };
-    let count = match common.total.unwrap_or(Total::Accurate) {
-        Total::None => CountMode::None,
-        Total::Estimate => CountMode::Estimate,
-        Total::Accurate => CountMode::Exact,
-    };
+    let count = common.total.unwrap_or(Count::Exact);
     Ok((
         Search {
             filters,

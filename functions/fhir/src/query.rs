@@ -4,6 +4,7 @@
 
 use axum::http::HeaderMap;
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
+use domain::paging::{Count, Keyset, TimeRange};
 use shared::ApiError;
 
 /// `_count` when none is given, and the most a page holds.
@@ -16,17 +17,10 @@ pub const MAX_COUNT: i64 = 200;
 pub struct Common {
     pub count: i64,
     pub cursor: Option<String>,
-    /// As asked; each resource says what it does when none is asked.
-    pub total: Option<Total>,
+    /// `_total` as asked (`accurate` is an exact count); each resource says what it does when
+    /// none is asked.
+    pub total: Option<Count>,
     pub unknown: Vec<String>,
-}
-
-/// `_total`: the JSON API's count modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Total {
-    None,
-    Estimate,
-    Accurate,
 }
 
 impl Common {
@@ -54,9 +48,9 @@ impl Common {
             ("_cursor", None) => self.cursor = Some(value.to_owned()),
             ("_total", None) => {
                 self.total = Some(match value {
-                    "none" => Total::None,
-                    "estimate" => Total::Estimate,
-                    "accurate" => Total::Accurate,
+                    "none" => Count::None,
+                    "estimate" => Count::Estimate,
+                    "accurate" => Count::Exact,
                     other => {
                         return Err(ApiError::BadRequest(format!(
                             "_total takes none, estimate or accurate, not {other:?}"
@@ -96,82 +90,15 @@ impl Common {
     }
 }
 
-/// `_cursor` of a previous page: the position of its following row, read backwards.
+/// `_cursor` of a previous page of a Patient search: the position of its following row, read
+/// backwards.
 pub const PREVIOUS: &str = "prev.";
 
-/// Paging by position through a newest-first list (DocumentReference, AuditEvent): after a
-/// row (`next`), or before one (`previous`: read oldest-first, then turned round).
-pub struct Keyset {
-    position: Option<(DateTime<Utc>, uuid::Uuid)>,
-    backwards: bool,
-}
-
-impl Keyset {
-    /// The `_cursor` sent, decoded by the list's own cursor format.
-    pub fn of(
-        raw: Option<&str>,
-        decode: impl Fn(&str) -> Option<(DateTime<Utc>, uuid::Uuid)>,
-    ) -> Result<Self, ApiError> {
-        let Some(raw) = raw else {
-            return Ok(Self {
-                position: None,
-                backwards: false,
-            });
-        };
-        let (raw, backwards) = match raw.strip_prefix(PREVIOUS) {
-            Some(rest) => (rest, true),
-            None => (raw, false),
-        };
-        Ok(Self {
-            position: Some(decode(raw).ok_or_else(bad_cursor)?),
-            backwards,
-        })
-    }
-
-    /// ` AND (column, id) <|> (...)` and the `ORDER BY` of the page read.
-    pub fn sql(&self, column: &str, params: &mut shared::db::SqlParams) -> (String, String) {
-        use tokio_postgres::types::Type;
-        let condition = match self.position {
-            Some((at, id)) => format!(
-                " AND ({column}, id) {} ({}, {})",
-                if self.backwards { ">" } else { "<" },
-                params.push(at, Type::TIMESTAMPTZ),
-                params.push(id, Type::UUID)
-            ),
-            None => String::new(),
-        };
-        let direction = if self.backwards { "" } else { " DESC" };
-        (condition, format!("{column}{direction}, id{direction}"))
-    }
-
-    /// The page of `limit` rows newest-first out of the `limit + 1` read in `sql`'s order, and
-    /// the (previous, next) cursors around it.
-    pub fn page<T>(
-        &self,
-        rows: &mut Vec<T>,
-        limit: i64,
-        position: impl Fn(&T) -> String,
-    ) -> (Option<String>, Option<String>) {
-        let more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let earlier = if self.backwards {
-            rows.reverse();
-            more
-        } else {
-            self.position.is_some()
-        };
-        let later = if self.backwards {
-            !rows.is_empty()
-        } else {
-            more
-        };
-        (
-            rows.first()
-                .filter(|_| earlier)
-                .map(|first| format!("{PREVIOUS}{}", position(first))),
-            rows.last().filter(|_| later).map(position),
-        )
-    }
+/// The page of a newest-first list (DocumentReference, AuditEvent) a `_cursor` names.
+pub fn keyset(cursor: Option<&str>) -> Result<Keyset, ApiError> {
+    cursor.map_or(Ok(Keyset::first()), |raw| {
+        Keyset::decode(raw).map_err(|_| bad_cursor())
+    })
 }
 
 /// A bad `_cursor`: not one this search made.
@@ -350,23 +277,13 @@ pub fn instant_value(raw: &str) -> Result<InstantValue, String> {
 }
 
 impl InstantValue {
-    /// The condition on the timestamptz `column` (`ne`: outside the range), its bounds pushed
-    /// onto `params`.
-    pub fn condition(&self, column: &str, params: &mut shared::db::SqlParams) -> String {
-        use tokio_postgres::types::Type;
+    /// The time range a match must lie within (for `ne`, outside).
+    pub fn range(&self) -> TimeRange {
         let (from, before) = self.bounds();
-        let from = from.map(|at| params.push(at, Type::TIMESTAMPTZ));
-        let before = before.map(|at| params.push(at, Type::TIMESTAMPTZ));
-        match (self.prefix, from, before) {
-            (Prefix::Ne, Some(from), Some(before)) => {
-                format!("({column} < {from} OR {column} >= {before})")
-            }
-            (_, from, before) => from
-                .map(|f| format!("{column} >= {f}"))
-                .into_iter()
-                .chain(before.map(|b| format!("{column} < {b}")))
-                .collect::<Vec<_>>()
-                .join(" AND "),
+        TimeRange {
+            from,
+            before,
+            outside: self.prefix == Prefix::Ne,
         }
     }
 
