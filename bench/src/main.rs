@@ -530,9 +530,22 @@ fn before_statements(
 ) -> Vec<(String, shared::db::SqlParams)> {
     let build = |page: bool| {
         let mut params = shared::db::SqlParams::new();
-        let clause = search.where_clause(&mut params).replace(
+        let current = search.where_clause(&mut params);
+        let clause = current.replace(
             "p.id IN (SELECT a.patient_id FROM attachments a WHERE a.mime_type = ",
             "EXISTS (SELECT 1 FROM attachments a WHERE a.patient_id = p.id AND a.mime_type = ",
+        );
+        // The old form is rebuilt from the filter's SQL as the code writes it today: if that
+        // changes, this comparison must be rewritten, not quietly measure today's SQL twice.
+        let has_mime_filter = search.filters.iter().any(|f| {
+            matches!(
+                f,
+                domain::patients::search::Filter::HasAttachmentMimeType(_)
+            )
+        });
+        assert!(
+            !has_mime_filter || clause != current,
+            "the MIME filter's SQL changed; update before_statements: {current}"
         );
         let sql = if page {
             let offset = params.push(search.skip, tokio_postgres::types::Type::INT8);

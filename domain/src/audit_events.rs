@@ -181,14 +181,9 @@ pub async fn list(
     let from_where = format!("FROM audit_events WHERE true{filter}");
     let (after, order) = keyset.sql("occurred_at", &mut params);
     let wanted = params.push(limit + 1, Type::INT8);
-    let client = pool.get().await?;
     let page_sql = format!("SELECT {COLUMNS} {from_where}{after} ORDER BY {order} LIMIT {wanted}");
-    let typed = params.typed();
-    let (rows, total) = tokio::try_join!(
-        client.query_typed(&page_sql, &typed),
-        paging::count(&client, count, &from_where, &params),
-    )?;
-    drop(client);
+    let (rows, total) =
+        paging::page_and_count(pool, &page_sql, &from_where, &params, count).await?;
     let mut items: Vec<AuditEventOut> = rows.iter().map(AuditEventOut::from_row).collect();
     let (previous, next) = keyset.page(&mut items, limit, |e| Position {
         at: e.occurred_at,

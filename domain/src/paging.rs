@@ -46,6 +46,23 @@ pub async fn count(
     })
 }
 
+/// One page's rows (`page_sql`) and the count of what `from_where` selects, on one pooled
+/// connection in one round trip; both statements take `params` (the count uses a prefix).
+pub async fn page_and_count(
+    pool: &shared::db::DbPool,
+    page_sql: &str,
+    from_where: &str,
+    params: &SqlParams,
+    how: Count,
+) -> shared::ApiResult<(Vec<tokio_postgres::Row>, Option<i64>)> {
+    let client = pool.get().await?;
+    let typed = params.typed();
+    Ok(tokio::try_join!(
+        client.query_typed(page_sql, &typed),
+        count(&client, how, from_where, params),
+    )?)
+}
+
 /// The bounds of a time filter: at or after `from`, before `before`; `outside` matches what
 /// lies outside both bounds instead (FHIR's `ne`; it needs both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -36,6 +36,13 @@ impl AuthContext {
             pool: crate::db::pool_from_env(env, secrets, function_name).await?,
         })
     }
+
+    /// The cold start of a group that only verifies tokens, with a Secrets Manager client of
+    /// its own.
+    pub async fn verifying(env: &Env, function_name: &str) -> Result<Self, ConfigError> {
+        let secrets = Arc::new(SecretsClient::from_env(env));
+        Self::from_env(env, &secrets, function_name, TokenRole::Verify).await
+    }
 }
 
 /// The user the bearer token belongs to, active. Missing, malformed, tampered, expired or

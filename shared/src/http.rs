@@ -157,20 +157,30 @@ impl<T: DeserializeOwned, S: Send + Sync> OptionalFromRequest<S> for JsonBody<T>
 /// A parsed JSON body as `T`: 422 in FastAPI's shape, `loc` the path of the field that breaks
 /// a rule (`["body", "identifiers", 0, "system"]`); text holding NUL is refused (PostgreSQL
 /// cannot store it).
-pub fn body_value<T: DeserializeOwned>(document: serde_json::Value) -> Result<T, ApiError> {
-    if let Some(loc) = find_nul(&document, vec!["body".into()]) {
-        return Err(ApiError::Validation(vec![FieldError {
+fn body_value<T: DeserializeOwned>(document: serde_json::Value) -> Result<T, ApiError> {
+    value_as(document, &["body".into()]).map_err(|error| ApiError::Validation(vec![error]))
+}
+
+/// One value as the domain type `T` (its own rules, as its `Deserialize` checks them), the
+/// refusal located under `at` (a FHIR element: `["Patient", "birthDate"]`); text holding NUL is
+/// refused. How every interface reads a value it hands to the domain.
+pub fn value_as<T: DeserializeOwned>(
+    value: serde_json::Value,
+    at: &[serde_json::Value],
+) -> Result<T, FieldError> {
+    if let Some(loc) = find_nul(&value, at.to_vec()) {
+        return Err(FieldError {
             loc,
             ..nul_field_error()
-        }]));
+        });
     }
-    serde_path_to_error::deserialize(document).map_err(|e| {
-        let path = path_segments(e.path());
-        ApiError::Validation(vec![field_error_from_message(
-            "body",
-            path,
-            &e.inner().to_string(),
-        )])
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let (section, within) = at.split_first().map_or(("", &[][..]), |(first, rest)| {
+            (first.as_str().unwrap_or(""), rest)
+        });
+        let mut path = within.to_vec();
+        path.extend(path_segments(e.path()));
+        field_error_from_message(section, path, &e.inner().to_string())
     })
 }
 

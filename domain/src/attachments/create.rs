@@ -7,16 +7,96 @@ use shared::db::{DbPool, SqlParams};
 use shared::domain::{Sha256Digest, WholeNumber};
 use shared::storage::{Storage, StorageConfig, S3_SINGLE_PUT_LIMIT};
 use shared::trail::Audit;
-use shared::{ApiError, ApiResult};
+use shared::ApiError;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use super::{attachment_rows, object_key, Attachment, PartPlan, ATTACHMENT_COLUMNS};
 
+/// Why an attachment was not created; each interface answers it in its own terms.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachmentError {
+    /// The patient it would belong to does not exist.
+    #[error("no such patient")]
+    PatientNotFound,
+    /// A rule of the upload settings or of S3 refuses it: which field, why (FastAPI's message)
+    /// and FastAPI's error type.
+    #[error("{message}")]
+    Refused {
+        field: AttachmentField,
+        message: String,
+        kind: &'static str,
+    },
+    /// The database's, the bucket's or the trail's own failure, classified as the edge
+    /// answers it.
+    #[error(transparent)]
+    Store(#[from] ApiError),
+}
+
+impl From<tokio_postgres::Error> for AttachmentError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for AttachmentError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+/// The field of a new attachment a rule is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachmentField {
+    MimeType,
+    Size,
+    Sha256,
+    Upload,
+}
+
+impl AttachmentField {
+    /// Its name in the JSON API's body.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MimeType => "mime_type",
+            Self::Size => "size",
+            Self::Sha256 => "sha256",
+            Self::Upload => "upload",
+        }
+    }
+}
+
+fn refused(
+    field: AttachmentField,
+    message: impl Into<String>,
+    kind: &'static str,
+) -> AttachmentError {
+    AttachmentError::Refused {
+        field,
+        message: message.into(),
+        kind,
+    }
+}
+
+/// The JSON API's answer (FastAPI's texts and statuses); FHIR locates them at its elements.
+impl From<AttachmentError> for ApiError {
+    fn from(error: AttachmentError) -> Self {
+        match error {
+            AttachmentError::PatientNotFound => ApiError::NotFound("Patient not found".into()),
+            AttachmentError::Refused {
+                field,
+                message,
+                kind,
+            } => ApiError::validation(&["body", field.name()], message, kind),
+            AttachmentError::Store(error) => error,
+        }
+    }
+}
+
 /// A file name as a person gave it: 1 to 255 characters, no control characters, no path.
 #[derive(Debug, Deserialize)]
 #[serde(try_from = "String")]
-struct FileName(String);
+pub struct FileName(String);
 
 impl TryFrom<String> for FileName {
     type Error = String;
@@ -59,7 +139,7 @@ fn is_format_character(c: char) -> bool {
 /// `type/subtype` (RFC 6838 restricted names), stored in lower case.
 #[derive(Debug, Deserialize)]
 #[serde(try_from = "String")]
-struct MimeType(String);
+pub struct MimeType(String);
 
 impl TryFrom<String> for MimeType {
     type Error = String;
@@ -83,18 +163,18 @@ impl TryFrom<String> for MimeType {
 /// A new attachment as the JSON API's body (FHIR's DocumentReference maps to it).
 #[derive(Deserialize)]
 pub struct AttachmentCreate {
-    patient_id: Uuid,
-    file_name: FileName,
+    pub patient_id: Uuid,
+    pub file_name: FileName,
     #[serde(default)]
-    mime_type: Option<MimeType>,
+    pub mime_type: Option<MimeType>,
     #[serde(default)]
-    size: Option<WholeNumber>,
+    pub size: Option<WholeNumber>,
     /// Base64 SHA-256 of the whole file: S3 refuses other bytes (single uploads).
     #[serde(default)]
-    sha256: Option<Sha256Digest>,
+    pub sha256: Option<Sha256Digest>,
     /// How the bytes go up; by default multipart above the threshold, single below.
     #[serde(default)]
-    upload: Option<UploadKind>,
+    pub upload: Option<UploadKind>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq)]
@@ -150,13 +230,13 @@ pub fn headers_json(headers: Vec<(String, String)>) -> serde_json::Map<String, s
 
 impl AttachmentCreate {
     /// The declared size in bytes, which cannot be negative.
-    fn size(&self) -> ApiResult<Option<u64>> {
+    fn size(&self) -> Result<Option<u64>, AttachmentError> {
         self.size
             .map(|WholeNumber(n)| u64::try_from(n))
             .transpose()
             .map_err(|_| {
-                ApiError::validation(
-                    &["body", "size"],
+                refused(
+                    AttachmentField::Size,
                     "Input should be greater than or equal to 0",
                     "greater_than_equal",
                 )
@@ -165,11 +245,14 @@ impl AttachmentCreate {
 }
 
 /// Which upload a creation asks for, checked against the settings and S3's limits.
-fn choose_upload(config: &StorageConfig, body: &AttachmentCreate) -> ApiResult<Option<PartPlan>> {
+fn choose_upload(
+    config: &StorageConfig,
+    body: &AttachmentCreate,
+) -> Result<Option<PartPlan>, AttachmentError> {
     let size = body.size()?;
     if size.is_some_and(|size| size > config.max_upload_bytes) {
-        return Err(ApiError::validation(
-            &["body", "size"],
+        return Err(refused(
+            AttachmentField::Size,
             format!(
                 "Input should be less than or equal to {}",
                 config.max_upload_bytes
@@ -182,19 +265,19 @@ fn choose_upload(config: &StorageConfig, body: &AttachmentCreate) -> ApiResult<O
         _ => UploadKind::Single,
     });
     match (kind, size) {
-        (UploadKind::Single, Some(size)) if size > S3_SINGLE_PUT_LIMIT => Err(ApiError::validation(
-            &["body", "upload"],
+        (UploadKind::Single, Some(size)) if size > S3_SINGLE_PUT_LIMIT => Err(refused(
+            AttachmentField::Upload,
             format!("A single upload holds at most {S3_SINGLE_PUT_LIMIT} bytes; use multipart"),
             "value_error",
         )),
         (UploadKind::Single, _) => Ok(None),
-        (UploadKind::Multipart, None) => Err(ApiError::validation(
-            &["body", "size"],
+        (UploadKind::Multipart, None) => Err(refused(
+            AttachmentField::Size,
             "Field required for a multipart upload",
             "missing",
         )),
-        (UploadKind::Multipart, Some(_)) if body.sha256.is_some() => Err(ApiError::validation(
-            &["body", "sha256"],
+        (UploadKind::Multipart, Some(_)) if body.sha256.is_some() => Err(refused(
+            AttachmentField::Sha256,
             "S3 cannot verify a whole-file SHA-256 of a multipart upload; send each part's SHA-256 with its part number instead",
             "value_error",
         )),
@@ -204,12 +287,14 @@ fn choose_upload(config: &StorageConfig, body: &AttachmentCreate) -> ApiResult<O
 
 /// Creates an attachment (pending) and what its client needs to send the bytes: the row and
 /// its audit event in one statement, the URL signed (or the multipart upload opened) first.
+/// (Long because its steps' order is the point: sign or open before the row, abort what the row
+/// could not take; the checks are `choose_upload`, the statement `insert_attachment`.)
 pub async fn create(
     pool: &DbPool,
     storage: &Storage,
     audit: &Audit,
     body: &AttachmentCreate,
-) -> ApiResult<CreatedAttachment> {
+) -> Result<CreatedAttachment, AttachmentError> {
     let id = Uuid::new_v4();
     audit.describe(|event| event.resource(Some(id)).patient(Some(body.patient_id)));
     let config = &storage.config;
@@ -219,8 +304,8 @@ pub async fn create(
         .map(|m| m.0.clone())
         .unwrap_or_else(|| "application/octet-stream".to_owned());
     if !config.allowed_mime_types.is_empty() && !config.allowed_mime_types.contains(&mime_type) {
-        return Err(ApiError::validation(
-            &["body", "mime_type"],
+        return Err(refused(
+            AttachmentField::MimeType,
             format!(
                 "MIME type not allowed; allowed: {}",
                 config.allowed_mime_types.join(", ")
@@ -314,7 +399,7 @@ async fn insert_attachment(
     key: &str,
     plan: Option<PartPlan>,
     upload_id: Option<&str>,
-) -> ApiResult<tokio_postgres::Row> {
+) -> Result<tokio_postgres::Row, AttachmentError> {
     let mut params = SqlParams::new();
     let id = params.push(id, Type::UUID);
     let patient_id = params.push(body.patient_id, Type::UUID);
@@ -344,5 +429,5 @@ async fn insert_attachment(
             &params.typed(),
         )
         .await?
-        .ok_or_else(|| ApiError::NotFound("Patient not found".into()))
+        .ok_or(AttachmentError::PatientNotFound)
 }

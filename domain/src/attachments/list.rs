@@ -83,13 +83,8 @@ pub async fn list(
             )
         }
     };
-    let client = pool.get().await?;
-    let typed = params.typed();
-    let (rows, total) = tokio::try_join!(
-        client.query_typed(&page_sql, &typed),
-        paging::count(&client, count, &from_where, &params),
-    )?;
-    drop(client);
+    let (rows, total) =
+        paging::page_and_count(pool, &page_sql, &from_where, &params, count).await?;
     let mut items: Vec<Attachment> = rows.iter().map(Attachment::from_row).collect();
     let (previous, next) = match window {
         Window::Offset { .. } => (None, None),

@@ -16,7 +16,8 @@ use uuid::Uuid;
 mod create;
 mod list;
 pub use create::{
-    create, headers_json, AttachmentCreate, CreatedAttachment, UploadInstructions, UploadKind,
+    create, headers_json, AttachmentCreate, AttachmentError, AttachmentField, CreatedAttachment,
+    FileName, MimeType, UploadInstructions, UploadKind,
 };
 pub use list::{list, AttachmentFilter, Window};
 

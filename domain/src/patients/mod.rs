@@ -210,6 +210,8 @@ pub struct PatientUpdate {
 }
 
 /// Changes the fields `body` holds, when the record is at version `expected` (if given).
+/// (Long because it is one statement: each field's sent/value parameters, the identifiers'
+/// difference and the audit event, in one round trip.)
 pub async fn update(
     pool: &DbPool,
     audit: &Audit,

@@ -261,6 +261,8 @@ pub const MAX_TEXT_WORDS: usize = 32;
 pub const WALK_BUDGET: i64 = 4_000;
 
 impl Search {
+    /// The JSON API's query as a search. (Long because every parameter's check adds to one
+    /// list: FastAPI answers every bad parameter in one 422, and so does this.)
     pub fn parse(params: SearchParams) -> Result<Self, ApiError> {
         let mut errors = Vec::new();
         let (skip, limit) = match (Paging {

@@ -3,8 +3,6 @@
 
 mod multipart;
 
-use std::sync::Arc;
-
 use axum::extract::{FromRef, Path, State};
 use axum::handler::Handler;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -25,9 +23,7 @@ use shared::auth::{AuthContext, CurrentUser, Writer};
 use shared::config::{ConfigError, Env};
 use shared::db::DbPool;
 use shared::http::{parse_uuid, JsonBody, Paging, QueryParams};
-use shared::secrets::SecretsClient;
 use shared::storage::{Storage, StorageConfig};
-use shared::tokens::TokenRole;
 use shared::trail::{Audit, AuditTrail};
 use shared::{ApiError, ApiResult};
 use uuid::Uuid;
@@ -43,13 +39,7 @@ pub struct AttachmentsState {
 impl AttachmentsState {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let storage_config = StorageConfig::from_env(env)?;
-        let auth = AuthContext::from_env(
-            env,
-            &Arc::new(SecretsClient::from_env(env)),
-            "carevault-attachments",
-            TokenRole::Verify,
-        )
-        .await?;
+        let auth = AuthContext::verifying(env, "carevault-attachments").await?;
         let sdk_config = shared::aws::sdk_config().await;
         Ok(Self {
             db: auth.pool.clone(),

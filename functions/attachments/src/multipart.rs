@@ -113,7 +113,9 @@ fn requested_parts(
 /// `POST /attachments/{id}/upload-parts`: a short-lived URL per part, each signed for the
 /// part's exact length and SHA-256, so S3 refuses any other bytes. The digests are recorded
 /// (the object's composite checksum is computed from them) and the upload's activity moves on,
-/// so an upload of any duration stays alive while its client works.
+/// so an upload of any duration stays alive while its client works. (Long because recording the
+/// digests and signing must happen in this order, in one request: a URL is never handed out for
+/// a digest that was not recorded.)
 pub async fn issue_part_urls(
     State(state): State<AttachmentsState>,
     _writer: Writer,

@@ -1,8 +1,6 @@
 //! GET /api/v1/audit-events/: the audit trail, newest first, for superusers. Keyset-paginated
 //! on (occurred_at, id), since the table grows without bound.
 
-use std::sync::Arc;
-
 use axum::extract::{FromRef, State};
 use axum::handler::Handler;
 use axum::routing::get;
@@ -17,8 +15,6 @@ use shared::auth::{AuthContext, Superuser};
 use shared::config::{ConfigError, Env};
 use shared::db::DbPool;
 use shared::http::{QueryParams, DEFAULT_LIMIT, MAX_LIMIT};
-use shared::secrets::SecretsClient;
-use shared::tokens::TokenRole;
 use shared::trail::{Audit, AuditTrail};
 use shared::{ApiError, ApiResult, FieldError};
 use uuid::Uuid;
@@ -32,13 +28,7 @@ pub struct AuditState {
 
 impl AuditState {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let auth = AuthContext::from_env(
-            env,
-            &Arc::new(SecretsClient::from_env(env)),
-            "carevault-audit",
-            TokenRole::Verify,
-        )
-        .await?;
+        let auth = AuthContext::verifying(env, "carevault-audit").await?;
         Ok(Self {
             db: auth.pool.clone(),
             auth,
@@ -73,105 +63,115 @@ struct Page {
     next_cursor: Option<String>,
 }
 
+/// A filter's value as sent (trimmed): sent empty is invalid for every one of these typed
+/// filters.
+fn given(value: Option<String>) -> Option<String> {
+    value.map(|s| s.trim().to_owned())
+}
+
+fn invalid(name: &str, msg: &str, kind: &str) -> FieldError {
+    FieldError::new(&["query", name], msg, kind)
+}
+
+/// `patient_id` or `actor_id`: one id.
+fn id_filter(
+    name: &str,
+    raw: &str,
+    filter: fn(Vec<Uuid>) -> EventFilter,
+) -> Result<EventFilter, FieldError> {
+    Uuid::parse_str(raw)
+        .map(|id| filter(vec![id]))
+        .map_err(|_| invalid(name, "Input should be a valid UUID", "uuid_parsing"))
+}
+
+fn outcome_filter(raw: &str) -> Result<EventFilter, FieldError> {
+    [
+        Outcome::Success,
+        Outcome::Denied,
+        Outcome::NotFound,
+        Outcome::Invalid,
+    ]
+    .into_iter()
+    .find(|o| o.as_str() == raw)
+    .map(|outcome| EventFilter::Outcomes(vec![OutcomeMatch::Is(outcome)]))
+    .ok_or_else(|| {
+        invalid(
+            "outcome",
+            "Input should be 'success', 'denied', 'not_found' or 'invalid'",
+            "enum",
+        )
+    })
+}
+
+/// `since` (at or after) or `until` (before): an RFC 3339 instant.
+fn time_filter(name: &str, raw: &str) -> Result<EventFilter, FieldError> {
+    let at = DateTime::parse_from_rfc3339(raw)
+        .map(|at| Some(at.with_timezone(&Utc)))
+        .map_err(|_| {
+            invalid(
+                name,
+                "Input should be an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z",
+                "datetime_parsing",
+            )
+        })?;
+    Ok(EventFilter::Occurred(if name == "since" {
+        TimeRange {
+            from: at,
+            ..TimeRange::default()
+        }
+    } else {
+        TimeRange {
+            before: at,
+            ..TimeRange::default()
+        }
+    }))
+}
+
+/// Only a next page's cursor: this list has no previous links.
+fn next_page(raw: &str) -> Result<Keyset, FieldError> {
+    Keyset::decode(raw)
+        .ok()
+        .filter(|keyset| !keyset.is_backwards())
+        .ok_or_else(|| invalid("cursor", "Invalid cursor", "value_error"))
+}
+
 /// The filters, the page's start and its size, or a 422 naming every bad one.
 fn parse(filters: Filters) -> ApiResult<(Vec<EventFilter>, Keyset, i64)> {
-    let mut errors = Vec::new();
-    let mut parsed = Vec::new();
-    // Sent empty is invalid for every one of these typed filters.
-    let given = |v: Option<String>| v.map(|s| s.trim().to_owned());
-    for (name, filter, value) in [
-        (
-            "patient_id",
-            EventFilter::Patients as fn(Vec<Uuid>) -> EventFilter,
-            given(filters.patient_id),
-        ),
-        ("actor_id", EventFilter::Actors, given(filters.actor_id)),
-    ] {
-        if let Some(raw) = value {
-            match Uuid::parse_str(&raw) {
-                Ok(id) => parsed.push(filter(vec![id])),
-                Err(_) => errors.push(FieldError::new(
-                    &["query", name],
-                    "Input should be a valid UUID",
-                    "uuid_parsing",
-                )),
-            }
-        }
-    }
-    if let Some(action) = given(filters.action) {
-        parsed.push(EventFilter::Action(action));
-    }
-    if let Some(outcome) = given(filters.outcome) {
-        let known = [
-            Outcome::Success,
-            Outcome::Denied,
-            Outcome::NotFound,
-            Outcome::Invalid,
-        ]
-        .into_iter()
-        .find(|o| o.as_str() == outcome);
-        match known {
-            Some(outcome) => parsed.push(EventFilter::Outcomes(vec![OutcomeMatch::Is(outcome)])),
-            None => errors.push(FieldError::new(
-                &["query", "outcome"],
-                "Input should be 'success', 'denied', 'not_found' or 'invalid'",
-                "enum",
-            )),
-        }
-    }
-    for (name, since, value) in [
-        ("since", true, given(filters.since)),
-        ("until", false, given(filters.until)),
-    ] {
-        if let Some(raw) = value {
-            match DateTime::parse_from_rfc3339(&raw) {
-                Ok(at) => {
-                    let at = Some(at.with_timezone(&Utc));
-                    parsed.push(EventFilter::Occurred(if since {
-                        TimeRange {
-                            from: at,
-                            ..TimeRange::default()
-                        }
-                    } else {
-                        TimeRange {
-                            before: at,
-                            ..TimeRange::default()
-                        }
-                    }));
-                }
-                Err(_) => errors.push(FieldError::new(
-                    &["query", name],
-                    "Input should be an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z",
-                    "datetime_parsing",
-                )),
-            }
-        }
-    }
-    // Only a next page's cursor: this list has no previous links.
-    let keyset = match given(filters.cursor).map(|raw| Keyset::decode(&raw)) {
+    let mut checked: Vec<Result<EventFilter, FieldError>> = Vec::new();
+    let patient = given(filters.patient_id);
+    checked.extend(patient.map(|raw| id_filter("patient_id", &raw, EventFilter::Patients)));
+    let actor = given(filters.actor_id);
+    checked.extend(actor.map(|raw| id_filter("actor_id", &raw, EventFilter::Actors)));
+    checked.extend(given(filters.action).map(|action| Ok(EventFilter::Action(action))));
+    checked.extend(given(filters.outcome).map(|raw| outcome_filter(&raw)));
+    checked.extend(given(filters.since).map(|raw| time_filter("since", &raw)));
+    checked.extend(given(filters.until).map(|raw| time_filter("until", &raw)));
+    let (parsed, mut errors): (Vec<_>, Vec<_>) = checked.into_iter().partition(Result::is_ok);
+    let mut errors: Vec<FieldError> = errors.drain(..).filter_map(Result::err).collect();
+    let keyset = match given(filters.cursor).map(|raw| next_page(&raw)) {
         None => Keyset::first(),
-        Some(Ok(keyset)) if !keyset.is_backwards() => keyset,
-        Some(_) => {
-            errors.push(FieldError::new(
-                &["query", "cursor"],
-                "Invalid cursor",
-                "value_error",
-            ));
+        Some(Ok(keyset)) => keyset,
+        Some(Err(error)) => {
+            errors.push(error);
             Keyset::first()
         }
     };
     let limit = filters.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        errors.push(FieldError::new(
-            &["query", "limit"],
-            format!("Input should be between 1 and {MAX_LIMIT}"),
+        errors.push(invalid(
+            "limit",
+            &format!("Input should be between 1 and {MAX_LIMIT}"),
             "less_than_equal",
         ));
     }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    Ok((parsed, keyset, limit))
+    Ok((
+        parsed.into_iter().filter_map(Result::ok).collect(),
+        keyset,
+        limit,
+    ))
 }
 
 async fn list_events(

@@ -175,6 +175,50 @@ fn ids_of(value: &str, separators: &[char]) -> Vec<Uuid> {
         .collect()
 }
 
+/// Each code of a comma list, all understood (or None).
+fn each<T>(value: &str, parse: impl Fn(&str) -> Option<T>) -> Option<Vec<T>> {
+    value.split(',').map(|code| parse(code.trim())).collect()
+}
+
+/// FHIR's audit outcome code as the trail's outcomes.
+fn outcome_match(code: &str) -> Option<OutcomeMatch> {
+    match code {
+        "0" => Some(OutcomeMatch::Is(Outcome::Success)),
+        "4" => Some(OutcomeMatch::NotSuccess),
+        // Serious and major failures (server errors) are logged, not audited.
+        "8" | "12" => Some(OutcomeMatch::Unrecorded),
+        _ => None,
+    }
+}
+
+/// The trail's filter one search parameter asks for; None for a parameter this search does
+/// not know.
+fn filter_of(param: &query::Param) -> Result<Option<EventFilter>, ApiError> {
+    let value = param.value.trim();
+    let not_understood =
+        || ApiError::BadRequest(format!("{}={value:?} is not understood", param.name));
+    Ok(Some(
+        match (param.name.as_str(), param.modifier.as_deref()) {
+            ("patient", None) => EventFilter::Patients(ids_of(value, &['/'])),
+            // A user id, with or without its system (`system|id`).
+            ("agent", None) => EventFilter::Actors(ids_of(value, &['|', '/'])),
+            ("action", None) => {
+                EventFilter::Kinds(each(value, action_kind).ok_or_else(not_understood)?)
+            }
+            ("outcome", None) => {
+                EventFilter::Outcomes(each(value, outcome_match).ok_or_else(not_understood)?)
+            }
+            // A date covers its UTC days, an instant (with its offset) its precision.
+            ("date", None) => EventFilter::Occurred(
+                query::instant_value(value)
+                    .map_err(ApiError::BadRequest)?
+                    .range(),
+            ),
+            _ => return Ok(None),
+        },
+    ))
+}
+
 /// `GET /fhir/R4/AuditEvent?...`: by `patient`, `date`, `agent`, `action`, `outcome`, newest
 /// first, paged by cursor: the trail's list, as the JSON API's `/audit-events/` pages it.
 pub async fn search(
@@ -192,40 +236,9 @@ pub async fn search(
         if common.take(param)? {
             continue;
         }
-        let value = param.value.trim();
-        let not_understood =
-            || ApiError::BadRequest(format!("{}={value:?} is not understood", param.name));
-        match (param.name.as_str(), param.modifier.as_deref()) {
-            ("patient", None) => filters.push(EventFilter::Patients(ids_of(value, &['/']))),
-            // A user id, with or without its system (`system|id`).
-            ("agent", None) => filters.push(EventFilter::Actors(ids_of(value, &['|', '/']))),
-            ("action", None) => filters.push(EventFilter::Kinds(
-                value
-                    .split(',')
-                    .map(|code| action_kind(code.trim()))
-                    .collect::<Option<_>>()
-                    .ok_or_else(not_understood)?,
-            )),
-            ("outcome", None) => filters.push(EventFilter::Outcomes(
-                value
-                    .split(',')
-                    .map(|code| match code.trim() {
-                        "0" => Some(OutcomeMatch::Is(Outcome::Success)),
-                        "4" => Some(OutcomeMatch::NotSuccess),
-                        // Serious and major failures (server errors) are logged, not audited.
-                        "8" | "12" => Some(OutcomeMatch::Unrecorded),
-                        _ => None,
-                    })
-                    .collect::<Option<_>>()
-                    .ok_or_else(not_understood)?,
-            )),
-            // A date covers its UTC days, an instant (with its offset) its precision.
-            ("date", None) => filters.push(EventFilter::Occurred(
-                query::instant_value(value)
-                    .map_err(ApiError::BadRequest)?
-                    .range(),
-            )),
-            _ => common.unknown(param),
+        match filter_of(param)? {
+            Some(filter) => filters.push(filter),
+            None => common.unknown(param),
         }
     }
     common.check(&headers)?;
@@ -246,9 +259,9 @@ pub async fn search(
     let entries = page
         .items
         .iter()
-        .map(|e| crate::patient::entry(&base, resource(e)))
+        .map(|e| crate::bundle::entry(&base, resource(e)))
         .collect();
-    Ok(Json(crate::patient::bundle(
+    Ok(Json(crate::bundle::searchset(
         &base,
         "AuditEvent",
         &params,

@@ -20,6 +20,7 @@ fn search_param(name: &str, kind: &str, definition: &str, documentation: &str) -
     json!({ "name": name, "type": kind, "definition": definition, "documentation": documentation })
 }
 
+/// `GET /fhir/R4/metadata`. (Long because it is one document, written out as FHIR lays it out.)
 pub async fn capability_statement(
     State(base): State<PublicBase>,
     headers: HeaderMap,

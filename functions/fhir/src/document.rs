@@ -5,7 +5,10 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use domain::attachments::{self, content_disposition, Attachment, AttachmentFilter, Window};
+use domain::attachments::{
+    self, content_disposition, Attachment, AttachmentCreate, AttachmentError, AttachmentField,
+    AttachmentFilter, UploadKind, Window,
+};
 use domain::paging::Count;
 use serde_json::{json, Value};
 use shared::auth::{CurrentUser, Writer};
@@ -14,7 +17,7 @@ use shared::{ApiError, ApiResult};
 use uuid::Uuid;
 
 use crate::query::{self, Common};
-use crate::{FhirState, PublicBase};
+use crate::{element_as, FhirState, PublicBase};
 
 fn instant(at: chrono::DateTime<chrono::Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -83,7 +86,8 @@ pub async fn read(
 /// `content[0].attachment` (`title` the file name, `contentType`, `size`); 201 with the
 /// DocumentReference (docStatus preliminary) and its Location. The bytes go up through
 /// `Binary/{id}/$presigned-url?upload=true`, as one PUT of at most 5 GiB (larger files through
-/// the JSON API's multipart upload).
+/// the JSON API's multipart upload). (Long because each rule of the resource is checked where
+/// its element is named, before the one domain call.)
 pub async fn create(
     State(state): State<FhirState>,
     _writer: Writer,
@@ -130,30 +134,63 @@ pub async fn create(
             "Send the bytes to the upload URL of Binary/{id}/$presigned-url?upload=true, not in the resource",
         ));
     }
-    let create: attachments::AttachmentCreate = crate::outcome::checked(
+    let mut errors = Vec::new();
+    let at = |element: &str| format!("content[0].attachment.{element}");
+    let file_name = element_as(
+        &mut errors,
         "DocumentReference",
-        json!({
-            "patient_id": patient_id,
-            "file_name": file["title"],
-            "mime_type": file["contentType"],
-            "size": file["size"],
-            "upload": "single",
-        }),
-        &[
-            ("file_name", "content[0].attachment.title"),
-            ("mime_type", "content[0].attachment.contentType"),
-            ("size", "content[0].attachment.size"),
-            ("upload", "content[0].attachment.size"),
-        ],
-    )?;
+        &at("title"),
+        file["title"].clone(),
+    );
+    let mime_type = element_as(
+        &mut errors,
+        "DocumentReference",
+        &at("contentType"),
+        file["contentType"].clone(),
+    );
+    let size = element_as(
+        &mut errors,
+        "DocumentReference",
+        &at("size"),
+        file["size"].clone(),
+    );
+    let (Some(file_name), Some(mime_type), Some(size)) = (file_name, mime_type, size) else {
+        return Err(ApiError::Validation(errors));
+    };
+    let create = AttachmentCreate {
+        patient_id,
+        file_name,
+        mime_type,
+        size,
+        sha256: None,
+        // One PUT: Binary's upload URL (larger files go through the JSON API's multipart).
+        upload: Some(UploadKind::Single),
+    };
     let created = attachments::create(&state.db, &state.storage, &audit, &create)
         .await
         .map_err(|error| match error {
-            ApiError::NotFound(_) => rule(
+            AttachmentError::PatientNotFound => rule(
                 "subject",
                 "The subject must reference a Patient of this server",
             ),
-            other => other,
+            // Located at the element that carries the field.
+            AttachmentError::Refused {
+                field,
+                message,
+                kind,
+            } => ApiError::validation(
+                &[
+                    "DocumentReference",
+                    &at(match field {
+                        AttachmentField::MimeType => "contentType",
+                        AttachmentField::Sha256 => "hash",
+                        AttachmentField::Size | AttachmentField::Upload => "size",
+                    }),
+                ],
+                message,
+                kind,
+            ),
+            other => other.into(),
         })?;
     let base = state.base.of(&headers, &uri);
     let id = created.attachment.id;
@@ -264,9 +301,9 @@ pub async fn search(
     let entries: Vec<Value> = page
         .items
         .iter()
-        .map(|a| crate::patient::entry(&base, resource(a, &base)))
+        .map(|a| crate::bundle::entry(&base, resource(a, &base)))
         .collect();
-    Ok(Json(crate::patient::bundle(
+    Ok(Json(crate::bundle::searchset(
         &base,
         "DocumentReference",
         &params,

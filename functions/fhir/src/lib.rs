@@ -6,6 +6,7 @@
 //! every error leaves as an OperationOutcome.
 
 mod audit_event;
+mod bundle;
 mod capability;
 mod document;
 mod outcome;
@@ -22,9 +23,7 @@ use axum::Router;
 use shared::auth::AuthContext;
 use shared::config::{ConfigError, Env};
 use shared::db::DbPool;
-use shared::secrets::SecretsClient;
 use shared::storage::{Storage, StorageConfig};
-use shared::tokens::TokenRole;
 use shared::trail::{AuditTrail, RouteEvent};
 use shared::ApiError;
 
@@ -78,13 +77,7 @@ impl FhirState {
             .get("FHIR_BASE_URL")
             .map(|url| Arc::from(url.trim_end_matches('/')));
         let storage_config = StorageConfig::from_env(env)?;
-        let auth = AuthContext::from_env(
-            env,
-            &Arc::new(SecretsClient::from_env(env)),
-            "carevault-fhir",
-            TokenRole::Verify,
-        )
-        .await?;
+        let auth = AuthContext::verifying(env, "carevault-fhir").await?;
         Ok(Self {
             db: auth.pool.clone(),
             auth,
@@ -173,6 +166,19 @@ async fn unsupported(request: Request) -> ApiError {
 /// `application/fhir+json`, the only format served.
 pub(crate) fn fhir_json() -> HeaderValue {
     HeaderValue::from_static(FHIR_JSON)
+}
+
+/// One element of a resource as the domain type `T`, checked by that type's own rules; a
+/// refusal is added to `errors`, located at the element (`["Patient", "birthDate"]`).
+pub(crate) fn element_as<T: serde::de::DeserializeOwned>(
+    errors: &mut Vec<shared::FieldError>,
+    resource_type: &str,
+    element: &str,
+    value: serde_json::Value,
+) -> Option<T> {
+    shared::http::value_as(value, &[resource_type.into(), element.into()])
+        .map_err(|e| errors.push(e))
+        .ok()
 }
 
 /// A request body as a FHIR resource: JSON (400 otherwise; `application/fhir+json` or

@@ -11,30 +11,6 @@ use shared::ApiError;
 
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
-/// A resource's values in the JSON API's terms (`values`), checked as the JSON API checks
-/// them: a value that breaks a rule is 422, located by the resource's own element
-/// (`fields` maps the JSON API's field names to them: `("dob", "birthDate")`).
-pub fn checked<T: serde::de::DeserializeOwned>(
-    resource_type: &str,
-    values: Value,
-    fields: &[(&str, &str)],
-) -> Result<T, ApiError> {
-    shared::http::body_value(values).map_err(|error| match error {
-        ApiError::Validation(mut errors) => {
-            for error in &mut errors {
-                error.loc[0] = json!(resource_type);
-                if let Some(field) = error.loc.get_mut(1) {
-                    if let Some((_, element)) = fields.iter().find(|(f, _)| field == f) {
-                        *field = json!(element);
-                    }
-                }
-            }
-            ApiError::Validation(errors)
-        }
-        other => other,
-    })
-}
-
 /// FHIR's issue type for an HTTP status (hl7.org/fhir/R4/valueset-issue-type.html).
 fn issue_code(status: StatusCode) -> &'static str {
     match status.as_u16() {

@@ -5,7 +5,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use domain::paging::Count;
-use domain::patients::model::Patient;
+use domain::patients::model::{
+    ContactInfo, Dob, Identifiers, MedicalHistory, Patient, PatientName,
+};
 use domain::patients::search::{Cursor, Filter, Search, Sort};
 use domain::patients::{self, PatientCreate, PatientError, PatientUpdate};
 use serde_json::{json, Value};
@@ -17,6 +19,7 @@ use shared::{ApiError, ApiResult};
 use uuid::Uuid;
 
 use crate::query::{self, Common, Prefix, PREVIOUS};
+use crate::{bundle, element_as};
 use crate::{FhirState, PublicBase};
 
 /// The canonical URL of the extension that carries the record's medical history (free text).
@@ -150,60 +153,101 @@ pub async fn read(
     Ok(answer(&patient, StatusCode::OK, None))
 }
 
-/// The record's fields a Patient carries: the name (its text, else given and family names),
-/// the birth date, the first telecom's value, the medical-history extension. Client-supplied
-/// `id` and `meta` play no part. Each is checked as the JSON API checks it (422).
-fn fields(patient: &Value) -> Value {
-    let name = &patient["name"][0];
-    let text = name["text"].as_str().map(str::to_owned).or_else(|| {
-        let given: Vec<&str> = name["given"]
-            .as_array()
-            .map(|g| g.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let words: Vec<&str> = given.into_iter().chain(name["family"].as_str()).collect();
-        (!words.is_empty()).then(|| words.join(" "))
-    });
-    let history = patient["extension"].as_array().and_then(|extensions| {
-        extensions
-            .iter()
-            .find(|e| e["url"] == MEDICAL_HISTORY_EXTENSION)
-            .and_then(|e| e["valueString"].as_str())
-    });
-    // System and value of each identifier; its use, type, period and assigner are not kept.
-    let identifiers: Vec<Value> = patient["identifier"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .map(|i| json!({ "system": i["system"], "value": i["value"] }))
-                .collect()
-        })
-        .unwrap_or_default();
-    json!({
-        "name": text,
-        "identifiers": identifiers,
-        "dob": patient["birthDate"].as_str(),
-        "contact_info": patient["telecom"][0]["value"].as_str(),
-        "medical_history": history,
-    })
+/// The record a Patient resource describes, in the domain's types: the name (its text, else
+/// given and family names), the birth date, the first telecom's value, the medical-history
+/// extension, the identifiers' systems and values (their use, type, period and assigner are
+/// not kept). Client-supplied `id` and `meta` play no part. Each value is checked by its
+/// domain type; every refusal is a 422 located at the resource's element.
+struct PatientFields {
+    name: PatientName,
+    dob: Option<Dob>,
+    contact_info: Option<ContactInfo>,
+    medical_history: Option<MedicalHistory>,
+    identifiers: Identifiers,
 }
 
-/// The record's fields a Patient carries, checked as the JSON API checks them.
-fn record<T: serde::de::DeserializeOwned>(patient: &Value) -> ApiResult<T> {
-    let mut values = fields(patient);
-    if values["name"].is_null() {
-        // A record without a name cannot be kept; the JSON API's rule says why.
-        values["name"] = json!("");
+impl PatientFields {
+    fn of(patient: &Value) -> ApiResult<Self> {
+        let name = &patient["name"][0];
+        let text = name["text"].as_str().map(str::to_owned).or_else(|| {
+            let given: Vec<&str> = name["given"]
+                .as_array()
+                .map(|g| g.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let words: Vec<&str> = given.into_iter().chain(name["family"].as_str()).collect();
+            (!words.is_empty()).then(|| words.join(" "))
+        });
+        let history = patient["extension"].as_array().and_then(|extensions| {
+            extensions
+                .iter()
+                .find(|e| e["url"] == MEDICAL_HISTORY_EXTENSION)
+                .and_then(|e| e["valueString"].as_str())
+        });
+        let identifiers: Vec<Value> = patient["identifier"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .map(|i| json!({ "system": i["system"], "value": i["value"] }))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut errors = Vec::new();
+        // A record without a name cannot be kept: an absent one is refused as an empty one.
+        let name = element_as(
+            &mut errors,
+            "Patient",
+            "name",
+            json!(text.unwrap_or_default()),
+        );
+        let birth_date = json!(patient["birthDate"].as_str());
+        let dob = element_as(&mut errors, "Patient", "birthDate", birth_date);
+        let contact = json!(patient["telecom"][0]["value"].as_str());
+        let contact_info = element_as(&mut errors, "Patient", "telecom", contact);
+        let medical_history = element_as(&mut errors, "Patient", "extension", json!(history));
+        let identifiers = element_as(
+            &mut errors,
+            "Patient",
+            "identifier",
+            Value::Array(identifiers),
+        );
+        match (name, dob, contact_info, medical_history, identifiers) {
+            (
+                Some(name),
+                Some(dob),
+                Some(contact_info),
+                Some(medical_history),
+                Some(identifiers),
+            ) => Ok(Self {
+                name,
+                dob,
+                contact_info,
+                medical_history,
+                identifiers,
+            }),
+            _ => Err(ApiError::Validation(errors)),
+        }
     }
-    crate::outcome::checked(
-        "Patient",
-        values,
-        &[
-            ("dob", "birthDate"),
-            ("contact_info", "telecom"),
-            ("medical_history", "extension"),
-            ("identifiers", "identifier"),
-        ],
-    )
+
+    fn into_create(self) -> PatientCreate {
+        PatientCreate {
+            name: self.name,
+            dob: self.dob,
+            contact_info: self.contact_info,
+            medical_history: self.medical_history,
+            identifiers: Some(self.identifiers),
+        }
+    }
+
+    /// A whole-resource update: what the resource leaves out is cleared.
+    fn into_update(self) -> PatientUpdate {
+        PatientUpdate {
+            name: Some(Some(self.name)),
+            dob: Some(self.dob),
+            contact_info: Some(self.contact_info),
+            medical_history: Some(self.medical_history),
+            identifiers: Some(Some(self.identifiers)),
+        }
+    }
 }
 
 /// `POST /fhir/R4/Patient`: 201 with the created resource and its Location.
@@ -216,7 +260,8 @@ pub async fn create(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     audit.describe(|event| event.details(json!({ "interface": "fhir" })));
-    let create: PatientCreate = record(&crate::resource_body(&headers, &body, "Patient")?)?;
+    let create =
+        PatientFields::of(&crate::resource_body(&headers, &body, "Patient")?)?.into_create();
     let base = state.base.of(&headers, &uri);
     let Some(criteria) = headers.get("if-none-exist") else {
         let created = patients::insert(&state.db, &audit, &create)
@@ -299,7 +344,7 @@ pub async fn update(
             "The resource's id must be the id in the URL".into(),
         ));
     }
-    let change: PatientUpdate = record(&patient)?;
+    let change = PatientFields::of(&patient)?.into_update();
     // updateCreate is false: an id this server did not make names nothing.
     let id = Uuid::parse_str(&raw_id).map_err(|_| not_found(&raw_id))?;
     let updated = patients::update(&state.db, &audit, id, change, required_version(&headers))
@@ -397,7 +442,8 @@ fn alternative(name: &str, modifier: Option<&str>, value: &str) -> ApiResult<Vec
 }
 
 /// The search a FHIR query asks for, in the JSON API's terms; whether its cursor goes
-/// backwards; and the query's common part.
+/// backwards; and the query's common part. (Long because it is one match over the parameters
+/// a Patient search takes; each parameter's own parsing is in `alternative` and `query`.)
 fn search_of(params: &[query::Param]) -> ApiResult<(Search, bool, Common)> {
     let invalid = |text: String| ApiError::BadRequest(text);
     let mut filters = Vec::new();
@@ -488,82 +534,6 @@ fn search_of(params: &[query::Param]) -> ApiResult<(Search, bool, Common)> {
     ))
 }
 
-/// A link of a search on `resource_type`: the search's own parameters (unknown ones dropped),
-/// and the cursor.
-pub(crate) fn link(
-    base: &str,
-    resource_type: &str,
-    params: &[query::Param],
-    unknown: &[String],
-    cursor: Option<&str>,
-) -> String {
-    let mut query = form_urlencoded::Serializer::new(String::new());
-    for param in params {
-        let name = match &param.modifier {
-            Some(m) => format!("{}:{m}", param.name),
-            None => param.name.clone(),
-        };
-        if param.name != "_cursor" && !unknown.contains(&name) {
-            query.append_pair(&name, &param.value);
-        }
-    }
-    if let Some(cursor) = cursor {
-        query.append_pair("_cursor", cursor);
-    }
-    let query = query.finish();
-    if query.is_empty() {
-        format!("{base}/{resource_type}")
-    } else {
-        format!("{base}/{resource_type}?{query}")
-    }
-}
-
-/// A searchset entry: the resource, its absolute `fullUrl` (`[base]/{type}/{id}`), a match.
-pub(crate) fn entry(base: &str, resource: Value) -> Value {
-    let full_url = format!(
-        "{base}/{}/{}",
-        resource["resourceType"].as_str().unwrap_or_default(),
-        resource["id"].as_str().unwrap_or_default()
-    );
-    json!({ "fullUrl": full_url, "resource": resource, "search": { "mode": "match" } })
-}
-
-/// A searchset Bundle: `self` (with the request's own cursor), `previous` and `next` links, `total`
-/// unless not counted, the entries.
-pub(crate) fn bundle(
-    base: &str,
-    resource_type: &str,
-    params: &[query::Param],
-    unknown: &[String],
-    (previous, next): (Option<&str>, Option<&str>),
-    total: Option<i64>,
-    entries: Vec<Value>,
-) -> Value {
-    let own_cursor = params
-        .iter()
-        .find(|p| p.name == "_cursor")
-        .map(|p| p.value.as_str());
-    let mut links = vec![
-        json!({ "relation": "self", "url": link(base, resource_type, params, unknown, own_cursor) }),
-    ];
-    for (relation, cursor) in [("previous", previous), ("next", next)] {
-        if let Some(cursor) = cursor {
-            links.push(json!({
-                "relation": relation,
-                "url": link(base, resource_type, params, unknown, Some(cursor)),
-            }));
-        }
-    }
-    let mut bundle = json!({ "resourceType": "Bundle", "type": "searchset", "link": links });
-    if let Some(total) = total {
-        bundle["total"] = json!(total);
-    }
-    if !entries.is_empty() {
-        bundle["entry"] = Value::Array(entries);
-    }
-    bundle
-}
-
 /// `GET /fhir/R4/Patient?...`: a searchset Bundle of the JSON API's search, paged by cursor.
 pub async fn search(
     State(state): State<FhirState>,
@@ -599,7 +569,7 @@ pub async fn search(
     // Entries until the page budget; a page cut short goes on from its last entry.
     let (mut entries, mut size, mut shown) = (Vec::new(), 0usize, 0usize);
     for patient in &list.data {
-        let entry = entry(&base, resource(patient));
+        let entry = bundle::entry(&base, resource(patient));
         let length = entry.to_string().len();
         if shown > 0 && size + length > PAGE_BUDGET_BYTES {
             break;
@@ -629,7 +599,7 @@ pub async fn search(
             "patient_ids": shown_ids,
         }))
     });
-    let bundle = bundle(
+    let bundle = bundle::searchset(
         &base,
         "Patient",
         &params,

@@ -1,8 +1,6 @@
 //! /api/v1/patients: create, read, update (PUT and PATCH, partial), delete, and search; the
 //! domain's operations (`domain::patients`) answered in the JSON API's terms.
 
-use std::sync::Arc;
-
 use axum::extract::{FromRef, Path, State};
 use axum::handler::Handler;
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -20,9 +18,7 @@ use shared::auth::{AuthContext, CurrentUser, Writer};
 use shared::config::{ConfigError, Env};
 use shared::db::DbPool;
 use shared::http::{parse_uuid, required_version, JsonBody, QueryParams};
-use shared::secrets::SecretsClient;
 use shared::storage::{Storage, StorageConfig};
-use shared::tokens::TokenRole;
 use shared::trail::{Audit, AuditTrail};
 use shared::{ApiError, ApiResult};
 
@@ -38,13 +34,7 @@ pub struct PatientsState {
 impl PatientsState {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let storage_config = StorageConfig::from_env(env)?;
-        let auth = AuthContext::from_env(
-            env,
-            &Arc::new(SecretsClient::from_env(env)),
-            "carevault-patients",
-            TokenRole::Verify,
-        )
-        .await?;
+        let auth = AuthContext::verifying(env, "carevault-patients").await?;
         Ok(Self {
             db: auth.pool.clone(),
             auth,

@@ -319,7 +319,8 @@ struct UserChanges {
 
 /// Applies `changes` to user `id` with its audit event in one statement: Ok(None) when there
 /// is no such user; 409 when the email is taken. A new password ends the user's sessions; a new
-/// email is announced to the old address.
+/// email is announced to the old address. (Long because it is one statement with its audit
+/// event and the sessions it ends, plus the mail that must follow it.)
 async fn apply_changes(
     state: &UsersState,
     audit: &Audit,
