@@ -32,6 +32,9 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("{0}")]
     BadRequest(String),
+    /// A query parameter refused as such (FHIR names it in its OperationOutcome's location).
+    #[error("{detail}")]
+    BadParameter { parameter: String, detail: String },
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -74,7 +77,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::BadParameter { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,

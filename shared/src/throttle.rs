@@ -1,10 +1,14 @@
 //! Password guessing, throttled per account in the database (HTTP APIs cannot use AWS WAF, and
 //! a stage-wide limit would let one client lock everyone out). After `FREE_FAILURES`
 //! consecutive failures for one account from one address, that pair is refused (429) for a
-//! window that starts at a minute and doubles with each further failure, up to an hour; across
-//! all addresses an account takes at most `MAX_FAILURES_PER_HOUR`. A success clears the pair.
-//! Other accounts and other addresses are unaffected, so nobody can lock an administrator out
-//! from elsewhere. Password recovery sends at most one email per address per window.
+//! window that starts at a minute and doubles with each further failure, up to an hour. Once an
+//! account took `MAX_FAILURES_PER_HOUR` failures from anywhere, every address that failed
+//! against it in the last hour is refused until the oldest failure leaves the hour, and an
+//! address that has not failed gets one try at a time; an address takes at most
+//! `MAX_SOURCE_FAILURES_PER_HOUR` across all accounts (password spraying). A success clears the
+//! pair. The right password from an address that has not failed always gets through, so nobody
+//! can lock an administrator out from elsewhere. Password recovery sends at most one email per
+//! address per window.
 
 use std::time::Duration;
 
@@ -13,6 +17,7 @@ use crate::error::{ApiError, ApiResult};
 
 pub const FREE_FAILURES: i32 = 5;
 pub const MAX_FAILURES_PER_HOUR: i64 = 100;
+pub const MAX_SOURCE_FAILURES_PER_HOUR: i64 = 100;
 pub const RECOVERY_EMAIL_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// The account a throttle counts for: the email as typed, trimmed and folded; or a fixed name
@@ -21,24 +26,33 @@ pub fn account_key(raw: &str) -> String {
     raw.trim().to_lowercase()
 }
 
-/// 429 with `Retry-After` when the pair or the account is throttled now.
+/// 429 with `Retry-After` when the pair, the account (for an address that failed against it)
+/// or the address is throttled now.
 pub async fn check(pool: &DbPool, account: &str, source_ip: &str) -> ApiResult<()> {
     let client = pool.get().await?;
+    // Each wait is until the oldest failure that counts leaves the hour.
     let row = client
         .query_one(
             "SELECT
                 (SELECT ceil(extract(epoch FROM blocked_until - now()))::int8 FROM login_throttle
                  WHERE account = $1 AND source_ip = $2 AND blocked_until > now()),
-                (SELECT CASE WHEN count(*) >= $3
+                (SELECT CASE WHEN count(*) >= $3 AND EXISTS (
+                            SELECT 1 FROM login_throttle WHERE account = $1 AND source_ip = $2
+                              AND last_failure > now() - interval '1 hour')
                         THEN ceil(extract(epoch FROM min(failed_at) + interval '1 hour' - now()))::int8 END
-                 FROM login_failures WHERE account = $1 AND failed_at > now() - interval '1 hour')",
-            &[&account, &source_ip, &MAX_FAILURES_PER_HOUR],
+                 FROM login_failures WHERE account = $1 AND failed_at > now() - interval '1 hour'),
+                (SELECT CASE WHEN count(*) >= $4
+                        THEN ceil(extract(epoch FROM min(failed_at) + interval '1 hour' - now()))::int8 END
+                 FROM login_failures WHERE source_ip = $2 AND failed_at > now() - interval '1 hour')",
+            &[
+                &account,
+                &source_ip,
+                &MAX_FAILURES_PER_HOUR,
+                &MAX_SOURCE_FAILURES_PER_HOUR,
+            ],
         )
         .await?;
-    let wait = [row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)]
-        .into_iter()
-        .flatten()
-        .max();
+    let wait = (0..3).filter_map(|i| row.get::<_, Option<i64>>(i)).max();
     match wait {
         Some(seconds) => Err(ApiError::TooManyRequests {
             detail: "Too many failed attempts; try again later".into(),
@@ -48,7 +62,7 @@ pub async fn check(pool: &DbPool, account: &str, source_ip: &str) -> ApiResult<(
     }
 }
 
-/// Counts a failed attempt of the pair and of the account.
+/// Counts a failed attempt of the pair, of the account and of the address.
 pub async fn failed(pool: &DbPool, account: &str, source_ip: &str) -> ApiResult<()> {
     let client = pool.get().await?;
     client
@@ -64,9 +78,10 @@ pub async fn failed(pool: &DbPool, account: &str, source_ip: &str) -> ApiResult<
                     END
                 RETURNING failures
              ), counted AS (
-                INSERT INTO login_failures (account) VALUES ($1)
+                INSERT INTO login_failures (account, source_ip) VALUES ($1, $2)
              ), pruned AS (
-                DELETE FROM login_failures WHERE account = $1 AND failed_at < now() - interval '1 hour'
+                DELETE FROM login_failures WHERE (account = $1 OR source_ip = $2)
+                  AND failed_at < now() - interval '1 hour'
              )
              SELECT failures FROM pair",
             &[&account, &source_ip, &FREE_FAILURES],

@@ -427,27 +427,88 @@ async fn failed_logins_are_throttled_per_account_and_address() {
         .await;
     let retry: u64 = blocked.header("retry-after").unwrap().parse().unwrap();
     assert!((61..=120).contains(&retry), "two minutes now: {retry}");
+}
 
-    // Across addresses, an account takes at most 100 failures an hour.
+/// 100 failures an hour on one account (from many addresses) cap every address that failed
+/// against it, never one that has not: the right password from elsewhere gets through.
+#[tokio::test]
+async fn the_hourly_cap_on_an_account_never_locks_out_an_address_that_has_not_failed() {
+    let app = TestApp::new().await;
+    let admin = app
+        .user_with(json!({
+            "email": api_tests::unique_email("admin"),
+            "password": "admin-pass-12345",
+            "is_superuser": true,
+        }))
+        .await;
+    let login = |password: &str, ip: &str| {
+        ApiRequest::post("/api/v1/login/access-token")
+            .source_ip(ip)
+            .form(&[("username", admin.email.as_str()), ("password", password)])
+    };
+    // Twenty addresses, five wrong guesses each, the hour's cap reached.
     app.db
         .client()
         .await
         .execute(
-            "INSERT INTO login_failures (account, failed_at)
-             SELECT $1, now() - interval '10 minutes' FROM generate_series(1, 100)",
-            &[&neighbour.email.to_lowercase()],
+            "INSERT INTO login_failures (account, source_ip, failed_at)
+             SELECT $1, '203.0.113.' || (i % 20), now() - interval '10 minutes'
+             FROM generate_series(1, 100) AS i",
+            &[&admin.email.to_lowercase()],
         )
         .await
         .unwrap();
-    let capped = app
-        .call(login(&neighbour.email, &neighbour.password, "192.0.2.99"))
-        .await;
-    assert_eq!(capped.status, 429);
+    assert_eq!(
+        app.call(login(&admin.password, "192.0.2.99")).await.status,
+        200,
+        "nobody can lock an administrator out"
+    );
+    // An address that fails now is capped at once, the right password included, until the
+    // oldest failure leaves the hour.
+    assert_eq!(
+        app.call(login("wrong-guess-x", "192.0.2.98")).await.status,
+        400
+    );
+    let capped = app.call(login(&admin.password, "192.0.2.98")).await;
+    assert_eq!(capped.status, 429, "{}", capped.body);
     let retry: u64 = capped.header("retry-after").unwrap().parse().unwrap();
     assert!(
         (2_900..=3_000).contains(&retry),
         "when the oldest leaves the hour: {retry}"
     );
+}
+
+/// One address guessing a few passwords on many accounts (spraying) is capped across all of
+/// them at 100 failures an hour; other addresses go on.
+#[tokio::test]
+async fn an_address_spraying_passwords_over_many_accounts_is_capped() {
+    let app = TestApp::new().await;
+    let user = app.clinician().await;
+    let sprayer = "198.51.100.77";
+    app.db
+        .client()
+        .await
+        .execute(
+            "INSERT INTO login_failures (account, source_ip, failed_at)
+             SELECT 'user' || (i % 50) || '@example.com', $1, now() - interval '5 minutes'
+             FROM generate_series(1, 100) AS i",
+            &[&sprayer],
+        )
+        .await
+        .unwrap();
+    let login = |ip: &str| {
+        ApiRequest::post("/api/v1/login/access-token")
+            .source_ip(ip)
+            .form(&[
+                ("username", user.email.as_str()),
+                ("password", user.password.as_str()),
+            ])
+    };
+    let capped = app.call(login(sprayer)).await;
+    assert_eq!(capped.status, 429, "{}", capped.body);
+    let retry: u64 = capped.header("retry-after").unwrap().parse().unwrap();
+    assert!((3_200..=3_300).contains(&retry), "{retry}");
+    assert_eq!(app.call(login("192.0.2.10")).await.status, 200);
 }
 
 #[tokio::test]

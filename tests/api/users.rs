@@ -481,3 +481,56 @@ async fn signup_when_open_registration_is_on() {
         .await;
     assert_eq!(bad.status, 422);
 }
+
+/// A superuser's own email and password change through `/users/{id}` only with
+/// `current_password`, as through `/users/me`: a stolen superuser session cannot take the
+/// account over by naming its own id. Other users' accounts need no such proof.
+#[tokio::test]
+async fn a_superuser_changing_their_own_email_by_id_proves_the_password() {
+    let app = TestApp::new().await;
+    let own = app
+        .user_with(json!({"email": unique_email("root"), "password": "root-pass-12345", "is_superuser": true}))
+        .await;
+    let patch = |body: serde_json::Value| {
+        ApiRequest::patch(&format!("/api/v1/users/{}", own.id))
+            .bearer(&own.token)
+            .json(body)
+    };
+    let moved = unique_email("moved");
+    let missing = app.call(patch(json!({"email": moved}))).await;
+    assert_eq!(missing.status, 422, "{}", missing.body);
+    assert_eq!(
+        missing.detail()[0]["loc"],
+        json!(["body", "current_password"])
+    );
+    let new_password = app.call(patch(json!({"password": "taken-over-123"}))).await;
+    assert_eq!(new_password.status, 422, "{}", new_password.body);
+    let wrong = app
+        .call(patch(
+            json!({"email": moved, "current_password": "not-it-12345"}),
+        ))
+        .await;
+    assert_eq!(wrong.status, 400, "{}", wrong.body);
+    assert_eq!(
+        app.login(&own.email, &own.password).await.status,
+        200,
+        "unchanged"
+    );
+    let proved = app
+        .call(patch(
+            json!({"email": moved, "current_password": own.password}),
+        ))
+        .await;
+    assert_eq!(proved.status, 200, "{}", proved.body);
+    assert_eq!(proved.json()["email"], moved.as_str());
+    // Someone else's account: the superuser's right, no password asked.
+    let other = app.clinician().await;
+    let renamed = app
+        .call(
+            ApiRequest::patch(&format!("/api/v1/users/{}", other.id))
+                .bearer(&own.token)
+                .json(json!({"email": unique_email("other")})),
+        )
+        .await;
+    assert_eq!(renamed.status, 200, "{}", renamed.body);
+}

@@ -219,6 +219,10 @@ fn filter_of(param: &query::Param) -> Result<Option<EventFilter>, ApiError> {
     ))
 }
 
+/// The search parameters this resource's search applies (the CapabilityStatement lists them).
+pub(crate) const AUDIT_EVENT_PARAMETERS: [&str; 5] =
+    ["patient", "date", "agent", "action", "outcome"];
+
 /// `GET /fhir/R4/AuditEvent?...`: by `patient`, `date`, `agent`, `action`, `outcome`, newest
 /// first, paged by cursor: the trail's list, as the JSON API's `/audit-events/` pages it.
 pub async fn search(
@@ -231,7 +235,7 @@ pub async fn search(
 ) -> ApiResult<Response> {
     let params = query::params(raw.as_deref());
     let mut filters = Vec::new();
-    let mut common = Common::new();
+    let mut common = Common::new(&AUDIT_EVENT_PARAMETERS);
     for param in &params {
         if common.take(param)? {
             continue;

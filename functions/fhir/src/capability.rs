@@ -39,7 +39,7 @@ pub async fn capability_statement(
         "format": ["json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Search answers a Bundle (searchset) linking self, previous and next, paged by an opaque cursor. _count defaults to 20, at most 200, and a page is cut earlier to stay under 5 MB (next goes on from there). _total takes none, estimate or accurate. A repeated parameter is AND; values separated by commas are OR. Unknown parameters are ignored, or 400 with Prefer: handling=strict. Not supported: _history (vread, history), patch, _include, _revinclude, _elements, _summary, chained parameters, XML.",
+            "documentation": "Search answers a Bundle (searchset) linking self, previous and next, paged by an opaque cursor. _count defaults to 20, at most 200, and a page is cut earlier to stay under 5 MB (next goes on from there). _total takes none, estimate or accurate. A repeated parameter is AND; values separated by commas are OR. Searches are strict: an unknown parameter is 400 with an OperationOutcome whose issue.location names it (http.<name>), unless Prefer: handling=lenient, which ignores it (the self link then shows only what was applied); a modifier not listed here (only name:exact is supported) is 400 either way. Not supported: _history (vread, history), patch, _include, _revinclude, _elements, _summary, chained parameters, XML.",
             "security": {
                 "cors": true,
                 "service": [{ "coding": [{

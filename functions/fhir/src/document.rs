@@ -233,6 +233,9 @@ fn patient_reference(raw: &str) -> Result<Uuid, ApiError> {
     Ok(Uuid::parse_str(id).unwrap_or(Uuid::nil()))
 }
 
+/// The search parameters this resource's search applies (the CapabilityStatement lists them).
+pub(crate) const DOCUMENT_PARAMETERS: [&str; 4] = ["patient", "subject", "contenttype", "date"];
+
 /// `GET /fhir/R4/DocumentReference?...`: by `patient`/`subject`, `contenttype`, `date`,
 /// newest first, paged by cursor.
 pub async fn search(
@@ -245,7 +248,7 @@ pub async fn search(
 ) -> ApiResult<Response> {
     let params = query::params(raw.as_deref());
     let mut filter = AttachmentFilter::default();
-    let mut common = Common::new();
+    let mut common = Common::new(&DOCUMENT_PARAMETERS);
     for param in &params {
         if common.take(param)? {
             continue;

@@ -45,15 +45,17 @@ pub struct FhirState {
 pub struct PublicBase(Option<Arc<str>>);
 
 impl PublicBase {
-    /// `https://host/fhir/R4`, without a trailing slash: the request's host (as a proxy
-    /// forwarded it, else its Host header, else API Gateway's domain name in the URI).
+    /// `https://host/fhir/R4`, without a trailing slash: the request's host (its Host header,
+    /// else API Gateway's domain name in the URI). Never `X-Forwarded-Host`: API Gateway passes
+    /// the client's own through, and links built on it would send an app's next request (with
+    /// its token) wherever the client named; behind a proxy that changes the host, set
+    /// `FHIR_BASE_URL`.
     pub fn of(&self, headers: &HeaderMap, uri: &Uri) -> String {
         if let Some(base) = &self.0 {
             return base.to_string();
         }
         let host = headers
-            .get("x-forwarded-host")
-            .or_else(|| headers.get(header::HOST))
+            .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| uri.authority().map(|a| a.as_str()))
             .filter(|h| {

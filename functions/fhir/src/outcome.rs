@@ -76,10 +76,10 @@ pub async fn as_operation_outcome(response: Response) -> Response {
         }
         return Response::from_parts(parts, body);
     }
-    let text = parts
-        .extensions
-        .remove::<ApiError>()
-        .map(|error| diagnostics(&error))
+    let error = parts.extensions.remove::<ApiError>();
+    let text = error
+        .as_ref()
+        .map(diagnostics)
         .filter(|text| !text.is_empty())
         .unwrap_or_else(|| {
             parts
@@ -88,7 +88,13 @@ pub async fn as_operation_outcome(response: Response) -> Response {
                 .unwrap_or("Error")
                 .to_owned()
         });
-    let outcome = operation_outcome(parts.status, &text);
+    let mut outcome = operation_outcome(parts.status, &text);
+    // A refused parameter is named where FHIR names HTTP parameters: `http.<name>`.
+    if let Some(ApiError::BadParameter { parameter, .. }) = &error {
+        let at = json!([format!("http.{parameter}")]);
+        outcome["issue"][0]["location"] = at.clone();
+        outcome["issue"][0]["expression"] = at;
+    }
     parts.headers.remove(header::CONTENT_LENGTH);
     parts
         .headers

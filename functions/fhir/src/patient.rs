@@ -276,10 +276,10 @@ pub async fn create(
         .map_err(|_| ApiError::BadRequest("If-None-Exist is not text".into()))?;
     let params = query::params(Some(criteria.trim_start_matches('?')));
     let (mut search, _, common) = search_of(&params)?;
-    if !common.unknown.is_empty() || common.cursor.is_some() {
+    if common.refuse(false).is_err() || common.cursor.is_some() {
         return Err(ApiError::BadRequest(format!(
             "If-None-Exist may only hold Patient search parameters this server knows, not {}",
-            common.unknown.join(", ")
+            common.not_applied().join(", ")
         )));
     }
     if search.filters.is_empty() {
@@ -447,7 +447,7 @@ fn alternative(name: &str, modifier: Option<&str>, value: &str) -> ApiResult<Vec
 fn search_of(params: &[query::Param]) -> ApiResult<(Search, bool, Common)> {
     let invalid = |text: String| ApiError::BadRequest(text);
     let mut filters = Vec::new();
-    let mut common = Common::new();
+    let mut common = Common::new(&PATIENT_PARAMETERS);
     let mut sort = Sort::Name;
     for param in params {
         if common.take(param)? {
@@ -533,6 +533,16 @@ fn search_of(params: &[query::Param]) -> ApiResult<(Search, bool, Common)> {
         common,
     ))
 }
+
+/// The search parameters this resource's search applies (the CapabilityStatement lists them).
+pub(crate) const PATIENT_PARAMETERS: [&str; 6] = [
+    "_id",
+    "name",
+    "birthdate",
+    "identifier",
+    "_lastUpdated",
+    "_sort",
+];
 
 /// `GET /fhir/R4/Patient?...`: a searchset Bundle of the JSON API's search, paged by cursor.
 pub async fn search(

@@ -12,24 +12,38 @@ pub const DEFAULT_COUNT: i64 = 20;
 pub const MAX_COUNT: i64 = 200;
 
 /// What every search takes besides its own parameters: `_count` (clamped), `_cursor`,
-/// `_format`; and the parameters it does not know, ignored unless the client asks for strict
-/// handling.
+/// `_total`, `_format`; and what it cannot apply. Searches are strict by default, as HAPI's and
+/// Medplum's are: a search that dropped a parameter would widen silently (an app asking for one
+/// patient's documents would show others'). `Prefer: handling=lenient` ignores unknown
+/// parameters; an unsupported modifier of a known one is refused either way.
 pub struct Common {
     pub count: i64,
     pub cursor: Option<String>,
     /// `_total` as asked (`accurate` is an exact count); each resource says what it does when
     /// none is asked.
     pub total: Option<Count>,
+    /// Parameters the search does not know (chained ones, `_include`, `_has`... included), as
+    /// sent (`name:modifier`).
     pub unknown: Vec<String>,
+    /// Known parameters with a modifier the search does not support.
+    unsupported: Vec<String>,
+    /// The resource's own parameter names.
+    known: &'static [&'static str],
 }
 
+/// The parameters every search takes.
+const COMMON: [&str; 4] = ["_count", "_cursor", "_total", "_format"];
+
 impl Common {
-    pub fn new() -> Self {
+    /// For a search whose own parameters are `known`.
+    pub fn new(known: &'static [&'static str]) -> Self {
         Self {
             count: DEFAULT_COUNT,
             cursor: None,
             total: None,
             unknown: Vec::new(),
+            unsupported: Vec::new(),
+            known,
         }
     }
 
@@ -65,28 +79,64 @@ impl Common {
         Ok(true)
     }
 
-    /// Notes a parameter the search does not know.
+    /// Notes a parameter the search cannot apply: a known one with a modifier it does not
+    /// support, or one it does not know.
     pub fn unknown(&mut self, param: &Param) {
-        self.unknown.push(match &param.modifier {
+        let name = match &param.modifier {
             Some(m) => format!("{}:{m}", param.name),
             None => param.name.clone(),
-        });
+        };
+        let known =
+            COMMON.contains(&param.name.as_str()) || self.known.contains(&param.name.as_str());
+        if known && param.modifier.is_some() {
+            self.unsupported.push(name);
+        } else {
+            self.unknown.push(name);
+        }
     }
 
-    /// 400 for unknown parameters when the client sent `Prefer: handling=strict`.
+    /// What the search could not apply: unsupported modifiers, then unknown parameters.
+    pub fn not_applied(&self) -> Vec<String> {
+        self.unsupported
+            .iter()
+            .chain(&self.unknown)
+            .cloned()
+            .collect()
+    }
+
+    /// 400 for an unsupported modifier; for an unknown parameter too, unless the client sent
+    /// `Prefer: handling=lenient`.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let strict = headers
+        let lenient = headers
             .get_all("prefer")
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split([',', ';']).any(|p| p.trim() == "handling=strict"));
-        if strict && !self.unknown.is_empty() {
-            return Err(ApiError::BadRequest(format!(
-                "Unknown search parameters: {}",
-                self.unknown.join(", ")
-            )));
+            .any(|v| v.split([',', ';']).any(|p| p.trim() == "handling=lenient"));
+        self.refuse(lenient)
+    }
+
+    /// 400 for what cannot be applied (with `lenient`, unknown parameters pass); the first
+    /// such parameter named as the OperationOutcome's location.
+    pub fn refuse(&self, lenient: bool) -> Result<(), ApiError> {
+        if let Some(first) = self.unsupported.first() {
+            return Err(ApiError::BadParameter {
+                parameter: first.clone(),
+                detail: format!(
+                    "Unsupported search modifier: {} (see /fhir/R4/metadata for what is supported)",
+                    self.unsupported.join(", ")
+                ),
+            });
         }
-        Ok(())
+        match self.unknown.first() {
+            Some(first) if !lenient => Err(ApiError::BadParameter {
+                parameter: first.clone(),
+                detail: format!(
+                    "Unknown search parameters: {} (see /fhir/R4/metadata; Prefer: handling=lenient ignores them)",
+                    self.unknown.join(", ")
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -403,5 +453,23 @@ mod tests {
         assert_eq!(got[1].modifier.as_deref(), Some("exact"));
         assert_eq!(got[1].value, "Ann Lee");
         assert_eq!(got[3].value, "lt1990");
+    }
+}
+
+#[cfg(test)]
+mod common_tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_parameter_is_refused_unless_lenient() {
+        let mut common = Common::new(&["patient"]);
+        for param in params(Some("colour=blue")) {
+            assert!(!common.take(&param).unwrap());
+            common.unknown(&param);
+        }
+        assert!(common.check(&HeaderMap::new()).is_err());
+        let mut lenient = HeaderMap::new();
+        lenient.insert("prefer", "handling=lenient".parse().unwrap());
+        assert!(common.check(&lenient).is_ok());
     }
 }

@@ -315,6 +315,10 @@ struct UserChanges {
     is_superuser: Option<bool>,
     #[serde(default)]
     role: Option<Role>,
+    /// Required when a superuser changes their own email or password here, as at
+    /// `/users/me`: a stolen session must not take the account over.
+    #[serde(default)]
+    current_password: Option<String>,
 }
 
 /// Applies `changes` to user `id` with its audit event in one statement: Ok(None) when there
@@ -457,7 +461,7 @@ async fn update_me(
                 "missing",
             ));
         };
-        check_current_password(&state, &current, password, &meta).await?;
+        check_current_password(&state, &current.0, password, &meta).await?;
     }
     // Only the name and the email: a user cannot change their own role or powers.
     let changes = UserChanges {
@@ -475,15 +479,15 @@ async fn update_me(
 /// meets the same limits); 400 when wrong. Returns the stored hash.
 async fn check_current_password(
     state: &UsersState,
-    current: &CurrentUser,
+    current: &User,
     password: &str,
     meta: &RequestMeta,
 ) -> ApiResult<String> {
     let pool = &state.db;
-    let account = throttle::account_key(&current.0.email);
+    let account = throttle::account_key(&current.email);
     let source_ip = meta.source_ip.clone().unwrap_or_default();
     throttle::check(pool, &account, &source_ip).await?;
-    let (_, stored_hash) = users::find_with_hash_by_id(pool, current.0.id)
+    let (_, stored_hash) = users::find_with_hash_by_id(pool, current.id)
         .await?
         .ok_or_else(|| ApiError::NotFound("User not found".into()))?;
     if password::verify(password, Some(&stored_hash)).await? == Verified::No {
@@ -509,7 +513,7 @@ async fn update_my_password(
 ) -> ApiResult<Json<Value>> {
     audit.describe(|event| event.resource(Some(current.0.id)));
     let stored_hash =
-        check_current_password(&state, &current, &body.current_password, &meta).await?;
+        check_current_password(&state, &current.0, &body.current_password, &meta).await?;
     if body.current_password == body.new_password.expose() {
         return Err(ApiError::BadRequest(
             "New password cannot be the same as the current one".into(),
@@ -587,6 +591,7 @@ async fn update_user(
     State(state): State<UsersState>,
     Authorized { user: current, .. }: Superuser,
     audit: Audit,
+    meta: RequestMeta,
     Path(raw_id): Path<String>,
     JsonBody(changes): JsonBody<UserChanges>,
 ) -> ApiResult<Json<User>> {
@@ -597,6 +602,16 @@ async fn update_user(
         return Err(ApiError::Forbidden(
             "Super users are not allowed to deactivate or demote themselves".into(),
         ));
+    }
+    if id == current.id && (changes.email.is_some() || changes.password.is_some()) {
+        let Some(password) = &changes.current_password else {
+            return Err(ApiError::validation(
+                &["body", "current_password"],
+                "Field required to change your own email or password",
+                "missing",
+            ));
+        };
+        check_current_password(&state, &current, password, &meta).await?;
     }
     let user = apply_changes(&state, &audit, id, changes)
         .await?

@@ -1,0 +1,203 @@
+//! One test's API: every function's state built by its real cold start, and its users.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use shared::config::Env;
+
+use crate::db::{db_url, TestDb, FIRST_SUPERUSER, FIRST_SUPERUSER_PASSWORD};
+use crate::keys::token_settings;
+use crate::mail::unique_email;
+use crate::requests::{function_for_path, invoke, ApiRequest, ApiResponse};
+use crate::s3::s3_client;
+use crate::stack::{stack_var, use_dev_stack_defaults};
+
+/// One test's API: a fresh database and every function's router, each built by its real cold
+/// start (`from_env`) from settings that point at that database and the local SMTP sink.
+pub struct TestApp {
+    pub db: TestDb,
+    /// A bucket of its own, like the database: a test's sweep of the bucket sees only its files.
+    pub bucket: String,
+    settings: BTreeMap<String, String>,
+    pub auth: auth::AuthState,
+    pub users: users::UsersState,
+    pub utils: utils::UtilsState,
+    pub patients: patients::PatientsState,
+    pub attachments: attachments::AttachmentsState,
+    pub events: std::sync::Arc<attachment_events::EventsState>,
+    pub audit: audit::AuditState,
+    pub fhir: fhir::FhirState,
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        Self::with_settings(&[]).await
+    }
+
+    /// `overrides` replace or add settings, e.g. `("USERS_OPEN_REGISTRATION", "true")`.
+    pub async fn with_settings(overrides: &[(&str, &str)]) -> Self {
+        use_dev_stack_defaults();
+        // The functions' JSON logs, shown by the test runner next to a failing test.
+        shared::logging::init();
+        let db = TestDb::new().await;
+        // Random, not from the process id: buckets outlive a run, and ids come back. Short:
+        // s3s-fs names a multipart upload's metadata file after the base64 of bucket and key,
+        // and a long bucket name takes it past the file system's 255 bytes.
+        let bucket = format!("cvt-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+        s3_client()
+            .await
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("create the test's bucket");
+        let mut settings: BTreeMap<String, String> = [
+            ("ENVIRONMENT", "local".to_owned()),
+            ("DATABASE_URL", db_url(&db.name)),
+            ("SMTP_HOST", "127.0.0.1".to_owned()),
+            ("SMTP_PORT", stack_var("SMTP_PORT")),
+            ("SMTP_TLS", "none".to_owned()),
+            ("FRONTEND_HOST", "http://console.carevault.test".to_owned()),
+            ("PASSWORD_RECOVERY_MIN_RESPONSE_MS", "0".to_owned()),
+            ("S3_BUCKET", bucket.clone()),
+            ("S3_FORCE_PATH_STYLE", "true".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (k, v) in token_settings() {
+            settings.insert(k.to_owned(), v);
+        }
+        for (k, v) in overrides {
+            settings.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let env = Env::from_pairs(settings.clone());
+        Self {
+            audit: audit::AuditState::from_env(&env)
+                .await
+                .expect("audit cold start"),
+            fhir: fhir::FhirState::from_env(&env)
+                .await
+                .expect("fhir cold start"),
+            attachments: attachments::AttachmentsState::from_env(&env)
+                .await
+                .expect("attachments cold start"),
+            events: std::sync::Arc::new(
+                attachment_events::EventsState::from_env(&env)
+                    .await
+                    .expect("attachment-events cold start"),
+            ),
+            settings,
+            bucket,
+            auth: auth::AuthState::from_env(&env)
+                .await
+                .expect("auth cold start"),
+            users: users::UsersState::from_env(&env)
+                .await
+                .expect("users cold start"),
+            utils: utils::UtilsState::from_env(&env)
+                .await
+                .expect("utils cold start"),
+            patients: patients::PatientsState::from_env(&env)
+                .await
+                .expect("patients cold start"),
+            db,
+        }
+    }
+
+    /// This app's settings with `overrides`: to build a second function state on the same
+    /// database (for example one whose S3 endpoint is down).
+    pub fn env_with(&self, overrides: &[(&str, &str)]) -> Env {
+        let mut settings = self.settings.clone();
+        for (k, v) in overrides {
+            settings.insert((*k).to_owned(), (*v).to_owned());
+        }
+        Env::from_pairs(settings)
+    }
+
+    /// Sends `request` to the function API Gateway would route it to.
+    pub async fn call(&self, request: ApiRequest) -> ApiResponse {
+        let router = match function_for_path(&request.path) {
+            Some("auth") => auth::router(self.auth.clone()),
+            Some("users") => users::router(self.users.clone()),
+            Some("utils") => utils::router(self.utils.clone()),
+            Some("patients") => patients::router(self.patients.clone()),
+            Some("attachments") => attachments::router(self.attachments.clone()),
+            Some("audit") => audit::router(self.audit.clone()),
+            Some("fhir") => fhir::router(self.fhir.clone()),
+            other => panic!("no function serves {} ({other:?})", request.path),
+        };
+        invoke(router, request).await
+    }
+
+    /// The object under `key` in this test's bucket: None when there is none.
+    pub async fn object_in_bucket(&self, key: &str) -> Option<Vec<u8>> {
+        match s3_client()
+            .await
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(object) => Some(object.body.collect().await.unwrap().into_bytes().to_vec()),
+            Err(_) => None,
+        }
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> ApiResponse {
+        self.call(
+            ApiRequest::post("/api/v1/login/access-token")
+                .form(&[("username", email), ("password", password)]),
+        )
+        .await
+    }
+
+    pub async fn token_for(&self, email: &str, password: &str) -> String {
+        let response = self.login(email, password).await;
+        assert_eq!(response.status, 200, "login {email}: {}", response.body);
+        response.json()["access_token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn superuser_token(&self) -> String {
+        self.token_for(FIRST_SUPERUSER, FIRST_SUPERUSER_PASSWORD)
+            .await
+    }
+
+    /// Creates a user through the API (as the first superuser) and logs them in.
+    pub async fn user_with(&self, body: Value) -> TestUser {
+        let password = body["password"].as_str().unwrap().to_owned();
+        let email = body["email"].as_str().unwrap().to_owned();
+        let admin = self.superuser_token().await;
+        let created = self
+            .call(ApiRequest::post("/api/v1/users/").bearer(&admin).json(body))
+            .await;
+        assert_eq!(created.status, 200, "create user: {}", created.body);
+        let json = created.json();
+        TestUser {
+            id: json["id"].as_str().unwrap().to_owned(),
+            token: self.token_for(&email, &password).await,
+            email,
+            password,
+        }
+    }
+
+    pub async fn clinician(&self) -> TestUser {
+        self.user_with(json!({"email": unique_email("clinician"), "password": "clinician-pass-1", "role": "clinician"}))
+            .await
+    }
+
+    pub async fn viewer(&self) -> TestUser {
+        self.user_with(
+            json!({"email": unique_email("viewer"), "password": "viewer-pass-1", "role": "viewer"}),
+        )
+        .await
+    }
+}
+
+pub struct TestUser {
+    pub id: String,
+    pub email: String,
+    pub password: String,
+    pub token: String,
+}
