@@ -8,6 +8,24 @@
 //! - `attachments`: files as stored, their S3 keys, upload creation and confirmation, deletion.
 //! - `audit_events`: the audit trail as it is read back.
 
+/// The database's own failures (a pool that cannot connect, a statement that fails) as the
+/// `Store` variant of a domain error, classified as the edge answers them.
+macro_rules! store_errors {
+    ($error:ty) => {
+        impl From<tokio_postgres::Error> for $error {
+            fn from(e: tokio_postgres::Error) -> Self {
+                Self::Store(e.into())
+            }
+        }
+
+        impl From<deadpool_postgres::PoolError> for $error {
+            fn from(e: deadpool_postgres::PoolError) -> Self {
+                Self::Store(e.into())
+            }
+        }
+    };
+}
+
 pub mod attachments;
 pub mod audit_events;
 pub mod paging;

@@ -102,8 +102,9 @@ pub struct Attribution {
     pub user_agent: Option<String>,
 }
 
-/// The longest user agent kept: enough for any real browser, bounded against abuse.
-pub const MAX_USER_AGENT_CHARS: usize = 512;
+/// The longest user agent kept: enough to tell a browser or client apart as evidence, bounded
+/// against storage abuse.
+pub const MAX_USER_AGENT_CHARS: usize = 256;
 
 /// The rows an insert into the trail takes its resource, patient and details from: SQL
 /// expressions over `source` (a CTE holding the changed rows), or parameters when there is none.
@@ -187,6 +188,31 @@ pub async fn insert<C: tokio_postgres::GenericClient>(
                 .unwrap_or_else(|| e.to_string());
             ApiError::Unavailable(format!("audit trail: {cause}"))
         })?;
+    Ok(())
+}
+
+/// Counts a refusal of a request without a valid token on its minute's row for `action` and
+/// the source address (see migration V13): bounded however many arrive. A failure is 503, as
+/// for an event.
+pub async fn count_refusal(
+    client: &tokio_postgres::Client,
+    who: &Attribution,
+    action: &str,
+) -> ApiResult<()> {
+    client
+        .execute(
+            "INSERT INTO audit_refusals (minute, action, source_ip, refusals, user_agent)
+             VALUES (date_trunc('minute', now()), $1, $2, 1, $3)
+             ON CONFLICT (minute, action, source_ip) DO UPDATE
+             SET refusals = audit_refusals.refusals + 1, user_agent = EXCLUDED.user_agent",
+            &[
+                &action,
+                &who.source_ip.clone().unwrap_or_default(),
+                &who.user_agent,
+            ],
+        )
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("audit trail: {e}")))?;
     Ok(())
 }
 

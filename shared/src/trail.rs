@@ -280,7 +280,11 @@ async fn record(pool: &DbPool, audit: &Audit, response: Response) -> Response {
             recording.event.clone().outcome(outcome),
         )
     };
+    // Refused without a valid token: nobody is known, so the refusal is counted, not kept as
+    // an event of its own (the trail cannot be flooded by anyone with a network path).
+    let anonymous = status.as_u16() == 401 && who.actor_id.is_none() && who.actor_email.is_none();
     let written = match pool.get().await {
+        Ok(client) if anonymous => audit::count_refusal(&client, &who, event.action).await,
         Ok(client) => audit::insert::<tokio_postgres::Client>(&client, &who, &event).await,
         Err(e) => Err(ApiError::Unavailable(format!("audit trail: {e}"))),
     };

@@ -790,7 +790,7 @@ pub(crate) fn routes_with_a_token() -> Vec<(&'static str, String, &'static str, 
 }
 
 #[tokio::test]
-async fn every_refusal_before_a_handler_leaves_exactly_one_event() {
+async fn every_refusal_before_a_handler_is_recorded_exactly_once() {
     let app = TestApp::new().await;
     let admin = app.superuser_token().await;
     let clinician = app.clinician().await;
@@ -853,6 +853,25 @@ async fn every_refusal_before_a_handler_leaves_exactly_one_event() {
             Needs::Token => {}
         }
         for (who, request, status, actor) in cases {
+            if actor.is_none() {
+                // No valid token: counted on the route's row, not an event of its own.
+                let request_id = uuid::Uuid::new_v4().to_string();
+                let before: i32 = refusal_counts(&app, action)
+                    .await
+                    .iter()
+                    .map(|(_, n)| n)
+                    .sum();
+                let answered = app.call(request.request_id(&request_id)).await;
+                assert_eq!(answered.status, status, "{method} {path} with {who}");
+                assert!(events_of(&app, &request_id).await.is_empty());
+                let after: i32 = refusal_counts(&app, action)
+                    .await
+                    .iter()
+                    .map(|(_, n)| n)
+                    .sum();
+                assert_eq!(after, before + 1, "{method} {path} with {who}");
+                continue;
+            }
             let (answered, _, event) = only_event(&app, request).await;
             assert_eq!(answered, status, "{method} {path} with {who}");
             assert_eq!(
@@ -1023,6 +1042,57 @@ async fn a_failed_login_keeps_only_a_valid_email_and_a_bounded_user_agent() {
     assert_eq!(events[0]["actor_email"], "nobody@example.com");
     assert_eq!(
         events[0]["user_agent"].as_str().unwrap().chars().count(),
-        512
+        256
     );
+}
+
+/// The rows counting the refusals of requests without a valid token for `action`:
+/// (source address, refusals).
+async fn refusal_counts(app: &TestApp, action: &str) -> Vec<(String, i32)> {
+    app.db
+        .client()
+        .await
+        .query(
+            "SELECT source_ip, refusals FROM audit_refusals WHERE action = $1 ORDER BY source_ip",
+            &[&action],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+/// 1,000 requests without a token leave no event of their own: one row a minute counts them
+/// (a minute's boundary may split them over two), so nobody can flood the trail.
+#[tokio::test]
+async fn a_thousand_token_less_refusals_are_counted_not_kept_one_by_one() {
+    let app = TestApp::new().await;
+    let before = app.db.number("SELECT count(*) FROM audit_events").await;
+    for _ in 0..1_000 {
+        let refused = app
+            .call(ApiRequest::get("/api/v1/patients/").source_ip("203.0.113.9"))
+            .await;
+        assert_eq!(refused.status, 401);
+    }
+    assert_eq!(
+        app.db.number("SELECT count(*) FROM audit_events").await,
+        before,
+        "no event per refusal"
+    );
+    let counted = refusal_counts(&app, "patient.search").await;
+    assert!((1..=2).contains(&counted.len()), "{counted:?}");
+    assert!(counted.iter().all(|(ip, _)| ip == "203.0.113.9"));
+    assert_eq!(counted.iter().map(|(_, n)| n).sum::<i32>(), 1_000);
+    // A refusal of a known user keeps its own event.
+    let viewer = app.viewer().await;
+    let (status, _, event) = only_event(
+        &app,
+        ApiRequest::post("/api/v1/patients/")
+            .bearer(&viewer.token)
+            .json(json!({"name": "Not Allowed"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(event["actor_id"], viewer.id.as_str());
 }

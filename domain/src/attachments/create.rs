@@ -33,17 +33,7 @@ pub enum AttachmentError {
     Store(#[from] ApiError),
 }
 
-impl From<tokio_postgres::Error> for AttachmentError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Self::Store(e.into())
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for AttachmentError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        Self::Store(e.into())
-    }
-}
+store_errors!(AttachmentError);
 
 /// The field of a new attachment a rule is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -57,17 +57,7 @@ pub enum PatientError {
     Store(#[from] ApiError),
 }
 
-impl From<tokio_postgres::Error> for PatientError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Self::Store(e.into())
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for PatientError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        Self::Store(e.into())
-    }
-}
+store_errors!(PatientError);
 
 pub type PatientResult<T> = Result<T, PatientError>;
 
