@@ -104,10 +104,30 @@ pub struct Position {
 #[error("not a cursor of this list")]
 pub struct BadCursor;
 
+/// The newest-first lists that page by keyset. A cursor names its list, and another list
+/// refuses it (it would otherwise read as a position there and answer a wrong page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeysetList {
+    /// The audit trail (`/audit-events/`, AuditEvent): cursors without a tag, as before.
+    AuditEvents,
+    /// Attachments (DocumentReference): cursors tagged `d`.
+    Documents,
+}
+
+impl KeysetList {
+    fn tag(self) -> Option<&'static str> {
+        match self {
+            Self::AuditEvents => None,
+            Self::Documents => Some("d"),
+        }
+    }
+}
+
 /// Where a page of a newest-first list starts: after a position (the next page), before one
 /// (the previous page: read oldest-first, then turned round), or at the top.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keyset {
+    list: KeysetList,
     position: Option<Position>,
     backwards: bool,
 }
@@ -117,54 +137,64 @@ pub struct Keyset {
 const LEGACY_PREVIOUS: &str = "prev.";
 
 impl Keyset {
-    /// The top of the list.
-    pub fn first() -> Self {
-        Self::default()
+    /// The top of `list`.
+    pub fn first(list: KeysetList) -> Self {
+        Self {
+            list,
+            position: None,
+            backwards: false,
+        }
     }
 
-    /// The keyset a cursor of [`Keyset::page`] names. Cursors handed out before the format was
-    /// unified (`<µs>_<id>`, and `prev.` in front of a previous page's) name the same rows.
-    pub fn decode(raw: &str) -> Result<Self, BadCursor> {
+    /// The keyset a cursor of [`Keyset::page`] on `list` names. Cursors handed out before the
+    /// format was unified (DocumentReference's `<µs>_<id>`, and `prev.` in front of a previous
+    /// page's) name the same rows; a cursor of another list is refused.
+    pub fn decode(raw: &str, list: KeysetList) -> Result<Self, BadCursor> {
         let raw = raw.trim();
         let (raw, legacy_backwards) = match raw.strip_prefix(LEGACY_PREVIOUS) {
             Some(rest) => (rest, true),
             None => (raw, false),
         };
-        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(raw)
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok());
-        let (micros, id, backwards) = match &decoded {
-            Some(text) => {
-                let mut parts = text.split('|');
-                let (micros, id) = (
-                    parts.next().ok_or(BadCursor)?,
-                    parts.next().ok_or(BadCursor)?,
-                );
-                let backwards = match parts.next() {
-                    None => false,
-                    Some("before") => true,
-                    Some(_) => return Err(BadCursor),
-                };
-                if parts.next().is_some() {
-                    return Err(BadCursor);
-                }
-                (micros, id, backwards)
-            }
-            None => {
-                let (micros, id) = raw.split_once('_').ok_or(BadCursor)?;
-                (micros, id, false)
-            }
-        };
-        let at = micros
-            .parse()
-            .ok()
-            .and_then(DateTime::from_timestamp_micros)
+        let (position, backwards) = Self::decode_tagged(raw, list)
+            .or_else(|| {
+                // DocumentReference's own format before: plain `<µs>_<id>`.
+                let (micros, id) = raw.split_once('_')?;
+                (list == KeysetList::Documents).then_some((Self::position(micros, id)?, false))
+            })
             .ok_or(BadCursor)?;
-        let id = Uuid::parse_str(id).map_err(|_| BadCursor)?;
         Ok(Self {
-            position: Some(Position { at, id }),
+            list,
+            position: Some(position),
             backwards: backwards || legacy_backwards,
+        })
+    }
+
+    /// `[<tag>|]<µs>|<id>[|before]`, base64url.
+    fn decode_tagged(raw: &str, list: KeysetList) -> Option<(Position, bool)> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(raw)
+            .ok()?;
+        let text = String::from_utf8(bytes).ok()?;
+        let mut parts: Vec<&str> = text.split('|').collect();
+        match (list.tag(), parts.first()) {
+            (Some(tag), Some(first)) if *first == tag => {
+                parts.remove(0);
+            }
+            (None, _) => {}
+            _ => return None,
+        }
+        let backwards = match parts.as_slice() {
+            [_, _] => false,
+            [_, _, "before"] => true,
+            _ => return None,
+        };
+        Some((Self::position(parts[0], parts[1])?, backwards))
+    }
+
+    fn position(micros: &str, id: &str) -> Option<Position> {
+        Some(Position {
+            at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            id: Uuid::parse_str(id).ok()?,
         })
     }
 
@@ -173,9 +203,12 @@ impl Keyset {
         self.backwards
     }
 
-    /// The cursor of the page after (`backwards` false) or before `position`.
-    pub fn encode(position: Position, backwards: bool) -> String {
+    /// The cursor of the page after (`backwards` false) or before `position` in this list.
+    fn encode(&self, position: Position, backwards: bool) -> String {
         let mut text = format!("{}|{}", position.at.timestamp_micros(), position.id);
+        if let Some(tag) = self.list.tag() {
+            text = format!("{tag}|{text}");
+        }
         if backwards {
             text.push_str("|before");
         }
@@ -221,10 +254,10 @@ impl Keyset {
         (
             rows.first()
                 .filter(|_| earlier)
-                .map(|first| Self::encode(position(first), true)),
+                .map(|first| self.encode(position(first), true)),
             rows.last()
                 .filter(|_| later)
-                .map(|last| Self::encode(position(last), false)),
+                .map(|last| self.encode(position(last), false)),
         )
     }
 }
@@ -250,18 +283,30 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_cursor_names_its_position_and_direction() {
-        for backwards in [false, true] {
-            let cursor = Keyset::encode(position(), backwards);
-            assert_eq!(
-                Keyset::decode(&cursor).unwrap(),
-                Keyset {
-                    position: Some(position()),
-                    backwards
-                }
-            );
+    fn at(list: KeysetList, backwards: bool) -> Keyset {
+        Keyset {
+            list,
+            position: Some(position()),
+            backwards,
         }
+    }
+
+    #[test]
+    fn a_cursor_names_its_list_position_and_direction() {
+        for list in [KeysetList::AuditEvents, KeysetList::Documents] {
+            for backwards in [false, true] {
+                let cursor = Keyset::first(list).encode(position(), backwards);
+                assert_eq!(Keyset::decode(&cursor, list).unwrap(), at(list, backwards));
+            }
+        }
+    }
+
+    #[test]
+    fn a_cursor_of_another_list_is_refused() {
+        let documents = Keyset::first(KeysetList::Documents).encode(position(), false);
+        let events = Keyset::first(KeysetList::AuditEvents).encode(position(), false);
+        assert!(Keyset::decode(&documents, KeysetList::AuditEvents).is_err());
+        assert!(Keyset::decode(&events, KeysetList::Documents).is_err());
     }
 
     #[test]
@@ -269,20 +314,24 @@ mod tests {
         let audit = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode("1700000000123456|6f1c1f4e-2a47-4d8e-9a8e-0d7c3c1e2b10");
         let document = "1700000000123456_6f1c1f4e-2a47-4d8e-9a8e-0d7c3c1e2b10";
-        let after = Keyset {
-            position: Some(position()),
-            backwards: false,
-        };
-        let before = Keyset {
-            backwards: true,
-            ..after
-        };
-        assert_eq!(Keyset::decode(&audit).unwrap(), after);
-        assert_eq!(Keyset::decode(document).unwrap(), after);
-        assert_eq!(Keyset::decode(&format!("prev.{audit}")).unwrap(), before);
-        assert_eq!(Keyset::decode(&format!("prev.{document}")).unwrap(), before);
+        let (events, documents) = (KeysetList::AuditEvents, KeysetList::Documents);
+        assert_eq!(Keyset::decode(&audit, events).unwrap(), at(events, false));
+        assert_eq!(
+            Keyset::decode(document, documents).unwrap(),
+            at(documents, false)
+        );
+        assert_eq!(
+            Keyset::decode(&format!("prev.{audit}"), events).unwrap(),
+            at(events, true)
+        );
+        assert_eq!(
+            Keyset::decode(&format!("prev.{document}"), documents).unwrap(),
+            at(documents, true)
+        );
+        // The plain form was only ever DocumentReference's.
+        assert!(Keyset::decode(document, events).is_err());
         // The forward cursor keeps the audit list's format: links handed out stay the same.
-        assert_eq!(Keyset::encode(position(), false), audit);
+        assert_eq!(Keyset::first(events).encode(position(), false), audit);
     }
 
     #[test]
@@ -298,7 +347,9 @@ mod tests {
                 .encode("1|6f1c1f4e-2a47-4d8e-9a8e-0d7c3c1e2b10|after"),
             &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("1|2|3|4"),
         ] {
-            assert!(Keyset::decode(raw).is_err(), "{raw:?} was accepted");
+            for list in [KeysetList::AuditEvents, KeysetList::Documents] {
+                assert!(Keyset::decode(raw, list).is_err(), "{raw:?} was accepted");
+            }
         }
     }
 }

@@ -4,11 +4,14 @@
 //! window that starts at a minute and doubles with each further failure, up to an hour. Once an
 //! account took `MAX_FAILURES_PER_HOUR` failures from anywhere, every address that failed
 //! against it in the last hour is refused until the oldest failure leaves the hour, and an
-//! address that has not failed gets one try at a time; an address takes at most
-//! `MAX_SOURCE_FAILURES_PER_HOUR` across all accounts (password spraying). A success clears the
-//! pair. The right password from an address that has not failed always gets through, so nobody
-//! can lock an administrator out from elsewhere. Password recovery sends at most one email per
-//! address per window.
+//! address that has not failed gets one failed try until then; an address that failed against
+//! `MAX_SOURCE_ACCOUNTS_PER_HOUR` different accounts in the hour is refused (password spraying:
+//! a few guesses at many accounts; people behind one address who mistype their own passwords
+//! rarely reach it). An IPv6 source counts as its /64 (one host's usual allocation), so
+//! rotating addresses within it buys nothing. A success clears the pair. The right password
+//! from an address that has not failed always gets through, so nobody can lock an
+//! administrator out from elsewhere. Password recovery sends at most one email per address per
+//! window.
 
 use std::time::Duration;
 
@@ -17,8 +20,23 @@ use crate::error::{ApiError, ApiResult};
 
 pub const FREE_FAILURES: i32 = 5;
 pub const MAX_FAILURES_PER_HOUR: i64 = 100;
-pub const MAX_SOURCE_FAILURES_PER_HOUR: i64 = 100;
+pub const MAX_SOURCE_ACCOUNTS_PER_HOUR: i64 = 20;
 pub const RECOVERY_EMAIL_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// The source a throttle counts for: an IPv4 address as it is, an IPv6 one as its /64.
+pub fn source_key(source_ip: &str) -> String {
+    match source_ip.trim().parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let [a, b, c, d, ..] = v6.segments();
+                format!("{a:x}:{b:x}:{c:x}:{d:x}::/64")
+            }
+        },
+        Ok(ip) => ip.to_string(),
+        Err(_) => source_ip.to_owned(),
+    }
+}
 
 /// The account a throttle counts for: the email as typed, trimmed and folded; or a fixed name
 /// for attempts that name no account (reset tokens).
@@ -41,14 +59,14 @@ pub async fn check(pool: &DbPool, account: &str, source_ip: &str) -> ApiResult<(
                               AND last_failure > now() - interval '1 hour')
                         THEN ceil(extract(epoch FROM min(failed_at) + interval '1 hour' - now()))::int8 END
                  FROM login_failures WHERE account = $1 AND failed_at > now() - interval '1 hour'),
-                (SELECT CASE WHEN count(*) >= $4
+                (SELECT CASE WHEN count(DISTINCT account) >= $4
                         THEN ceil(extract(epoch FROM min(failed_at) + interval '1 hour' - now()))::int8 END
                  FROM login_failures WHERE source_ip = $2 AND failed_at > now() - interval '1 hour')",
             &[
                 &account,
-                &source_ip,
+                &source_key(source_ip),
                 &MAX_FAILURES_PER_HOUR,
-                &MAX_SOURCE_FAILURES_PER_HOUR,
+                &MAX_SOURCE_ACCOUNTS_PER_HOUR,
             ],
         )
         .await?;
@@ -84,7 +102,7 @@ pub async fn failed(pool: &DbPool, account: &str, source_ip: &str) -> ApiResult<
                   AND failed_at < now() - interval '1 hour'
              )
              SELECT failures FROM pair",
-            &[&account, &source_ip, &FREE_FAILURES],
+            &[&account, &source_key(source_ip), &FREE_FAILURES],
         )
         .await?;
     Ok(())
@@ -96,7 +114,7 @@ pub async fn succeeded(pool: &DbPool, account: &str, source_ip: &str) -> ApiResu
         .await?
         .execute(
             "DELETE FROM login_throttle WHERE account = $1 AND source_ip = $2",
-            &[&account, &source_ip],
+            &[&account, &source_key(source_ip)],
         )
         .await?;
     Ok(())
@@ -117,4 +135,22 @@ pub async fn claim_recovery_email(pool: &DbPool, account: &str) -> ApiResult<boo
         )
         .await?
         .is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::source_key;
+
+    #[test]
+    fn an_ipv6_source_counts_as_its_64() {
+        assert_eq!(
+            source_key("2001:db8:1:2:aaaa::1"),
+            source_key("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
+        assert_eq!(source_key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_ne!(source_key("2001:db8:1:3::1"), source_key("2001:db8:1:2::1"));
+        assert_eq!(source_key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(source_key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(source_key(""), "");
+    }
 }

@@ -99,6 +99,36 @@ async fn document_reference_cursors_of_the_earlier_format_name_the_same_pages() 
     // The new cursors say nothing readable about the rows.
     let next = cursor(&first, "next");
     assert!(!next.contains(&ids(&first)[1]), "{next}");
+    // A cursor names its list: the trail's lists refuse a documents' one, never a wrong page.
+    let admin = app.superuser_token().await;
+    let elsewhere = app
+        .call(
+            ApiRequest::get("/fhir/R4/AuditEvent")
+                .bearer(&admin)
+                .query("_cursor", &next),
+        )
+        .await;
+    assert_eq!(elsewhere.status, 400, "{}", elsewhere.body);
+    let listed = app
+        .call(
+            ApiRequest::get("/api/v1/audit-events/")
+                .bearer(&admin)
+                .query("cursor", &next),
+        )
+        .await;
+    assert_eq!(listed.status, 422, "{}", listed.body);
+    let legacy = app
+        .call(
+            ApiRequest::get("/api/v1/audit-events/")
+                .bearer(&admin)
+                .query("cursor", &after_first),
+        )
+        .await;
+    assert_eq!(
+        legacy.status, 422,
+        "the plain form was DocumentReference's: {}",
+        legacy.body
+    );
 }
 
 #[tokio::test]

@@ -592,8 +592,8 @@ async fn new_routes_check_token_role_input_and_state() {
     );
     assert_eq!(upload.progress().await.status, 409);
 
-    // Refused part URLs, listings and completions (no token, a bad one, a viewer's) are
-    // audited, each once.
+    // Refused part URLs, listings and completions are audited, each once: a viewer's as an
+    // event of its own, those without a valid token (none, a bad one) counted per route.
     let denied = app
         .db
         .number(&format!(
@@ -601,7 +601,14 @@ async fn new_routes_check_token_role_input_and_state() {
             upload.id
         ))
         .await;
-    assert_eq!(denied, 9);
+    assert_eq!(denied, 3);
+    let counted = app
+        .db
+        .number(
+            "SELECT coalesce(sum(refusals), 0)::int8 FROM audit_refusals WHERE action IN ('attachment.upload_part_urls', 'attachment.upload_parts_list', 'attachment.upload_complete')",
+        )
+        .await;
+    assert_eq!(counted, 6);
 }
 
 #[tokio::test]

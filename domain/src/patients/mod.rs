@@ -48,11 +48,11 @@ pub enum PatientError {
     /// An identifier (system and value) another patient holds.
     #[error("an identifier belongs to another patient")]
     IdentifierTaken,
-    /// The database's or the trail's own failure, classified as the edge answers it (busy,
-    /// unavailable, text it cannot store).
     /// An update that would remove the name, which every record has.
     #[error("a patient's name cannot be removed")]
     NameCleared,
+    /// The database's or the trail's own failure, classified as the edge answers it (busy,
+    /// unavailable, text it cannot store).
     #[error(transparent)]
     Store(#[from] ApiError),
 }

@@ -7,7 +7,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use domain::audit_events::{self, AuditEventOut, EventFilter, OutcomeMatch, AUDIT_READ};
-use domain::paging::{Count, Keyset, TimeRange};
+use domain::paging::{Count, Keyset, KeysetList, TimeRange};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shared::audit::Outcome;
@@ -129,7 +129,7 @@ fn time_filter(name: &str, raw: &str) -> Result<EventFilter, FieldError> {
 
 /// Only a next page's cursor: this list has no previous links.
 fn next_page(raw: &str) -> Result<Keyset, FieldError> {
-    Keyset::decode(raw)
+    Keyset::decode(raw, KeysetList::AuditEvents)
         .ok()
         .filter(|keyset| !keyset.is_backwards())
         .ok_or_else(|| invalid("cursor", "Invalid cursor", "value_error"))
@@ -149,11 +149,11 @@ fn parse(filters: Filters) -> ApiResult<(Vec<EventFilter>, Keyset, i64)> {
     let (parsed, mut errors): (Vec<_>, Vec<_>) = checked.into_iter().partition(Result::is_ok);
     let mut errors: Vec<FieldError> = errors.drain(..).filter_map(Result::err).collect();
     let keyset = match given(filters.cursor).map(|raw| next_page(&raw)) {
-        None => Keyset::first(),
+        None => Keyset::first(KeysetList::AuditEvents),
         Some(Ok(keyset)) => keyset,
         Some(Err(error)) => {
             errors.push(error);
-            Keyset::first()
+            Keyset::first(KeysetList::AuditEvents)
         }
     };
     let limit = filters.limit.unwrap_or(DEFAULT_LIMIT);

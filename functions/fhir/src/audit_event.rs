@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use domain::audit_events::{self, ActionKind, AuditEventOut, EventFilter, OutcomeMatch};
-use domain::paging::Count;
+use domain::paging::{Count, KeysetList};
 use serde_json::{json, Value};
 use shared::audit::Outcome;
 use shared::auth::Superuser;
@@ -220,8 +220,7 @@ fn filter_of(param: &query::Param) -> Result<Option<EventFilter>, ApiError> {
 }
 
 /// The search parameters this resource's search applies (the CapabilityStatement lists them).
-pub(crate) const AUDIT_EVENT_PARAMETERS: [&str; 5] =
-    ["patient", "date", "agent", "action", "outcome"];
+pub const AUDIT_EVENT_PARAMETERS: [&str; 5] = ["patient", "date", "agent", "action", "outcome"];
 
 /// `GET /fhir/R4/AuditEvent?...`: by `patient`, `date`, `agent`, `action`, `outcome`, newest
 /// first, paged by cursor: the trail's list, as the JSON API's `/audit-events/` pages it.
@@ -251,7 +250,7 @@ pub async fn search(
     let page = audit_events::list(
         &state.db,
         &filters,
-        &query::keyset(common.cursor.as_deref())?,
+        &query::keyset(common.cursor.as_deref(), KeysetList::AuditEvents)?,
         common.count,
         common.total.unwrap_or(Count::Estimate),
     )

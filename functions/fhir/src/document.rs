@@ -9,7 +9,7 @@ use domain::attachments::{
     self, content_disposition, Attachment, AttachmentCreate, AttachmentError, AttachmentField,
     AttachmentFilter, UploadKind, Window,
 };
-use domain::paging::Count;
+use domain::paging::{Count, KeysetList};
 use serde_json::{json, Value};
 use shared::auth::{CurrentUser, Writer};
 use shared::trail::Audit;
@@ -234,7 +234,7 @@ fn patient_reference(raw: &str) -> Result<Uuid, ApiError> {
 }
 
 /// The search parameters this resource's search applies (the CapabilityStatement lists them).
-pub(crate) const DOCUMENT_PARAMETERS: [&str; 4] = ["patient", "subject", "contenttype", "date"];
+pub const DOCUMENT_PARAMETERS: [&str; 4] = ["patient", "subject", "contenttype", "date"];
 
 /// `GET /fhir/R4/DocumentReference?...`: by `patient`/`subject`, `contenttype`, `date`,
 /// newest first, paged by cursor.
@@ -287,7 +287,7 @@ pub async fn search(
     }
     common.check(&headers)?;
     let window = Window::Keyset {
-        keyset: query::keyset(common.cursor.as_deref())?,
+        keyset: query::keyset(common.cursor.as_deref(), KeysetList::Documents)?,
         limit: common.count,
     };
     let page = attachments::list(

@@ -13,6 +13,11 @@ mod outcome;
 mod patient;
 mod query;
 
+// What each search applies; the CapabilityStatement must list exactly these (a test checks).
+pub use audit_event::AUDIT_EVENT_PARAMETERS;
+pub use document::DOCUMENT_PARAMETERS;
+pub use patient::PATIENT_PARAMETERS;
+
 use std::sync::Arc;
 
 use axum::extract::{FromRef, Request};

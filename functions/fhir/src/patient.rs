@@ -535,7 +535,7 @@ fn search_of(params: &[query::Param]) -> ApiResult<(Search, bool, Common)> {
 }
 
 /// The search parameters this resource's search applies (the CapabilityStatement lists them).
-pub(crate) const PATIENT_PARAMETERS: [&str; 6] = [
+pub const PATIENT_PARAMETERS: [&str; 6] = [
     "_id",
     "name",
     "birthdate",

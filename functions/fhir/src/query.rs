@@ -4,7 +4,7 @@
 
 use axum::http::HeaderMap;
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
-use domain::paging::{Count, Keyset, TimeRange};
+use domain::paging::{Count, Keyset, KeysetList, TimeRange};
 use shared::ApiError;
 
 /// `_count` when none is given, and the most a page holds.
@@ -25,7 +25,7 @@ pub struct Common {
     /// Parameters the search does not know (chained ones, `_include`, `_has`... included), as
     /// sent (`name:modifier`).
     pub unknown: Vec<String>,
-    /// Known parameters with a modifier the search does not support.
+    /// Known parameters with a modifier the search does not support, or chained.
     unsupported: Vec<String>,
     /// The resource's own parameter names.
     known: &'static [&'static str],
@@ -72,8 +72,14 @@ impl Common {
                     }
                 })
             }
-            // How the answer is shaped, not what it holds.
+            // How the answer is shaped, not what it holds; only JSON is served.
             ("_format", None) if value.contains("json") => {}
+            ("_format", None) => {
+                return Err(ApiError::BadParameter {
+                    parameter: "_format".into(),
+                    detail: format!("Only JSON is served (_format=json), not {value:?}"),
+                })
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -86,9 +92,12 @@ impl Common {
             Some(m) => format!("{}:{m}", param.name),
             None => param.name.clone(),
         };
-        let known =
-            COMMON.contains(&param.name.as_str()) || self.known.contains(&param.name.as_str());
-        if known && param.modifier.is_some() {
+        // A chained parameter (`patient.identifier`) names its known parameter first: it would
+        // narrow that one, so dropping it would widen the search.
+        let base = param.name.split('.').next().unwrap_or("");
+        let chained = base.len() < param.name.len();
+        let known = COMMON.contains(&base) || self.known.contains(&base);
+        if known && (param.modifier.is_some() || chained) {
             self.unsupported.push(name);
         } else {
             self.unknown.push(name);
@@ -145,9 +154,9 @@ impl Common {
 pub const PREVIOUS: &str = "prev.";
 
 /// The page of a newest-first list (DocumentReference, AuditEvent) a `_cursor` names.
-pub fn keyset(cursor: Option<&str>) -> Result<Keyset, ApiError> {
-    cursor.map_or(Ok(Keyset::first()), |raw| {
-        Keyset::decode(raw).map_err(|_| bad_cursor())
+pub fn keyset(cursor: Option<&str>, list: KeysetList) -> Result<Keyset, ApiError> {
+    cursor.map_or(Ok(Keyset::first(list)), |raw| {
+        Keyset::decode(raw, list).map_err(|_| bad_cursor())
     })
 }
 

@@ -124,3 +124,34 @@ async fn binary_declares_the_presigned_url_operation() {
         "presigned-url"
     );
 }
+
+/// Each resource's searchParam list names exactly the parameters its search applies (`_sort`
+/// aside: a result parameter, documented with the resource), so strict handling refuses
+/// nothing the statement offers and nothing it leaves out slips through.
+#[tokio::test]
+async fn search_parameters_listed_are_exactly_those_applied() {
+    let app = TestApp::new().await;
+    let statement = app.call(ApiRequest::get("/fhir/R4/metadata")).await.json();
+    for (kind, applied) in [
+        ("Patient", &fhir::PATIENT_PARAMETERS[..]),
+        ("DocumentReference", &fhir::DOCUMENT_PARAMETERS[..]),
+        ("AuditEvent", &fhir::AUDIT_EVENT_PARAMETERS[..]),
+    ] {
+        let resource = statement["rest"][0]["resource"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["type"] == kind)
+            .unwrap();
+        let mut listed: Vec<&str> = resource["searchParam"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        let mut applied: Vec<&str> = applied.iter().copied().filter(|p| *p != "_sort").collect();
+        listed.sort();
+        applied.sort();
+        assert_eq!(listed, applied, "{kind}");
+    }
+}

@@ -406,6 +406,26 @@ async fn broken_rules_are_422_located_and_create_nothing() {
     assert_eq!(c.app.db.number("SELECT count(*) FROM attachments").await, 1);
 }
 
+/// A rule of the upload (a file too large for one PUT) is located at the element that carries
+/// it, `content[0].attachment.size`, not at the JSON API's field.
+#[tokio::test]
+async fn a_refused_upload_is_located_at_its_attachment_element() {
+    let c = Created::to_create().await;
+    let mut too_large = c.document.clone();
+    too_large["content"][0]["attachment"]["size"] = json!(6_u64 * 1024 * 1024 * 1024);
+    let refused = c.create(&c.clinician, too_large).await;
+    outcome(&refused, 422, "business-rule");
+    let diagnostics = refused.json()["issue"][0]["diagnostics"].clone();
+    assert!(
+        diagnostics
+            .as_str()
+            .unwrap()
+            .starts_with("DocumentReference.content[0].attachment.size"),
+        "{diagnostics}"
+    );
+    assert_eq!(c.app.db.number("SELECT count(*) FROM attachments").await, 0);
+}
+
 #[tokio::test]
 async fn a_viewer_may_not_delete() {
     let c = Created::to_create().await;

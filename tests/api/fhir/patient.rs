@@ -306,14 +306,21 @@ async fn a_patient_without_a_name_or_with_an_impossible_birth_date_is_422() {
         422,
         "business-rule",
     );
-    outcome(
-        &app.call(fhir_post(
+    let impossible = app
+        .call(fhir_post(
             &clinician,
             json!({"resourceType": "Patient", "name": [{"text": "A"}], "birthDate": "1800-01-01"}),
         ))
-        .await,
-        422,
-        "business-rule",
+        .await;
+    outcome(&impossible, 422, "business-rule");
+    // Located at the resource's element, not the JSON API's field.
+    let diagnostics = impossible.json()["issue"][0]["diagnostics"].clone();
+    assert!(
+        diagnostics
+            .as_str()
+            .unwrap()
+            .starts_with("Patient.birthDate: "),
+        "{diagnostics}"
     );
 }
 

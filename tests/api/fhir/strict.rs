@@ -38,7 +38,19 @@ async fn an_unsupported_modifier_is_400_even_when_lenient() {
         outcome(&refused, 400, "invalid");
         names(&refused, "subject:Patient");
     }
+    // A chained parameter narrows a known one: refused even when lenient.
+    let chained = app
+        .call(
+            ApiRequest::get("/fhir/R4/DocumentReference")
+                .bearer(&t)
+                .header("prefer", "handling=lenient")
+                .query("patient.identifier", "urn:mrn|nobody"),
+        )
+        .await;
+    outcome(&chained, 400, "invalid");
+    names(&chained, "patient.identifier");
     for (path, name, value) in [
+        ("/fhir/R4/Patient", "_format", "xml"),
         ("/fhir/R4/Patient", "name:contains", "ann"),
         ("/fhir/R4/Patient", "birthdate:missing", "true"),
         ("/fhir/R4/AuditEvent", "patient:Patient", "x"),
