@@ -112,6 +112,11 @@ impl Audit {
         recording.who.actor_email = Some(email.to_owned());
     }
 
+    /// The user the request acts as, once known.
+    pub fn actor_id(&self) -> Option<Uuid> {
+        self.lock().who.actor_id
+    }
+
     /// Someone not authenticated named this account (a failed login): kept only when it is a
     /// syntactically valid email address, so a password typed into the email box never is.
     pub fn attempted_account(&self, raw: &str) {

@@ -782,3 +782,64 @@ async fn other_bytes_written_past_the_url_are_removed_not_confirmed() {
         .json();
     assert_eq!(read["status"], "uploaded");
 }
+
+/// Part URLs are signed for the user who opened the upload (or a superuser), never for another
+/// clinician; and a part S3 already holds is never signed again for another digest, while a
+/// part never sent may be.
+#[tokio::test]
+async fn only_the_opener_signs_parts_and_a_stored_part_keeps_its_digest() {
+    let app = TestApp::new().await;
+    let upload = started(&app).await;
+    let other = app.clinician().await.token;
+    let digest = sha256_b64(upload.part(1));
+    let as_other = app
+        .call(
+            ApiRequest::post(&upload.path("/upload-parts"))
+                .bearer(&other)
+                .json(json!({"part_numbers": [1], "sha256": [digest]})),
+        )
+        .await;
+    assert_eq!(as_other.status, 403, "{}", as_other.body);
+    let admin = app.superuser_token().await;
+    let as_admin = app
+        .call(
+            ApiRequest::post(&upload.path("/upload-parts"))
+                .bearer(&admin)
+                .json(json!({"part_numbers": [1], "sha256": [digest]})),
+        )
+        .await;
+    assert_eq!(as_admin.status, 200, "{}", as_admin.body);
+    // Part 1 stored; part 2 only signed.
+    assert_eq!(upload.send(&[1], |n| upload.part(n).to_vec()).await, [200]);
+    let first_digest_of_2 = sha256_b64(b"bytes never sent");
+    assert_eq!(
+        upload.part_urls(&[2], &[first_digest_of_2]).await.status,
+        200
+    );
+    let other_bytes = sha256_b64(b"other bytes for a stored part");
+    let resigned = upload
+        .part_urls(&[1], std::slice::from_ref(&other_bytes))
+        .await;
+    assert_eq!(resigned.status, 409, "{}", resigned.body);
+    // Part 2 was never sent: signing it for its real bytes is fine.
+    assert_eq!(
+        upload
+            .part_urls(&[2], &[sha256_b64(upload.part(2))])
+            .await
+            .status,
+        200
+    );
+    // The stored part still holds the original bytes' digest.
+    let recorded = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT sha256 FROM upload_parts WHERE attachment_id = $1 AND part_number = 1",
+            &[&uuid::Uuid::parse_str(&upload.id).unwrap()],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    assert_eq!(recorded, digest);
+}

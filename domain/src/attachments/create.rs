@@ -401,6 +401,7 @@ async fn insert_attachment(
     let upload_id = params.push(upload_id.map(str::to_owned), Type::TEXT);
     let part_size = params.push(plan.map(|p| p.part_size as i64), Type::INT8);
     let part_count = params.push(plan.map(|p| p.part_count as i32), Type::INT4);
+    let created_by = params.push(audit.actor_id(), Type::UUID);
     let logged = audit.logged_cte(&mut params, &attachment_rows("created"));
     let client = pool.get().await?;
     client
@@ -408,9 +409,10 @@ async fn insert_attachment(
             &format!(
                 "WITH created AS (
                     INSERT INTO attachments (id, patient_id, file_name, mime_type, object_key,
-                        declared_size, declared_sha256, upload_id, part_size, part_count)
+                        declared_size, declared_sha256, upload_id, part_size, part_count,
+                        created_by)
                     SELECT {id}, p.id, {file_name}, {mime}, {key}, {declared_size},
-                        {declared_sha256}, {upload_id}, {part_size}, {part_count}
+                        {declared_sha256}, {upload_id}, {part_size}, {part_count}, {created_by}
                     FROM patients p WHERE p.id = {patient_id}
                     RETURNING {ATTACHMENT_COLUMNS}
                  ), {logged}

@@ -11,14 +11,16 @@ use domain::attachments::{self, headers_json, Attachment, MultipartUpload};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shared::audit::LoggedRows;
-use shared::auth::Writer;
+use shared::auth::{Authorized, Writer};
 use shared::db::SqlParams;
 use shared::domain::{Sha256Digest, WholeNumber};
 use shared::http::JsonBody;
 use shared::storage::StoredPart;
 use shared::trail::Audit;
+use shared::users::User;
 use shared::{ApiError, ApiResult};
 use tokio_postgres::types::Type;
+use uuid::Uuid;
 
 use crate::{load, AttachmentsState};
 
@@ -118,7 +120,7 @@ fn requested_parts(
 /// a digest that was not recorded.)
 pub async fn issue_part_urls(
     State(state): State<AttachmentsState>,
-    _writer: Writer,
+    Authorized { user, .. }: Writer,
     audit: Audit,
     Path(raw_id): Path<String>,
     JsonBody(request): JsonBody<PartUrlsRequest>,
@@ -127,6 +129,7 @@ pub async fn issue_part_urls(
     audit.describe(|event| event.patient(Some(attachment.patient_id)));
     let upload = open_upload(&attachment)?;
     let parts = requested_parts(request, upload)?;
+    may_sign_parts(&state, &attachment, upload, &user, &parts).await?;
     let mut urls = Vec::with_capacity(parts.len());
     for (number, digest) in &parts {
         let size = upload.plan.part_len(*number as u32);
@@ -177,8 +180,7 @@ pub async fn issue_part_urls(
     // Recorded only while the upload is open: a part URL for a completed or deleted upload
     // is refused, not signed into the void.
     let recorded = state
-        .auth
-        .pool
+        .db
         .get()
         .await?
         .query_typed_opt(
@@ -205,6 +207,56 @@ pub async fn issue_part_urls(
         ));
     }
     Ok(Json(PartUrls { parts: urls }))
+}
+
+/// Part URLs are signed only for the user who opened the upload, or a superuser (an upload
+/// from before owners were recorded: any writer); and a part S3 already holds is never signed
+/// again for another digest, so nobody replaces its bytes. 403 or 409 otherwise.
+async fn may_sign_parts(
+    state: &AttachmentsState,
+    attachment: &Attachment,
+    upload: &MultipartUpload,
+    user: &User,
+    parts: &[(i32, Sha256Digest)],
+) -> ApiResult<()> {
+    let client = state.db.get().await?;
+    let id: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&attachment.id];
+    let (owner, recorded) = tokio::try_join!(
+        client.query_one("SELECT created_by FROM attachments WHERE id = $1", &id),
+        client.query(
+            "SELECT part_number, sha256 FROM upload_parts WHERE attachment_id = $1",
+            &id,
+        ),
+    )?;
+    drop(client);
+    let owner: Option<Uuid> = owner.get(0);
+    if owner.is_some_and(|owner| owner != user.id) && !user.is_superuser {
+        return Err(ApiError::Forbidden(
+            "Only the user who opened this upload, or a superuser, may upload its parts".into(),
+        ));
+    }
+    let recorded: HashMap<i32, String> = recorded.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let redigested: Vec<i32> = parts
+        .iter()
+        .filter(|(n, digest)| recorded.get(n).is_some_and(|d| *d != digest.base64()))
+        .map(|(n, _)| *n)
+        .collect();
+    if redigested.is_empty() {
+        return Ok(());
+    }
+    // Only then ask S3 which parts it holds: a part never sent may be signed for new bytes.
+    let stored = stored_parts(state, attachment, upload)
+        .await?
+        .ok_or_else(|| ApiError::Conflict("Attachment upload is no longer open".into()))?;
+    match redigested
+        .iter()
+        .find(|n| stored.iter().any(|part| part.part_number == **n))
+    {
+        Some(n) => Err(ApiError::Conflict(format!(
+            "Part {n} is stored with the bytes of the SHA-256 it was signed for; it cannot be signed for another"
+        ))),
+        None => Ok(()),
+    }
 }
 
 #[derive(Serialize)]
@@ -234,8 +286,7 @@ async fn signed_digests(
     attachment: &Attachment,
 ) -> ApiResult<HashMap<i32, String>> {
     Ok(state
-        .auth
-        .pool
+        .db
         .get()
         .await?
         .query(
