@@ -402,3 +402,37 @@ fn without_a_frontend_host_the_api_and_bucket_allow_the_console_origin() {
         "FrontendHost is used only by the ConsoleIsFrontend condition and the rule"
     );
 }
+
+/// Every route that can reach the login handler carries the login's own limits: the explicit
+/// routes and the catch-all under /login (`POST /api/v1/login/access-token//` arrives there and
+/// is the login once its slashes are trimmed).
+#[test]
+fn every_route_that_reaches_the_login_carries_its_limit() {
+    let template = template();
+    let (_, api) = of_type(&template, "AWS::Serverless::HttpApi")
+        .into_iter()
+        .next()
+        .expect("the HTTP API");
+    let settings = &api["Properties"]["RouteSettings"];
+    let login = &settings["POST /api/v1/login/access-token"];
+    let limits = |s: &Value| {
+        (
+            s["ThrottlingBurstLimit"].as_u64().unwrap(),
+            s["ThrottlingRateLimit"].as_f64().unwrap(),
+        )
+    };
+    let reaching: Vec<String> = routes(&template)
+        .into_iter()
+        .filter(|(path, _, binary)| binary == "auth" && path.starts_with("/api/v1/login/"))
+        .map(|(path, method, _)| format!("{method} {path}"))
+        .collect();
+    assert!(reaching.len() >= 3, "{reaching:?}");
+    for route in reaching {
+        let own = &settings[route.as_str()];
+        assert!(!own.is_null(), "{route} has no limit of its own");
+        assert!(
+            limits(own).0 <= limits(login).0 && limits(own).1 <= limits(login).1,
+            "{route}"
+        );
+    }
+}
