@@ -422,6 +422,31 @@ pub fn describe_listed(audit: &Audit, listed: &[Attachment]) {
     });
 }
 
+/// Deletes a patient's attachments inside the patient's deletion `transaction`, their files
+/// queued for deletion in it (the caller drains the queue once it commits); the keys queued.
+pub async fn delete_of_patient(
+    transaction: &tokio_postgres::Transaction<'_>,
+    patient_id: Uuid,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let queued = queue_deletions_cte("SELECT object_key FROM attachments WHERE patient_id = $1");
+    let keys = transaction
+        .query(
+            &format!("WITH {queued} SELECT object_key FROM queued"),
+            &[&patient_id],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    transaction
+        .execute(
+            "DELETE FROM attachments WHERE patient_id = $1",
+            &[&patient_id],
+        )
+        .await?;
+    Ok(keys)
+}
+
 /// Deletes an attachment and its file (a pending multipart upload aborted); None when there
 /// is no such attachment.
 pub async fn delete(

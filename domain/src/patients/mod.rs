@@ -9,7 +9,7 @@ use serde_json::json;
 use shared::audit::LoggedRows;
 use shared::db::{DbPool, SqlParams};
 use shared::http::present;
-use shared::storage::{drain_deletions, queue_deletions_cte, Storage};
+use shared::storage::{drain_deletions, Storage};
 use shared::trail::{Audit, RouteEvent};
 use shared::ApiError;
 use tokio_postgres::types::Type;
@@ -347,23 +347,11 @@ pub async fn delete(
     if expected.is_some_and(|v| v != version) {
         return Err(PatientError::Stale);
     }
-    // The files go with the rows: their keys are queued in the same transaction, so a
-    // failure anywhere leaves both rows and files, and a success leaves neither for long.
-    let queued = queue_deletions_cte("SELECT object_key FROM attachments WHERE patient_id = $1");
-    let keys: Vec<String> = transaction
-        .query(
-            &format!("WITH {queued} SELECT object_key FROM queued"),
-            &[&id],
-        )
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    // Attachments before their patient (the foreign key), in the same transaction: a failure
+    // anywhere leaves rows and files, a success neither for long. The event alongside the last
+    // delete.
+    let keys = crate::attachments::delete_of_patient(&transaction, id).await?;
     audit.describe(|event| event.details(json!({ "attachments_deleted": keys.len() })));
-    // Attachments before their patient (the foreign key); the event alongside the last delete.
-    transaction
-        .execute("DELETE FROM attachments WHERE patient_id = $1", &[&id])
-        .await?;
     tokio::try_join!(
         async {
             transaction
