@@ -1,8 +1,7 @@
 //! One error type for every handler, answered in FastAPI's shape: `{"detail": "..."}`,
 //! or `{"detail": [{loc, msg, type}]}` with 422 for validation errors.
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use http::StatusCode;
 use serde::Serialize;
 use serde_json::json;
 
@@ -103,11 +102,15 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
+/// The answer of an error (here, not in the HTTP edge, because the orphan rule puts a trait's
+/// impl with its type or its trait; the domain builds this crate without axum).
+#[cfg(feature = "axum")]
+impl axum::response::IntoResponse for ApiError {
     /// FastAPI's `{"detail": ...}`. The error itself rides along in the response's extensions,
     /// so an interface with another error shape (FHIR's OperationOutcome) renders it from the
     /// typed error, not from these bytes.
-    fn into_response(self) -> Response {
+    fn into_response(self) -> axum::response::Response {
+        use axum::http::{header, HeaderValue};
         let status = self.status();
         let body = match &self {
             Self::Validation(errors) => json!({ "detail": errors }),

@@ -1,6 +1,6 @@
-//! The audit layer: one tower layer around every audited route of every HTTP function, so every
-//! answer leaves exactly one event, refusals by extractors (a bad token, a wrong role, a
-//! malformed body) included.
+//! One request's entry in the audit trail as it is being recorded. The audit layer of the
+//! HTTP edge (`edge::audit_layer`) wraps every audited route so every answer leaves exactly one
+//! event, refusals by extractors (a bad token, a wrong role, a malformed body) included.
 //!
 //! Per request the layer puts an [`Audit`] into the request's extensions, already holding the
 //! route's event (action, resource and patient ids from the path) and where the request came
@@ -10,23 +10,13 @@
 //! the event cannot be written the answer is 503, without the data. A write that recorded its
 //! event in its own statement (`Audit::logged_cte`) and succeeded is not recorded twice.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 
-use axum::extract::{FromRequestParts, RawPathParams, Request};
-use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
-use axum::RequestExt;
-use tower::{Layer, Service};
 use uuid::Uuid;
 
 use crate::audit::{self, Attribution, Event, LoggedRows, Outcome};
-use crate::db::{DbPool, SqlParams};
+use crate::db::SqlParams;
 use crate::error::ApiError;
-use crate::http::RequestMeta;
 
 /// What a route records, known before its handler runs: the action and resource type, and
 /// which path parameters name the resource and the patient.
@@ -59,6 +49,17 @@ impl RouteEvent {
         self.patient_param = Some(param);
         self
     }
+
+    /// The route's event for one request, its ids taken from the path's parameters (name,
+    /// value as a UUID if it is one).
+    pub fn event(&self, path: &[(String, Option<Uuid>)]) -> Event {
+        let id_of = |param: Option<&str>| {
+            param.and_then(|p| path.iter().find(|(n, _)| n == p).and_then(|(_, id)| *id))
+        };
+        Event::new(self.action, self.resource_type)
+            .resource(id_of(self.resource_param))
+            .patient(id_of(self.patient_param))
+    }
 }
 
 /// One request's event as it is being recorded: shared by the layer, the token extractor and
@@ -76,7 +77,8 @@ struct Recording {
 }
 
 impl Audit {
-    fn new(who: Attribution, event: Event) -> Self {
+    /// The request's entry before its handler runs: who asked from where, and the route's event.
+    pub fn new(who: Attribution, event: Event) -> Self {
         Self(Arc::new(Mutex::new(Recording {
             who,
             event,
@@ -146,6 +148,21 @@ impl Audit {
         audit::logged_cte(&who, &event, params, rows)
     }
 
+    /// What the trail is to take once the answer's status is known: nothing for our own
+    /// failure (logged where it happened, not an access to audit) or for a success whose own
+    /// statement wrote the event; else who and the event with its outcome.
+    pub fn to_write(&self, status: u16) -> Option<(Attribution, Event)> {
+        let recording = self.lock();
+        let outcome = recording.outcome.or_else(|| Outcome::of_status(status))?;
+        if recording.in_statement && outcome == Outcome::Success && (200..300).contains(&status) {
+            return None;
+        }
+        Some((
+            recording.who.clone(),
+            recording.event.clone().outcome(outcome),
+        ))
+    }
+
     /// Writes the event inside the change's transaction.
     pub async fn insert(&self, client: &tokio_postgres::Transaction<'_>) -> Result<(), ApiError> {
         let (who, event) = self.for_statement();
@@ -153,148 +170,18 @@ impl Audit {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Audit {
+/// A handler's `audit: Audit` argument. (Here, not in the edge, because the orphan rule puts a
+/// trait's impl with its type or its trait.)
+#[cfg(feature = "axum")]
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Audit {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
         parts.extensions.get::<Audit>().cloned().ok_or_else(|| {
             ApiError::internal("a handler asked for its audit event outside the audit layer")
         })
-    }
-}
-
-/// Makes the layer of each audited route.
-#[derive(Clone)]
-pub struct AuditTrail {
-    pool: DbPool,
-}
-
-impl AuditTrail {
-    pub fn new(pool: DbPool) -> Self {
-        Self { pool }
-    }
-
-    /// The layer for one route's handler.
-    pub fn on(&self, route: RouteEvent) -> AuditLayer {
-        AuditLayer {
-            pool: self.pool.clone(),
-            route,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct AuditLayer {
-    pool: DbPool,
-    route: RouteEvent,
-}
-
-impl<S> Layer<S> for AuditLayer {
-    type Service = AuditService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        AuditService {
-            inner,
-            pool: self.pool.clone(),
-            route: self.route,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct AuditService<S> {
-    inner: S,
-    pool: DbPool,
-    route: RouteEvent,
-}
-
-impl<S> Service<Request> for AuditService<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request) -> Self::Future {
-        // The clone that was made ready is the one to call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let (pool, route) = (self.pool.clone(), self.route);
-        Box::pin(async move {
-            let meta = RequestMeta::of(request.extensions(), request.headers());
-            let path_ids = request
-                .extract_parts::<RawPathParams>()
-                .await
-                .ok()
-                .map(|params| {
-                    params
-                        .iter()
-                        .map(|(name, value)| (name.to_owned(), Uuid::parse_str(value).ok()))
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default();
-            let id_of = |param: Option<&str>| {
-                param.and_then(|p| {
-                    path_ids
-                        .iter()
-                        .find(|(n, _)| n == p)
-                        .and_then(|(_, id)| *id)
-                })
-            };
-            let event = Event::new(route.action, route.resource_type)
-                .resource(id_of(route.resource_param))
-                .patient(id_of(route.patient_param));
-            let who = Attribution {
-                request_id: meta.request_id,
-                source_ip: meta.source_ip,
-                user_agent: meta.user_agent,
-                ..Attribution::default()
-            };
-            let audit = Audit::new(who, event);
-            request.extensions_mut().insert(audit.clone());
-            let response = inner.call(request).await?;
-            Ok(record(&pool, &audit, response).await)
-        })
-    }
-}
-
-/// Writes the request's event unless its own statement did; 503 without the answer when the
-/// trail cannot take it.
-async fn record(pool: &DbPool, audit: &Audit, response: Response) -> Response {
-    let status = response.status();
-    let (who, event) = {
-        let recording = audit.lock();
-        let Some(outcome) = recording
-            .outcome
-            .or_else(|| Outcome::of_status(status.as_u16()))
-        else {
-            // Our own failure: logged where it happened, not an access to audit.
-            return response;
-        };
-        if recording.in_statement && outcome == Outcome::Success && status.is_success() {
-            return response;
-        }
-        (
-            recording.who.clone(),
-            recording.event.clone().outcome(outcome),
-        )
-    };
-    // Refused without a valid token: nobody is known, so the refusal is counted, not kept as
-    // an event of its own (the trail cannot be flooded by anyone with a network path).
-    let anonymous = status.as_u16() == 401 && who.actor_id.is_none() && who.actor_email.is_none();
-    let written = match pool.get().await {
-        Ok(client) if anonymous => audit::count_refusal(&client, &who, event.action).await,
-        Ok(client) => audit::insert::<tokio_postgres::Client>(&client, &who, &event).await,
-        Err(e) => Err(ApiError::Unavailable(format!("audit trail: {e}"))),
-    };
-    match written {
-        Ok(()) => response,
-        Err(error) => error.into_response(),
     }
 }

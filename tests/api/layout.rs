@@ -76,6 +76,69 @@ fn no_function_crate_depends_on_another() {
     );
 }
 
+/// The packages a crate builds with (normal dependencies, its own features only), as
+/// `cargo tree` resolves them from Cargo.lock.
+fn resolved_dependencies(package: &str) -> BTreeSet<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .current_dir(root())
+        .args([
+            "tree",
+            "--offline",
+            "--locked",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
+        .args(["--format", "{p}", "-p", package])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "cargo tree: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The domain builds without any HTTP framework, even through `shared` (whose `axum` feature
+/// only the edge turns on) and without the edge itself.
+#[test]
+fn the_domain_crate_builds_without_an_http_framework() {
+    let packages = resolved_dependencies("carevault-domain");
+    assert!(packages.contains("carevault-shared"), "{packages:?}");
+    let http: Vec<&String> = packages
+        .iter()
+        .filter(|p| {
+            [
+                "axum",
+                "axum-core",
+                "lambda_http",
+                "tower-http",
+                "carevault-edge",
+            ]
+            .contains(&p.as_str())
+        })
+        .collect();
+    assert!(http.is_empty(), "the domain builds with {http:?}");
+}
+
+/// `shared` on its own builds without axum (its `axum` feature is the edge's to turn on).
+#[test]
+fn the_shared_crate_builds_without_an_http_framework() {
+    let packages = resolved_dependencies("carevault-shared");
+    assert!(
+        !packages.contains("lambda_http") && !packages.contains("axum"),
+        "shared builds with the HTTP framework: {packages:?}"
+    );
+}
+
 #[test]
 fn the_domain_crate_names_no_http_framework() {
     let domain = manifest(&root().join("domain"));

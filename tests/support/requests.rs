@@ -180,7 +180,7 @@ pub async fn invoke_event(router: Router, event: Value) -> ApiResponse {
             .unwrap_or("none")
     );
     let payload: LambdaRequest = serde_json::from_value(event).expect("a valid API Gateway event");
-    let mut adapter = lambda_http::Adapter::from(shared::http::service(router));
+    let mut adapter = lambda_http::Adapter::from(edge::http::service(router));
     let response = adapter
         .call(LambdaEvent::new(payload, context))
         .await

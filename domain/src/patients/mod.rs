@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shared::audit::LoggedRows;
 use shared::db::{DbPool, SqlParams};
-use shared::http::present;
+use shared::input::present;
 use shared::storage::{drain_deletions, Storage};
 use shared::trail::{Audit, RouteEvent};
 use shared::ApiError;

@@ -4,7 +4,7 @@
 use chrono::NaiveDate;
 use serde::Deserialize;
 use shared::db::SqlParams;
-use shared::http::Paging;
+use shared::input::Paging;
 use shared::{ApiError, FieldError};
 use tokio_postgres::types::Type;
 

@@ -17,14 +17,16 @@ use domain::attachments::{
 };
 use domain::paging::Count;
 use domain::patients::PatientError;
+use edge::audit_layer::AuditTrail;
+use edge::auth::{AuthContext, CurrentUser, Writer};
+use edge::http::{JsonBody, QueryParams};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use shared::auth::{AuthContext, CurrentUser, Writer};
 use shared::config::{ConfigError, Env};
 use shared::db::DbPool;
-use shared::http::{parse_uuid, JsonBody, Paging, QueryParams};
+use shared::input::{parse_uuid, Paging};
 use shared::storage::{Storage, StorageConfig};
-use shared::trail::{Audit, AuditTrail};
+use shared::trail::Audit;
 use shared::{ApiError, ApiResult};
 use uuid::Uuid;
 

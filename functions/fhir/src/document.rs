@@ -10,8 +10,8 @@ use domain::attachments::{
     AttachmentFilter, UploadKind, Window,
 };
 use domain::paging::{Count, KeysetList};
+use edge::auth::{CurrentUser, Writer};
 use serde_json::{json, Value};
-use shared::auth::{CurrentUser, Writer};
 use shared::trail::Audit;
 use shared::{ApiError, ApiResult};
 use uuid::Uuid;

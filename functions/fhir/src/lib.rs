@@ -25,11 +25,12 @@ use axum::handler::Handler;
 use axum::http::{header, HeaderMap, HeaderValue, Uri};
 use axum::routing::get;
 use axum::Router;
-use shared::auth::AuthContext;
+use edge::audit_layer::AuditTrail;
+use edge::auth::AuthContext;
 use shared::config::{ConfigError, Env};
 use shared::db::DbPool;
 use shared::storage::{Storage, StorageConfig};
-use shared::trail::{AuditTrail, RouteEvent};
+use shared::trail::RouteEvent;
 use shared::ApiError;
 
 pub use outcome::FHIR_JSON;
@@ -183,7 +184,7 @@ pub(crate) fn element_as<T: serde::de::DeserializeOwned>(
     element: &str,
     value: serde_json::Value,
 ) -> Option<T> {
-    shared::http::value_as(value, &[resource_type.into(), element.into()])
+    shared::input::value_as(value, &[resource_type.into(), element.into()])
         .map_err(|e| errors.push(e))
         .ok()
 }

@@ -1,6 +1,6 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::http::start(
+    edge::http::start(
         |env| async move { fhir::FhirState::from_env(&env).await },
         fhir::router,
     )

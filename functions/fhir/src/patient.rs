@@ -10,10 +10,10 @@ use domain::patients::model::{
 };
 use domain::patients::search::{Cursor, Filter, Search, Sort};
 use domain::patients::{self, PatientCreate, PatientError, PatientUpdate};
+use edge::auth::{CurrentUser, Writer};
+use edge::http::required_version;
 use serde_json::{json, Value};
-use shared::auth::{CurrentUser, Writer};
 use shared::domain::EmailAddress;
-use shared::http::required_version;
 use shared::trail::Audit;
 use shared::{ApiError, ApiResult};
 use uuid::Uuid;

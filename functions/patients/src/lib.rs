@@ -13,13 +13,15 @@ use domain::patients::{
     self, PatientCreate, PatientError, PatientList, PatientUpdate, PATIENT_CREATE, PATIENT_DELETE,
     PATIENT_READ, PATIENT_SEARCH, PATIENT_UPDATE,
 };
+use edge::audit_layer::AuditTrail;
+use edge::auth::{AuthContext, CurrentUser, Writer};
+use edge::http::{required_version, JsonBody, QueryParams};
 use serde_json::json;
-use shared::auth::{AuthContext, CurrentUser, Writer};
 use shared::config::{ConfigError, Env};
 use shared::db::DbPool;
-use shared::http::{parse_uuid, required_version, JsonBody, QueryParams};
+use shared::input::parse_uuid;
 use shared::storage::{Storage, StorageConfig};
-use shared::trail::{Audit, AuditTrail};
+use shared::trail::Audit;
 use shared::{ApiError, ApiResult};
 
 #[derive(Clone, FromRef)]

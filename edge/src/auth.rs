@@ -7,13 +7,13 @@ use std::sync::Arc;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 
-use crate::config::{ConfigError, Env};
-use crate::db::DbPool;
-use crate::error::ApiError;
-use crate::secrets::SecretsClient;
-use crate::tokens::{TokenRole, Tokens};
-use crate::trail::Audit;
-use crate::users::User;
+use shared::config::{ConfigError, Env};
+use shared::db::DbPool;
+use shared::secrets::SecretsClient;
+use shared::tokens::{TokenRole, Tokens};
+use shared::trail::Audit;
+use shared::users::User;
+use shared::ApiError;
 
 /// What every authenticated endpoint group needs: the pool and the token keys.
 #[derive(Clone)]
@@ -33,7 +33,7 @@ impl AuthContext {
     ) -> Result<Self, ConfigError> {
         Ok(Self {
             tokens: Arc::new(Tokens::from_env(env, secrets.clone(), role).await?),
-            pool: crate::db::pool_from_env(env, secrets, function_name).await?,
+            pool: shared::db::pool_from_env(env, secrets, function_name).await?,
         })
     }
 
@@ -63,7 +63,7 @@ impl CurrentUser {
 
     /// Clinicians and superusers change patient data; viewers only read.
     pub fn require_writer(&self) -> Result<(), ApiError> {
-        if self.0.is_superuser || self.0.role == crate::domain::Role::Clinician {
+        if self.0.is_superuser || self.0.role == shared::domain::Role::Clinician {
             Ok(())
         } else {
             Err(ApiError::Forbidden(
@@ -101,7 +101,7 @@ where
             .verify_access(token)
             .await
             .ok_or_else(invalid)?;
-        let user = crate::users::find_by_id(&context.pool, user_id)
+        let user = shared::users::find_by_id(&context.pool, user_id)
             .await?
             .ok_or_else(invalid)?;
         // A password change or a logout since the token was issued ended its session.

@@ -1,0 +1,134 @@
+//! The audit layer: one tower layer around every audited route of every HTTP function, so every
+//! answer leaves exactly one event (the request's [`Audit`] entry, `shared::trail`), refusals
+//! by extractors (a bad token, a wrong role, a malformed body) included. When the answer comes
+//! back the layer writes the event with the outcome its status means, before the answer
+//! leaves: if the event cannot be written the answer is 503, without the data.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::extract::{RawPathParams, Request};
+use axum::response::{IntoResponse, Response};
+use axum::RequestExt;
+use shared::audit::{self, Attribution};
+use shared::db::DbPool;
+use shared::trail::{Audit, RouteEvent};
+use shared::ApiError;
+use tower::{Layer, Service};
+use uuid::Uuid;
+
+use crate::http::RequestMeta;
+
+/// Makes the layer of each audited route.
+#[derive(Clone)]
+pub struct AuditTrail {
+    pool: DbPool,
+}
+
+impl AuditTrail {
+    pub fn new(pool: DbPool) -> Self {
+        Self { pool }
+    }
+
+    /// The layer for one route's handler.
+    pub fn on(&self, route: RouteEvent) -> AuditLayer {
+        AuditLayer {
+            pool: self.pool.clone(),
+            route,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuditLayer {
+    pool: DbPool,
+    route: RouteEvent,
+}
+
+impl<S> Layer<S> for AuditLayer {
+    type Service = AuditService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuditService {
+            inner,
+            pool: self.pool.clone(),
+            route: self.route,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuditService<S> {
+    inner: S,
+    pool: DbPool,
+    route: RouteEvent,
+}
+
+impl<S> Service<Request> for AuditService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        // The clone that was made ready is the one to call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let (pool, route) = (self.pool.clone(), self.route);
+        Box::pin(async move {
+            let meta = RequestMeta::of(request.extensions(), request.headers());
+            let path_ids = request
+                .extract_parts::<RawPathParams>()
+                .await
+                .ok()
+                .map(|params| {
+                    params
+                        .iter()
+                        .map(|(name, value)| (name.to_owned(), Uuid::parse_str(value).ok()))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            let event = route.event(&path_ids);
+            let who = Attribution {
+                request_id: meta.request_id,
+                source_ip: meta.source_ip,
+                user_agent: meta.user_agent,
+                ..Attribution::default()
+            };
+            let audit = Audit::new(who, event);
+            request.extensions_mut().insert(audit.clone());
+            let response = inner.call(request).await?;
+            Ok(record(&pool, &audit, response).await)
+        })
+    }
+}
+
+/// Writes the request's event unless its own statement did; 503 without the answer when the
+/// trail cannot take it.
+async fn record(pool: &DbPool, audit: &Audit, response: Response) -> Response {
+    let status = response.status();
+    let Some((who, event)) = audit.to_write(status.as_u16()) else {
+        return response;
+    };
+    // Refused without a valid token: nobody is known, so the refusal is counted, not kept as
+    // an event of its own (the trail cannot be flooded by anyone with a network path).
+    let anonymous = status.as_u16() == 401 && who.actor_id.is_none() && who.actor_email.is_none();
+    let written = match pool.get().await {
+        Ok(client) if anonymous => audit::count_refusal(&client, &who, event.action).await,
+        Ok(client) => audit::insert::<tokio_postgres::Client>(&client, &who, &event).await,
+        Err(e) => Err(ApiError::Unavailable(format!("audit trail: {e}"))),
+    };
+    match written {
+        Ok(()) => response,
+        Err(error) => error.into_response(),
+    }
+}
