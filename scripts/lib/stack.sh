@@ -44,6 +44,9 @@ start_bg() {
     STARTED_PIDS+=("$!")
 }
 
+# The stack's requests and URL handling, in Python (scripts/lib/local_api.py; standard library).
+local_api() { python3 "$ROOT/scripts/lib/local_api.py" "$@"; }
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # wait_port NAME PORT [TRIES]: until the service just started listens; fails at once if it died.
@@ -115,7 +118,7 @@ pg_as_owner() {
 ensure_postgres() {
     if [ -n "${DATABASE_URL:-}" ]; then
         say "PostgreSQL: using DATABASE_URL"
-        PG_ADMIN_URL="$(python3 -c 'import sys,urllib.parse as u; p=u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/postgres")))' "$DATABASE_URL")"
+        PG_ADMIN_URL="$(local_api admin-url "$DATABASE_URL")"
     elif pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || port_open 5432; then
         say "PostgreSQL: using the server on 127.0.0.1:5432"
         PG_ADMIN_URL="postgresql://postgres@127.0.0.1:5432/postgres"

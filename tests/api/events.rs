@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use api_tests::{events_dir, function_for_path, invoke_event, TestApp};
+use api_tests::{events_dir, invoke_event, TestApp};
 
 /// (file under events/, expected HTTP status). Non-HTTP events are replayed by their own tests
 /// (migrate.rs, attachments.rs) and listed here so that no file goes unchecked.
@@ -100,23 +100,9 @@ async fn http_events_answer_their_expected_status() {
             .unwrap()
             .replace("{{superuser_token}}", &token);
         let event: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let path = event["rawPath"].as_str().unwrap();
+        // Where each is filed and where the deployment routes it agree: tests/api/template.rs.
         let group = file.split('/').next().unwrap();
-        assert_eq!(
-            function_for_path(path),
-            Some(group),
-            "events/{file} is filed under its function"
-        );
-        let router = match group {
-            "auth" => auth::router(app.auth.clone()),
-            "users" => users::router(app.users.clone()),
-            "utils" => utils::router(app.utils.clone()),
-            "patients" => patients::router(app.patients.clone()),
-            "attachments" => attachments::router(app.attachments.clone()),
-            "audit" => audit::router(app.audit.clone()),
-            "fhir" => fhir::router(app.fhir.clone()),
-            other => panic!("no router for events/{other}"),
-        };
+        let router = app.router_of(group);
         let response = invoke_event(router, event).await;
         assert_eq!(
             response.status, *expected,

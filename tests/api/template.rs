@@ -3,13 +3,10 @@
 
 use std::path::Path;
 
-use api_tests::{events_dir, function_for_path};
+use api_tests::{
+    deployed_routes, events_dir, function_for, instance_of, local_routes, route_for, template,
+};
 use serde_yaml::Value;
-
-fn template() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
-    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).expect("template.yaml is YAML")
-}
 
 /// The value under a CloudFormation tag (`!Ref x` is a tagged value).
 fn untag(value: &Value) -> &Value {
@@ -33,67 +30,6 @@ fn of_type(template: &Value, kind: &str) -> Vec<(String, Value)> {
         .into_iter()
         .filter(|(_, r)| r["Type"].as_str() == Some(kind))
         .collect()
-}
-
-/// (path pattern, method, binary) of every HTTP API route.
-fn routes(template: &Value) -> Vec<(String, String, String)> {
-    let mut out = Vec::new();
-    for (_, function) in of_type(template, "AWS::Serverless::Function") {
-        let binary = function["Metadata"]["BuildProperties"]["Binary"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let Some(events) = function["Properties"]["Events"].as_mapping() else {
-            continue;
-        };
-        for (_, event) in events {
-            if event["Type"].as_str() == Some("HttpApi") {
-                out.push((
-                    event["Properties"]["Path"].as_str().unwrap().to_owned(),
-                    event["Properties"]["Method"].as_str().unwrap().to_owned(),
-                    binary.clone(),
-                ));
-            }
-        }
-    }
-    out
-}
-
-/// API Gateway's choice among routes: the match with the most literal segments, then params
-/// before greedy. None when nothing matches.
-fn route_for<'a>(
-    routes: &'a [(String, String, String)],
-    path: &str,
-    method: &str,
-) -> Option<&'a (String, String, String)> {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let score = |pattern: &str| -> Option<(usize, usize)> {
-        let parts: Vec<&str> = pattern.trim_start_matches('/').split('/').collect();
-        let mut literal = 0;
-        for (i, part) in parts.iter().enumerate() {
-            if part.ends_with("+}") {
-                return (segments.len() > i && !segments[i..].join("/").is_empty())
-                    .then_some((literal, 0));
-            }
-            let segment = segments.get(i)?;
-            if part.starts_with('{') {
-                if segment.is_empty() {
-                    return None;
-                }
-            } else if part != segment {
-                return None;
-            } else {
-                literal += 1;
-            }
-        }
-        (parts.len() == segments.len()).then_some((literal, 1))
-    };
-    routes
-        .iter()
-        .filter(|(_, m, _)| m == "ANY" || m == method)
-        .filter_map(|route| score(&route.0).map(|s| (s, route)))
-        .max_by_key(|(s, _)| *s)
-        .map(|(_, route)| route)
 }
 
 /// Every HTTP event in events/, as (file, method, path).
@@ -125,57 +61,75 @@ fn http_events() -> Vec<(String, String, String)> {
 }
 
 #[test]
-fn every_event_route_reaches_the_function_that_serves_it() {
-    let template = template();
-    let routes = routes(&template);
+fn every_event_goes_where_it_is_filed() {
+    // events/<function>/...: the deployment routes each sample to the function it is filed under.
     let events = http_events();
     assert!(events.len() > 20);
     for (file, method, path) in events {
-        let expected =
-            function_for_path(&path).unwrap_or_else(|| panic!("{file}: no function serves {path}"));
-        let route = route_for(&routes, &path, &method)
-            .unwrap_or_else(|| panic!("{file}: no route for {method} {path}"));
+        let filed_under = Path::new(&file)
+            .strip_prefix(events_dir())
+            .unwrap()
+            .iter()
+            .next()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
         assert_eq!(
-            route.2, expected,
-            "{file}: {method} {path} goes to {} by {}",
-            route.2, route.0
+            function_for(&method, &path),
+            Some(filed_under.as_str()),
+            "{file}: {method} {path}"
         );
     }
 }
 
 #[test]
-fn the_local_router_matches_the_deployment() {
-    // Cargo.toml's [workspace.metadata.lambda.watch.router]: the same path goes to the same function.
-    let manifest: toml::Value =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
-            .unwrap()
-            .parse()
-            .unwrap();
-    let router = manifest["workspace"]["metadata"]["lambda"]["watch"]["router"]
-        .as_table()
-        .unwrap();
-    let local: Vec<(String, String, String)> = router
-        .iter()
-        .map(|(pattern, function)| {
-            // matchit's `{*rest}` is API Gateway's `{rest+}`.
-            let pattern = pattern.replace("{*path}", "{proxy+}");
-            (
-                pattern,
-                "ANY".to_owned(),
-                function.as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    for (file, method, path) in http_events() {
-        for variant in [path.clone(), format!("{path}/")] {
-            let route = route_for(&local, &variant, &method)
-                .unwrap_or_else(|| panic!("{file}: cargo lambda watch has no route for {variant}"));
+fn the_local_router_serves_every_deployed_route_with_the_same_function() {
+    // Cargo.toml's [workspace.metadata.lambda.watch.router] is checked against template.yaml's
+    // routes, the one route list: each deployed route (with and without its trailing slash)
+    // reaches the same function locally.
+    let local = local_routes();
+    for route in deployed_routes() {
+        let path = instance_of(&route.pattern);
+        for variant in [
+            path.trim_end_matches('/').to_owned(),
+            format!("{}/", path.trim_end_matches('/')),
+        ] {
+            let method = if route.method == "ANY" {
+                "GET"
+            } else {
+                &route.method
+            };
+            let served = route_for(&local, method, &variant).unwrap_or_else(|| {
+                panic!("cargo lambda watch has no route for {variant} ({route:?})")
+            });
             assert_eq!(
-                Some(route.2.as_str()),
-                function_for_path(&path),
-                "{file}: {variant}"
+                served.function, route.function,
+                "{variant}: locally {served:?}, deployed {route:?}"
             );
         }
+    }
+}
+
+#[test]
+fn the_local_router_serves_nothing_the_deployment_does_not() {
+    for route in local_routes() {
+        // API Gateway routes `/x/` as `/x`.
+        let path = instance_of(&route.pattern).trim_end_matches('/').to_owned();
+        let deployed = deployed_routes()
+            .iter()
+            .filter(|d| {
+                let method = if d.method == "ANY" { "GET" } else { &d.method };
+                route_for(std::slice::from_ref(*d), method, &path).is_some()
+            })
+            .map(|d| d.function.as_str())
+            .collect::<Vec<_>>();
+        assert!(
+            deployed.contains(&route.function.as_str()),
+            "cargo lambda watch routes {} to {}, template.yaml to {deployed:?}",
+            route.pattern,
+            route.function
+        );
     }
 }
 
@@ -421,10 +375,10 @@ fn every_route_that_reaches_the_login_carries_its_limit() {
             s["ThrottlingRateLimit"].as_f64().unwrap(),
         )
     };
-    let reaching: Vec<String> = routes(&template)
-        .into_iter()
-        .filter(|(path, _, binary)| binary == "auth" && path.starts_with("/api/v1/login/"))
-        .map(|(path, method, _)| format!("{method} {path}"))
+    let reaching: Vec<String> = deployed_routes()
+        .iter()
+        .filter(|route| route.function == "auth" && route.pattern.starts_with("/api/v1/login/"))
+        .map(|route| format!("{} {}", route.method, route.pattern))
         .collect();
     assert!(reaching.len() >= 3, "{reaching:?}");
     for route in reaching {

@@ -8,7 +8,8 @@ use shared::config::Env;
 use crate::db::{db_url, TestDb, FIRST_SUPERUSER, FIRST_SUPERUSER_PASSWORD};
 use crate::keys::token_settings;
 use crate::mail::unique_email;
-use crate::requests::{function_for_path, invoke, ApiRequest, ApiResponse};
+use crate::requests::{invoke, ApiRequest, ApiResponse};
+use crate::routes::function_for;
 use crate::s3::s3_client;
 use crate::stack::{stack_var, use_dev_stack_defaults};
 
@@ -115,19 +116,29 @@ impl TestApp {
         Env::from_pairs(settings)
     }
 
-    /// Sends `request` to the function API Gateway would route it to.
+    /// Sends `request` to the function API Gateway would route it to (template.yaml's routes).
     pub async fn call(&self, request: ApiRequest) -> ApiResponse {
-        let router = match function_for_path(&request.path) {
-            Some("auth") => auth::router(self.auth.clone()),
-            Some("users") => users::router(self.users.clone()),
-            Some("utils") => utils::router(self.utils.clone()),
-            Some("patients") => patients::router(self.patients.clone()),
-            Some("attachments") => attachments::router(self.attachments.clone()),
-            Some("audit") => audit::router(self.audit.clone()),
-            Some("fhir") => fhir::router(self.fhir.clone()),
-            other => panic!("no function serves {} ({other:?})", request.path),
-        };
-        invoke(router, request).await
+        let function = function_for(&request.method, &request.path).unwrap_or_else(|| {
+            panic!(
+                "template.yaml routes no {} {}",
+                request.method, request.path
+            )
+        });
+        invoke(self.router_of(function), request).await
+    }
+
+    /// The router of the HTTP function whose binary is `function`, on this app's state.
+    pub fn router_of(&self, function: &str) -> axum::Router {
+        match function {
+            "auth" => auth::router(self.auth.clone()),
+            "users" => users::router(self.users.clone()),
+            "utils" => utils::router(self.utils.clone()),
+            "patients" => patients::router(self.patients.clone()),
+            "attachments" => attachments::router(self.attachments.clone()),
+            "audit" => audit::router(self.audit.clone()),
+            "fhir" => fhir::router(self.fhir.clone()),
+            other => panic!("no HTTP function is called {other}"),
+        }
     }
 
     /// The object under `key` in this test's bucket: None when there is none.

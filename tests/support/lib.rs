@@ -9,7 +9,7 @@
 //! test with the connection error, never a silent skip.
 //!
 //! Where each part lives: `stack` (the services' addresses), `db` (the template and each test's
-//! database), `requests` (API Gateway's events in and answers out), `app` (one test's functions
+//! database), `requests` (API Gateway's events in and answers out), `routes` (template.yaml's route table, the one list of which function serves which path, and the local router's), `app` (one test's functions
 //! and users), `keys` (token keys and self-signed tokens), `mail` (the SMTP sink), `s3` (the
 //! client side of the bucket) and `servers` (local HTTP servers a test starts). Tests use the
 //! items re-exported here, `api_tests::...`, not the modules' paths.
@@ -19,6 +19,7 @@ mod db;
 mod keys;
 mod mail;
 mod requests;
+mod routes;
 mod s3;
 mod servers;
 mod stack;
@@ -30,8 +31,9 @@ pub use db::{
 };
 pub use keys::{access_token_for, sign_as_the_api, test_keys, token_settings, TestKeys, TEST_KID};
 pub use mail::{mail_to, token_in, unique_email};
-pub use requests::{
-    event, events_dir, function_for_path, invoke, invoke_event, ApiRequest, ApiResponse,
+pub use requests::{event, events_dir, invoke, invoke_event, ApiRequest, ApiResponse};
+pub use routes::{
+    deployed_routes, function_for, instance_of, local_routes, route_for, template, Route,
 };
 pub use s3::{http_client, s3_client, upload};
 pub use servers::{CountingS3Proxy, RecordedRequest, RequestRecorder};

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 /// An API Gateway HTTP API request, built up and turned into the event Lambda receives.
 #[derive(Debug, Clone)]
 pub struct ApiRequest {
-    method: String,
+    pub(crate) method: String,
     pub path: String,
     query: Vec<(String, String)>,
     headers: BTreeMap<String, String>,
@@ -221,34 +221,6 @@ pub async fn invoke_event(router: Router, event: Value) -> ApiResponse {
 
 pub async fn invoke(router: Router, request: ApiRequest) -> ApiResponse {
     invoke_event(router, request.to_event()).await
-}
-
-/// Which function API Gateway sends a path to: the first segment after /api/v1/.
-pub fn function_for_path(path: &str) -> Option<&'static str> {
-    if path == "/fhir/R4" || path.starts_with("/fhir/R4/") {
-        return Some("fhir");
-    }
-    let rest = path.strip_prefix("/api/v1/")?;
-    let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
-    // The one route of a group under another group's prefix.
-    if let ["patients", _, "attachments"] = segments.as_slice() {
-        return Some("attachments");
-    }
-    let group = segments[0];
-    Some(match group {
-        "login"
-        | "logout"
-        | ".well-known"
-        | "password-recovery"
-        | "reset-password"
-        | "password-recovery-html-content" => "auth",
-        "users" => "users",
-        "utils" | "openapi.json" => "utils",
-        "patients" => "patients",
-        "attachments" => "attachments",
-        "audit-events" => "audit",
-        _ => return None,
-    })
 }
 
 /// The repository's `events/` folder.
