@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use api_tests::ApiRequest;
+use domain::users::USER_COLUMNS;
 use serde_json::{json, Value};
-use shared::users::USER_COLUMNS;
 
 use crate::runtime::{FunctionProcess, RuntimeApi};
 use crate::{ms, stats, Stats};

@@ -9,8 +9,8 @@ mod runtime;
 use std::time::{Duration, Instant};
 
 use api_tests::{ApiRequest, TestApp, FIRST_SUPERUSER, FIRST_SUPERUSER_PASSWORD};
+use domain::users::USER_COLUMNS;
 use shared::domain::Password;
-use shared::users::USER_COLUMNS;
 
 struct Stats {
     p50: Duration,
@@ -121,7 +121,7 @@ async fn auth() {
         "verification + user lookup (CurrentUser, pooled)",
         &time(5_000, || async {
             let (id, _) = app.auth.auth.tokens.verify_access(&token).await.unwrap();
-            shared::users::find_by_id(&app.auth.db, id).await
+            domain::users::find_by_id(&app.auth.db, id).await
         })
         .await,
     );

@@ -7,6 +7,7 @@
 //!   writes (create, update, delete with the patient's files).
 //! - `attachments`: files as stored, their S3 keys, upload creation and confirmation, deletion.
 //! - `audit_events`: the audit trail as it is read back.
+//! - `users`: accounts and their sessions (password hash, session epoch), and their writes.
 
 /// The database's own failures (a pool that cannot connect, a statement that fails) as the
 /// `Store` variant of a domain error, classified as the edge answers them.
@@ -30,3 +31,4 @@ pub mod attachments;
 pub mod audit_events;
 pub mod paging;
 pub mod patients;
+pub mod users;

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 
+use domain::users::User;
 use shared::config::{ConfigError, Env};
 use shared::db::DbPool;
 use shared::secrets::SecretsClient;
 use shared::tokens::{TokenRole, Tokens};
 use shared::trail::Audit;
-use shared::users::User;
 use shared::ApiError;
 
 /// What every authenticated endpoint group needs: the pool and the token keys.
@@ -101,7 +101,7 @@ where
             .verify_access(token)
             .await
             .ok_or_else(invalid)?;
-        let user = shared::users::find_by_id(&context.pool, user_id)
+        let user = domain::users::find_by_id(&context.pool, user_id)
             .await?
             .ok_or_else(invalid)?;
         // A password change or a logout since the token was issued ended its session.

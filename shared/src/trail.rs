@@ -128,7 +128,7 @@ impl Audit {
     }
 
     /// The event as it stands and who it is by, for a statement that writes it itself
-    /// (`crate::users::replace_password_hash`); if the request succeeds, the layer adds nothing.
+    /// (`domain::users::replace_password_hash`); if the request succeeds, the layer adds nothing.
     pub fn for_statement(&self) -> (Attribution, Event) {
         let mut recording = self.lock();
         recording.in_statement = true;

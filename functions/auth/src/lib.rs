@@ -10,6 +10,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use domain::users::{self, Sessions, User};
 use edge::audit_layer::AuditTrail;
 use edge::auth::{AuthContext, CurrentUser, Superuser};
 use edge::http::{FormBody, JsonBody, RequestMeta};
@@ -25,7 +26,6 @@ use shared::secrets::{AppSecret, SecretsClient};
 use shared::throttle;
 use shared::tokens::{account_fingerprint, TokenRole};
 use shared::trail::{Audit, RouteEvent};
-use shared::users::{self, Sessions, User};
 use shared::{ApiError, ApiResult};
 use tokio_postgres::types::Type;
 

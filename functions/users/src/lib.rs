@@ -6,14 +6,14 @@ use axum::extract::{FromRef, Path, State};
 use axum::handler::Handler;
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
+use domain::users::{self, NewUser, Sessions, User, UserChanges, UserError};
 use edge::audit_layer::AuditTrail;
 use edge::auth::{AuthContext, Authorized, CurrentUser, Superuser};
 use edge::http::{JsonBody, QueryParams, RequestMeta};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use shared::audit::LoggedRows;
 use shared::config::{ConfigError, Env};
-use shared::db::{DbPool, SqlParams};
+use shared::db::DbPool;
 use shared::domain::{EmailAddress, FullName, Password, Role};
 use shared::email::Mailer;
 use shared::input::{parse_uuid, present, Paging};
@@ -22,9 +22,7 @@ use shared::secrets::{AppSecret, SecretsClient};
 use shared::throttle;
 use shared::tokens::TokenRole;
 use shared::trail::{Audit, RouteEvent};
-use shared::users::{self, is_email_taken, Sessions, User, USER_COLUMNS};
 use shared::{ApiError, ApiResult};
-use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 #[derive(Clone, FromRef)]
@@ -115,19 +113,7 @@ async fn list_users(
     QueryParams(paging): QueryParams<Paging>,
 ) -> ApiResult<Json<UserList>> {
     let (skip, limit) = paging.checked()?;
-    let client = state.db.get().await?;
-    let page_sql = format!(
-        "SELECT {USER_COLUMNS} FROM users ORDER BY created_at DESC, id DESC OFFSET $1 LIMIT $2"
-    );
-    let (count, rows) = shared::db::count_and_page(
-        &client,
-        "SELECT count(*) FROM users",
-        &[],
-        &page_sql,
-        &[&skip, &limit],
-    )
-    .await?;
-    let data: Vec<User> = rows.iter().map(User::from_row).collect();
+    let (data, count) = users::list(&state.db, skip, limit).await?;
     // Which accounts were shown.
     audit.describe(|event| {
         event.details(json!({ "user_ids": data.iter().map(|u| u.id).collect::<Vec<_>>() }))
@@ -153,66 +139,6 @@ fn yes() -> bool {
     true
 }
 
-struct NewUser<'a> {
-    email: &'a EmailAddress,
-    password: &'a Password,
-    full_name: Option<&'a FullName>,
-    is_active: bool,
-    is_superuser: bool,
-    role: Role,
-}
-
-/// Inserts a user with its audit event in one statement; None when the email is taken.
-async fn insert_user(
-    state: &UsersState,
-    audit: &Audit,
-    new: NewUser<'_>,
-) -> ApiResult<Option<User>> {
-    let hashed = password::hash(new.password).await?;
-    let id = Uuid::new_v4();
-    audit.describe(|event| event.resource(Some(id)));
-    let mut params = SqlParams::new();
-    let values = [
-        params.push(id, Type::UUID),
-        params.push(new.email.as_str().to_owned(), Type::VARCHAR),
-        params.push(hashed, Type::TEXT),
-        params.push(new.full_name.map(|n| n.as_str().to_owned()), Type::VARCHAR),
-        params.push(new.is_active, Type::BOOL),
-        params.push(new.is_superuser, Type::BOOL),
-        params.push(new.role.as_str().to_owned(), Type::TEXT),
-    ]
-    .join(", ");
-    let logged = audit.logged_cte(&mut params, &user_rows("created"));
-    let client = state.db.get().await?;
-    let inserted = client
-        .query_typed_one(
-            &format!(
-                "WITH created AS (
-                    INSERT INTO users (id, email, hashed_password, full_name, is_active, is_superuser, role)
-                    VALUES ({values}) RETURNING {USER_COLUMNS}
-                 ), {logged}
-                 SELECT * FROM created"
-            ),
-            &params.typed(),
-        )
-        .await;
-    match inserted {
-        Ok(row) => Ok(Some(User::from_row(&row))),
-        Err(e) if is_email_taken(&e) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The changed rows of a statement whose CTE `source` returns users.
-fn user_rows(source: &str) -> LoggedRows<'_> {
-    LoggedRows {
-        source,
-        resource: "id",
-        patient: "NULL::uuid",
-        details: None,
-    }
-}
-
 async fn create_user(
     State(state): State<UsersState>,
     _superuser: Superuser,
@@ -223,22 +149,17 @@ async fn create_user(
     audit.describe(|event| {
         event.details(json!({ "role": role.as_str(), "is_superuser": body.is_superuser }))
     });
-    let user = insert_user(
-        &state,
-        &audit,
-        NewUser {
-            email: &body.email,
-            password: &body.password,
-            full_name: body.full_name.as_ref(),
-            is_active: body.is_active,
-            is_superuser: body.is_superuser,
-            role,
-        },
-    )
-    .await?
-    .ok_or_else(|| {
-        ApiError::BadRequest("The user with this email already exists in the system.".into())
-    })?;
+    let new = NewUser {
+        email: &body.email,
+        password: &body.password,
+        full_name: body.full_name.as_ref(),
+        is_active: body.is_active,
+        is_superuser: body.is_superuser,
+        role,
+    };
+    let user = users::create(&state.db, &audit, new)
+        .await
+        .map_err(|e| taken_as(e, "The user with this email already exists in the system."))?;
     if state.mailer.enabled() {
         if let Err(error) = send_new_account_email(&state, &user).await {
             // The account exists; the superuser can trigger password recovery later.
@@ -277,23 +198,18 @@ async fn signup(
             "Open user registration is forbidden on this server".into(),
         ));
     }
-    let user = insert_user(
-        &state,
-        &audit,
-        NewUser {
-            email: &body.email,
-            password: &body.password,
-            full_name: body.full_name.as_ref(),
-            // A stranger's account waits for a superuser to activate it.
-            is_active: false,
-            is_superuser: false,
-            role: Role::Clinician,
-        },
-    )
-    .await?
-    .ok_or_else(|| {
-        ApiError::BadRequest("The user with this email already exists in the system".into())
-    })?;
+    let new = NewUser {
+        email: &body.email,
+        password: &body.password,
+        full_name: body.full_name.as_ref(),
+        // A stranger's account waits for a superuser to activate it.
+        is_active: false,
+        is_superuser: false,
+        role: Role::Clinician,
+    };
+    let user = users::create(&state.db, &audit, new)
+        .await
+        .map_err(|e| taken_as(e, "The user with this email already exists in the system"))?;
     Ok(Json(user))
 }
 
@@ -302,9 +218,10 @@ async fn read_me(current: CurrentUser, audit: Audit) -> Json<User> {
     Json(current.0)
 }
 
-/// Changes to a user; `None` leaves a field as it is. `full_name: null` clears the name.
-#[derive(Default, Deserialize)]
-struct UserChanges {
+/// A superuser's changes to an account; `None` leaves a field as it is, `full_name: null`
+/// clears the name.
+#[derive(Deserialize)]
+struct UserUpdate {
     #[serde(default)]
     email: Option<EmailAddress>,
     #[serde(default, deserialize_with = "present")]
@@ -323,118 +240,45 @@ struct UserChanges {
     current_password: Option<String>,
 }
 
-/// Applies `changes` to user `id` with its audit event in one statement: Ok(None) when there
-/// is no such user; 409 when the email is taken. A new password ends the user's sessions; a new
-/// email is announced to the old address. (Long because it is one statement with its audit
-/// event and the sessions it ends, plus the mail that must follow it.)
+impl From<UserUpdate> for UserChanges {
+    fn from(update: UserUpdate) -> Self {
+        Self {
+            email: update.email,
+            full_name: update.full_name,
+            password: update.password,
+            is_active: update.is_active,
+            is_superuser: update.is_superuser,
+            role: update.role,
+        }
+    }
+}
+
+/// Applies `changes` to account `id` (`users::update`); a moved email is announced to the
+/// old address.
 async fn apply_changes(
     state: &UsersState,
     audit: &Audit,
     id: Uuid,
     changes: UserChanges,
-) -> ApiResult<Option<User>> {
-    let old_email = match &changes.email {
-        Some(_) => users::find_by_id(&state.db, id)
-            .await?
-            .map(|user| user.email),
-        None => None,
-    };
-    let new_hash = match &changes.password {
-        Some(password) => Some(password::hash(password).await?),
-        None => None,
-    };
-    // Which fields changed, never their values.
-    let fields: Vec<&str> = [
-        ("email", changes.email.is_some()),
-        ("full_name", changes.full_name.is_some()),
-        ("password", changes.password.is_some()),
-        ("is_active", changes.is_active.is_some()),
-        ("is_superuser", changes.is_superuser.is_some()),
-        ("role", changes.role.is_some()),
-    ]
-    .iter()
-    .filter(|(_, sent)| *sent)
-    .map(|(field, _)| *field)
-    .collect();
-    // An email change names both addresses by digest only: matchable, never in clear.
-    let details = match (&old_email, &changes.email) {
-        (Some(old), Some(new)) => json!({
-            "fields": fields,
-            "previous_email_sha256": email_digest(old),
-            "email_sha256": email_digest(new.as_str()),
-        }),
-        _ => json!({ "fields": fields }),
-    };
-    audit.describe(|event| event.resource(Some(id)).details(details));
-    let mut params = SqlParams::new();
-    let id = params.push(id, Type::UUID);
-    let email = params.push(
-        changes.email.as_ref().map(|e| e.as_str().to_owned()),
-        Type::VARCHAR,
-    );
-    let name_sent = params.push(changes.full_name.is_some(), Type::BOOL);
-    let name = params.push(
-        changes
-            .full_name
-            .as_ref()
-            .and_then(|n| n.as_ref().map(|n| n.as_str().to_owned())),
-        Type::VARCHAR,
-    );
-    let hash = params.push(new_hash, Type::TEXT);
-    let is_active = params.push(changes.is_active, Type::BOOL);
-    let is_superuser = params.push(changes.is_superuser, Type::BOOL);
-    let role = params.push(changes.role.map(|r| r.as_str().to_owned()), Type::TEXT);
-    // The change and its audit event in one statement: the event exists exactly when a user changed.
-    let logged = audit.logged_cte(&mut params, &user_rows("updated"));
-    let client = state.db.get().await?;
-    let updated = client
-        .query_typed_opt(
-            &format!(
-                "WITH updated AS (
-                    UPDATE users SET
-                        email = COALESCE({email}, email),
-                        full_name = CASE WHEN {name_sent} THEN {name} ELSE full_name END,
-                        hashed_password = COALESCE({hash}, hashed_password),
-                        session_epoch = session_epoch + CASE WHEN {hash}::text IS NULL THEN 0 ELSE 1 END,
-                        is_active = COALESCE({is_active}, is_active),
-                        is_superuser = COALESCE({is_superuser}, is_superuser),
-                        role = COALESCE({role}, role),
-                        updated_at = now()
-                    WHERE id = {id} RETURNING {USER_COLUMNS}
-                 ), {logged}
-                 SELECT * FROM updated"
-            ),
-            &params.typed(),
-        )
-        .await;
-    let updated = match updated {
-        Ok(row) => row.as_ref().map(User::from_row),
-        Err(e) if is_email_taken(&e) => {
-            return Err(ApiError::Conflict(
-                "User with this email already exists".into(),
-            ))
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if let (Some(old), Some(user)) = (&old_email, &updated) {
-        if !old.eq_ignore_ascii_case(&user.email) {
-            let notice = state.mailer.email_changed_email(old);
-            if let Err(error) = state.mailer.send(old, notice).await {
-                // The change stands; the log says the notice did not go.
-                tracing::warn!(%error, user_id = %user.id, "email change notice not sent");
-            }
+) -> Result<User, UserError> {
+    let changed = users::update(&state.db, audit, id, changes).await?;
+    if let Some(old) = &changed.previous_email {
+        let notice = state.mailer.email_changed_email(old);
+        if let Err(error) = state.mailer.send(old, notice).await {
+            // The change stands; the log says the notice did not go.
+            tracing::warn!(%error, user_id = %changed.user.id, "email change notice not sent");
         }
     }
-    Ok(updated)
+    Ok(changed.user)
 }
 
-/// A SHA-256 of the folded address, for the trail.
-fn email_digest(email: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(email.trim().to_lowercase().as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// The JSON API's words for a taken email at this route (the replaced system's differ
+/// between routes); the rest as `UserError` answers.
+fn taken_as(error: UserError, text: &str) -> ApiError {
+    match error {
+        UserError::EmailTaken => ApiError::BadRequest(text.into()),
+        other => other.into(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -471,9 +315,7 @@ async fn update_me(
         full_name: body.full_name,
         ..Default::default()
     };
-    let user = apply_changes(&state, &audit, current.0.id, changes)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("User not found".into()))?;
+    let user = apply_changes(&state, &audit, current.0.id, changes).await?;
     Ok(Json(user))
 }
 
@@ -551,26 +393,12 @@ async fn delete_me(
             "Super users are not allowed to delete themselves".into(),
         ));
     }
-    delete_by_id(&state, &audit, current.0.id).await?;
+    match users::delete(&state.db, &audit, current.0.id).await {
+        // Gone meanwhile (another request deleted it): deleted all the same.
+        Ok(()) | Err(UserError::NotFound) => {}
+        Err(error) => return Err(error.into()),
+    }
     Ok(message("User deleted successfully"))
-}
-
-/// Deletes user `id` with its audit event, in one statement. False when absent.
-async fn delete_by_id(state: &UsersState, audit: &Audit, id: Uuid) -> ApiResult<bool> {
-    let mut params = SqlParams::new();
-    let id = params.push(id, Type::UUID);
-    let logged = audit.logged_cte(&mut params, &user_rows("gone"));
-    let client = state.db.get().await?;
-    let gone = client
-        .query_typed(
-            &format!(
-                "WITH gone AS (DELETE FROM users WHERE id = {id} RETURNING id), {logged}
-                 SELECT id FROM gone"
-            ),
-            &params.typed(),
-        )
-        .await?;
-    Ok(gone.len() == 1)
 }
 
 async fn read_user(
@@ -595,7 +423,7 @@ async fn update_user(
     audit: Audit,
     meta: RequestMeta,
     Path(raw_id): Path<String>,
-    JsonBody(changes): JsonBody<UserChanges>,
+    JsonBody(changes): JsonBody<UserUpdate>,
 ) -> ApiResult<Json<User>> {
     let id = parse_uuid("user_id", &raw_id)?;
     // The last administrator must not lock everyone out by a slip of their own.
@@ -615,10 +443,13 @@ async fn update_user(
         };
         check_current_password(&state, &current, password, &meta).await?;
     }
-    let user = apply_changes(&state, &audit, id, changes)
-        .await?
-        .ok_or_else(|| {
-            ApiError::NotFound("The user with this id does not exist in the system".into())
+    let user = apply_changes(&state, &audit, id, changes.into())
+        .await
+        .map_err(|e| match e {
+            UserError::NotFound => {
+                ApiError::NotFound("The user with this id does not exist in the system".into())
+            }
+            other => other.into(),
         })?;
     Ok(Json(user))
 }
@@ -635,8 +466,6 @@ async fn delete_user(
             "Super users are not allowed to delete themselves".into(),
         ));
     }
-    if !delete_by_id(&state, &audit, id).await? {
-        return Err(ApiError::NotFound("User not found".into()));
-    }
+    users::delete(&state.db, &audit, id).await?;
     Ok(message("User deleted successfully"))
 }
