@@ -387,6 +387,27 @@ fn email_digest(email: &str) -> String {
         .collect()
 }
 
+/// Ends every session of account `id` (every token issued before answers 401), with its audit
+/// event, in one statement.
+pub async fn end_sessions(pool: &DbPool, audit: &Audit, id: Uuid) -> ApiResult<()> {
+    let mut params = SqlParams::new();
+    let id = params.push(id, Type::UUID);
+    let logged = audit.logged_cte(&mut params, &user_rows("ended"));
+    pool.get()
+        .await?
+        .query_typed(
+            &format!(
+                "WITH ended AS (
+                    UPDATE users SET session_epoch = session_epoch + 1 WHERE id = {id} RETURNING id
+                 ), {logged}
+                 SELECT id FROM ended"
+            ),
+            &params.typed(),
+        )
+        .await?;
+    Ok(())
+}
+
 /// Deletes account `id` with its audit event, in one statement.
 pub async fn delete(pool: &DbPool, audit: &Audit, id: Uuid) -> Result<(), UserError> {
     let mut params = SqlParams::new();

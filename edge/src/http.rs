@@ -1,5 +1,6 @@
 //! The HTTP edge shared by every endpoint group: the Lambda adapter, trailing-slash handling,
-//! FastAPI-shaped input errors, and what the API Gateway request context tells about the caller.
+//! the body, form and query extractors (parsing through `shared::input`, FastAPI's 422s), and
+//! what the API Gateway request context tells about the caller.
 
 use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequest, Request};
 use axum::http::header;

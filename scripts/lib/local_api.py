@@ -22,7 +22,7 @@ import urllib.request
 
 
 def database_name(url: str) -> str:
-    name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.lstrip("/"))
+    name = urllib.parse.urlsplit(url).path.lstrip("/")
     if not name:
         sys.exit(f"error: {url!r} names no database")
     return name
@@ -39,6 +39,8 @@ def call(request: urllib.request.Request) -> dict:
             return json.load(response)
     except urllib.error.HTTPError as error:
         sys.exit(f"error: {request.get_method()} {request.full_url}: {error.code} {error.read()[:500]!r}")
+    except (urllib.error.URLError, TimeoutError) as error:
+        sys.exit(f"error: {request.get_method()} {request.full_url}: {error}")
 
 
 def login(api: str, email: str, password: str) -> str:

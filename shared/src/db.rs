@@ -85,24 +85,6 @@ pub async fn pool_from_env(
     pool(&config)
 }
 
-/// A parameter list, as tokio-postgres takes it.
-pub type Params<'a> = [&'a (dyn tokio_postgres::types::ToSql + Sync)];
-
-/// A list's total and one page of it, pipelined on one connection: one round trip for both.
-pub async fn count_and_page(
-    client: &tokio_postgres::Client,
-    count_sql: &str,
-    count_params: &Params<'_>,
-    page_sql: &str,
-    page_params: &Params<'_>,
-) -> Result<(i64, Vec<tokio_postgres::Row>), tokio_postgres::Error> {
-    let (count, rows) = tokio::try_join!(
-        client.query_one(count_sql, count_params),
-        client.query(page_sql, page_params),
-    )?;
-    Ok((count.get(0), rows))
-}
-
 /// The parameters of one statement, each with its type (statements sent with `query_typed`
 /// need no prepare round trip). `push` answers the value's placeholder, so no caller counts
 /// `$n` by hand.

@@ -1119,3 +1119,21 @@ async fn an_uploaded_file_replaced_behind_our_back_is_flagged_and_audited() {
         .await;
     assert_eq!(events, 1);
 }
+
+/// A patient's attachments are only read at their path: another method is the attachments
+/// function's 405, as the replaced system answered, wherever API Gateway routes it.
+#[tokio::test]
+async fn another_method_on_a_patients_attachments_is_405() {
+    let app = TestApp::new().await;
+    let token = app.clinician().await.token;
+    let id = patient(&app, &token, "Method Probe").await;
+    let response = app
+        .call(
+            ApiRequest::post(&format!("/api/v1/patients/{id}/attachments"))
+                .bearer(&token)
+                .json(json!({})),
+        )
+        .await;
+    assert_eq!(response.status, 405, "{}", response.body);
+    assert_eq!(response.detail(), "Method Not Allowed");
+}

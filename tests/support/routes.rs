@@ -55,8 +55,8 @@ pub fn deployed_routes() -> &'static [Route] {
 }
 
 /// The choice among `routes` for exactly `method path` (no slash trimmed: matchit, the local
-/// router, does not trim either): the match with the most literal
-/// segments, then a parameter before a greedy `{proxy+}`. None when nothing matches.
+/// router, does not trim either), as API Gateway chooses: a full match before a greedy
+/// `{proxy+}`, then the most literal segments. None when nothing matches.
 pub fn route_for<'a>(routes: &'a [Route], method: &str, path: &str) -> Option<&'a Route> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let score = |pattern: &str| -> Option<(usize, usize)> {
@@ -65,7 +65,7 @@ pub fn route_for<'a>(routes: &'a [Route], method: &str, path: &str) -> Option<&'
         for (i, part) in parts.iter().enumerate() {
             if part.ends_with("+}") {
                 return (segments.len() > i && !segments[i..].join("/").is_empty())
-                    .then_some((literal, 0));
+                    .then_some((0, literal));
             }
             let segment = segments.get(i)?;
             if part.starts_with('{') {
@@ -78,7 +78,7 @@ pub fn route_for<'a>(routes: &'a [Route], method: &str, path: &str) -> Option<&'
                 literal += 1;
             }
         }
-        (parts.len() == segments.len()).then_some((literal, 1))
+        (parts.len() == segments.len()).then_some((1, literal))
     };
     routes
         .iter()
@@ -88,13 +88,13 @@ pub fn route_for<'a>(routes: &'a [Route], method: &str, path: &str) -> Option<&'
         .map(|(_, route)| route)
 }
 
-/// The function API Gateway invokes for `method path`: it routes `/x/` as `/x` (the query
-/// string, if any, is ignored).
+/// The function API Gateway invokes for `method path`: it routes `/x/` as `/x`, one slash
+/// ignored (`/x//` reaches `/x/{proxy+}`); the query string, if any, is ignored.
 pub fn function_for(method: &str, path: &str) -> Option<&'static str> {
     let path = path.split('?').next().unwrap_or(path);
-    let path = match path.trim_end_matches('/') {
-        "" => "/",
-        trimmed => trimmed,
+    let path = match path.strip_suffix('/') {
+        Some("") | None => path,
+        Some(trimmed) => trimmed,
     };
     route_for(deployed_routes(), method, path).map(|route| route.function.as_str())
 }

@@ -1,5 +1,7 @@
 //! Attachments as stored and answered, their S3 keys, creation (`create`), upload confirmation
-//! and deletion: for the JSON API, FHIR's DocumentReference and the S3 event handler.
+//! and deletion: for the JSON API, FHIR's DocumentReference and the S3 event handler. With
+//! `uploads` (a multipart upload's signed parts) and `upkeep` (what the S3 notifications and
+//! the scheduled sweep do), this module sends every statement on the attachments tables.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -15,6 +17,8 @@ use uuid::Uuid;
 
 mod create;
 mod list;
+pub mod upkeep;
+pub mod uploads;
 pub use create::{
     create, headers_json, AttachmentCreate, AttachmentError, AttachmentField, CreatedAttachment,
     FileName, MimeType, UploadInstructions, UploadKind,

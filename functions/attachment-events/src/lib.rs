@@ -6,15 +6,13 @@
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::s3::S3Event;
-use domain::attachments::{self, Attachment, ATTACHMENT_COLUMNS, KEY_PREFIX};
+use domain::attachments::{self, upkeep, KEY_PREFIX};
 use serde_json::{json, Value};
-use shared::audit::{Attribution, Event, LoggedRows};
 use shared::config::{ConfigError, Env};
-use shared::db::{DbPool, SqlParams};
+use shared::db::DbPool;
 use shared::secrets::SecretsClient;
-use shared::storage::{drain_deletions, drain_queue, queue_deletions_cte, Storage, StorageConfig};
+use shared::storage::{drain_deletions, drain_queue, Storage, StorageConfig};
 use shared::ApiResult;
-use tokio_postgres::types::Type;
 
 pub struct EventsState {
     pub pool: DbPool,
@@ -75,12 +73,12 @@ async fn object_events(state: &EventsState, event: S3Event) -> Result<Value, Str
             ignored += 1;
             continue;
         };
-        let row = attachment_of_key(&state.pool, &key)
+        let row = upkeep::find_by_key(&state.pool, &key)
             .await
             .map_err(|e| e.to_string())?;
         match row {
             None => {
-                let queued = queue_orphans(&state.pool, &[key])
+                let queued = upkeep::queue_orphans(&state.pool, &[key])
                     .await
                     .map_err(|e| e.to_string())?;
                 orphans += queued.len();
@@ -95,8 +93,11 @@ async fn object_events(state: &EventsState, event: S3Event) -> Result<Value, Str
                     None => ignored += 1,
                 }
             }
+            // Other bytes than were confirmed (upload URLs cannot overwrite; this is someone
+            // with direct bucket access, or a restore): flagged for a person to look at.
             Some(attachment) if attachment.etag != stored.etag => {
-                flag_replaced(&state.pool, &attachment, stored.etag.as_deref())
+                tracing::warn!(attachment_id = %attachment.id, "an uploaded attachment's object was replaced");
+                upkeep::flag_replaced(&state.pool, &attachment, stored.etag.as_deref())
                     .await
                     .map_err(|e| e.to_string())?;
                 replaced += 1;
@@ -120,98 +121,6 @@ async fn object_events(state: &EventsState, event: S3Event) -> Result<Value, Str
     }))
 }
 
-async fn attachment_of_key(pool: &DbPool, key: &str) -> ApiResult<Option<Attachment>> {
-    let client = pool.get().await?;
-    Ok(client
-        .query_opt(
-            &format!("SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE object_key = $1"),
-            &[&key],
-        )
-        .await?
-        .as_ref()
-        .map(Attachment::from_row))
-}
-
-/// The patient and attachment ids a key of ours names, as SQL over a column `key`; NULL for
-/// any other key.
-const KEY_ATTACHMENT_ID: &str = "CASE WHEN object_key ~ '^patients/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/attachments/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN split_part(object_key, '/', 4)::uuid END";
-const KEY_PATIENT_ID: &str = "CASE WHEN object_key ~ '^patients/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/attachments/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN split_part(object_key, '/', 2)::uuid END";
-
-/// Queues for deletion those of `keys` that no attachment row points at, each with an audit
-/// event (the system is the actor; the patient is the one the key names), in one statement.
-/// Returns the keys queued.
-async fn queue_orphans(pool: &DbPool, keys: &[String]) -> ApiResult<Vec<String>> {
-    let mut params = SqlParams::new();
-    let keys = params.push(keys.to_vec(), Type::TEXT_ARRAY);
-    let logged = shared::audit::logged_cte(
-        &Attribution::default(),
-        &Event::new("attachment.orphan_object_queued", "attachment"),
-        &mut params,
-        &LoggedRows {
-            source: "queued",
-            resource: KEY_ATTACHMENT_ID,
-            patient: KEY_PATIENT_ID,
-            details: None,
-        },
-    );
-    let queued = queue_deletions_cte(&format!(
-        "SELECT k FROM unnest({keys}::text[]) k
-         WHERE NOT EXISTS (SELECT 1 FROM attachments a WHERE a.object_key = k)"
-    ));
-    let client = pool.get().await?;
-    let rows = client
-        .query_typed(
-            &format!(
-                "WITH {queued}, {logged}
-                 SELECT object_key FROM queued"
-            ),
-            &params.typed(),
-        )
-        .await?;
-    Ok(rows.iter().map(|row| row.get(0)).collect())
-}
-
-/// The object of an uploaded attachment now holds other bytes than were confirmed (upload URLs
-/// cannot overwrite; this is someone with direct bucket access, or a restore): flagged on the
-/// row and audited, for a person to look at.
-async fn flag_replaced(
-    pool: &DbPool,
-    attachment: &Attachment,
-    stored_etag: Option<&str>,
-) -> ApiResult<()> {
-    tracing::warn!(attachment_id = %attachment.id, "an uploaded attachment's object was replaced");
-    let mut params = SqlParams::new();
-    let id = params.push(attachment.id, Type::UUID);
-    let logged = shared::audit::logged_cte(
-        &Attribution::default(),
-        &Event::new("attachment.object_replaced", "attachment").details(json!({
-            "recorded_etag": attachment.etag,
-            "stored_etag": stored_etag,
-        })),
-        &mut params,
-        &LoggedRows {
-            source: "flagged",
-            resource: "id",
-            patient: "patient_id",
-            details: None,
-        },
-    );
-    pool.get()
-        .await?
-        .query_typed(
-            &format!(
-                "WITH flagged AS (
-                    UPDATE attachments SET content_mismatch = true WHERE id = {id}
-                    RETURNING id, patient_id
-                 ), {logged}
-                 SELECT id FROM flagged"
-            ),
-            &params.typed(),
-        )
-        .await?;
-    Ok(())
-}
-
 /// Pages of the bucket listing one sweep walks (1,000 keys each); the next sweep goes on from
 /// where this one stopped, so a bucket of any size is covered within a bounded run time.
 const LISTING_PAGES_PER_SWEEP: usize = 20;
@@ -232,21 +141,11 @@ async fn sweep(state: &EventsState) -> ApiResult<Value> {
 /// Pending uploads without activity for the abandonment window (created, or part URLs issued)
 /// whose object never arrived lose their row; an open multipart upload is aborted with it.
 async fn remove_abandoned_uploads(state: &EventsState) -> ApiResult<u64> {
-    let client = state.pool.get().await?;
-    let stale = client
-        .query(
-            &format!(
-                "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE status = 'pending'
-                 AND coalesce(upload_activity_at, created_at) < now() - make_interval(secs => $1::float8)
-                 ORDER BY created_at LIMIT 500"
-            ),
-            &[&state.storage.config.abandoned_after.as_secs_f64()],
-        )
-        .await?;
-    drop(client);
+    let idle = state.storage.config.abandoned_after;
+    let stale = upkeep::stale_uploads(&state.pool, idle).await?;
     // Abandoned: still no object. An S3 error proves nothing, so those rows stay for next time.
     let mut abandoned = Vec::new();
-    for attachment in stale.iter().map(Attachment::from_row) {
+    for attachment in stale {
         match state.storage.head(&attachment.object_key).await {
             Ok(Some(stored)) => {
                 attachments::confirm(&state.pool, &state.storage, &attachment, &stored).await?;
@@ -255,20 +154,7 @@ async fn remove_abandoned_uploads(state: &EventsState) -> ApiResult<u64> {
             Err(error) => tracing::warn!(%error, "could not check a stale upload"),
         }
     }
-    let client = state.pool.get().await?;
-    // Deleting a pending multipart row queues its abort (a trigger, in this statement).
-    let removed: Vec<String> = client
-        .query(
-            "DELETE FROM attachments WHERE id = ANY($1) AND status = 'pending'
-             AND coalesce(upload_activity_at, created_at) < now() - make_interval(secs => $2::float8)
-             RETURNING object_key",
-            &[&abandoned, &state.storage.config.abandoned_after.as_secs_f64()],
-        )
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    drop(client);
+    let removed = upkeep::remove_abandoned(&state.pool, &abandoned, idle).await?;
     let count = removed.len() as u64;
     drain_deletions(&state.pool, &state.storage, removed).await;
     Ok(count)
@@ -278,12 +164,7 @@ async fn remove_abandoned_uploads(state: &EventsState) -> ApiResult<u64> {
 /// deletes) every object no row points at and older than an upload URL's lifetime (a younger
 /// one may belong to a row still being written).
 async fn remove_orphan_objects(state: &EventsState) -> ApiResult<usize> {
-    let client = state.pool.get().await?;
-    let mut position: Option<String> = client
-        .query_one("SELECT start_after FROM bucket_sweep WHERE id = 1", &[])
-        .await?
-        .get(0);
-    drop(client);
+    let mut position = upkeep::sweep_position(&state.pool).await?;
     let old_enough = SystemTime::now()
         .checked_sub(state.storage.config.upload_url_ttl + Duration::from_secs(1))
         .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -305,7 +186,7 @@ async fn remove_orphan_objects(state: &EventsState) -> ApiResult<usize> {
             .filter(|o| o.last_modified < old_enough)
             .map(|o| o.key.clone())
             .collect();
-        let queued = queue_orphans(&state.pool, &candidates).await?;
+        let queued = upkeep::queue_orphans(&state.pool, &candidates).await?;
         queued_total += queued.len();
         drain_deletions(&state.pool, &state.storage, queued).await;
         position = if more {
@@ -317,14 +198,6 @@ async fn remove_orphan_objects(state: &EventsState) -> ApiResult<usize> {
             break;
         }
     }
-    state
-        .pool
-        .get()
-        .await?
-        .execute(
-            "UPDATE bucket_sweep SET start_after = $1, swept_at = now() WHERE id = 1",
-            &[&position],
-        )
-        .await?;
+    upkeep::save_sweep_position(&state.pool, position.as_deref()).await?;
     Ok(queued_total)
 }

@@ -7,20 +7,16 @@ use std::collections::HashMap;
 use axum::extract::{Path, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use domain::attachments::{self, headers_json, Attachment, MultipartUpload};
+use domain::attachments::{self, headers_json, uploads, Attachment, MultipartUpload};
 use domain::users::User;
 use edge::auth::{Authorized, Writer};
 use edge::http::JsonBody;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use shared::audit::LoggedRows;
-use shared::db::SqlParams;
 use shared::domain::{Sha256Digest, WholeNumber};
 use shared::storage::StoredPart;
 use shared::trail::Audit;
 use shared::{ApiError, ApiResult};
-use tokio_postgres::types::Type;
-use uuid::Uuid;
 
 use crate::{load, AttachmentsState};
 
@@ -152,56 +148,12 @@ pub async fn issue_part_urls(
             expires_at: presigned.expires_at.into(),
         });
     }
-    let mut params = SqlParams::new();
-    let id = params.push(attachment.id, Type::UUID);
-    let numbers = params.push(
-        parts.iter().map(|(n, _)| *n).collect::<Vec<i32>>(),
-        Type::INT4_ARRAY,
-    );
-    let digests = params.push(
-        parts
-            .iter()
-            .map(|(_, d)| d.base64())
-            .collect::<Vec<String>>(),
-        Type::TEXT_ARRAY,
-    );
     audit.describe(|event| {
         event.details(json!({ "part_numbers": parts.iter().map(|(n, _)| n).collect::<Vec<_>>() }))
     });
-    let logged = audit.logged_cte(
-        &mut params,
-        &LoggedRows {
-            source: "active",
-            resource: "id",
-            patient: "patient_id",
-            details: None,
-        },
-    );
     // Recorded only while the upload is open: a part URL for a completed or deleted upload
     // is refused, not signed into the void.
-    let recorded = state
-        .db
-        .get()
-        .await?
-        .query_typed_opt(
-            &format!(
-                "WITH active AS (
-                    UPDATE attachments SET upload_activity_at = now()
-                    WHERE id = {id} AND status = 'pending' AND upload_id IS NOT NULL
-                    RETURNING id, patient_id
-                 ), signed AS (
-                    INSERT INTO upload_parts (attachment_id, part_number, sha256)
-                    SELECT a.id, p.number, p.digest FROM active a,
-                        unnest({numbers}::int[], {digests}::text[]) AS p(number, digest)
-                    ON CONFLICT (attachment_id, part_number)
-                    DO UPDATE SET sha256 = excluded.sha256, signed_at = now()
-                 ), {logged}
-                 SELECT id FROM active"
-            ),
-            &params.typed(),
-        )
-        .await?;
-    if recorded.is_none() {
+    if !uploads::record_signed_parts(&state.db, &audit, attachment.id, &parts).await? {
         return Err(ApiError::Conflict(
             "Attachment upload is no longer open".into(),
         ));
@@ -219,23 +171,15 @@ async fn may_sign_parts(
     user: &User,
     parts: &[(i32, Sha256Digest)],
 ) -> ApiResult<()> {
-    let client = state.db.get().await?;
-    let id: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&attachment.id];
     let (owner, recorded) = tokio::try_join!(
-        client.query_one("SELECT created_by FROM attachments WHERE id = $1", &id),
-        client.query(
-            "SELECT part_number, sha256 FROM upload_parts WHERE attachment_id = $1",
-            &id,
-        ),
+        uploads::opener(&state.db, attachment.id),
+        uploads::signed_digests(&state.db, attachment.id),
     )?;
-    drop(client);
-    let owner: Option<Uuid> = owner.get(0);
     if owner.is_some_and(|owner| owner != user.id) && !user.is_superuser {
         return Err(ApiError::Forbidden(
             "Only the user who opened this upload, or a superuser, may upload its parts".into(),
         ));
     }
-    let recorded: HashMap<i32, String> = recorded.iter().map(|r| (r.get(0), r.get(1))).collect();
     let redigested: Vec<i32> = parts
         .iter()
         .filter(|(n, digest)| recorded.get(n).is_some_and(|d| *d != digest.base64()))
@@ -280,25 +224,6 @@ pub struct UploadProgress {
     missing_part_numbers: Vec<u32>,
 }
 
-/// The digests part URLs were signed for, by part number.
-async fn signed_digests(
-    state: &AttachmentsState,
-    attachment: &Attachment,
-) -> ApiResult<HashMap<i32, String>> {
-    Ok(state
-        .db
-        .get()
-        .await?
-        .query(
-            "SELECT part_number, sha256 FROM upload_parts WHERE attachment_id = $1",
-            &[&attachment.id],
-        )
-        .await?
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect())
-}
-
 /// The parts S3 holds; a 409 when the upload is no longer open.
 async fn stored_parts(
     state: &AttachmentsState,
@@ -325,7 +250,7 @@ pub async fn list_upload_parts(
     let upload = open_upload(&attachment)?;
     let (stored, signed) = tokio::try_join!(
         stored_parts(&state, &attachment, upload),
-        signed_digests(&state, &attachment),
+        uploads::signed_digests(&state.db, attachment.id),
     )?;
     let stored =
         stored.ok_or_else(|| ApiError::Conflict("Attachment upload is no longer open".into()))?;
@@ -467,7 +392,7 @@ pub async fn complete_upload(
     let request = body.map(|JsonBody(b)| b).unwrap_or_default();
     let (stored, signed) = tokio::try_join!(
         stored_parts(&state, &attachment, upload),
-        signed_digests(&state, &attachment),
+        uploads::signed_digests(&state.db, attachment.id),
     )?;
     let s3_checksum = match stored {
         // S3 knows no such upload, or (s3s) lists none: completed by an earlier try whose

@@ -16,9 +16,9 @@ use edge::auth::{AuthContext, CurrentUser, Superuser};
 use edge::http::{FormBody, JsonBody, RequestMeta};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use shared::audit::{LoggedRows, Outcome};
+use shared::audit::Outcome;
 use shared::config::{ConfigError, Env};
-use shared::db::{DbPool, SqlParams};
+use shared::db::DbPool;
 use shared::domain::{EmailAddress, Password};
 use shared::email::Mailer;
 use shared::password::{self, Verified};
@@ -27,7 +27,6 @@ use shared::throttle;
 use shared::tokens::{account_fingerprint, TokenRole};
 use shared::trail::{Audit, RouteEvent};
 use shared::{ApiError, ApiResult};
-use tokio_postgres::types::Type;
 
 #[derive(Clone, FromRef)]
 pub struct AuthState {
@@ -186,32 +185,7 @@ async fn logout(
     audit: Audit,
 ) -> ApiResult<StatusCode> {
     audit.describe(|event| event.resource(Some(current.0.id)));
-    let mut params = SqlParams::new();
-    let id = params.push(current.0.id, Type::UUID);
-    let logged = audit.logged_cte(
-        &mut params,
-        &LoggedRows {
-            source: "ended",
-            resource: "id",
-            patient: "NULL::uuid",
-            details: None,
-        },
-    );
-    state
-        .auth
-        .pool
-        .get()
-        .await?
-        .query_typed(
-            &format!(
-                "WITH ended AS (
-                    UPDATE users SET session_epoch = session_epoch + 1 WHERE id = {id} RETURNING id
-                 ), {logged}
-                 SELECT id FROM ended"
-            ),
-            &params.typed(),
-        )
-        .await?;
+    users::end_sessions(&state.auth.pool, &audit, current.0.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
