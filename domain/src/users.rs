@@ -302,18 +302,14 @@ pub async fn update(
         Some(password) => Some(password::hash(password).await?),
         None => None,
     };
-    let fields: Vec<&str> = [
+    let fields = shared::audit::sent_fields(&[
         ("email", changes.email.is_some()),
         ("full_name", changes.full_name.is_some()),
         ("password", changes.password.is_some()),
         ("is_active", changes.is_active.is_some()),
         ("is_superuser", changes.is_superuser.is_some()),
         ("role", changes.role.is_some()),
-    ]
-    .iter()
-    .filter(|(_, sent)| *sent)
-    .map(|(field, _)| *field)
-    .collect();
+    ]);
     // An email change names both addresses by digest only: matchable, never in clear.
     let details = match (&old_email, &changes.email) {
         (Some(old), Some(new)) => json!({

@@ -159,6 +159,16 @@ fn insert_sql(
     )
 }
 
+/// The names of the fields a change sent, for its event's details: which fields changed,
+/// never their values.
+pub fn sent_fields<'a>(fields: &[(&'a str, bool)]) -> Vec<&'a str> {
+    fields
+        .iter()
+        .filter(|(_, sent)| *sent)
+        .map(|(field, _)| *field)
+        .collect()
+}
+
 /// The audit insert as a CTE named `logged` of the change's own statement, so the event costs
 /// no extra round trip and exists exactly when the change does.
 pub fn logged_cte(

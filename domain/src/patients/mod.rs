@@ -214,18 +214,13 @@ pub async fn update(
         Some(Some(name)) => Some(name),
         None => None,
     };
-    let changed: Vec<&str> = [
+    let changed = shared::audit::sent_fields(&[
         ("name", name.is_some()),
         ("dob", body.dob.is_some()),
         ("contact_info", body.contact_info.is_some()),
         ("medical_history", body.medical_history.is_some()),
         ("identifiers", body.identifiers.is_some()),
-    ]
-    .iter()
-    .filter(|(_, sent)| *sent)
-    .map(|(field, _)| *field)
-    .collect();
-    // Which fields changed, never their values.
+    ]);
     audit.describe(|event| event.details(json!({ "fields": changed })));
     let mut params = SqlParams::new();
     let id_p = params.push(id, Type::UUID);
