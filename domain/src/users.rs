@@ -10,7 +10,7 @@ use serde_json::json;
 use shared::audit::{Attribution, Event, LoggedRows};
 use shared::db::{DbPool, SqlParams};
 use shared::domain::{EmailAddress, FullName, Password, Role};
-use shared::trail::Audit;
+use shared::trail::AuditEntry;
 use shared::{password, ApiError, ApiResult};
 use tokio_postgres::types::Type;
 use tokio_postgres::Row;
@@ -220,7 +220,11 @@ pub struct NewUser<'a> {
 }
 
 /// Creates the account with its audit event in one statement.
-pub async fn create(pool: &DbPool, audit: &Audit, new: NewUser<'_>) -> Result<User, UserError> {
+pub async fn create(
+    pool: &DbPool,
+    audit: &AuditEntry,
+    new: NewUser<'_>,
+) -> Result<User, UserError> {
     let hashed = password::hash(new.password).await?;
     let id = Uuid::new_v4();
     audit.describe(|event| event.resource(Some(id)));
@@ -290,7 +294,7 @@ pub struct Changed {
 /// sessions it ends.)
 pub async fn update(
     pool: &DbPool,
-    audit: &Audit,
+    audit: &AuditEntry,
     id: Uuid,
     changes: UserChanges,
 ) -> Result<Changed, UserError> {
@@ -385,7 +389,7 @@ fn email_digest(email: &str) -> String {
 
 /// Ends every session of account `id` (every token issued before answers 401), with its audit
 /// event, in one statement.
-pub async fn end_sessions(pool: &DbPool, audit: &Audit, id: Uuid) -> ApiResult<()> {
+pub async fn end_sessions(pool: &DbPool, audit: &AuditEntry, id: Uuid) -> ApiResult<()> {
     let mut params = SqlParams::new();
     let id = params.push(id, Type::UUID);
     let logged = audit.logged_cte(&mut params, &user_rows("ended"));
@@ -405,7 +409,7 @@ pub async fn end_sessions(pool: &DbPool, audit: &Audit, id: Uuid) -> ApiResult<(
 }
 
 /// Deletes account `id` with its audit event, in one statement.
-pub async fn delete(pool: &DbPool, audit: &Audit, id: Uuid) -> Result<(), UserError> {
+pub async fn delete(pool: &DbPool, audit: &AuditEntry, id: Uuid) -> Result<(), UserError> {
     let mut params = SqlParams::new();
     let id = params.push(id, Type::UUID);
     let logged = audit.logged_cte(&mut params, &user_rows("gone"));

@@ -1,5 +1,5 @@
 //! The audit layer: one tower layer around every audited route of every HTTP function, so every
-//! answer leaves exactly one event (the request's [`Audit`] entry, `shared::trail`), refusals
+//! answer leaves exactly one event (the request's [`AuditEntry`] entry, `shared::trail`), refusals
 //! by extractors (a bad token, a wrong role, a malformed body) included. When the answer comes
 //! back the layer writes the event with the outcome its status means, before the answer
 //! leaves: if the event cannot be written the answer is 503, without the data.
@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::RequestExt;
 use shared::audit::{self, Attribution};
 use shared::db::DbPool;
-use shared::trail::{Audit, RouteEvent};
+use shared::trail::{AuditEntry, RouteEvent};
 use shared::ApiError;
 use tower::{Layer, Service};
 use uuid::Uuid;
@@ -104,7 +104,7 @@ where
                 user_agent: meta.user_agent,
                 ..Attribution::default()
             };
-            let audit = Audit::new(who, event);
+            let audit = AuditEntry::new(who, event);
             request.extensions_mut().insert(audit.clone());
             let response = inner.call(request).await?;
             Ok(record(&pool, &audit, response).await)
@@ -114,7 +114,7 @@ where
 
 /// Writes the request's event unless its own statement did; 503 without the answer when the
 /// trail cannot take it.
-async fn record(pool: &DbPool, audit: &Audit, response: Response) -> Response {
+async fn record(pool: &DbPool, audit: &AuditEntry, response: Response) -> Response {
     let status = response.status();
     let Some((who, event)) = audit.to_write(status.as_u16()) else {
         return response;

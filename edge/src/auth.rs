@@ -12,7 +12,7 @@ use shared::config::{ConfigError, Env};
 use shared::db::DbPool;
 use shared::secrets::SecretsClient;
 use shared::tokens::{TokenRole, Tokens};
-use shared::trail::Audit;
+use shared::trail::AuditEntry;
 use shared::ApiError;
 
 /// What every authenticated endpoint group needs: the pool and the token keys.
@@ -109,7 +109,7 @@ where
             return Err(invalid());
         }
         // A valid token names the actor, even of a request refused below.
-        if let Some(audit) = parts.extensions.get::<Audit>() {
+        if let Some(audit) = parts.extensions.get::<AuditEntry>() {
             audit.actor(user.id, &user.email);
         }
         if !user.is_active {

@@ -2,13 +2,13 @@
 //! HTTP edge (`edge::audit_layer`) wraps every audited route so every answer leaves exactly one
 //! event, refusals by extractors (a bad token, a wrong role, a malformed body) included.
 //!
-//! Per request the layer puts an [`Audit`] into the request's extensions, already holding the
+//! Per request the layer puts an [`AuditEntry`] into the request's extensions, already holding the
 //! route's event (action, resource and patient ids from the path) and where the request came
 //! from. The token extractor adds the actor once a token is valid; a handler may describe its
 //! event further (details, the patient it turned out to concern). When the answer comes back
 //! the layer writes the event with the outcome its status means, before the answer leaves: if
 //! the event cannot be written the answer is 503, without the data. A write that recorded its
-//! event in its own statement (`Audit::logged_cte`) and succeeded is not recorded twice.
+//! event in its own statement (`AuditEntry::logged_cte`) and succeeded is not recorded twice.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -65,7 +65,7 @@ impl RouteEvent {
 /// One request's event as it is being recorded: shared by the layer, the token extractor and
 /// the handler.
 #[derive(Clone)]
-pub struct Audit(Arc<Mutex<Recording>>);
+pub struct AuditEntry(Arc<Mutex<Recording>>);
 
 struct Recording {
     who: Attribution,
@@ -76,7 +76,7 @@ struct Recording {
     in_statement: bool,
 }
 
-impl Audit {
+impl AuditEntry {
     /// The request's entry before its handler runs: who asked from where, and the route's event.
     pub fn new(who: Attribution, event: Event) -> Self {
         Self(Arc::new(Mutex::new(Recording {
@@ -170,18 +170,22 @@ impl Audit {
     }
 }
 
-/// A handler's `audit: Audit` argument. (Here, not in the edge, because the orphan rule puts a
+/// A handler's `audit: AuditEntry` argument. (Here, not in the edge, because the orphan rule puts a
 /// trait's impl with its type or its trait.)
 #[cfg(feature = "axum")]
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Audit {
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for AuditEntry {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<Audit>().cloned().ok_or_else(|| {
-            ApiError::internal("a handler asked for its audit event outside the audit layer")
-        })
+        parts
+            .extensions
+            .get::<AuditEntry>()
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::internal("a handler asked for its audit event outside the audit layer")
+            })
     }
 }

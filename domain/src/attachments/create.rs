@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use shared::db::{DbPool, SqlParams};
 use shared::domain::{Sha256Digest, WholeNumber};
 use shared::storage::{Storage, StorageConfig, S3_SINGLE_PUT_LIMIT};
-use shared::trail::Audit;
+use shared::trail::AuditEntry;
 use shared::ApiError;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
@@ -282,7 +282,7 @@ fn choose_upload(
 pub async fn create(
     pool: &DbPool,
     storage: &Storage,
-    audit: &Audit,
+    audit: &AuditEntry,
     body: &AttachmentCreate,
 ) -> Result<CreatedAttachment, AttachmentError> {
     let id = Uuid::new_v4();
@@ -382,7 +382,7 @@ pub async fn create(
 #[allow(clippy::too_many_arguments)]
 async fn insert_attachment(
     pool: &DbPool,
-    audit: &Audit,
+    audit: &AuditEntry,
     id: Uuid,
     body: &AttachmentCreate,
     mime_type: &str,

@@ -10,7 +10,7 @@ use shared::audit::{Attribution, Event, LoggedRows};
 use shared::db::{DbPool, SqlParams};
 use shared::error::ApiResult;
 use shared::storage::{drain_deletions, queue_deletions_cte, Storage, StoredObject};
-use shared::trail::{Audit, RouteEvent};
+use shared::trail::{AuditEntry, RouteEvent};
 use tokio_postgres::types::Type;
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -409,7 +409,7 @@ pub fn attachment_rows(source: &str) -> LoggedRows<'_> {
 }
 
 /// Which attachments (and so which patients' files) a list showed; the FHIR search's too.
-pub fn describe_listed(audit: &Audit, listed: &[Attachment]) {
+pub fn describe_listed(audit: &AuditEntry, listed: &[Attachment]) {
     let mut patients: Vec<Uuid> = listed.iter().map(|a| a.patient_id).collect();
     patients.sort();
     patients.dedup();
@@ -456,7 +456,7 @@ pub async fn delete_of_patient(
 pub async fn delete(
     pool: &DbPool,
     storage: &Storage,
-    audit: &Audit,
+    audit: &AuditEntry,
     id: Uuid,
 ) -> ApiResult<Option<()>> {
     let mut params = SqlParams::new();

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use shared::audit::LoggedRows;
 use shared::db::{DbPool, SqlParams};
 use shared::domain::Sha256Digest;
-use shared::trail::Audit;
+use shared::trail::AuditEntry;
 use shared::ApiResult;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
@@ -46,7 +46,7 @@ pub async fn opener(pool: &DbPool, id: Uuid) -> ApiResult<Option<Uuid>> {
 /// part URL is then to be handed out.
 pub async fn record_signed_parts(
     pool: &DbPool,
-    audit: &Audit,
+    audit: &AuditEntry,
     id: Uuid,
     parts: &[(i32, Sha256Digest)],
 ) -> ApiResult<bool> {

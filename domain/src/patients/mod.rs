@@ -10,7 +10,7 @@ use shared::audit::LoggedRows;
 use shared::db::{DbPool, SqlParams};
 use shared::input::present;
 use shared::storage::{drain_deletions, Storage};
-use shared::trail::{Audit, RouteEvent};
+use shared::trail::{AuditEntry, RouteEvent};
 use shared::ApiError;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
@@ -110,7 +110,11 @@ fn patient_rows(source: &str) -> LoggedRows<'_> {
 
 /// Inserts a patient; the row and its audit event in one statement: both or neither, one
 /// round trip.
-pub async fn insert(pool: &DbPool, audit: &Audit, body: &PatientCreate) -> PatientResult<Patient> {
+pub async fn insert(
+    pool: &DbPool,
+    audit: &AuditEntry,
+    body: &PatientCreate,
+) -> PatientResult<Patient> {
     let mut params = SqlParams::new();
     let values = [
         params.push(Uuid::new_v4(), Type::UUID),
@@ -204,7 +208,7 @@ pub struct PatientUpdate {
 /// difference and the audit event, in one round trip.)
 pub async fn update(
     pool: &DbPool,
-    audit: &Audit,
+    audit: &AuditEntry,
     id: Uuid,
     body: PatientUpdate,
     expected: Option<i64>,
@@ -325,7 +329,7 @@ async fn missing_or_modified(client: &tokio_postgres::Client, id: Uuid) -> Patie
 pub async fn delete(
     pool: &DbPool,
     storage: &Storage,
-    audit: &Audit,
+    audit: &AuditEntry,
     id: Uuid,
     expected: Option<i64>,
 ) -> PatientResult<()> {

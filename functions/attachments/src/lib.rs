@@ -26,7 +26,7 @@ use shared::config::{ConfigError, Env};
 use shared::db::DbPool;
 use shared::input::{parse_uuid, Paging};
 use shared::storage::{Storage, StorageConfig};
-use shared::trail::Audit;
+use shared::trail::AuditEntry;
 use shared::{ApiError, ApiResult};
 use uuid::Uuid;
 
@@ -93,7 +93,7 @@ fn not_found() -> ApiError {
 async fn create_attachment(
     State(state): State<AttachmentsState>,
     _writer: Writer,
-    audit: Audit,
+    audit: AuditEntry,
     JsonBody(body): JsonBody<AttachmentCreate>,
 ) -> ApiResult<Json<CreatedAttachment>> {
     Ok(Json(
@@ -117,7 +117,7 @@ struct AttachmentList {
 async fn list_attachments(
     State(state): State<AttachmentsState>,
     _current: CurrentUser,
-    audit: Audit,
+    audit: AuditEntry,
     QueryParams(params): QueryParams<ListParams>,
 ) -> ApiResult<Json<AttachmentList>> {
     let list = list_filtered(&state, params).await?;
@@ -125,7 +125,7 @@ async fn list_attachments(
     Ok(Json(list))
 }
 
-fn describe_list(audit: &Audit, list: &AttachmentList) {
+fn describe_list(audit: &AuditEntry, list: &AttachmentList) {
     describe_listed(audit, &list.data);
 }
 
@@ -150,7 +150,7 @@ async fn list_filtered(state: &AttachmentsState, params: ListParams) -> ApiResul
 async fn list_patient_attachments(
     State(state): State<AttachmentsState>,
     _current: CurrentUser,
-    audit: Audit,
+    audit: AuditEntry,
     Path(raw_id): Path<String>,
     QueryParams(paging): QueryParams<Paging>,
 ) -> ApiResult<Json<AttachmentList>> {
@@ -210,7 +210,7 @@ pub(crate) async fn load(state: &AttachmentsState, raw_id: &str) -> ApiResult<At
 async fn read_attachment(
     State(state): State<AttachmentsState>,
     _current: CurrentUser,
-    audit: Audit,
+    audit: AuditEntry,
     Path(raw_id): Path<String>,
 ) -> ApiResult<Json<Attachment>> {
     let attachment = load(&state, &raw_id).await?;
@@ -230,7 +230,7 @@ struct ContentParams {
 async fn download_attachment(
     State(state): State<AttachmentsState>,
     _current: CurrentUser,
-    audit: Audit,
+    audit: AuditEntry,
     Path(raw_id): Path<String>,
     QueryParams(params): QueryParams<ContentParams>,
 ) -> ApiResult<Response> {
@@ -278,7 +278,7 @@ async fn content_response(
 async fn delete_attachment(
     State(state): State<AttachmentsState>,
     _writer: Writer,
-    audit: Audit,
+    audit: AuditEntry,
     Path(raw_id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_uuid("attachment_id", &raw_id)?;

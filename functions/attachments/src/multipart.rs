@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shared::domain::{Sha256Digest, WholeNumber};
 use shared::storage::StoredPart;
-use shared::trail::Audit;
+use shared::trail::AuditEntry;
 use shared::{ApiError, ApiResult};
 
 use crate::{load, AttachmentsState};
@@ -117,7 +117,7 @@ fn requested_parts(
 pub async fn issue_part_urls(
     State(state): State<AttachmentsState>,
     Authorized { user, .. }: Writer,
-    audit: Audit,
+    audit: AuditEntry,
     Path(raw_id): Path<String>,
     JsonBody(request): JsonBody<PartUrlsRequest>,
 ) -> ApiResult<Json<PartUrls>> {
@@ -242,7 +242,7 @@ async fn stored_parts(
 pub async fn list_upload_parts(
     State(state): State<AttachmentsState>,
     _writer: Writer,
-    audit: Audit,
+    audit: AuditEntry,
     Path(raw_id): Path<String>,
 ) -> ApiResult<Json<UploadProgress>> {
     let attachment = load(&state, &raw_id).await?;
@@ -378,7 +378,7 @@ fn parts_to_complete(
 pub async fn complete_upload(
     State(state): State<AttachmentsState>,
     _writer: Writer,
-    audit: Audit,
+    audit: AuditEntry,
     Path(raw_id): Path<String>,
     body: Option<JsonBody<CompleteRequest>>,
 ) -> ApiResult<Json<Attachment>> {

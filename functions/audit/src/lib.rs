@@ -17,7 +17,7 @@ use shared::audit::Outcome;
 use shared::config::{ConfigError, Env};
 use shared::db::DbPool;
 use shared::input::{DEFAULT_LIMIT, MAX_LIMIT};
-use shared::trail::Audit;
+use shared::trail::AuditEntry;
 use shared::{ApiError, ApiResult, FieldError};
 use uuid::Uuid;
 
@@ -179,7 +179,7 @@ fn parse(filters: Filters) -> ApiResult<(Vec<EventFilter>, Keyset, i64)> {
 async fn list_events(
     State(state): State<AuditState>,
     _superuser: Superuser,
-    audit: Audit,
+    audit: AuditEntry,
     QueryParams(filters): QueryParams<Filters>,
 ) -> ApiResult<Json<Page>> {
     let (filters, keyset, limit) = parse(filters)?;

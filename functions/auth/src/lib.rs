@@ -25,7 +25,7 @@ use shared::password::{self, Verified};
 use shared::secrets::{AppSecret, SecretsClient};
 use shared::throttle;
 use shared::tokens::{account_fingerprint, TokenRole};
-use shared::trail::{Audit, RouteEvent};
+use shared::trail::{AuditEntry, RouteEvent};
 use shared::{ApiError, ApiResult};
 
 #[derive(Clone, FromRef)]
@@ -104,7 +104,7 @@ struct LoginForm {
 
 async fn login_access_token(
     State(state): State<AuthState>,
-    audit: Audit,
+    audit: AuditEntry,
     meta: RequestMeta,
     FormBody(form): FormBody<LoginForm>,
 ) -> ApiResult<Json<Value>> {
@@ -182,7 +182,7 @@ async fn login(
 async fn logout(
     State(state): State<AuthState>,
     current: CurrentUser,
-    audit: Audit,
+    audit: AuditEntry,
 ) -> ApiResult<StatusCode> {
     audit.describe(|event| event.resource(Some(current.0.id)));
     users::end_sessions(&state.auth.pool, &audit, current.0.id).await?;
@@ -199,7 +199,7 @@ async fn jwks(State(state): State<AuthState>) -> Response {
         .into_response()
 }
 
-async fn test_token(user: CurrentUser, audit: Audit) -> Json<User> {
+async fn test_token(user: CurrentUser, audit: AuditEntry) -> Json<User> {
     audit.describe(|event| event.resource(Some(user.0.id)));
     Json(user.0)
 }
@@ -211,7 +211,7 @@ fn parse_email_path(raw: &str) -> ApiResult<EmailAddress> {
 
 async fn recover_password(
     State(state): State<AuthState>,
-    audit: Audit,
+    audit: AuditEntry,
     Path(raw_email): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let started = Instant::now();
@@ -278,7 +278,7 @@ struct ResetPassword {
 
 async fn reset_password(
     State(state): State<AuthState>,
-    audit: Audit,
+    audit: AuditEntry,
     meta: RequestMeta,
     JsonBody(body): JsonBody<ResetPassword>,
 ) -> ApiResult<Json<Value>> {
@@ -335,7 +335,7 @@ pub const PREVIEW_TOKEN: &str = "preview-token-not-valid";
 async fn recover_password_html_content(
     State(state): State<AuthState>,
     _superuser: Superuser,
-    audit: Audit,
+    audit: AuditEntry,
     Path(raw_email): Path<String>,
 ) -> ApiResult<Response> {
     let email = parse_email_path(&raw_email)?;

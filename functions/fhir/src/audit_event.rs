@@ -11,7 +11,7 @@ use domain::paging::{Count, KeysetList};
 use edge::auth::Superuser;
 use serde_json::{json, Value};
 use shared::audit::Outcome;
-use shared::trail::Audit;
+use shared::trail::AuditEntry;
 use shared::{ApiError, ApiResult};
 use uuid::Uuid;
 
@@ -152,7 +152,7 @@ fn not_found(raw_id: &str) -> ApiError {
 pub async fn read(
     State(state): State<FhirState>,
     _superuser: Superuser,
-    audit: Audit,
+    audit: AuditEntry,
     Path(raw_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     audit.describe(|event| event.details(json!({ "interface": "fhir" })));
@@ -227,7 +227,7 @@ pub const AUDIT_EVENT_PARAMETERS: [&str; 5] = ["patient", "date", "agent", "acti
 pub async fn search(
     State(state): State<FhirState>,
     _superuser: Superuser,
-    audit: Audit,
+    audit: AuditEntry,
     headers: HeaderMap,
     uri: Uri,
     RawQuery(raw): RawQuery,

@@ -12,7 +12,7 @@ use domain::attachments::{
 use domain::paging::{Count, KeysetList};
 use edge::auth::{CurrentUser, Writer};
 use serde_json::{json, Value};
-use shared::trail::Audit;
+use shared::trail::AuditEntry;
 use shared::{ApiError, ApiResult};
 use uuid::Uuid;
 
@@ -68,7 +68,7 @@ async fn load(state: &FhirState, kind: &str, raw_id: &str) -> ApiResult<Attachme
 pub async fn read(
     State(state): State<FhirState>,
     _current: CurrentUser,
-    audit: Audit,
+    audit: AuditEntry,
     headers: HeaderMap,
     uri: Uri,
     Path(raw_id): Path<String>,
@@ -91,7 +91,7 @@ pub async fn read(
 pub async fn create(
     State(state): State<FhirState>,
     _writer: Writer,
-    audit: Audit,
+    audit: AuditEntry,
     headers: HeaderMap,
     uri: Uri,
     body: axum::body::Bytes,
@@ -209,7 +209,7 @@ pub async fn create(
 pub async fn delete(
     State(state): State<FhirState>,
     _writer: Writer,
-    audit: Audit,
+    audit: AuditEntry,
     Path(raw_id): Path<String>,
 ) -> ApiResult<StatusCode> {
     audit.describe(|event| event.details(json!({ "interface": "fhir" })));
@@ -241,7 +241,7 @@ pub const DOCUMENT_PARAMETERS: [&str; 4] = ["patient", "subject", "contenttype",
 pub async fn search(
     State(state): State<FhirState>,
     _current: CurrentUser,
-    audit: Audit,
+    audit: AuditEntry,
     headers: HeaderMap,
     uri: Uri,
     RawQuery(raw): RawQuery,
@@ -323,7 +323,7 @@ pub async fn search(
 pub async fn read_binary(
     State(state): State<FhirState>,
     _current: CurrentUser,
-    audit: Audit,
+    audit: AuditEntry,
     Path(raw_id): Path<String>,
 ) -> ApiResult<Response> {
     let attachment = load(&state, "Binary", &raw_id).await?;
@@ -366,7 +366,7 @@ async fn download_url(state: &FhirState, attachment: &Attachment) -> ApiResult<S
 pub async fn presigned_url(
     State(state): State<FhirState>,
     current: CurrentUser,
-    audit: Audit,
+    audit: AuditEntry,
     Path(raw_id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {

@@ -14,7 +14,7 @@ use edge::auth::{CurrentUser, Writer};
 use edge::http::required_version;
 use serde_json::{json, Value};
 use shared::domain::EmailAddress;
-use shared::trail::Audit;
+use shared::trail::AuditEntry;
 use shared::{ApiError, ApiResult};
 use uuid::Uuid;
 
@@ -140,7 +140,7 @@ fn answer(patient: &Patient, status: StatusCode, location: Option<&str>) -> Resp
 pub async fn read(
     State(state): State<FhirState>,
     _current: CurrentUser,
-    audit: Audit,
+    audit: AuditEntry,
     Path(raw_id): Path<String>,
 ) -> ApiResult<Response> {
     audit.describe(|event| event.details(json!({ "interface": "fhir" })));
@@ -254,7 +254,7 @@ impl PatientFields {
 pub async fn create(
     State(state): State<FhirState>,
     _writer: Writer,
-    audit: Audit,
+    audit: AuditEntry,
     headers: HeaderMap,
     uri: Uri,
     body: axum::body::Bytes,
@@ -332,7 +332,7 @@ async fn only_match(pool: &shared::db::DbPool, search: &Search) -> ApiResult<Opt
 pub async fn update(
     State(state): State<FhirState>,
     _writer: Writer,
-    audit: Audit,
+    audit: AuditEntry,
     Path(raw_id): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -358,7 +358,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<FhirState>,
     _writer: Writer,
-    audit: Audit,
+    audit: AuditEntry,
     Path(raw_id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
@@ -548,7 +548,7 @@ pub const PATIENT_PARAMETERS: [&str; 6] = [
 pub async fn search(
     State(state): State<FhirState>,
     _current: CurrentUser,
-    audit: Audit,
+    audit: AuditEntry,
     headers: HeaderMap,
     uri: Uri,
     RawQuery(raw): RawQuery,

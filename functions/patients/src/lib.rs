@@ -21,7 +21,7 @@ use shared::config::{ConfigError, Env};
 use shared::db::DbPool;
 use shared::input::parse_uuid;
 use shared::storage::{Storage, StorageConfig};
-use shared::trail::Audit;
+use shared::trail::AuditEntry;
 use shared::{ApiError, ApiResult};
 
 #[derive(Clone, FromRef)]
@@ -80,7 +80,7 @@ impl IntoResponse for Tagged {
 async fn create_patient(
     State(state): State<PatientsState>,
     _writer: Writer,
-    audit: Audit,
+    audit: AuditEntry,
     JsonBody(body): JsonBody<PatientCreate>,
 ) -> ApiResult<Tagged> {
     let patient = patients::insert(&state.db, &audit, &body).await?;
@@ -102,7 +102,7 @@ async fn read_patient(
 async fn update_patient(
     State(state): State<PatientsState>,
     _writer: Writer,
-    audit: Audit,
+    audit: AuditEntry,
     Path(raw_id): Path<String>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<PatientUpdate>,
@@ -115,7 +115,7 @@ async fn update_patient(
 async fn delete_patient(
     State(state): State<PatientsState>,
     _writer: Writer,
-    audit: Audit,
+    audit: AuditEntry,
     Path(raw_id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Json<serde_json::Value>> {
@@ -134,7 +134,7 @@ async fn delete_patient(
 async fn search_patients(
     State(state): State<PatientsState>,
     _current: CurrentUser,
-    audit: Audit,
+    audit: AuditEntry,
     QueryParams(params): QueryParams<SearchParams>,
 ) -> ApiResult<Json<PatientList>> {
     let search = Search::parse(params)?;

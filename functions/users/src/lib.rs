@@ -21,7 +21,7 @@ use shared::password::{self, Verified};
 use shared::secrets::{AppSecret, SecretsClient};
 use shared::throttle;
 use shared::tokens::TokenRole;
-use shared::trail::{Audit, RouteEvent};
+use shared::trail::{AuditEntry, RouteEvent};
 use shared::{ApiError, ApiResult};
 use uuid::Uuid;
 
@@ -109,7 +109,7 @@ fn message(text: &str) -> Json<Value> {
 async fn list_users(
     State(state): State<UsersState>,
     _superuser: Superuser,
-    audit: Audit,
+    audit: AuditEntry,
     QueryParams(paging): QueryParams<Paging>,
 ) -> ApiResult<Json<UserList>> {
     let (skip, limit) = paging.checked()?;
@@ -142,7 +142,7 @@ fn yes() -> bool {
 async fn create_user(
     State(state): State<UsersState>,
     _superuser: Superuser,
-    audit: Audit,
+    audit: AuditEntry,
     JsonBody(body): JsonBody<UserCreate>,
 ) -> ApiResult<Json<User>> {
     let role = body.role.unwrap_or(Role::Clinician);
@@ -189,7 +189,7 @@ struct UserRegister {
 
 async fn signup(
     State(state): State<UsersState>,
-    audit: Audit,
+    audit: AuditEntry,
     JsonBody(body): JsonBody<UserRegister>,
 ) -> ApiResult<Json<User>> {
     audit.attempted_account(body.email.as_str());
@@ -213,7 +213,7 @@ async fn signup(
     Ok(Json(user))
 }
 
-async fn read_me(current: CurrentUser, audit: Audit) -> Json<User> {
+async fn read_me(current: CurrentUser, audit: AuditEntry) -> Json<User> {
     audit.describe(|event| event.resource(Some(current.0.id)));
     Json(current.0)
 }
@@ -257,7 +257,7 @@ impl From<UserUpdate> for UserChanges {
 /// old address.
 async fn apply_changes(
     state: &UsersState,
-    audit: &Audit,
+    audit: &AuditEntry,
     id: Uuid,
     changes: UserChanges,
 ) -> Result<User, UserError> {
@@ -295,7 +295,7 @@ struct UserUpdateMe {
 async fn update_me(
     State(state): State<UsersState>,
     current: CurrentUser,
-    audit: Audit,
+    audit: AuditEntry,
     meta: RequestMeta,
     JsonBody(body): JsonBody<UserUpdateMe>,
 ) -> ApiResult<Json<User>> {
@@ -351,7 +351,7 @@ struct UpdatePassword {
 async fn update_my_password(
     State(state): State<UsersState>,
     current: CurrentUser,
-    audit: Audit,
+    audit: AuditEntry,
     meta: RequestMeta,
     JsonBody(body): JsonBody<UpdatePassword>,
 ) -> ApiResult<Json<Value>> {
@@ -385,7 +385,7 @@ async fn update_my_password(
 async fn delete_me(
     State(state): State<UsersState>,
     current: CurrentUser,
-    audit: Audit,
+    audit: AuditEntry,
 ) -> ApiResult<Json<Value>> {
     audit.describe(|event| event.resource(Some(current.0.id)));
     if current.0.is_superuser {
@@ -420,7 +420,7 @@ async fn read_user(
 async fn update_user(
     State(state): State<UsersState>,
     Authorized { user: current, .. }: Superuser,
-    audit: Audit,
+    audit: AuditEntry,
     meta: RequestMeta,
     Path(raw_id): Path<String>,
     JsonBody(changes): JsonBody<UserUpdate>,
@@ -457,7 +457,7 @@ async fn update_user(
 async fn delete_user(
     State(state): State<UsersState>,
     Authorized { user: current, .. }: Superuser,
-    audit: Audit,
+    audit: AuditEntry,
     Path(raw_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_uuid("user_id", &raw_id)?;
