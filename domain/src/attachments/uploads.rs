@@ -14,9 +14,15 @@ use uuid::Uuid;
 
 /// The digests part URLs of attachment `id` were signed for, by part number (base64).
 pub async fn signed_digests(pool: &DbPool, id: Uuid) -> ApiResult<HashMap<i32, String>> {
-    Ok(pool
-        .get()
-        .await?
+    let client = pool.get().await?;
+    Ok(digests_on(&client, id).await?)
+}
+
+async fn digests_on(
+    client: &tokio_postgres::Client,
+    id: Uuid,
+) -> Result<HashMap<i32, String>, tokio_postgres::Error> {
+    Ok(client
         .query_typed(
             "SELECT part_number, sha256 FROM upload_parts WHERE attachment_id = $1",
             &[(&id, Type::UUID)],
@@ -27,17 +33,29 @@ pub async fn signed_digests(pool: &DbPool, id: Uuid) -> ApiResult<HashMap<i32, S
         .collect())
 }
 
-/// Who opened the upload of attachment `id`: None for uploads from before owners were recorded.
-pub async fn opener(pool: &DbPool, id: Uuid) -> ApiResult<Option<Uuid>> {
-    Ok(pool
-        .get()
-        .await?
-        .query_typed_opt(
-            "SELECT created_by FROM attachments WHERE id = $1",
-            &[(&id, Type::UUID)],
-        )
-        .await?
-        .and_then(|row| row.get(0)))
+/// Who opened the upload of attachment `id` (None for uploads from before owners were
+/// recorded) and the digests its part URLs were signed for: what deciding whether to sign more
+/// parts needs, pipelined on one connection.
+pub async fn signing_state(
+    pool: &DbPool,
+    id: Uuid,
+) -> ApiResult<(Option<Uuid>, HashMap<i32, String>)> {
+    let client = pool.get().await?;
+    let param = [(
+        &id as &(dyn tokio_postgres::types::ToSql + Sync),
+        Type::UUID,
+    )];
+    let (owner, signed) = tokio::try_join!(
+        client.query_typed_opt("SELECT created_by FROM attachments WHERE id = $1", &param),
+        client.query_typed(
+            "SELECT part_number, sha256 FROM upload_parts WHERE attachment_id = $1",
+            &param,
+        ),
+    )?;
+    Ok((
+        owner.and_then(|row| row.get(0)),
+        signed.iter().map(|row| (row.get(0), row.get(1))).collect(),
+    ))
 }
 
 /// Records the digest each part is signed for and moves the upload's activity on (so an upload

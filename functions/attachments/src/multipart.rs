@@ -171,10 +171,7 @@ async fn may_sign_parts(
     user: &User,
     parts: &[(i32, Sha256Digest)],
 ) -> ApiResult<()> {
-    let (owner, recorded) = tokio::try_join!(
-        uploads::opener(&state.db, attachment.id),
-        uploads::signed_digests(&state.db, attachment.id),
-    )?;
+    let (owner, recorded) = uploads::signing_state(&state.db, attachment.id).await?;
     if owner.is_some_and(|owner| owner != user.id) && !user.is_superuser {
         return Err(ApiError::Forbidden(
             "Only the user who opened this upload, or a superuser, may upload its parts".into(),
