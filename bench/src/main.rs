@@ -173,11 +173,13 @@ const ATTACHMENTS: usize = 300_000;
 
 impl BenchData {
     async fn open(set: dataset::DataSet) -> Self {
+        // CAREVAULT_BENCH_DB names the uniform data set's database; the correlated one's name
+        // follows it, so that two trees can each be measured on data sets of their own.
+        let uniform =
+            std::env::var("CAREVAULT_BENCH_DB").unwrap_or_else(|_| "carevault_bench".into());
         let dbname = match set {
-            dataset::DataSet::Uniform => {
-                std::env::var("CAREVAULT_BENCH_DB").unwrap_or_else(|_| "carevault_bench".into())
-            }
-            dataset::DataSet::Correlated => "carevault_bench_correlated".into(),
+            dataset::DataSet::Uniform => uniform,
+            dataset::DataSet::Correlated => format!("{uniform}_correlated"),
         };
         if api_tests::admin_client()
             .await

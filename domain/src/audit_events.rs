@@ -114,8 +114,8 @@ impl ActionKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutcomeMatch {
     Is(Outcome),
-    /// Any refusal.
-    NotSuccess,
+    /// Any refusal (FHIR's minor failure): every outcome but success and a server error.
+    Refused,
     /// Our own failures, which are logged, not audited: matches nothing.
     Unrecorded,
 }
@@ -155,7 +155,7 @@ impl EventFilter {
                     OutcomeMatch::Is(outcome) => {
                         format!("outcome = '{}'", outcome.as_str())
                     }
-                    OutcomeMatch::NotSuccess => "outcome <> 'success'".to_owned(),
+                    OutcomeMatch::Refused => "outcome NOT IN ('success', 'error')".to_owned(),
                     OutcomeMatch::Unrecorded => "false".to_owned(),
                 })
                 .collect()),
@@ -179,16 +179,17 @@ pub async fn list(
         .map(|f| format!(" AND {}", f.condition(&mut params)))
         .collect();
     let from_where = format!("FROM audit_events WHERE true{filter}");
-    let (after, order) = keyset.sql("occurred_at", &mut params);
+    let after = keyset
+        .condition("occurred_at", "id", &mut params)
+        .map(|condition| format!(" AND {condition}"))
+        .unwrap_or_default();
+    let order = keyset.order_by("occurred_at", "id");
     let wanted = params.push(limit + 1, Type::INT8);
     let page_sql = format!("SELECT {COLUMNS} {from_where}{after} ORDER BY {order} LIMIT {wanted}");
     let (rows, total) =
         paging::page_and_count(pool, &page_sql, &from_where, &params, count).await?;
     let mut items: Vec<AuditEventOut> = rows.iter().map(AuditEventOut::from_row).collect();
-    let (previous, next) = keyset.page(&mut items, limit, |e| Position {
-        at: e.occurred_at,
-        id: e.id,
-    });
+    let (previous, next) = keyset.page(&mut items, limit, |e| Position::at(e.occurred_at, e.id));
     Ok(Page {
         items,
         previous,

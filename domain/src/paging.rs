@@ -1,12 +1,17 @@
 //! Paging and counting, one way for every list: `Count` (exact, the planner's estimate, or
-//! none), `TimeRange` (a time filter's bounds), and for the newest-first lists (attachments,
-//! audit events, through either interface) `Keyset` with its one opaque cursor.
+//! none), `TimeRange` (a time filter's bounds), and for every list paged by position (patients
+//! under each sort, attachments, audit events; through either interface) `Keyset` with its one
+//! opaque `Cursor`.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::json;
 use shared::db::SqlParams;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
+
+use crate::patients::search::Sort;
 
 /// How a list counts its matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,110 +97,152 @@ impl TimeRange {
     }
 }
 
-/// A row's place in a newest-first list: its time and id (the tie-break).
+/// The value of a list's sort column at one row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SortValue {
+    Time(DateTime<Utc>),
+    Text(String),
+    /// A date, or none (a date of birth may be missing).
+    Date(Option<NaiveDate>),
+}
+
+impl SortValue {
+    /// The value as a statement parameter; None for a missing date (SQL has no value to
+    /// compare it with: NULLs sort apart).
+    pub fn push(&self, params: &mut SqlParams) -> Option<String> {
+        match self {
+            Self::Time(at) => Some(params.push(*at, Type::TIMESTAMPTZ)),
+            Self::Text(text) => Some(params.push(text.clone(), Type::TEXT)),
+            Self::Date(Some(date)) => Some(params.push(*date, Type::DATE)),
+            Self::Date(None) => None,
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            Self::Time(at) => json!(at.timestamp_micros()),
+            Self::Text(text) => json!(text),
+            Self::Date(date) => json!(date),
+        }
+    }
+}
+
+/// What kind of value a list sorts on (and so what a cursor of that list must carry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKind {
+    Time,
+    Text,
+    /// A date that may be missing.
+    Date,
+}
+
+impl SortKind {
+    fn value_of(self, json: &serde_json::Value) -> Option<SortValue> {
+        Some(match self {
+            Self::Time => SortValue::Time(DateTime::from_timestamp_micros(json.as_i64()?)?),
+            Self::Text => SortValue::Text(json.as_str()?.to_owned()),
+            Self::Date => SortValue::Date(match json {
+                serde_json::Value::Null => None,
+                other => Some(other.as_str()?.parse().ok()?),
+            }),
+        })
+    }
+}
+
+/// A row's place in its list's order: its sort value and its id (the tie-break).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Position {
-    pub at: DateTime<Utc>,
+    pub key: SortValue,
     pub id: Uuid,
 }
 
-/// A cursor that this server did not make (or that names no position).
+impl Position {
+    /// A row's place in a list ordered by a time (the newest-first lists).
+    pub fn at(at: DateTime<Utc>, id: Uuid) -> Self {
+        Self {
+            key: SortValue::Time(at),
+            id,
+        }
+    }
+}
+
+/// A cursor that this server did not make for this list (or that names no position).
 #[derive(Debug, thiserror::Error)]
 #[error("not a cursor of this list")]
 pub struct BadCursor;
 
-/// The newest-first lists that page by keyset. A cursor names its list, and another list
-/// refuses it (it would otherwise read as a position there and answer a wrong page).
+/// The lists that page by cursor, each in one order. A cursor names its list and order, and
+/// every other refuses it (it would otherwise read as a position there and answer a wrong page).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeysetList {
-    /// The audit trail (`/audit-events/`, AuditEvent): cursors without a tag, as before.
+pub enum List {
+    /// The audit trail (`/audit-events/`, AuditEvent), newest first.
     AuditEvents,
-    /// Attachments (DocumentReference): cursors tagged `d`.
+    /// Attachments (DocumentReference), newest first.
     Documents,
+    /// Patients (`/patients/`, Patient) in one of their sorts.
+    Patients(Sort),
 }
 
-impl KeysetList {
-    fn tag(self) -> Option<&'static str> {
+impl List {
+    /// The name a cursor carries. A patient sort's is the `sort` parameter's value, as in the
+    /// cursors handed out before every list had this format.
+    fn tag(self) -> &'static str {
         match self {
-            Self::AuditEvents => None,
-            Self::Documents => Some("d"),
+            Self::AuditEvents => "audit_events",
+            Self::Documents => "documents",
+            Self::Patients(sort) => sort.as_str(),
+        }
+    }
+
+    fn sort_kind(self) -> SortKind {
+        match self {
+            Self::AuditEvents | Self::Documents => SortKind::Time,
+            Self::Patients(sort) => sort.kind(),
+        }
+    }
+
+    fn descending(self) -> bool {
+        match self {
+            Self::AuditEvents | Self::Documents => true,
+            Self::Patients(sort) => sort.descending(),
         }
     }
 }
 
-/// Where a page of a newest-first list starts: after a position (the next page), before one
-/// (the previous page: read oldest-first, then turned round), or at the top.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Keyset {
-    list: KeysetList,
-    position: Option<Position>,
+/// The prefix the previous-page cursors of FHIR searches carried before a cursor said its own
+/// direction; they are still read.
+const LEGACY_PREVIOUS: &str = "prev.";
+
+/// Where a page starts: the rows after a position in its list's order (the next page), or
+/// before it (the previous page). Opaque to clients: base64url of the JSON
+/// `[<list>, <sort value>, <id>]`, with `"before"` appended for a previous page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    list: List,
+    position: Position,
     backwards: bool,
 }
 
-/// The prefix the previous-page cursors of FHIR searches carried before the cursor was one
-/// opaque format; they are still read.
-const LEGACY_PREVIOUS: &str = "prev.";
-
-impl Keyset {
-    /// The top of `list`.
-    pub fn first(list: KeysetList) -> Self {
+impl Cursor {
+    /// The rows after `position` in `list`.
+    pub fn after(list: List, position: Position) -> Self {
         Self {
             list,
-            position: None,
+            position,
             backwards: false,
         }
     }
 
-    /// The keyset a cursor of [`Keyset::page`] on `list` names. Cursors handed out before the
-    /// format was unified (DocumentReference's `<µs>_<id>`, and `prev.` in front of a previous
-    /// page's) name the same rows; a cursor of another list is refused.
-    pub fn decode(raw: &str, list: KeysetList) -> Result<Self, BadCursor> {
-        let raw = raw.trim();
-        let (raw, legacy_backwards) = match raw.strip_prefix(LEGACY_PREVIOUS) {
-            Some(rest) => (rest, true),
-            None => (raw, false),
-        };
-        let (position, backwards) = Self::decode_tagged(raw, list)
-            .or_else(|| {
-                // DocumentReference's own format before: plain `<µs>_<id>`.
-                let (micros, id) = raw.split_once('_')?;
-                (list == KeysetList::Documents).then_some((Self::position(micros, id)?, false))
-            })
-            .ok_or(BadCursor)?;
-        Ok(Self {
-            list,
-            position: Some(position),
-            backwards: backwards || legacy_backwards,
-        })
-    }
-
-    /// `[<tag>|]<µs>|<id>[|before]`, base64url.
-    fn decode_tagged(raw: &str, list: KeysetList) -> Option<(Position, bool)> {
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(raw)
-            .ok()?;
-        let text = String::from_utf8(bytes).ok()?;
-        let mut parts: Vec<&str> = text.split('|').collect();
-        match (list.tag(), parts.first()) {
-            (Some(tag), Some(first)) if *first == tag => {
-                parts.remove(0);
-            }
-            (None, _) => {}
-            _ => return None,
+    /// The rows before `position` in `list`.
+    pub fn before(list: List, position: Position) -> Self {
+        Self {
+            backwards: true,
+            ..Self::after(list, position)
         }
-        let backwards = match parts.as_slice() {
-            [_, _] => false,
-            [_, _, "before"] => true,
-            _ => return None,
-        };
-        Some((Self::position(parts[0], parts[1])?, backwards))
     }
 
-    fn position(micros: &str, id: &str) -> Option<Position> {
-        Some(Position {
-            at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-            id: Uuid::parse_str(id).ok()?,
-        })
+    pub fn position(&self) -> &Position {
+        &self.position
     }
 
     /// Whether the page is read towards the top (a previous page).
@@ -203,35 +250,156 @@ impl Keyset {
         self.backwards
     }
 
-    /// The cursor of the page after (`backwards` false) or before `position` in this list.
-    fn encode(&self, position: Position, backwards: bool) -> String {
-        let mut text = format!("{}|{}", position.at.timestamp_micros(), position.id);
-        if let Some(tag) = self.list.tag() {
-            text = format!("{tag}|{text}");
+    pub fn encode(&self) -> String {
+        let mut fields = vec![
+            json!(self.list.tag()),
+            self.position.key.to_json(),
+            json!(self.position.id),
+        ];
+        if self.backwards {
+            fields.push(json!("before"));
         }
-        if backwards {
-            text.push_str("|before");
-        }
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+        URL_SAFE_NO_PAD.encode(serde_json::Value::Array(fields).to_string())
     }
 
-    /// ` AND (column, id) <|> (...)` and the `ORDER BY` of the page read.
-    pub fn sql(&self, column: &str, params: &mut SqlParams) -> (String, String) {
-        let condition = match self.position {
-            Some(Position { at, id }) => format!(
-                " AND ({column}, id) {} ({}, {})",
-                if self.backwards { ">" } else { "<" },
-                params.push(at, Type::TIMESTAMPTZ),
-                params.push(id, Type::UUID)
-            ),
-            None => String::new(),
+    /// The cursor `encode` made for `list`. The newest-first lists' cursors handed out before
+    /// every list had one format (base64url of `[d|]<µs>|<id>[|before]`, DocumentReference's
+    /// plain `<µs>_<id>`, and `prev.` in front of a FHIR previous page's) name the same rows.
+    pub fn decode(raw: &str, list: List) -> Result<Self, BadCursor> {
+        let raw = raw.trim();
+        let (raw, legacy_backwards) = match raw.strip_prefix(LEGACY_PREVIOUS) {
+            Some(rest) => (rest, true),
+            None => (raw, false),
         };
-        let direction = if self.backwards { "" } else { " DESC" };
-        (condition, format!("{column}{direction}, id{direction}"))
+        let cursor = Self::decode_json(raw, list)
+            .or_else(|| Self::decode_legacy(raw, list))
+            .ok_or(BadCursor)?;
+        Ok(Self {
+            backwards: cursor.backwards || legacy_backwards,
+            ..cursor
+        })
     }
 
-    /// The page of `limit` rows newest-first out of the `limit + 1` read in `sql`'s order, and
-    /// the (previous, next) cursors around it.
+    fn decode_json(raw: &str, list: List) -> Option<Self> {
+        let value: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
+        let (tag, key, id, backwards) = match value.as_array()?.as_slice() {
+            [tag, key, id] => (tag, key, id, false),
+            [tag, key, id, direction] if direction == "before" => (tag, key, id, true),
+            _ => return None,
+        };
+        (tag.as_str()? == list.tag()).then_some(())?;
+        Some(Self {
+            list,
+            position: Position {
+                key: list.sort_kind().value_of(key)?,
+                id: Uuid::parse_str(id.as_str()?).ok()?,
+            },
+            backwards,
+        })
+    }
+
+    fn decode_legacy(raw: &str, list: List) -> Option<Self> {
+        let tag = match list {
+            List::AuditEvents => None,
+            List::Documents => Some("d"),
+            List::Patients(_) => return None,
+        };
+        let position = |micros: &str, id: &str| {
+            Some(Position::at(
+                DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+                Uuid::parse_str(id).ok()?,
+            ))
+        };
+        let tagged = || {
+            let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
+            let mut parts: Vec<&str> = text.split('|').collect();
+            if let Some(tag) = tag {
+                (parts.first() == Some(&tag)).then(|| parts.remove(0))?;
+            }
+            match parts.as_slice() {
+                [micros, id] => Some((position(micros, id)?, false)),
+                [micros, id, "before"] => Some((position(micros, id)?, true)),
+                _ => None,
+            }
+        };
+        // DocumentReference's first format: plain `<µs>_<id>`.
+        let plain = || {
+            let (micros, id) = raw.split_once('_')?;
+            (list == List::Documents).then_some((position(micros, id)?, false))
+        };
+        let (position, backwards) = tagged().or_else(plain)?;
+        Some(Self {
+            list,
+            position,
+            backwards,
+        })
+    }
+}
+
+/// Where a page of a list starts: at the top, or at a cursor of that list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Keyset {
+    list: List,
+    cursor: Option<Cursor>,
+}
+
+impl Keyset {
+    /// The top of `list`.
+    pub fn first(list: List) -> Self {
+        Self { list, cursor: None }
+    }
+
+    /// The keyset a cursor of `list` names; `None` is the top.
+    pub fn of(list: List, cursor: Option<&str>) -> Result<Self, BadCursor> {
+        Ok(Self {
+            list,
+            cursor: cursor.map(|raw| Cursor::decode(raw, list)).transpose()?,
+        })
+    }
+
+    pub fn cursor(&self) -> Option<&Cursor> {
+        self.cursor.as_ref()
+    }
+
+    /// Whether the page is read towards the top (a previous page).
+    pub fn is_backwards(&self) -> bool {
+        self.cursor.as_ref().is_some_and(Cursor::is_backwards)
+    }
+
+    /// Whether the rows are read in descending order: the list's order, turned round for a
+    /// previous page.
+    pub fn reads_descending(&self) -> bool {
+        self.list.descending() != self.is_backwards()
+    }
+
+    /// The condition for the rows past the cursor in reading order, over the sort column
+    /// `key` and the id column `id` (None at the top). PostgreSQL's order, which its indexes
+    /// keep: NULLs (only a missing date) last ascending and first descending.
+    pub fn condition(&self, key: &str, id: &str, params: &mut SqlParams) -> Option<String> {
+        let cursor = self.cursor.as_ref()?;
+        let value = cursor.position.key.push(params);
+        let after = params.push(cursor.position.id, Type::UUID);
+        let nullable = self.list.sort_kind() == SortKind::Date;
+        Some(match (self.reads_descending(), value) {
+            (false, None) => format!("({key} IS NULL AND {id} > {after})"),
+            (false, Some(value)) if nullable => {
+                format!("(({key}, {id}) > ({value}, {after}) OR {key} IS NULL)")
+            }
+            (false, Some(value)) => format!("({key}, {id}) > ({value}, {after})"),
+            (true, None) => format!("(({key} IS NULL AND {id} < {after}) OR {key} IS NOT NULL)"),
+            (true, Some(value)) => format!("({key}, {id}) < ({value}, {after})"),
+        })
+    }
+
+    /// The `ORDER BY` of the rows as read, over the columns `key` and `id`.
+    pub fn order_by(&self, key: &str, id: &str) -> String {
+        let direction = if self.reads_descending() { " DESC" } else { "" };
+        format!("{key}{direction}, {id}{direction}")
+    }
+
+    /// The page of `limit` rows, in the list's order, out of the `limit + 1` read in reading
+    /// order, and the (previous, next) cursors around it.
     pub fn page<T>(
         &self,
         rows: &mut Vec<T>,
@@ -240,24 +408,20 @@ impl Keyset {
     ) -> (Option<String>, Option<String>) {
         let more = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
-        let earlier = if self.backwards {
+        let backwards = self.is_backwards();
+        let (earlier, later) = if backwards {
             rows.reverse();
-            more
+            (more, !rows.is_empty())
         } else {
-            self.position.is_some()
-        };
-        let later = if self.backwards {
-            !rows.is_empty()
-        } else {
-            more
+            (self.cursor.is_some(), more)
         };
         (
             rows.first()
                 .filter(|_| earlier)
-                .map(|first| self.encode(position(first), true)),
+                .map(|first| Cursor::before(self.list, position(first)).encode()),
             rows.last()
                 .filter(|_| later)
-                .map(|last| self.encode(position(last), false)),
+                .map(|last| Cursor::after(self.list, position(last)).encode()),
         )
     }
 }
@@ -276,80 +440,170 @@ pub struct Page<T> {
 mod tests {
     use super::*;
 
+    const ID: &str = "6f1c1f4e-2a47-4d8e-9a8e-0d7c3c1e2b10";
+    const MICROS: i64 = 1_700_000_000_123_456;
+
     fn position() -> Position {
-        Position {
-            at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
-            id: Uuid::parse_str("6f1c1f4e-2a47-4d8e-9a8e-0d7c3c1e2b10").unwrap(),
-        }
+        Position::at(
+            DateTime::from_timestamp_micros(MICROS).unwrap(),
+            Uuid::parse_str(ID).unwrap(),
+        )
     }
 
-    fn at(list: KeysetList, backwards: bool) -> Keyset {
-        Keyset {
+    fn at(list: List, backwards: bool) -> Cursor {
+        Cursor {
             list,
-            position: Some(position()),
+            position: position(),
             backwards,
         }
     }
 
+    const NEWEST_FIRST: [List; 2] = [List::AuditEvents, List::Documents];
+
     #[test]
     fn a_cursor_names_its_list_position_and_direction() {
-        for list in [KeysetList::AuditEvents, KeysetList::Documents] {
+        for list in NEWEST_FIRST {
             for backwards in [false, true] {
-                let cursor = Keyset::first(list).encode(position(), backwards);
-                assert_eq!(Keyset::decode(&cursor, list).unwrap(), at(list, backwards));
+                let cursor = at(list, backwards).encode();
+                assert_eq!(Cursor::decode(&cursor, list).unwrap(), at(list, backwards));
             }
+        }
+        let patients = List::Patients(Sort::DobDesc);
+        for key in [
+            SortValue::Date(None),
+            SortValue::Date(NaiveDate::from_ymd_opt(1980, 2, 29)),
+        ] {
+            let cursor = Cursor::before(
+                patients,
+                Position {
+                    key,
+                    id: Uuid::parse_str(ID).unwrap(),
+                },
+            );
+            assert_eq!(Cursor::decode(&cursor.encode(), patients).unwrap(), cursor);
         }
     }
 
     #[test]
-    fn a_cursor_of_another_list_is_refused() {
-        let documents = Keyset::first(KeysetList::Documents).encode(position(), false);
-        let events = Keyset::first(KeysetList::AuditEvents).encode(position(), false);
-        assert!(Keyset::decode(&documents, KeysetList::AuditEvents).is_err());
-        assert!(Keyset::decode(&events, KeysetList::Documents).is_err());
+    fn a_cursor_of_another_list_or_sort_is_refused() {
+        let lists = [
+            List::AuditEvents,
+            List::Documents,
+            List::Patients(Sort::CreatedAt),
+            List::Patients(Sort::CreatedAtDesc),
+        ];
+        for made_for in lists {
+            for asked in lists.into_iter().filter(|l| *l != made_for) {
+                assert!(Cursor::decode(&at(made_for, false).encode(), asked).is_err());
+            }
+        }
+        // A cursor carries the value its list sorts on.
+        let by_name = Cursor::after(
+            List::Patients(Sort::Name),
+            Position {
+                key: SortValue::Text("Ada".into()),
+                id: Uuid::parse_str(ID).unwrap(),
+            },
+        );
+        assert!(Cursor::decode(&by_name.encode(), List::Patients(Sort::Name)).is_ok());
+        assert!(Cursor::decode(&by_name.encode(), List::Patients(Sort::Dob)).is_err());
     }
 
     #[test]
     fn cursors_of_the_earlier_formats_name_the_same_rows() {
-        let audit = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode("1700000000123456|6f1c1f4e-2a47-4d8e-9a8e-0d7c3c1e2b10");
-        let document = "1700000000123456_6f1c1f4e-2a47-4d8e-9a8e-0d7c3c1e2b10";
-        let (events, documents) = (KeysetList::AuditEvents, KeysetList::Documents);
-        assert_eq!(Keyset::decode(&audit, events).unwrap(), at(events, false));
+        let encode = |text: String| URL_SAFE_NO_PAD.encode(text);
+        let audit = encode(format!("{MICROS}|{ID}"));
+        let document = format!("{MICROS}_{ID}");
+        let (events, documents) = (List::AuditEvents, List::Documents);
+        assert_eq!(Cursor::decode(&audit, events).unwrap(), at(events, false));
         assert_eq!(
-            Keyset::decode(document, documents).unwrap(),
-            at(documents, false)
-        );
-        assert_eq!(
-            Keyset::decode(&format!("prev.{audit}"), events).unwrap(),
+            Cursor::decode(&encode(format!("{MICROS}|{ID}|before")), events).unwrap(),
             at(events, true)
         );
         assert_eq!(
-            Keyset::decode(&format!("prev.{document}"), documents).unwrap(),
+            Cursor::decode(&encode(format!("d|{MICROS}|{ID}|before")), documents).unwrap(),
             at(documents, true)
         );
-        // The plain form was only ever DocumentReference's.
-        assert!(Keyset::decode(document, events).is_err());
-        // The forward cursor keeps the audit list's format: links handed out stay the same.
-        assert_eq!(Keyset::first(events).encode(position(), false), audit);
+        assert_eq!(
+            Cursor::decode(&document, documents).unwrap(),
+            at(documents, false)
+        );
+        assert_eq!(
+            Cursor::decode(&format!("prev.{audit}"), events).unwrap(),
+            at(events, true)
+        );
+        assert_eq!(
+            Cursor::decode(&format!("prev.{document}"), documents).unwrap(),
+            at(documents, true)
+        );
+        // The plain form was only ever DocumentReference's, the tagged one never the trail's.
+        assert!(Cursor::decode(&document, events).is_err());
+        assert!(Cursor::decode(&encode(format!("d|{MICROS}|{ID}")), events).is_err());
+        // A patient cursor as the JSON API wrote them, and a FHIR previous page's.
+        let patients = List::Patients(Sort::CreatedAt);
+        let patient = encode(format!(r#"["created_at",{MICROS},"{ID}"]"#));
+        assert_eq!(
+            Cursor::decode(&patient, patients).unwrap(),
+            at(patients, false)
+        );
+        assert_eq!(
+            Cursor::decode(&format!("prev.{patient}"), patients).unwrap(),
+            at(patients, true)
+        );
+        assert_eq!(at(patients, false).encode(), patient);
     }
 
     #[test]
     fn anything_else_is_refused() {
+        let encode = |text: &str| URL_SAFE_NO_PAD.encode(text);
         for raw in [
             "",
             "prev.",
             "x",
             "12_not-a-uuid",
-            "é_6f1c1f4e-2a47-4d8e-9a8e-0d7c3c1e2b10",
-            "99999999999999999999_6f1c1f4e-2a47-4d8e-9a8e-0d7c3c1e2b10",
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode("1|6f1c1f4e-2a47-4d8e-9a8e-0d7c3c1e2b10|after"),
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("1|2|3|4"),
+            &format!("é_{ID}"),
+            &format!("99999999999999999999_{ID}"),
+            &encode(&format!("1|{ID}|after")),
+            &encode("1|2|3|4"),
+            &encode(&format!(r#"["audit_events",1,"{ID}","after"]"#)),
+            &encode(&format!(r#"["audit_events","1","{ID}"]"#)),
+            &encode(r#"["audit_events",1,"not-a-uuid"]"#),
+            &encode(r#"{"list":"audit_events"}"#),
         ] {
-            for list in [KeysetList::AuditEvents, KeysetList::Documents] {
-                assert!(Keyset::decode(raw, list).is_err(), "{raw:?} was accepted");
+            for list in NEWEST_FIRST {
+                assert!(Cursor::decode(raw, list).is_err(), "{raw:?} was accepted");
             }
         }
+    }
+
+    #[test]
+    fn a_previous_page_is_read_turned_round_and_answered_in_order() {
+        let list = List::AuditEvents;
+        let keyset = Keyset::of(list, Some(&at(list, true).encode())).unwrap();
+        assert!(!keyset.reads_descending());
+        let mut params = SqlParams::new();
+        assert_eq!(
+            keyset.condition("occurred_at", "id", &mut params).unwrap(),
+            "(occurred_at, id) > ($1, $2)"
+        );
+        assert_eq!(keyset.order_by("occurred_at", "id"), "occurred_at, id");
+        // Three rows read oldest first for a page of two: the page is the two nearest the
+        // cursor, newest first, with rows before it and the cursor's row after it.
+        let mut rows = vec![1, 2, 3];
+        let later = |n: &i64| {
+            Position::at(
+                DateTime::from_timestamp_micros(MICROS + n).unwrap(),
+                Uuid::nil(),
+            )
+        };
+        let (previous, next) = keyset.page(&mut rows, 2, later);
+        assert_eq!(rows, [2, 1]);
+        let previous = Cursor::decode(&previous.unwrap(), list).unwrap();
+        assert_eq!(
+            (previous.position(), previous.is_backwards()),
+            (&later(&2), true)
+        );
+        let next = Cursor::decode(&next.unwrap(), list).unwrap();
+        assert_eq!((next.position(), next.is_backwards()), (&later(&1), false));
     }
 }

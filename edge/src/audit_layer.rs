@@ -6,12 +6,14 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::extract::{RawPathParams, Request};
 use axum::response::{IntoResponse, Response};
 use axum::RequestExt;
+use futures_util::FutureExt;
 use shared::audit::{self, Attribution};
 use shared::db::DbPool;
 use shared::trail::{AuditEntry, RouteEvent};
@@ -19,17 +21,31 @@ use shared::ApiError;
 use tower::{Layer, Service};
 use uuid::Uuid;
 
-use crate::http::RequestMeta;
+use crate::http::{panic_answer, RequestMeta};
 
 /// Makes the layer of each audited route.
 #[derive(Clone)]
 pub struct AuditTrail {
     pool: DbPool,
+    interface: Option<&'static str>,
 }
 
 impl AuditTrail {
+    /// The trail of the JSON API's routes.
     pub fn new(pool: DbPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            interface: None,
+        }
+    }
+
+    /// The trail of another interface's routes (`"fhir"`): each of its events says so in its
+    /// details (`interface`), refusals before the handler included.
+    pub fn of_interface(pool: DbPool, interface: &'static str) -> Self {
+        Self {
+            pool,
+            interface: Some(interface),
+        }
     }
 
     /// The layer for one route's handler.
@@ -37,6 +53,7 @@ impl AuditTrail {
         AuditLayer {
             pool: self.pool.clone(),
             route,
+            interface: self.interface,
         }
     }
 }
@@ -45,6 +62,7 @@ impl AuditTrail {
 pub struct AuditLayer {
     pool: DbPool,
     route: RouteEvent,
+    interface: Option<&'static str>,
 }
 
 impl<S> Layer<S> for AuditLayer {
@@ -55,6 +73,7 @@ impl<S> Layer<S> for AuditLayer {
             inner,
             pool: self.pool.clone(),
             route: self.route,
+            interface: self.interface,
         }
     }
 }
@@ -64,6 +83,7 @@ pub struct AuditService<S> {
     inner: S,
     pool: DbPool,
     route: RouteEvent,
+    interface: Option<&'static str>,
 }
 
 impl<S> Service<Request> for AuditService<S>
@@ -83,7 +103,7 @@ where
         // The clone that was made ready is the one to call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let (pool, route) = (self.pool.clone(), self.route);
+        let (pool, route, interface) = (self.pool.clone(), self.route, self.interface);
         Box::pin(async move {
             let meta = RequestMeta::of(request.extensions(), request.headers());
             let path_ids = request
@@ -97,7 +117,10 @@ where
                         .collect::<Vec<_>>()
                 })
                 .unwrap_or_default();
-            let event = route.event(&path_ids);
+            let mut event = route.event(&path_ids);
+            if let Some(interface) = interface {
+                event = event.details(serde_json::json!({ "interface": interface }));
+            }
             let who = Attribution {
                 request_id: meta.request_id,
                 source_ip: meta.source_ip,
@@ -106,7 +129,15 @@ where
             };
             let audit = AuditEntry::new(who, event);
             request.extensions_mut().insert(audit.clone());
-            let response = inner.call(request).await?;
+            // A panic is this request's 500, audited as any failure (unwinding leaves nothing
+            // of the handler's that the layer uses: the entry is the layer's own clone).
+            let response = AssertUnwindSafe(inner.call(request))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    audit.outcome(audit::Outcome::Error);
+                    Ok(panic_answer())
+                })?;
             Ok(record(&pool, &audit, response).await)
         })
     }

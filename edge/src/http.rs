@@ -9,6 +9,7 @@ use axum::Router;
 use lambda_http::RequestExt;
 use serde::de::DeserializeOwned;
 use tower::Layer;
+use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 
 use shared::input::{json_body, urlencoded};
@@ -18,7 +19,8 @@ use shared::ApiError;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The service a function runs: its router with FastAPI's 404/405 answers, where `/x` and `/x/`
-/// are the same route (the original redirected one to the other; clients call both).
+/// are the same route (the original redirected one to the other; clients call both), and where
+/// a panic anywhere is that request's 500.
 pub fn service(router: Router) -> NormalizePath<Router> {
     NormalizePathLayer::trim_trailing_slash().layer(
         router
@@ -26,8 +28,42 @@ pub fn service(router: Router) -> NormalizePath<Router> {
             .method_not_allowed_fallback(|| async {
                 ApiError::MethodNotAllowed("Method Not Allowed".into())
             })
+            .layer(catch_panics())
             .layer(axum::middleware::map_response(protect_answer)),
     )
+}
+
+/// The answer to a request whose handler panicked: a 500 like any other internal error (an
+/// interface with its own error shape renders it from the `ApiError` the answer carries). The
+/// panic's message is not logged: it may quote the request (a slice of the text sent). Where
+/// it happened is, by the panic hook (`shared::logging::log_panics_without_their_message`),
+/// with the request id.
+pub fn panic_answer() -> axum::response::Response {
+    axum::response::IntoResponse::into_response(ApiError::Internal(
+        "a handler panicked (location in the log line before)".into(),
+    ))
+}
+
+/// Turns a panic while serving a request into [`panic_answer`]: the process goes on serving
+/// (the release profile unwinds). The audit layer catches its own routes' panics first, so
+/// that they are audited; this catches the rest (fallbacks, unaudited routes).
+pub fn catch_panics() -> CatchPanicLayer<PanicAnswer> {
+    CatchPanicLayer::custom(PanicAnswer)
+}
+
+/// [`catch_panics`]' answer.
+#[derive(Debug, Clone, Copy)]
+pub struct PanicAnswer;
+
+impl ResponseForPanic for PanicAnswer {
+    type ResponseBody = axum::body::Body;
+
+    fn response_for_panic(
+        &mut self,
+        _payload: Box<dyn std::any::Any + Send + 'static>,
+    ) -> axum::http::Response<Self::ResponseBody> {
+        panic_answer()
+    }
 }
 
 /// Patient data must not stay in a shared workstation's browser cache, nor be sniffed into
@@ -224,6 +260,7 @@ where
     Fut: std::future::Future<Output = Result<S, shared::config::ConfigError>>,
 {
     shared::logging::init();
+    shared::logging::log_panics_without_their_message();
     let started = std::time::Instant::now();
     let state =
         shared::logging::exit_on_init_error(init(shared::config::Env::from_process()).await);

@@ -17,6 +17,9 @@ pub enum Outcome {
     Denied,
     NotFound,
     Invalid,
+    /// The handler panicked (500): it may have read records before it failed. Other server
+    /// errors are logged, not audited.
+    Error,
 }
 
 impl Outcome {
@@ -26,6 +29,7 @@ impl Outcome {
             Self::Denied => "denied",
             Self::NotFound => "not_found",
             Self::Invalid => "invalid",
+            Self::Error => "error",
         }
     }
 

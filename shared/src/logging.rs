@@ -17,6 +17,19 @@ pub fn init() {
         .try_init();
 }
 
+/// Replaces the default panic hook, which prints the panic's message: that may quote a
+/// request's text (patient data). This one logs where it happened, inside the invocation's span
+/// (so with its request id). Each function's `main` installs it; tests keep the default.
+pub fn log_panics_without_their_message() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|at| format!("{}:{}", at.file(), at.line()))
+            .unwrap_or_default();
+        tracing::error!(%location, "panic (its message is not logged)");
+    }));
+}
+
 /// Ends a cold start that cannot succeed with one log line naming the problem, not a panic trace.
 pub fn exit_on_init_error<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
     match result {

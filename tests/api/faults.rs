@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use api_tests::{db_url, invoke, ApiRequest, TestDb};
+use api_tests::{db_url, invoke, ApiRequest, TestApp, TestDb};
 use serde_json::json;
 use shared::config::Env;
 use tokio::net::{TcpListener, TcpStream};
@@ -339,4 +339,87 @@ async fn a_body_that_is_not_utf8_is_a_client_error() {
     event["isBase64Encoded"] = json!(true);
     let response = api_tests::invoke_event(patients::router(app.patients.clone()), event).await;
     assert_eq!(response.status, 422, "{}", response.body);
+}
+
+/// A router as every function builds its own, with one audited route and one unaudited route
+/// whose handlers panic, and an audited route that answers: the edge's layers (audit, catch,
+/// the Lambda adapter) are the real ones; only the handlers are this test's.
+fn panicking_router(app: &TestApp) -> axum::Router {
+    use axum::handler::Handler;
+    use axum::routing::get;
+    const PANICKED: shared::trail::RouteEvent =
+        shared::trail::RouteEvent::new("test.panicked", "patient");
+    const ANSWERED: shared::trail::RouteEvent =
+        shared::trail::RouteEvent::new("test.answered", "patient");
+    let trail = edge::audit_layer::AuditTrail::new(app.patients.db.clone());
+    let crafted = || async {
+        // What the FHIR date parser once did with a multi-byte character near a byte offset.
+        let text = String::from("2024-01-01\u{3000}T00:00Z");
+        text[..11].len().to_string()
+    };
+    axum::Router::new()
+        .route("/audited", get(crafted.layer(trail.on(PANICKED))))
+        .route("/unaudited", get(crafted))
+        .route(
+            "/answers",
+            get((|| async { "fine" }).layer(trail.on(ANSWERED))),
+        )
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_500_in_the_api_shape_and_is_audited() {
+    let app = TestApp::new().await;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let response = invoke(
+        panicking_router(&app),
+        ApiRequest::get("/audited").request_id(&request_id),
+    )
+    .await;
+    assert_eq!(response.status, 500);
+    assert_eq!(response.json(), json!({"detail": "Internal server error"}));
+    let outcome = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT outcome FROM audit_events WHERE action = 'test.panicked' AND request_id = $1",
+            &[&format!("lambda-{request_id}")],
+        )
+        .await
+        .expect("the panicked request's event")
+        .get::<_, String>(0);
+    assert_eq!(outcome, "error");
+}
+
+#[tokio::test]
+async fn a_panic_outside_audited_routes_answers_500_too() {
+    let app = TestApp::new().await;
+    let response = invoke(panicking_router(&app), ApiRequest::get("/unaudited")).await;
+    assert_eq!(response.status, 500);
+    assert_eq!(response.json(), json!({"detail": "Internal server error"}));
+}
+
+#[tokio::test]
+async fn the_same_service_goes_on_serving_after_a_panic() {
+    use lambda_http::Service;
+    let app = TestApp::new().await;
+    let mut adapter = lambda_http::Adapter::from(edge::http::service(panicking_router(&app)));
+    for (path, status) in [
+        ("/audited", 500),
+        ("/answers", 200),
+        ("/unaudited", 500),
+        ("/answers", 200),
+    ] {
+        let event: lambda_http::request::LambdaRequest =
+            serde_json::from_value(ApiRequest::get(path).to_event()).unwrap();
+        let response = adapter
+            .call(lambda_http::LambdaEvent::new(
+                event,
+                lambda_http::Context::default(),
+            ))
+            .await
+            .unwrap_or_else(|e| match e {});
+        let response = serde_json::to_value(response).unwrap();
+        assert_eq!(response["statusCode"], status, "{path}");
+    }
 }

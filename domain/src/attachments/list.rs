@@ -48,7 +48,7 @@ impl AttachmentFilter {
 }
 
 /// Which page of the list.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Window {
     /// `limit` rows after the first `skip`.
     Offset { skip: i64, limit: i64 },
@@ -67,15 +67,19 @@ pub async fn list(
 ) -> ApiResult<Page<Attachment>> {
     let mut params = SqlParams::new();
     let from_where = format!("FROM attachments WHERE true{}", filter.sql(&mut params));
-    let page_sql = match window {
+    let page_sql = match &window {
         Window::Offset { skip, limit } => format!(
             "SELECT {ATTACHMENT_COLUMNS} {from_where} ORDER BY created_at DESC, id DESC \
              OFFSET {} LIMIT {}",
-            params.push(skip, Type::INT8),
-            params.push(limit, Type::INT8)
+            params.push(*skip, Type::INT8),
+            params.push(*limit, Type::INT8)
         ),
         Window::Keyset { keyset, limit } => {
-            let (after, order) = keyset.sql("created_at", &mut params);
+            let after = keyset
+                .condition("created_at", "id", &mut params)
+                .map(|condition| format!(" AND {condition}"))
+                .unwrap_or_default();
+            let order = keyset.order_by("created_at", "id");
             format!(
                 "SELECT {ATTACHMENT_COLUMNS} {from_where}{after} ORDER BY {order} LIMIT {}",
                 // One row more says whether another page follows.
@@ -86,12 +90,11 @@ pub async fn list(
     let (rows, total) =
         paging::page_and_count(pool, &page_sql, &from_where, &params, count).await?;
     let mut items: Vec<Attachment> = rows.iter().map(Attachment::from_row).collect();
-    let (previous, next) = match window {
+    let (previous, next) = match &window {
         Window::Offset { .. } => (None, None),
-        Window::Keyset { keyset, limit } => keyset.page(&mut items, limit, |a| Position {
-            at: a.created_at,
-            id: a.id,
-        }),
+        Window::Keyset { keyset, limit } => {
+            keyset.page(&mut items, *limit, |a| Position::at(a.created_at, a.id))
+        }
     };
     refresh_pending(pool, storage, &mut items).await?;
     Ok(Page {

@@ -4,7 +4,7 @@
 pub mod model;
 pub mod search;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use shared::audit::LoggedRows;
 use shared::db::{DbPool, SqlParams};
@@ -15,12 +15,12 @@ use shared::ApiError;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use crate::paging::Count;
+use crate::paging::{Count, Page};
 use model::{
     identifiers_column, ContactInfo, Dob, Identifiers, MedicalHistory, Patient, PatientName,
     PATIENT_COLUMNS,
 };
-use search::{Cursor, Search};
+use search::Search;
 
 const PATIENT: &str = "patient";
 
@@ -368,15 +368,6 @@ pub async fn delete(
     Ok(())
 }
 
-/// A page of a search: its patients, the count as asked, and where the next page starts.
-#[derive(Serialize)]
-pub struct PatientList {
-    pub data: Vec<Patient>,
-    pub count: Option<i64>,
-    /// Where the next page starts (`cursor=`); null on the last page.
-    pub next_cursor: Option<String>,
-}
-
 /// The planner's estimate of a search's matches, and whether it says that a bounded walk of the
 /// sort order will likely hold the page (`Search::walk_is_likely`, against the table's size):
 /// one round trip for both.
@@ -398,7 +389,7 @@ pub async fn estimate_walk(
 
 /// Runs a search (the JSON API's and FHIR's): statements bounded by the matches, whatever
 /// their position in the sort order.
-pub async fn run_search(pool: &DbPool, search: &Search) -> PatientResult<PatientList> {
+pub async fn run_search(pool: &DbPool, search: &Search) -> PatientResult<Page<Patient>> {
     let client = pool.get().await?;
     let mut estimated = None;
     let walk = search.walk_statement(PATIENT_COLUMNS);
@@ -440,22 +431,19 @@ pub async fn run_search(pool: &DbPool, search: &Search) -> PatientResult<Patient
         Count::Estimate => estimated,
         Count::None => None,
     };
-    let mut data: Vec<Patient> = rows
+    let mut items: Vec<Patient> = rows
         .iter()
         .filter(|row| row.get::<_, Option<Uuid>>(0).is_some())
         .map(Patient::from_row)
         .collect();
     // One row more than the page says whether another page follows.
-    let next_cursor = if data.len() as i64 > search.limit {
-        data.truncate(search.limit as usize);
-        data.last()
-            .map(|last| Cursor::after(search.sort, last).encode())
-    } else {
-        None
-    };
-    Ok(PatientList {
-        data,
-        count,
-        next_cursor,
+    let (previous, next) = search.keyset.page(&mut items, search.limit, |patient| {
+        search::position(search.sort, patient)
+    });
+    Ok(Page {
+        items,
+        previous,
+        next,
+        total: count,
     })
 }

@@ -8,8 +8,8 @@ use shared::input::Paging;
 use shared::{ApiError, FieldError};
 use tokio_postgres::types::Type;
 
-use crate::paging::Count;
-use crate::patients::model::parse_date;
+use crate::paging::{Count, Cursor, Keyset, List, Position, SortKind, SortValue};
+use crate::patients::model::{parse_date, Patient};
 
 /// The query string as sent; everything optional.
 #[derive(Debug, Default, Deserialize)]
@@ -81,7 +81,8 @@ impl Sort {
         })
     }
 
-    fn as_str(self) -> &'static str {
+    /// The `sort` parameter's value (a cursor names its sort by it).
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Name => "name",
             Self::NameDesc => "-name",
@@ -104,142 +105,40 @@ impl Sort {
         }
     }
 
-    fn descending(self) -> bool {
+    pub(crate) fn descending(self) -> bool {
         matches!(
             self,
             Self::NameDesc | Self::DobDesc | Self::CreatedAtDesc | Self::UpdatedAtDesc
         )
     }
 
-    /// The same order backwards (a previous page is the next page of this order, reversed).
-    pub fn reversed(self) -> Self {
-        match self {
-            Self::Name => Self::NameDesc,
-            Self::NameDesc => Self::Name,
-            Self::Dob => Self::DobDesc,
-            Self::DobDesc => Self::Dob,
-            Self::CreatedAt => Self::CreatedAtDesc,
-            Self::CreatedAtDesc => Self::CreatedAt,
-            Self::UpdatedAt => Self::UpdatedAtDesc,
-            Self::UpdatedAtDesc => Self::UpdatedAt,
+    /// What the sort column holds.
+    pub(crate) fn kind(self) -> SortKind {
+        match self.column() {
+            "name" => SortKind::Text,
+            "dob" => SortKind::Date,
+            _ => SortKind::Time,
         }
-    }
-
-    /// `ORDER BY` over a relation with columns `sort_key` and `id`. PostgreSQL puts NULLs (only
-    /// `dob` has them) last ascending and first descending, as the (dob, id) index holds them.
-    fn order_by(self, relation: &str) -> String {
-        let direction = if self.descending() { " DESC" } else { "" };
-        format!("{relation}.sort_key{direction}, {relation}.id{direction}")
     }
 }
 
-/// Where the next page starts: the sort, and the last row's sort key and id. Opaque to clients
-/// (base64url of JSON); a cursor of another sort is refused.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cursor {
-    sort: Sort,
-    key: SortKey,
-    id: uuid::Uuid,
+/// A patient's place in `sort`'s order.
+pub fn position(sort: Sort, patient: &Patient) -> Position {
+    let key = match sort.column() {
+        "name" => SortValue::Text(patient.name.clone()),
+        "dob" => SortValue::Date(patient.dob),
+        "updated_at" => SortValue::Time(patient.updated_at),
+        _ => SortValue::Time(patient.created_at),
+    };
+    Position {
+        key,
+        id: patient.id,
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum SortKey {
-    Text(String),
-    Date(Option<NaiveDate>),
-    Time(chrono::DateTime<chrono::Utc>),
-}
-
-impl Cursor {
-    /// The cursor after `patient` in `sort`.
-    pub fn after(sort: Sort, patient: &crate::patients::model::Patient) -> Self {
-        let key = match sort.column() {
-            "name" => SortKey::Text(patient.name.clone()),
-            "dob" => SortKey::Date(patient.dob),
-            "updated_at" => SortKey::Time(patient.updated_at),
-            _ => SortKey::Time(patient.created_at),
-        };
-        Self {
-            sort,
-            key,
-            id: patient.id,
-        }
-    }
-
-    /// The sort this cursor continues.
-    pub fn sort(&self) -> Sort {
-        self.sort
-    }
-
-    /// The cursor at the same row for the same order backwards: the rows before it.
-    pub fn reversed(self) -> Self {
-        Self {
-            sort: self.sort.reversed(),
-            ..self
-        }
-    }
-
-    pub fn encode(&self) -> String {
-        use base64::Engine;
-        let key = match &self.key {
-            SortKey::Text(t) => serde_json::json!(t),
-            SortKey::Date(d) => serde_json::json!(d),
-            SortKey::Time(t) => serde_json::json!(t.timestamp_micros()),
-        };
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(serde_json::json!([self.sort.as_str(), key, self.id]).to_string())
-    }
-
-    /// The cursor `encode` made, if it was made for `sort`.
-    pub fn decode(raw: &str, sort: Sort) -> Option<Self> {
-        use base64::Engine;
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(raw.trim())
-            .ok()?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-        let [named, key, id] = value.as_array()?.as_slice() else {
-            return None;
-        };
-        if Sort::parse(named.as_str()?)? != sort {
-            return None;
-        }
-        let key = match sort.column() {
-            "name" => SortKey::Text(key.as_str()?.to_owned()),
-            "dob" => SortKey::Date(match key {
-                serde_json::Value::Null => None,
-                other => Some(other.as_str()?.parse().ok()?),
-            }),
-            _ => SortKey::Time(chrono::DateTime::from_timestamp_micros(key.as_i64()?)?),
-        };
-        Some(Self {
-            sort,
-            key,
-            id: uuid::Uuid::parse_str(id.as_str()?).ok()?,
-        })
-    }
-
-    /// The rows after this cursor, over a relation with `sort_key` and `id`.
-    fn condition(&self, relation: &str, params: &mut SqlParams) -> String {
-        let id = params.push(self.id, Type::UUID);
-        let key = match &self.key {
-            SortKey::Text(t) => Some(params.push(t.clone(), Type::TEXT)),
-            SortKey::Date(Some(d)) => Some(params.push(*d, Type::DATE)),
-            SortKey::Date(None) => None,
-            SortKey::Time(t) => Some(params.push(*t, Type::TIMESTAMPTZ)),
-        };
-        let (k, i) = (format!("{relation}.sort_key"), format!("{relation}.id"));
-        let nullable = self.sort.column() == "dob";
-        match (self.sort.descending(), key) {
-            // NULLs come last ascending: after a NULL key, only NULLs with a greater id.
-            (false, None) => format!("({k} IS NULL AND {i} > {id})"),
-            (false, Some(key)) if nullable => {
-                format!("(({k}, {i}) > ({key}, {id}) OR {k} IS NULL)")
-            }
-            (false, Some(key)) => format!("({k}, {i}) > ({key}, {id})"),
-            // NULLs come first descending.
-            (true, None) => format!("(({k} IS NULL AND {i} < {id}) OR {k} IS NOT NULL)"),
-            (true, Some(key)) => format!("({k}, {i}) < ({key}, {id})"),
-        }
-    }
+/// The cursor of the patients after `patient` in `sort` (where a page cut short goes on).
+pub fn cursor_after(sort: Sort, patient: &Patient) -> String {
+    Cursor::after(List::Patients(sort), position(sort, patient)).encode()
 }
 
 #[derive(Debug)]
@@ -249,7 +148,8 @@ pub struct Search {
     pub skip: i64,
     pub limit: i64,
     pub count: Count,
-    pub cursor: Option<Cursor>,
+    /// Where the page starts: a keyset of `List::Patients(sort)`.
+    pub keyset: Keyset,
 }
 
 /// The longest text filter accepted, in characters and in words.
@@ -359,17 +259,16 @@ impl Search {
                 Count::Exact
             }
         };
-        let cursor = match params.cursor.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(raw) => Cursor::decode(raw, sort).or_else(|| {
+        let cursor = params.cursor.as_deref().map(str::trim);
+        let keyset = Keyset::of(List::Patients(sort), cursor.filter(|raw| !raw.is_empty()))
+            .unwrap_or_else(|_| {
                 errors.push(FieldError::new(
                     &["query", "cursor"],
                     "Invalid cursor (use the next_cursor of a page with the same sort)",
                     "value_error",
                 ));
-                None
-            }),
-        };
+                Keyset::first(List::Patients(sort))
+            });
         if !errors.is_empty() {
             return Err(ApiError::Validation(errors));
         }
@@ -379,7 +278,7 @@ impl Search {
             skip,
             limit,
             count,
-            cursor,
+            keyset,
         })
     }
 
@@ -489,7 +388,7 @@ impl Search {
     pub fn walk_statement(&self, columns: &str) -> Option<(String, SqlParams)> {
         if self.filters.is_empty()
             || self.count == Count::Exact
-            || self.cursor.is_some()
+            || self.keyset.cursor().is_some()
             || self.rows_wanted() > WALK_BUDGET
         {
             return None;
@@ -526,7 +425,7 @@ impl Search {
     pub fn statement(&self, columns: &str) -> (String, SqlParams) {
         let mut params = SqlParams::new();
         let column = self.sort.column();
-        let order = self.sort.order_by("page");
+        let order = self.keyset.order_by("page.sort_key", "page.id");
         let offset = params.push(self.skip, Type::INT8);
         let limit = params.push(self.limit + 1, Type::INT8);
         let qualified = |relation: &str| {
@@ -564,9 +463,9 @@ impl Search {
             // measured slower for broad filters (docs/benchmarks.md).
             let clause = self.where_clause(&mut params);
             let after = self
-                .cursor
-                .as_ref()
-                .map(|c| format!(" WHERE {}", c.condition("m", &mut params)))
+                .keyset
+                .condition("m.sort_key", "m.id", &mut params)
+                .map(|condition| format!(" WHERE {condition}"))
                 .unwrap_or_default();
             let total = total_of("SELECT count(*) AS n FROM matches");
             format!(
@@ -579,7 +478,7 @@ impl Search {
                  SELECT {}, total.n, {identifiers} FROM total
                  LEFT JOIN (page JOIN patients p USING (id)) ON true
                  ORDER BY {order}",
-                self.sort.order_by("m"),
+                self.keyset.order_by("m.sort_key", "m.id"),
                 qualified("p")
             )
         };
@@ -591,24 +490,20 @@ impl Search {
     /// the non-NULL range runs out.
     fn unfiltered_page(&self, params: &mut SqlParams, offset: &str, limit: &str) -> String {
         let column = self.sort.column();
-        let direction = if self.sort.descending() { " DESC" } else { "" };
+        let descending = self.keyset.reads_descending();
+        let direction = if descending { " DESC" } else { "" };
         let ordered = |condition: &str| {
             format!(
                 "SELECT p.id, p.{column} AS sort_key FROM patients p{condition}
                  ORDER BY p.{column}{direction}, p.id{direction}"
             )
         };
-        let Some(cursor) = &self.cursor else {
+        let Some(cursor) = self.keyset.cursor() else {
             return format!("{} OFFSET {offset} LIMIT {limit}", ordered(""));
         };
-        let id = params.push(cursor.id, Type::UUID);
-        let comparison = if self.sort.descending() { "<" } else { ">" };
-        let key = match &cursor.key {
-            SortKey::Text(t) => Some(params.push(t.clone(), Type::TEXT)),
-            SortKey::Date(Some(d)) => Some(params.push(*d, Type::DATE)),
-            SortKey::Date(None) => None,
-            SortKey::Time(t) => Some(params.push(*t, Type::TIMESTAMPTZ)),
-        };
+        let id = params.push(cursor.position().id, Type::UUID);
+        let comparison = if descending { "<" } else { ">" };
+        let key = cursor.position().key.push(params);
         let after_key = |key: &str| {
             ordered(&format!(
                 " WHERE (p.{column}, p.id) {comparison} ({key}, {id})"
@@ -617,7 +512,7 @@ impl Search {
         let nulls_after =
             |condition: &str| ordered(&format!(" WHERE p.{column} IS NULL{condition}"));
         let not_null = || ordered(&format!(" WHERE p.{column} IS NOT NULL"));
-        let segments = match (column == "dob", self.sort.descending(), &key) {
+        let segments = match (column == "dob", descending, &key) {
             (false, _, Some(key)) => vec![after_key(key)],
             // Ascending: the non-NULL keys after the cursor, then every NULL.
             (true, false, Some(key)) => vec![after_key(key), nulls_after("")],
@@ -706,11 +601,11 @@ mod tests {
     }
 
     #[test]
-    fn a_cursor_round_trips_and_belongs_to_its_sort() {
+    fn a_cursor_belongs_to_its_sort() {
         // Stored times have microseconds.
         let now =
             chrono::DateTime::from_timestamp_micros(chrono::Utc::now().timestamp_micros()).unwrap();
-        let patient = crate::patients::model::Patient {
+        let patient = Patient {
             id: uuid::Uuid::new_v4(),
             name: "Ann O'Neil".into(),
             dob: None,
@@ -722,16 +617,20 @@ mod tests {
             version: 1,
         };
         for sort in [Sort::Name, Sort::DobDesc, Sort::CreatedAt] {
-            let cursor = Cursor::after(sort, &patient);
-            assert_eq!(Cursor::decode(&cursor.encode(), sort), Some(cursor.clone()));
+            let cursor = cursor_after(sort, &patient);
+            let keyset = Keyset::of(List::Patients(sort), Some(&cursor)).unwrap();
+            assert_eq!(
+                keyset.cursor().unwrap().position(),
+                &position(sort, &patient)
+            );
             let other = if sort == Sort::Name {
                 Sort::Dob
             } else {
                 Sort::Name
             };
-            assert_eq!(Cursor::decode(&cursor.encode(), other), None);
+            assert!(Keyset::of(List::Patients(other), Some(&cursor)).is_err());
         }
-        assert_eq!(Cursor::decode("not-a-cursor", Sort::Name), None);
+        assert!(search(&[("cursor", "not-a-cursor")]).is_err());
     }
 
     #[test]

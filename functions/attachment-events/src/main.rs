@@ -4,6 +4,7 @@ use shared::config::Env;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::logging::init();
+    shared::logging::log_panics_without_their_message();
     let started = std::time::Instant::now();
     let state = shared::logging::exit_on_init_error(
         attachment_events::EventsState::from_env(&Env::from_process()).await,

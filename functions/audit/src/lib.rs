@@ -7,7 +7,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use domain::audit_events::{self, AuditEventOut, EventFilter, OutcomeMatch, AUDIT_READ};
-use domain::paging::{Count, Keyset, KeysetList, TimeRange};
+use domain::paging::{Count, Keyset, List, TimeRange};
 use edge::audit_layer::AuditTrail;
 use edge::auth::{AuthContext, Superuser};
 use edge::http::QueryParams;
@@ -92,6 +92,7 @@ fn outcome_filter(raw: &str) -> Result<EventFilter, FieldError> {
         Outcome::Denied,
         Outcome::NotFound,
         Outcome::Invalid,
+        Outcome::Error,
     ]
     .into_iter()
     .find(|o| o.as_str() == raw)
@@ -99,7 +100,7 @@ fn outcome_filter(raw: &str) -> Result<EventFilter, FieldError> {
     .ok_or_else(|| {
         invalid(
             "outcome",
-            "Input should be 'success', 'denied', 'not_found' or 'invalid'",
+            "Input should be 'success', 'denied', 'not_found', 'invalid' or 'error'",
             "enum",
         )
     })
@@ -131,7 +132,7 @@ fn time_filter(name: &str, raw: &str) -> Result<EventFilter, FieldError> {
 
 /// Only a next page's cursor: this list has no previous links.
 fn next_page(raw: &str) -> Result<Keyset, FieldError> {
-    Keyset::decode(raw, KeysetList::AuditEvents)
+    Keyset::of(List::AuditEvents, Some(raw))
         .ok()
         .filter(|keyset| !keyset.is_backwards())
         .ok_or_else(|| invalid("cursor", "Invalid cursor", "value_error"))
@@ -151,11 +152,11 @@ fn parse(filters: Filters) -> ApiResult<(Vec<EventFilter>, Keyset, i64)> {
     let (parsed, mut errors): (Vec<_>, Vec<_>) = checked.into_iter().partition(Result::is_ok);
     let mut errors: Vec<FieldError> = errors.drain(..).filter_map(Result::err).collect();
     let keyset = match given(filters.cursor).map(|raw| next_page(&raw)) {
-        None => Keyset::first(KeysetList::AuditEvents),
+        None => Keyset::first(List::AuditEvents),
         Some(Ok(keyset)) => keyset,
         Some(Err(error)) => {
             errors.push(error);
-            Keyset::first(KeysetList::AuditEvents)
+            Keyset::first(List::AuditEvents)
         }
     };
     let limit = filters.limit.unwrap_or(DEFAULT_LIMIT);

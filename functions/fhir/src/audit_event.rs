@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use domain::audit_events::{self, ActionKind, AuditEventOut, EventFilter, OutcomeMatch};
-use domain::paging::{Count, KeysetList};
+use domain::paging::{Count, List};
 use edge::auth::Superuser;
 use serde_json::{json, Value};
 use shared::audit::Outcome;
@@ -130,7 +130,11 @@ pub fn resource(event: &AuditEventOut) -> Value {
         "subtype": subtype,
         "action": action,
         "recorded": event.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        "outcome": if event.outcome == "success" { "0" } else { "4" },
+        "outcome": match event.outcome.as_str() {
+            "success" => "0",
+            "error" => "8",
+            _ => "4",
+        },
         "outcomeDesc": event.outcome,
         "agent": [agent],
         "source": {
@@ -155,7 +159,6 @@ pub async fn read(
     audit: AuditEntry,
     Path(raw_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    audit.describe(|event| event.details(json!({ "interface": "fhir" })));
     let id = Uuid::parse_str(&raw_id).map_err(|_| not_found(&raw_id))?;
     let event = audit_events::find(&state.db, id)
         .await?
@@ -184,9 +187,11 @@ fn each<T>(value: &str, parse: impl Fn(&str) -> Option<T>) -> Option<Vec<T>> {
 fn outcome_match(code: &str) -> Option<OutcomeMatch> {
     match code {
         "0" => Some(OutcomeMatch::Is(Outcome::Success)),
-        "4" => Some(OutcomeMatch::NotSuccess),
-        // Serious and major failures (server errors) are logged, not audited.
-        "8" | "12" => Some(OutcomeMatch::Unrecorded),
+        "4" => Some(OutcomeMatch::Refused),
+        // A serious failure: a handler that panicked. Other server errors (and major failures)
+        // are logged, not audited.
+        "8" => Some(OutcomeMatch::Is(Outcome::Error)),
+        "12" => Some(OutcomeMatch::Unrecorded),
         _ => None,
     }
 }
@@ -250,14 +255,12 @@ pub async fn search(
     let page = audit_events::list(
         &state.db,
         &filters,
-        &query::keyset(common.cursor.as_deref(), KeysetList::AuditEvents)?,
+        &query::keyset(common.cursor.as_deref(), List::AuditEvents)?,
         common.count,
         common.total.unwrap_or(Count::Estimate),
     )
     .await?;
-    audit.describe(|event| {
-        event.details(json!({ "interface": "fhir", "events": page.items.len() }))
-    });
+    audit.describe(|event| event.details(json!({ "events": page.items.len() })));
     let base = PublicBase::of(&state.base, &headers, &uri);
     let entries = page
         .items

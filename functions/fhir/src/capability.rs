@@ -109,7 +109,7 @@ pub async fn capability_statement(
             }, {
                 "type": "AuditEvent",
                 "profile": "http://hl7.org/fhir/StructureDefinition/AuditEvent",
-                "documentation": "The audit trail following IHE BALP, superusers only (reading it is audited): type rest, subtype the RESTful interaction and CareVault's action, action C/R/U/D/E, recorded, outcome 0 or 4 with outcomeDesc, agent (the user as an identifier, requestor, network address), source.observer, entity for the patient and the resource. Newest first; _total defaults to estimate (the trail grows by the second; accurate counts every matching event).",
+                "documentation": "The audit trail following IHE BALP, superusers only (reading it is audited): type rest, subtype the RESTful interaction and CareVault's action, action C/R/U/D/E, recorded, outcome 0, 4 or 8 (a request whose handler failed) with outcomeDesc, agent (the user as an identifier, requestor, network address), source.observer, entity for the patient and the resource. Newest first; _total defaults to estimate (the trail grows by the second; accurate counts every matching event).",
                 "interaction": [{ "code": "read" }, { "code": "search-type" }],
                 "versioning": "no-version",
                 "readHistory": false,
@@ -118,7 +118,7 @@ pub async fn capability_statement(
                     search_param("date", "date", "http://hl7.org/fhir/SearchParameter/AuditEvent-date", "When it was recorded, with the prefixes eq, ne, gt, lt, ge, le: a date covers its UTC days, an instant (with Z or an offset) its second or its fraction's precision."),
                     search_param("agent", "reference", "http://hl7.org/fhir/SearchParameter/AuditEvent-agent", "The user id (optionally system|id); commas: any of them."),
                     search_param("action", "token", "http://hl7.org/fhir/SearchParameter/AuditEvent-action", "C, R, U, D or E; commas: any of them."),
-                    search_param("outcome", "token", "http://hl7.org/fhir/SearchParameter/AuditEvent-outcome", "0 (success) or 4 (refused: denied, not found, invalid); commas: any of them."),
+                    search_param("outcome", "token", "http://hl7.org/fhir/SearchParameter/AuditEvent-outcome", "0 (success), 4 (refused: denied, not found, invalid) or 8 (the handler failed); commas: any of them."),
                 ],
             }],
         }],

@@ -9,7 +9,7 @@ use domain::attachments::{
     self, content_disposition, Attachment, AttachmentCreate, AttachmentError, AttachmentField,
     AttachmentFilter, UploadKind, Window,
 };
-use domain::paging::{Count, KeysetList};
+use domain::paging::{Count, List};
 use edge::auth::{CurrentUser, Writer};
 use serde_json::{json, Value};
 use shared::trail::AuditEntry;
@@ -74,11 +74,7 @@ pub async fn read(
     Path(raw_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let attachment = load(&state, "DocumentReference", &raw_id).await?;
-    audit.describe(|event| {
-        event
-            .patient(Some(attachment.patient_id))
-            .details(json!({ "interface": "fhir" }))
-    });
+    audit.describe(|event| event.patient(Some(attachment.patient_id)));
     Ok(Json(resource(&attachment, &state.base.of(&headers, &uri))))
 }
 
@@ -96,7 +92,6 @@ pub async fn create(
     uri: Uri,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    audit.describe(|event| event.details(json!({ "interface": "fhir" })));
     let document = crate::resource_body(&headers, &body, "DocumentReference")?;
     let rule = |element: &str, text: &str| {
         ApiError::Validation(vec![shared::FieldError::new(
@@ -212,7 +207,6 @@ pub async fn delete(
     audit: AuditEntry,
     Path(raw_id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    audit.describe(|event| event.details(json!({ "interface": "fhir" })));
     let id = Uuid::parse_str(&raw_id).map_err(|_| not_found("DocumentReference", &raw_id))?;
     attachments::delete(&state.db, &state.storage, &audit, id)
         .await?
@@ -287,7 +281,7 @@ pub async fn search(
     }
     common.check(&headers)?;
     let window = Window::Keyset {
-        keyset: query::keyset(common.cursor.as_deref(), KeysetList::Documents)?,
+        keyset: query::keyset(common.cursor.as_deref(), List::Documents)?,
         limit: common.count,
     };
     let page = attachments::list(
@@ -300,7 +294,6 @@ pub async fn search(
     .await?;
     let base = PublicBase::of(&state.base, &headers, &uri);
     attachments::describe_listed(&audit, &page.items);
-    audit.describe(|event| event.details(json!({ "interface": "fhir" })));
     let entries: Vec<Value> = page
         .items
         .iter()
@@ -327,11 +320,7 @@ pub async fn read_binary(
     Path(raw_id): Path<String>,
 ) -> ApiResult<Response> {
     let attachment = load(&state, "Binary", &raw_id).await?;
-    audit.describe(|event| {
-        event
-            .patient(Some(attachment.patient_id))
-            .details(json!({ "interface": "fhir" }))
-    });
+    audit.describe(|event| event.patient(Some(attachment.patient_id)));
     let url = download_url(&state, &attachment).await?;
     let mut response = StatusCode::FOUND.into_response();
     let location = HeaderValue::from_str(&url)
@@ -379,7 +368,6 @@ pub async fn presigned_url(
     let attachment = load(&state, "Binary", &raw_id).await?;
     audit.describe(|event| {
         event.patient(Some(attachment.patient_id)).details(json!({
-            "interface": "fhir",
             "upload": upload,
         }))
     });

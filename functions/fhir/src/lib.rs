@@ -110,7 +110,7 @@ const ATTACHMENT_URL: RouteEvent =
 /// Everything under /fhir/R4, nested as one service so that its own fallbacks (an unknown
 /// resource type, a method not allowed) answer OperationOutcomes too, not the JSON API's 404.
 pub fn router(state: FhirState) -> Router {
-    let trail = AuditTrail::new(state.db.clone());
+    let trail = AuditTrail::of_interface(state.db.clone(), "fhir");
     let fhir = Router::new()
         .route("/metadata", get(capability::capability_statement))
         .route(
@@ -155,6 +155,8 @@ pub fn router(state: FhirState) -> Router {
             ApiError::MethodNotAllowed("This interaction is not supported here".into())
         })
         .with_state(state)
+        // Inside the OperationOutcome rendering: a panic on a route without audit answers one.
+        .layer(edge::http::catch_panics())
         .layer(axum::middleware::map_response(
             outcome::as_operation_outcome,
         ));

@@ -4,11 +4,11 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use domain::paging::Count;
+use domain::paging::{Count, List};
 use domain::patients::model::{
     ContactInfo, Dob, Identifiers, MedicalHistory, Patient, PatientName,
 };
-use domain::patients::search::{Cursor, Filter, Search, Sort};
+use domain::patients::search::{self, Filter, Search, Sort};
 use domain::patients::{self, PatientCreate, PatientError, PatientUpdate};
 use edge::auth::{CurrentUser, Writer};
 use edge::http::required_version;
@@ -18,7 +18,7 @@ use shared::trail::AuditEntry;
 use shared::{ApiError, ApiResult};
 use uuid::Uuid;
 
-use crate::query::{self, Common, Prefix, PREVIOUS};
+use crate::query::{self, Common, Prefix};
 use crate::{bundle, element_as};
 use crate::{FhirState, PublicBase};
 
@@ -140,10 +140,8 @@ fn answer(patient: &Patient, status: StatusCode, location: Option<&str>) -> Resp
 pub async fn read(
     State(state): State<FhirState>,
     _current: CurrentUser,
-    audit: AuditEntry,
     Path(raw_id): Path<String>,
 ) -> ApiResult<Response> {
-    audit.describe(|event| event.details(json!({ "interface": "fhir" })));
     // An id that is not a UUID names no patient of this server.
     let id = Uuid::parse_str(&raw_id).map_err(|_| not_found(&raw_id))?;
     let patient = patients::find(&state.db, id)
@@ -259,7 +257,6 @@ pub async fn create(
     uri: Uri,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    audit.describe(|event| event.details(json!({ "interface": "fhir" })));
     let create =
         PatientFields::of(&crate::resource_body(&headers, &body, "Patient")?)?.into_create();
     let base = state.base.of(&headers, &uri);
@@ -275,7 +272,7 @@ pub async fn create(
         .to_str()
         .map_err(|_| ApiError::BadRequest("If-None-Exist is not text".into()))?;
     let params = query::params(Some(criteria.trim_start_matches('?')));
-    let (mut search, _, common) = search_of(&params)?;
+    let (mut search, common) = search_of(&params)?;
     if common.refuse(false).is_err() || common.cursor.is_some() {
         return Err(ApiError::BadRequest(format!(
             "If-None-Exist may only hold Patient search parameters this server knows, not {}",
@@ -308,7 +305,7 @@ pub async fn create(
         event
             .resource(Some(existing.id))
             .patient(Some(existing.id))
-            .details(json!({ "interface": "fhir", "if_none_exist": "matched", "created": false }))
+            .details(json!({ "if_none_exist": "matched", "created": false }))
     });
     Ok(answer(&existing, StatusCode::OK, None))
 }
@@ -318,7 +315,7 @@ async fn only_match(pool: &shared::db::DbPool, search: &Search) -> ApiResult<Opt
     let list = patients::run_search(pool, search)
         .await
         .map_err(|e| fhir_error(e, ""))?;
-    match <[Patient; 1]>::try_from(list.data) {
+    match <[Patient; 1]>::try_from(list.items) {
         Ok([one]) => Ok(Some(one)),
         Err(data) if data.is_empty() => Ok(None),
         Err(_) => Err(ApiError::PreconditionFailed(
@@ -337,7 +334,6 @@ pub async fn update(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    audit.describe(|event| event.details(json!({ "interface": "fhir" })));
     let patient = crate::resource_body(&headers, &body, "Patient")?;
     if patient["id"].as_str() != Some(raw_id.as_str()) {
         return Err(ApiError::BadRequest(
@@ -362,7 +358,6 @@ pub async fn delete(
     Path(raw_id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    audit.describe(|event| event.details(json!({ "interface": "fhir" })));
     let id = Uuid::parse_str(&raw_id).map_err(|_| not_found(&raw_id))?;
     patients::delete(
         &state.db,
@@ -441,10 +436,9 @@ fn alternative(name: &str, modifier: Option<&str>, value: &str) -> ApiResult<Vec
     })
 }
 
-/// The search a FHIR query asks for, in the JSON API's terms; whether its cursor goes
-/// backwards; and the query's common part. (Long because it is one match over the parameters
+/// The search a FHIR query asks for, in the domain's terms, and the query's common part. (Long because it is one match over the parameters
 /// a Patient search takes; each parameter's own parsing is in `alternative` and `query`.)
-fn search_of(params: &[query::Param]) -> ApiResult<(Search, bool, Common)> {
+fn search_of(params: &[query::Param]) -> ApiResult<(Search, Common)> {
     let invalid = |text: String| ApiError::BadRequest(text);
     let mut filters = Vec::new();
     let mut common = Common::new(&PATIENT_PARAMETERS);
@@ -504,32 +498,17 @@ fn search_of(params: &[query::Param]) -> ApiResult<(Search, bool, Common)> {
             _ => common.unknown(param),
         }
     }
-    let (cursor, backwards) = match &common.cursor {
-        Some(raw) => {
-            let (raw, backwards) = match raw.strip_prefix(PREVIOUS) {
-                Some(rest) => (rest, true),
-                None => (raw.as_str(), false),
-            };
-            let cursor = Cursor::decode(raw, sort).ok_or_else(query::bad_cursor)?;
-            if backwards {
-                (Some(cursor.reversed()), true)
-            } else {
-                (Some(cursor), false)
-            }
-        }
-        None => (None, false),
-    };
+    let keyset = query::keyset(common.cursor.as_deref(), List::Patients(sort))?;
     let count = common.total.unwrap_or(Count::Exact);
     Ok((
         Search {
             filters,
-            sort: if backwards { sort.reversed() } else { sort },
+            sort,
             skip: 0,
             limit: common.count,
             count,
-            cursor,
+            keyset,
         },
-        backwards,
         common,
     ))
 }
@@ -554,31 +533,16 @@ pub async fn search(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let params = query::params(raw.as_deref());
-    let (search, backwards, common) = search_of(&params)?;
+    let (search, common) = search_of(&params)?;
     common.check(&headers)?;
-    audit.describe(|event| {
-        event.details(json!({ "interface": "fhir", "filters": search.filter_names() }))
-    });
-    let mut list = patients::run_search(&state.db, &search)
+    audit.describe(|event| event.details(json!({ "filters": search.filter_names() })));
+    let page = patients::run_search(&state.db, &search)
         .await
         .map_err(|e| fhir_error(e, ""))?;
-    // A previous page was read backwards from its following row: turn it round. Rows before
-    // it remain when the backwards read found more than a page.
-    let sort = if backwards {
-        list.data.reverse();
-        search.sort.reversed()
-    } else {
-        search.sort
-    };
-    let earlier = if backwards {
-        list.next_cursor.is_some()
-    } else {
-        search.cursor.is_some()
-    };
     let base = PublicBase::of(&state.base, &headers, &uri);
     // Entries until the page budget; a page cut short goes on from its last entry.
     let (mut entries, mut size, mut shown) = (Vec::new(), 0usize, 0usize);
-    for patient in &list.data {
+    for patient in &page.items {
         let entry = bundle::entry(&base, resource(patient));
         let length = entry.to_string().len();
         if shown > 0 && size + length > PAGE_BUDGET_BYTES {
@@ -588,23 +552,14 @@ pub async fn search(
         shown += 1;
         entries.push(entry);
     }
-    let next = if shown < list.data.len() || (backwards && shown > 0) {
-        Some(Cursor::after(sort, &list.data[shown - 1]).encode())
-    } else if backwards {
-        None
+    let next = if shown < page.items.len() {
+        Some(search::cursor_after(search.sort, &page.items[shown - 1]))
     } else {
-        list.next_cursor.clone()
+        page.next
     };
-    let previous = match list.data.first() {
-        Some(first) if earlier => {
-            Some(format!("{PREVIOUS}{}", Cursor::after(sort, first).encode()))
-        }
-        _ => None,
-    };
-    let shown_ids: Vec<Uuid> = list.data[..shown].iter().map(|p| p.id).collect();
+    let shown_ids: Vec<Uuid> = page.items[..shown].iter().map(|p| p.id).collect();
     audit.describe(|event| {
         event.details(json!({
-            "interface": "fhir",
             "filters": search.filter_names(),
             "patient_ids": shown_ids,
         }))
@@ -614,8 +569,8 @@ pub async fn search(
         "Patient",
         &params,
         &common.unknown,
-        (previous.as_deref(), next.as_deref()),
-        list.count,
+        (page.previous.as_deref(), next.as_deref()),
+        page.total,
         entries,
     );
     Ok((StatusCode::OK, Json(bundle)).into_response())

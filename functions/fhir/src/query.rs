@@ -4,7 +4,7 @@
 
 use axum::http::HeaderMap;
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
-use domain::paging::{Count, Keyset, KeysetList, TimeRange};
+use domain::paging::{Count, Keyset, List, TimeRange};
 use shared::ApiError;
 
 /// `_count` when none is given, and the most a page holds.
@@ -149,22 +149,13 @@ impl Common {
     }
 }
 
-/// `_cursor` of a previous page of a Patient search: the position of its following row, read
-/// backwards.
-pub const PREVIOUS: &str = "prev.";
-
-/// The page of a newest-first list (DocumentReference, AuditEvent) a `_cursor` names.
-pub fn keyset(cursor: Option<&str>, list: KeysetList) -> Result<Keyset, ApiError> {
-    cursor.map_or(Ok(Keyset::first(list)), |raw| {
-        Keyset::decode(raw, list).map_err(|_| bad_cursor())
+/// The page of `list` a `_cursor` names, or a 400 for a cursor this search did not make.
+pub fn keyset(cursor: Option<&str>, list: List) -> Result<Keyset, ApiError> {
+    Keyset::of(list, cursor).map_err(|_| {
+        ApiError::BadRequest(
+            "_cursor is not a cursor of this search (follow the Bundle's next link)".into(),
+        )
     })
-}
-
-/// A bad `_cursor`: not one this search made.
-pub fn bad_cursor() -> ApiError {
-    ApiError::BadRequest(
-        "_cursor is not a cursor of this search (follow the Bundle's next link)".into(),
-    )
 }
 
 /// One `name[:modifier]=value` of the query string, decoded.

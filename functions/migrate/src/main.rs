@@ -12,6 +12,7 @@ use shared::secrets::SecretsClient;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::logging::init();
+    shared::logging::log_panics_without_their_message();
     let started = std::time::Instant::now();
     let env = Env::from_process();
     let config = MigrateConfig::from_env(&env, &SecretsClient::from_env(&env)).await;

@@ -10,12 +10,13 @@ use axum::{Json, Router};
 use domain::patients::model::Patient;
 use domain::patients::search::{Search, SearchParams};
 use domain::patients::{
-    self, PatientCreate, PatientError, PatientList, PatientUpdate, PATIENT_CREATE, PATIENT_DELETE,
-    PATIENT_READ, PATIENT_SEARCH, PATIENT_UPDATE,
+    self, PatientCreate, PatientError, PatientUpdate, PATIENT_CREATE, PATIENT_DELETE, PATIENT_READ,
+    PATIENT_SEARCH, PATIENT_UPDATE,
 };
 use edge::audit_layer::AuditTrail;
 use edge::auth::{AuthContext, CurrentUser, Writer};
 use edge::http::{required_version, JsonBody, QueryParams};
+use serde::Serialize;
 use serde_json::json;
 use shared::config::{ConfigError, Env};
 use shared::db::DbPool;
@@ -131,6 +132,15 @@ async fn delete_patient(
     Ok(Json(json!({ "message": "Patient deleted successfully" })))
 }
 
+/// A page of a search: its patients, the count as asked, and where the next page starts.
+#[derive(Serialize)]
+pub struct PatientList {
+    pub data: Vec<Patient>,
+    pub count: Option<i64>,
+    /// Where the next page starts (`cursor=`); null on the last page.
+    pub next_cursor: Option<String>,
+}
+
 async fn search_patients(
     State(state): State<PatientsState>,
     _current: CurrentUser,
@@ -140,12 +150,16 @@ async fn search_patients(
     let search = Search::parse(params)?;
     // Which filters (never their values) and which patients were shown.
     audit.describe(|event| event.details(json!({ "filters": search.filter_names() })));
-    let list = patients::run_search(&state.db, &search).await?;
+    let page = patients::run_search(&state.db, &search).await?;
     audit.describe(|event| {
         event.details(json!({
             "filters": search.filter_names(),
-            "patient_ids": list.data.iter().map(|p| p.id).collect::<Vec<_>>(),
+            "patient_ids": page.items.iter().map(|p| p.id).collect::<Vec<_>>(),
         }))
     });
-    Ok(Json(list))
+    Ok(Json(PatientList {
+        data: page.items,
+        count: page.total,
+        next_cursor: page.next,
+    }))
 }
