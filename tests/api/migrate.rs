@@ -378,3 +378,62 @@ async fn migrate_generates_rotates_and_retires_the_token_keys_in_secrets_manager
     );
     assert_eq!(published().await, vec![signing.active_kid]);
 }
+
+/// Connects to `db` as function `group`'s own login, as that function does.
+async fn connect_as(db: &TestDb, group: &str) -> tokio_postgres::Client {
+    let config: tokio_postgres::Config =
+        api_tests::function_db_url(&db.name, group).parse().unwrap();
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("log in as {group}'s login: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+#[tokio::test]
+async fn the_patients_function_cannot_update_users() {
+    let db = TestDb::new().await;
+    let patients = connect_as(&db, "patients").await;
+    patients
+        .query("SELECT count(*) FROM patients", &[])
+        .await
+        .expect("reads its own table");
+    for sql in [
+        "UPDATE users SET is_superuser = true",
+        "SELECT hashed_password FROM users",
+        "DELETE FROM audit_events",
+        "SELECT * FROM login_failures",
+    ] {
+        let err = patients.batch_execute(sql).await.expect_err(sql);
+        assert_eq!(
+            err.code().map(|c| c.code()),
+            Some("42501"),
+            "{sql}: {err:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn only_the_users_function_may_make_a_superuser() {
+    let db = TestDb::new().await;
+    let admin = db.client().await;
+    for group in migrate::FUNCTION_GROUPS {
+        let role = format!("carevault_{group}");
+        let row = admin
+            .query_one(
+                "SELECT has_column_privilege($1, 'users', 'is_superuser', 'UPDATE'),
+                        has_column_privilege($1, 'users', 'hashed_password', 'SELECT')",
+                &[&role],
+            )
+            .await
+            .unwrap();
+        let (promote, see_hashes): (bool, bool) = (row.get(0), row.get(1));
+        assert_eq!(promote, group == "users", "{role} may update is_superuser");
+        assert_eq!(
+            see_hashes,
+            ["users", "auth"].contains(&group),
+            "{role} may read password hashes"
+        );
+    }
+}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 use shared::config::Env;
 
-use crate::db::{db_url, TestDb, FIRST_SUPERUSER, FIRST_SUPERUSER_PASSWORD};
+use crate::db::{db_url, function_db_url, TestDb, FIRST_SUPERUSER, FIRST_SUPERUSER_PASSWORD};
 use crate::keys::token_settings;
 use crate::mail::unique_email;
 use crate::requests::{invoke, ApiRequest, ApiResponse};
@@ -72,36 +72,41 @@ impl TestApp {
         for (k, v) in overrides {
             settings.insert((*k).to_owned(), (*v).to_owned());
         }
-        let env = Env::from_pairs(settings.clone());
+        // Each function connects as its own login, with only its group's grants (V16).
+        let env = |group: &str| {
+            let mut own = settings.clone();
+            own.insert("DATABASE_URL".into(), function_db_url(&db.name, group));
+            Env::from_pairs(own)
+        };
         Self {
-            audit: audit::AuditState::from_env(&env)
+            audit: audit::AuditState::from_env(&env("audit"))
                 .await
                 .expect("audit cold start"),
-            fhir: fhir::FhirState::from_env(&env)
+            fhir: fhir::FhirState::from_env(&env("fhir"))
                 .await
                 .expect("fhir cold start"),
-            attachments: attachments::AttachmentsState::from_env(&env)
+            attachments: attachments::AttachmentsState::from_env(&env("attachments"))
                 .await
                 .expect("attachments cold start"),
             events: std::sync::Arc::new(
-                attachment_events::EventsState::from_env(&env)
+                attachment_events::EventsState::from_env(&env("attachment_events"))
                     .await
                     .expect("attachment-events cold start"),
             ),
-            settings,
             bucket,
-            auth: auth::AuthState::from_env(&env)
+            auth: auth::AuthState::from_env(&env("auth"))
                 .await
                 .expect("auth cold start"),
-            users: users::UsersState::from_env(&env)
+            users: users::UsersState::from_env(&env("users"))
                 .await
                 .expect("users cold start"),
-            utils: utils::UtilsState::from_env(&env)
+            utils: utils::UtilsState::from_env(&env("utils"))
                 .await
                 .expect("utils cold start"),
-            patients: patients::PatientsState::from_env(&env)
+            patients: patients::PatientsState::from_env(&env("patients"))
                 .await
                 .expect("patients cold start"),
+            settings,
             db,
         }
     }

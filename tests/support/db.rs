@@ -39,6 +39,7 @@ pub fn migrate_config(dbname: &str) -> migrate::MigrateConfig {
         database: database_config(dbname),
         audit_retention_days: 2_190,
         app_login: None,
+        function_logins: Vec::new(),
         app_statement_timeout_ms: 5_000,
         token_keys: None,
         first_superuser: shared::domain::EmailAddress::parse(FIRST_SUPERUSER.into()).unwrap(),
@@ -96,7 +97,20 @@ async fn template() -> &'static str {
                 ] {
                     admin.batch_execute(&sql).await.unwrap();
                 }
-                migrate::run(&migrate_config(&building))
+                // Each function's login, as migrate makes them in AWS (roles belong to the
+                // server: made here, under the lock, not by every test that migrates).
+                let mut config = migrate_config(&building);
+                config.function_logins = migrate::FUNCTION_GROUPS
+                    .into_iter()
+                    .map(|group| migrate::FunctionLogin {
+                        group,
+                        login: migrate::AppLogin {
+                            username: function_login(group),
+                            password: FUNCTION_LOGIN_PASSWORD.to_owned(),
+                        },
+                    })
+                    .collect();
+                migrate::run(&config)
                     .await
                     .expect("migrate the template database");
                 // Renamed only when complete: a run killed half-way leaves no broken template.
@@ -198,4 +212,24 @@ pub fn db_url(dbname: &str) -> String {
         .map(|(base, _)| base)
         .unwrap_or(&admin);
     format!("{base}/{dbname}")
+}
+
+/// The login the tests' function `group` (one of `migrate::FUNCTION_GROUPS`) connects as: a
+/// member of the group's role only, so a statement the group was not granted fails in the tests
+/// as it would in AWS.
+pub fn function_login(group: &str) -> String {
+    format!("carevault_{group}_test_login")
+}
+
+const FUNCTION_LOGIN_PASSWORD: &str = "carevault-test-login";
+
+/// Connection settings (libpq key=value) for database `dbname` as function `group`'s login.
+pub fn function_db_url(dbname: &str, group: &str) -> String {
+    let admin = database_config(dbname);
+    format!(
+        "host={} port={} user={} password={FUNCTION_LOGIN_PASSWORD} dbname={dbname}",
+        admin.host,
+        admin.port,
+        function_login(group)
+    )
 }

@@ -26,8 +26,8 @@ mod stack;
 
 pub use app::{TestApp, TestUser};
 pub use db::{
-    admin_client, admin_url, database_config, db_url, migrate_config, TestDb, FIRST_SUPERUSER,
-    FIRST_SUPERUSER_PASSWORD,
+    admin_client, admin_url, database_config, db_url, function_db_url, function_login,
+    migrate_config, TestDb, FIRST_SUPERUSER, FIRST_SUPERUSER_PASSWORD,
 };
 pub use keys::{access_token_for, sign_as_the_api, test_keys, token_settings, TestKeys, TEST_KID};
 pub use mail::{mail_to, token_in, unique_email};

@@ -36,6 +36,11 @@ pub struct MigrateConfig {
     /// The API functions' database login (DATABASE_APP_SECRET_ARN, RDS JSON format): made a
     /// member of `carevault_app` so it holds only the application's grants. None locally.
     pub app_login: Option<AppLogin>,
+    /// Each function group's own database login (DATABASE_FUNCTION_SECRET_ARNS: a JSON object
+    /// from group to the ARN of a secret in RDS JSON format), made a member of that group's role
+    /// (`carevault_<group>`, V16) so it holds only what the group's statements need. Empty
+    /// locally unless given.
+    pub function_logins: Vec<FunctionLogin>,
     /// DB_STATEMENT_TIMEOUT_MS (default 5,000): set on the application login, so no request
     /// keeps a query running after its function gave up.
     pub app_statement_timeout_ms: u64,
@@ -64,6 +69,64 @@ pub enum KeyChange {
 pub struct AppLogin {
     pub username: String,
     pub password: String,
+}
+
+/// The function groups that have a database role of their own (V16): `carevault_<group>`.
+pub const FUNCTION_GROUPS: [&str; 8] = [
+    "utils",
+    "auth",
+    "users",
+    "patients",
+    "attachments",
+    "attachment_events",
+    "audit",
+    "fhir",
+];
+
+/// One function group's login: made a member of the group's role and nothing else.
+pub struct FunctionLogin {
+    /// One of [`FUNCTION_GROUPS`].
+    pub group: &'static str,
+    pub login: AppLogin,
+}
+
+impl FunctionLogin {
+    /// The role that holds the group's grants.
+    pub fn role(&self) -> String {
+        format!("carevault_{}", self.group)
+    }
+}
+
+/// DATABASE_FUNCTION_SECRET_ARNS: `{"<group>": "<secret ARN>", ...}`, each group one of
+/// [`FUNCTION_GROUPS`]; each secret read as the group's login.
+async fn function_logins(
+    env: &Env,
+    secrets: &SecretsClient,
+) -> Result<Vec<FunctionLogin>, ConfigError> {
+    const NAME: &str = "DATABASE_FUNCTION_SECRET_ARNS";
+    let Some(raw) = env.get(NAME) else {
+        return Ok(Vec::new());
+    };
+    let arns: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(raw).map_err(|e| ConfigError::Invalid {
+            name: NAME,
+            reason: format!("not a JSON object of group to secret ARN: {e}"),
+        })?;
+    let mut logins = Vec::new();
+    for (group, arn) in arns {
+        let group = FUNCTION_GROUPS
+            .into_iter()
+            .find(|known| *known == group)
+            .ok_or_else(|| ConfigError::Invalid {
+                name: NAME,
+                reason: format!("{group:?} is not a function group ({FUNCTION_GROUPS:?})"),
+            })?;
+        logins.push(FunctionLogin {
+            group,
+            login: secrets.json(NAME, &arn).await?,
+        });
+    }
+    Ok(logins)
 }
 
 impl MigrateConfig {
@@ -107,6 +170,7 @@ impl MigrateConfig {
             Some(secret_id) => Some(secrets.json("DATABASE_APP_SECRET_ARN", secret_id).await?),
             None => None,
         };
+        let function_logins = function_logins(env, secrets).await?;
         let token_keys = match (
             env.get("TOKEN_SIGNING_SECRET_ARN"),
             env.get("TOKEN_PUBLIC_KEYS_SECRET_ARN"),
@@ -131,6 +195,7 @@ impl MigrateConfig {
         Ok(Self {
             database,
             app_login,
+            function_logins,
             app_statement_timeout_ms: env.number_in(
                 "DB_STATEMENT_TIMEOUT_MS",
                 5_000,
@@ -254,7 +319,22 @@ async fn migrate_locked(
         .collect();
     let superuser_created = ensure_first_superuser(client, config).await?;
     if let Some(login) = &config.app_login {
-        ensure_app_login(client, login, config.app_statement_timeout_ms).await?;
+        ensure_login(
+            client,
+            login,
+            "carevault_app",
+            config.app_statement_timeout_ms,
+        )
+        .await?;
+    }
+    for function in &config.function_logins {
+        ensure_login(
+            client,
+            &function.login,
+            &function.role(),
+            config.app_statement_timeout_ms,
+        )
+        .await?;
     }
     let token_keys = match &config.token_keys {
         Some(keys) => Some(manage_token_keys(keys, KeyChange::None).await?),
@@ -267,11 +347,13 @@ async fn migrate_locked(
     })
 }
 
-/// Creates the application's login role, or sets its password (the secret may have rotated).
-/// DDL takes no parameters: the statement is built by the server with `format(%I, %L)`.
-async fn ensure_app_login(
+/// Creates a login role that is a member of `role` (and so holds its grants), or sets its
+/// password (the secret may have rotated). DDL takes no parameters: the statement is built by
+/// the server with `format(%I, %L)`.
+async fn ensure_login(
     client: &tokio_postgres::Client,
     login: &AppLogin,
+    role: &str,
     statement_timeout_ms: u64,
 ) -> Result<(), MigrateError> {
     let db_err = |e: tokio_postgres::Error| MigrateError::Database(e.to_string());
@@ -284,20 +366,21 @@ async fn ensure_app_login(
         .map_err(db_err)?
         .is_some();
     let template = if exists {
-        "SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', $1::text, $2::text)"
+        // $3 (the role) is unused here: membership is granted below, in either case.
+        "SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', $1::text, $2::text, $3::text)"
     } else {
-        "SELECT format('CREATE ROLE %I WITH LOGIN PASSWORD %L IN ROLE carevault_app', $1::text, $2::text)"
+        "SELECT format('CREATE ROLE %I WITH LOGIN PASSWORD %L IN ROLE %I', $1::text, $2::text, $3::text)"
     };
     let statement: String = client
-        .query_one(template, &[&login.username, &login.password])
+        .query_one(template, &[&login.username, &login.password, &role])
         .await
         .map_err(db_err)?
         .get(0);
     client.batch_execute(&statement).await.map_err(db_err)?;
     let grant: String = client
         .query_one(
-            "SELECT format('GRANT carevault_app TO %I', $1::text)",
-            &[&login.username],
+            "SELECT format('GRANT %I TO %I', $2::text, $1::text)",
+            &[&login.username, &role],
         )
         .await
         .map_err(db_err)?
