@@ -241,11 +241,14 @@ MULTIPART_THRESHOLD_BYTES=${MULTIPART_THRESHOLD_BYTES:-67108864}
 ENV
     # Every function built before the first request: cargo lambda watch compiles a function on
     # its first invocation, and a first request that waits on a compile times out (500).
-    say "building every function (dev profile, as cargo lambda watch runs them)"
-    cargo build --quiet --workspace --bins
+    # API_PROFILE=release builds and runs them as deployed (LTO, unwinding panics).
+    local release=()
+    [ "${API_PROFILE:-dev}" = release ] && release=(--release)
+    say "building every function (${API_PROFILE:-dev} profile, as cargo lambda watch runs them)"
+    cargo build --quiet --workspace --bins "${release[@]}"
     say "cargo lambda watch on 127.0.0.1:$watch_port, behind the API's CORS rule on http://127.0.0.1:$port"
     start_bg watch cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$watch_port" \
-        --disable-cors --env-file "$env_file"
+        --disable-cors --env-file "$env_file" "${release[@]}"
     wait_port watch "$watch_port" 600
     start_bg api-cors "$VENV/bin/python" "$ROOT/scripts/lib/cors_gateway.py" --rule api \
         --port "$port" --upstream-port "$watch_port" --allow-origin "$FRONTEND_HOST"

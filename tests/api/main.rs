@@ -15,6 +15,7 @@ mod layout;
 mod migrate;
 mod multipart;
 mod openapi;
+mod origin;
 mod patients;
 mod sessions;
 mod template;

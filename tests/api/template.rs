@@ -394,3 +394,492 @@ fn every_route_that_reaches_the_login_carries_its_limit() {
         );
     }
 }
+
+/// The resource `name` of `template`.
+fn resource(template: &Value, name: &str) -> Value {
+    template["Resources"][name].clone()
+}
+
+/// waf.yaml, parsed: the web ACL for a stack outside us-east-1.
+fn waf_template() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../waf.yaml");
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).expect("waf.yaml is YAML")
+}
+
+/// Each per-address rule of the web ACL: (name, limit per 60 s, the path prefix it is scoped
+/// to), every one a 429 with the API's error shape.
+fn rate_rules(acl: &Value) -> Vec<(String, u64, Option<String>)> {
+    let mut out = Vec::new();
+    for rule in acl["Properties"]["Rules"].as_sequence().unwrap() {
+        let rate = &rule["Statement"]["RateBasedStatement"];
+        if rate.is_null() {
+            continue;
+        }
+        let name = rule["Name"].as_str().unwrap().to_owned();
+        assert_eq!(rate["AggregateKeyType"].as_str(), Some("IP"), "{name}");
+        assert_eq!(rate["EvaluationWindowSec"].as_u64(), Some(60), "{name}");
+        let block = &rule["Action"]["Block"]["CustomResponse"];
+        assert_eq!(block["ResponseCode"].as_u64(), Some(429), "{name}");
+        let body = block["CustomResponseBodyKey"].as_str().unwrap();
+        let content = acl["Properties"]["CustomResponseBodies"][body]["Content"]
+            .as_str()
+            .unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(content).unwrap();
+        assert!(parsed["detail"].is_string(), "{name}: {content}");
+        let scope = &rate["ScopeDownStatement"]["ByteMatchStatement"];
+        let prefix = (!scope.is_null()).then(|| {
+            assert!(scope["FieldToMatch"]["UriPath"].is_mapping(), "{name}");
+            assert_eq!(scope["PositionalConstraint"].as_str(), Some("STARTS_WITH"));
+            // %-encoded and doubled slashes are the same path to API Gateway.
+            let transformations: Vec<&str> = scope["TextTransformations"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(|t| t["Type"].as_str().unwrap())
+                .collect();
+            assert_eq!(transformations, ["URL_DECODE", "NORMALIZE_PATH"], "{name}");
+            scope["SearchString"].as_str().unwrap().to_owned()
+        });
+        out.push((name, rate["Limit"].as_u64().unwrap(), prefix));
+    }
+    out
+}
+
+#[test]
+fn every_per_address_limit_exists_with_its_limit_and_scope() {
+    let template = template();
+    let acl = resource(&template, "ApiWebAcl");
+    assert_eq!(acl["Properties"]["Scope"].as_str(), Some("CLOUDFRONT"));
+    assert_eq!(acl["Condition"].as_str(), Some("CreateWebAcl"));
+    let rules = rate_rules(&acl);
+    let expected = [
+        ("login-per-address", 60, Some("/api/v1/login/")),
+        (
+            "recovery-per-address",
+            10,
+            Some("/api/v1/password-recovery"),
+        ),
+        ("reset-per-address", 10, Some("/api/v1/reset-password")),
+        ("signup-per-address", 10, Some("/api/v1/users/signup")),
+        ("api-per-address", 1200, None),
+    ];
+    let got: Vec<(&str, u64, Option<&str>)> = rules
+        .iter()
+        .map(|(n, l, p)| (n.as_str(), *l, p.as_deref()))
+        .collect();
+    assert_eq!(got, expected);
+
+    // One address stays well under each route's own limit, shared by every client.
+    let api = &of_type(&template, "AWS::Serverless::HttpApi")[0].1["Properties"];
+    let per_second = |route: &str| {
+        let settings = if route == "default" {
+            &api["DefaultRouteSettings"]
+        } else {
+            &api["RouteSettings"][route]
+        };
+        settings["ThrottlingRateLimit"].as_f64().unwrap()
+    };
+    for (rule, route) in [
+        ("login-per-address", "POST /api/v1/login/access-token"),
+        (
+            "recovery-per-address",
+            "POST /api/v1/password-recovery/{email}",
+        ),
+        ("reset-per-address", "ANY /api/v1/reset-password"),
+        ("api-per-address", "default"),
+    ] {
+        let limit = rules.iter().find(|(n, _, _)| n == rule).unwrap().1 as f64;
+        assert!(
+            limit / 60.0 <= per_second(route) / 5.0,
+            "{rule}: {limit} a minute against {route}'s {} a second",
+            per_second(route)
+        );
+    }
+
+    // Every route that logs in, sends a recovery email, resets a password or signs up is under
+    // a stricter rule (the auth function's other routes: logout and the JWK Set).
+    let strict: Vec<&str> = rules.iter().filter_map(|(_, _, p)| p.as_deref()).collect();
+    let sensitive: Vec<String> = deployed_routes()
+        .iter()
+        .filter(|r| {
+            (r.function == "auth"
+                && !["/api/v1/logout", "/api/v1/.well-known/jwks.json"]
+                    .contains(&r.pattern.as_str()))
+                || r.pattern.starts_with("/api/v1/users/signup")
+        })
+        .map(|r| instance_of(&r.pattern))
+        .chain(["/api/v1/users/signup".to_owned()])
+        .collect();
+    assert!(sensitive.len() >= 8, "{sensitive:?}");
+    for path in sensitive {
+        assert!(
+            strict.iter().any(|prefix| path.starts_with(prefix)),
+            "{path}: no stricter per-address rule"
+        );
+    }
+
+    // The managed groups that refuse nothing a JSON or FHIR client sends; not the core rule set
+    // (its 8 KB body limit refuses FHIR resources) nor the SQL or anonymous-IP ones.
+    let managed: Vec<&str> = acl["Properties"]["Rules"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["Statement"]["ManagedRuleGroupStatement"]["Name"].as_str())
+        .collect();
+    assert_eq!(
+        managed,
+        [
+            "AWSManagedRulesAmazonIpReputationList",
+            "AWSManagedRulesKnownBadInputsRuleSet"
+        ]
+    );
+}
+
+#[test]
+fn the_web_acl_guards_the_distribution_in_front_of_the_http_api() {
+    let template = template();
+    let distribution = resource(&template, "ApiDistribution");
+    let config = &distribution["Properties"]["DistributionConfig"];
+    // The stack's web ACL in us-east-1, else the one WebAclArn names (required elsewhere).
+    let acl = strings(&config["WebACLId"]);
+    assert!(acl.contains(&"ApiWebAcl.Arn".to_owned()), "{acl:?}");
+    assert!(acl.contains(&"WebAclArn".to_owned()), "{acl:?}");
+    let rule = &template["Rules"]["WebAclOutsideUsEast1"];
+    assert_eq!(strings(&rule["Assertions"][0]["Assert"]), ["WebAclArn", ""]);
+    assert_eq!(
+        strings(&template["Conditions"]["IsUsEast1"]),
+        ["AWS::Region", "us-east-1"]
+    );
+    // Per-address limits need addresses a client cannot multiply: IPv4 only.
+    assert_eq!(config["IPV6Enabled"].as_bool(), Some(false));
+
+    let origins = config["Origins"].as_sequence().unwrap();
+    assert_eq!(origins.len(), 1);
+    let origin = &origins[0];
+    assert!(
+        strings(&origin["DomainName"])[0].starts_with("${HttpApi}.execute-api."),
+        "{origin:?}"
+    );
+    assert_eq!(
+        origin["CustomOriginConfig"]["OriginProtocolPolicy"].as_str(),
+        Some("https-only")
+    );
+    // The origin secret: CloudFront sends the header the edge checks, its value resolved from
+    // Secrets Manager at deploy time, never written in the template.
+    let headers = origin["OriginCustomHeaders"].as_sequence().unwrap();
+    assert_eq!(headers.len(), 1);
+    assert_eq!(
+        headers[0]["HeaderName"]
+            .as_str()
+            .unwrap()
+            .to_ascii_lowercase(),
+        edge::http::ORIGIN_SECRET_HEADER
+    );
+    assert_eq!(
+        strings(&headers[0]["HeaderValue"]),
+        ["{{resolve:secretsmanager:${OriginSecret}:SecretString:value}}"]
+    );
+    let secret = resource(&template, "OriginSecret");
+    assert_eq!(
+        secret["Properties"]["GenerateSecretString"]["GenerateStringKey"].as_str(),
+        Some("value")
+    );
+    assert_eq!(strings(&secret["Properties"]["KmsKeyId"]), ["DataKey"]);
+
+    let behavior = &config["DefaultCacheBehavior"];
+    assert_eq!(
+        behavior["ViewerProtocolPolicy"].as_str(),
+        Some("https-only")
+    );
+    assert_eq!(strings(&behavior["AllowedMethods"]).len(), 7);
+    // CachingDisabled, and AllViewerExceptHostHeader (Authorization, every query string and
+    // header but Host, CloudFront-Viewer-Address).
+    assert_eq!(
+        behavior["CachePolicyId"].as_str(),
+        Some("4135ea2d-6df8-44a3-9df3-4b5a84be39ad")
+    );
+    assert_eq!(
+        behavior["OriginRequestPolicyId"].as_str(),
+        Some("b689b0a8-53d0-40ab-baf2-68738e2966ac")
+    );
+    let function = &behavior["FunctionAssociations"][0];
+    assert_eq!(function["EventType"].as_str(), Some("viewer-request"));
+    assert_eq!(
+        strings(&function["FunctionARN"]),
+        ["ApiViewerHost.FunctionARN"]
+    );
+    let code = resource(&template, "ApiViewerHost")["Properties"]["FunctionCode"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        code.contains(&format!("'{}'", edge::http::VIEWER_HOST_HEADER)),
+        "{code}"
+    );
+
+    // Every HTTP function reads the origin secret at cold start, and may.
+    let globals = &template["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(strings(&globals["ORIGIN_SECRET_ARN"]), ["OriginSecret"]);
+    let mut http_functions = 0;
+    for (name, function) in of_type(&template, "AWS::Serverless::Function") {
+        let events = function["Properties"]["Events"].as_mapping();
+        let serves_http = events
+            .into_iter()
+            .flatten()
+            .any(|(_, e)| e["Type"].as_str() == Some("HttpApi"));
+        if !serves_http {
+            continue;
+        }
+        http_functions += 1;
+        assert!(
+            statements(&function["Properties"]["Policies"])
+                .iter()
+                .any(
+                    |s| strings(&s["Action"]) == ["secretsmanager:GetSecretValue"]
+                        && strings(&s["Resource"]).contains(&"OriginSecret".to_owned())
+                ),
+            "{name} cannot read the origin secret"
+        );
+    }
+    assert_eq!(http_functions, 7);
+
+    // What the web ACL blocks is logged, kept, encrypted, and without tokens or search text.
+    let logs = resource(&template, "ApiWebAclLogs");
+    assert!(strings(&logs["Properties"]["LogGroupName"])[0].starts_with("aws-waf-logs-"));
+    assert!(!logs["Properties"]["RetentionInDays"].is_null());
+    assert_eq!(strings(&logs["Properties"]["KmsKeyId"]), ["DataKey.Arn"]);
+    let logging = resource(&template, "ApiWebAclLogging");
+    assert_eq!(
+        strings(&logging["Properties"]["ResourceArn"]),
+        ["ApiWebAcl.Arn"]
+    );
+    let redacted = &logging["Properties"]["RedactedFields"];
+    assert_eq!(
+        redacted[0]["SingleHeader"]["Name"].as_str(),
+        Some("authorization")
+    );
+    assert!(redacted[1]["QueryString"].is_mapping());
+
+    // Clients are given the distribution's address, not execute-api's.
+    let url = strings(&template["Outputs"]["ApiUrl"]["Value"]);
+    assert!(
+        url.contains(&"https://${ApiDistribution.DomainName}".to_owned()),
+        "{url:?}"
+    );
+}
+
+#[test]
+fn waf_yaml_holds_the_same_web_acl_for_stacks_outside_us_east_1() {
+    let template = template();
+    let waf = waf_template();
+    let ours = resource(&template, "ApiWebAcl");
+    let theirs = resource(&waf, "ApiWebAcl");
+    assert_eq!(
+        ours["Properties"], theirs["Properties"],
+        "waf.yaml's ApiWebAcl differs from template.yaml's"
+    );
+    let ours = resource(&template, "ApiWebAclLogging");
+    let theirs = resource(&waf, "ApiWebAclLogging");
+    assert_eq!(ours["Properties"], theirs["Properties"]);
+    assert_eq!(
+        strings(&waf["Rules"]["OnlyInUsEast1"]["Assertions"][0]["Assert"]),
+        ["AWS::Region", "us-east-1"]
+    );
+    assert_eq!(
+        strings(&waf["Outputs"]["WebAclArn"]["Value"]),
+        ["ApiWebAcl.Arn"]
+    );
+}
+
+#[test]
+fn attachments_are_encrypted_with_the_stack_key_and_every_role_using_them_may_use_it() {
+    let template = template();
+    let bucket = resource(&template, "AttachmentsBucket");
+    let rule = &bucket["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"][0];
+    assert_eq!(
+        rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"].as_str(),
+        Some("aws:kms")
+    );
+    assert_eq!(
+        strings(&rule["ServerSideEncryptionByDefault"]["KMSMasterKeyID"]),
+        ["DataKey.Arn"]
+    );
+    assert_eq!(rule["BucketKeyEnabled"].as_bool(), Some(true));
+    // The key policy lets the account's IAM policies grant its use.
+    let key_policy = &resource(&template, "DataKey")["Properties"]["KeyPolicy"];
+    assert!(statements(&Value::Sequence(vec![key_policy.clone()]))
+        .iter()
+        .any(|s| strings(&s["Principal"]["AWS"])
+            .iter()
+            .any(|p| p.ends_with(":root"))
+            && strings(&s["Action"]) == ["kms:*"]));
+
+    let mut object_roles = 0;
+    for (name, function) in of_type(&template, "AWS::Serverless::Function") {
+        let statements = statements(&function["Properties"]["Policies"]);
+        let on_objects: Vec<String> = statements
+            .iter()
+            .filter(|s| {
+                strings(&s["Resource"])
+                    .iter()
+                    .any(|r| r.contains("carevault-attachments-") && r.ends_with("/patients/*"))
+            })
+            .flat_map(|s| strings(&s["Action"]))
+            .collect();
+        if on_objects.is_empty() {
+            continue;
+        }
+        object_roles += 1;
+        let kms_actions = |action: &str| -> Vec<Value> {
+            statements
+                .iter()
+                .filter(|s| strings(&s["Action"]).iter().any(|a| a == action))
+                .cloned()
+                .collect()
+        };
+        // Every KMS grant names the stack's key, never a wildcard.
+        for statement in statements
+            .iter()
+            .filter(|s| strings(&s["Action"]).iter().any(|a| a.starts_with("kms:")))
+        {
+            assert_eq!(strings(&statement["Resource"]), ["DataKey.Arn"], "{name}");
+        }
+        let reads = on_objects.iter().any(|a| a == "s3:GetObject");
+        let writes = on_objects.iter().any(|a| a == "s3:PutObject");
+        if reads || writes {
+            assert!(
+                !kms_actions("kms:Decrypt").is_empty(),
+                "{name}: kms:Decrypt"
+            );
+        }
+        let generate = kms_actions("kms:GenerateDataKey");
+        if writes {
+            assert_eq!(generate.len(), 1, "{name}: kms:GenerateDataKey");
+            assert_eq!(
+                strings(&generate[0]["Condition"]["StringEquals"]["kms:ViaService"]),
+                ["s3.${AWS::Region}.amazonaws.com"],
+                "{name}: only through S3"
+            );
+        } else {
+            assert!(generate.is_empty(), "{name} writes no object");
+        }
+    }
+    // attachments, fhir, patients (deletes) and attachment-events.
+    assert_eq!(object_roles, 4);
+}
+
+#[test]
+fn each_function_has_its_own_reserved_concurrency() {
+    let template = template();
+    assert!(template["Globals"]["Function"]["ReservedConcurrentExecutions"].is_null());
+    assert_eq!(
+        template["Parameters"]["ConcurrencyProfile"]["Default"].as_str(),
+        Some("standard")
+    );
+    let profiles = template["Mappings"]["ReservedConcurrency"]
+        .as_mapping()
+        .unwrap();
+    let functions = of_type(&template, "AWS::Serverless::Function");
+    assert_eq!(functions.len(), 9);
+    for (name, function) in &functions {
+        let reserved = match &function["Properties"]["ReservedConcurrentExecutions"] {
+            Value::Tagged(tagged) => tagged.value.clone(),
+            other => panic!("{name}: ReservedConcurrentExecutions is {other:?}"),
+        };
+        assert_eq!(strings(&reserved[0]), ["HasReservedConcurrency"], "{name}");
+        let lookup = strings(&reserved[1]);
+        assert_eq!(
+            lookup[..2],
+            ["ReservedConcurrency", "ConcurrencyProfile"],
+            "{name}"
+        );
+        for (profile, sizes) in profiles {
+            assert!(
+                sizes[lookup[2].as_str()].as_u64() >= Some(1),
+                "{name}: {lookup:?} in {profile:?}"
+            );
+        }
+    }
+    for (profile, sizes) in profiles {
+        let size = |key: &str| sizes[key].as_u64().unwrap();
+        let total: u64 = sizes
+            .as_mapping()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        // The default account limit is 1,000, of which 100 stay unreserved.
+        assert!(total <= 900, "{profile:?}: {total}");
+        // One migration at a time; the groups clinicians wait on keep the most.
+        assert_eq!(size("Migrate"), 1);
+        assert!(size("Patients") > size("Auth") && size("Fhir") > size("Auth"));
+    }
+}
+
+/// Each function group, its template resources' prefix and its database role's group name.
+const FUNCTION_GROUPS: [(&str, &str); 8] = [
+    ("Utils", "utils"),
+    ("Auth", "auth"),
+    ("Users", "users"),
+    ("Patients", "patients"),
+    ("Fhir", "fhir"),
+    ("Attachments", "attachments"),
+    ("AttachmentEvents", "attachment_events"),
+    ("Audit", "audit"),
+];
+
+#[test]
+fn each_function_logs_in_to_the_database_as_its_own_group_only() {
+    let template = template();
+    let resources = &template["Resources"];
+    assert!(
+        template["Globals"]["Function"]["Environment"]["Variables"]
+            .get("DATABASE_SECRET_ARN")
+            .is_none(),
+        "no database login shared by every function"
+    );
+    let logins: Vec<String> = FUNCTION_GROUPS
+        .iter()
+        .map(|(prefix, _)| format!("Database{prefix}Secret"))
+        .collect();
+    let migrate = &resources["MigrateFunction"]["Properties"];
+    let made_by_migrate =
+        strings(&migrate["Environment"]["Variables"]["DATABASE_FUNCTION_SECRET_ARNS"]).join(" ");
+    let proxy_logins: Vec<String> = resources["DatabaseProxy"]["Properties"]["Auth"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|auth| strings(&auth["SecretArn"]))
+        .collect();
+    for ((prefix, group), own) in FUNCTION_GROUPS.iter().zip(&logins) {
+        let function = &resources[format!("{prefix}Function").as_str()]["Properties"];
+        let secret_of = strings(&function["Environment"]["Variables"]["DATABASE_SECRET_ARN"]);
+        assert!(
+            secret_of.contains(own),
+            "{prefix}Function logs in with {secret_of:?}"
+        );
+        let username = resources[own.as_str()]["Properties"]["GenerateSecretString"]
+            ["SecretStringTemplate"]
+            .as_str()
+            .unwrap();
+        assert!(
+            username.contains(&format!("\"carevault_{group}_login\"")),
+            "{own}: {username}"
+        );
+        assert!(
+            made_by_migrate.contains(&format!("\"{group}\": \"${{{own}}}\"")),
+            "migrate makes {own} a member of carevault_{group}: {made_by_migrate}"
+        );
+        assert!(proxy_logins.contains(own), "RDS Proxy accepts {own}");
+        let readable: Vec<String> = statements(&function["Policies"])
+            .iter()
+            .flat_map(|statement| strings(&statement["Resource"]))
+            .collect();
+        for other in logins.iter().filter(|other| *other != own) {
+            assert!(
+                !readable.contains(other),
+                "{prefix}Function may read another group's login {other}"
+            );
+        }
+    }
+}
