@@ -139,14 +139,27 @@ pub enum SortKind {
 impl SortKind {
     fn value_of(self, json: &serde_json::Value) -> Option<SortValue> {
         Some(match self {
-            Self::Time => SortValue::Time(DateTime::from_timestamp_micros(json.as_i64()?)?),
+            Self::Time => SortValue::Time(stored_instant(json.as_i64()?)?),
             Self::Text => SortValue::Text(json.as_str()?.to_owned()),
             Self::Date => SortValue::Date(match json {
                 serde_json::Value::Null => None,
-                other => Some(other.as_str()?.parse().ok()?),
+                other => Some(other.as_str()?.parse().ok().filter(storable)?),
             }),
         })
     }
+}
+
+/// Whether PostgreSQL's `date` and `timestamptz` hold `day`: from 4714-11-24 BC (Julian day 0,
+/// chrono's year -4713) on; chrono's last day comes before theirs. A cursor's position is a
+/// row's, so one they cannot hold is not a position this server made (sent as a parameter, it
+/// would be the database's "out of range" error, a 500).
+fn storable(day: &NaiveDate) -> bool {
+    NaiveDate::from_ymd_opt(-4713, 11, 24).is_some_and(|first| *day >= first)
+}
+
+/// The instant `micros` after the Unix epoch, when PostgreSQL's `timestamptz` holds it.
+fn stored_instant(micros: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(micros).filter(|at| storable(&at.date_naive()))
 }
 
 /// A row's place in its list's order: its sort value and its id (the tie-break).
@@ -307,7 +320,7 @@ impl Cursor {
         };
         let position = |micros: &str, id: &str| {
             Some(Position::at(
-                DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+                stored_instant(micros.parse().ok()?)?,
                 Uuid::parse_str(id).ok()?,
             ))
         };
@@ -438,6 +451,8 @@ pub struct Page<T> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     const ID: &str = "6f1c1f4e-2a47-4d8e-9a8e-0d7c3c1e2b10";
@@ -573,6 +588,81 @@ mod tests {
             for list in NEWEST_FIRST {
                 assert!(Cursor::decode(raw, list).is_err(), "{raw:?} was accepted");
             }
+        }
+    }
+
+    #[test]
+    fn a_position_the_database_cannot_hold_is_refused() {
+        // PostgreSQL's dates and instants start at 4714-11-24 BC; chrono's go further back.
+        let encode = |json: String| URL_SAFE_NO_PAD.encode(json);
+        let by_dob = List::Patients(Sort::Dob);
+        let born = |day: &str| encode(format!(r#"["dob","{day}","{ID}"]"#));
+        assert!(Cursor::decode(&born("-4713-11-24"), by_dob).is_ok());
+        for day in ["-4713-11-23", "-5000-01-01", "-262143-01-01"] {
+            assert!(Cursor::decode(&born(day), by_dob).is_err(), "{day}");
+        }
+        let first = -210_866_803_200_000_000_i64;
+        let at = |micros: i64| encode(format!(r#"["documents",{micros},"{ID}"]"#));
+        assert!(Cursor::decode(&at(first), List::Documents).is_ok());
+        assert!(Cursor::decode(&at(first - 1), List::Documents).is_err());
+        let legacy = format!("{}_{ID}", first - 1);
+        assert!(Cursor::decode(&legacy, List::Documents).is_err());
+    }
+
+    /// A sort value of `kind` anywhere chrono reaches: in PostgreSQL's range and before it.
+    fn key_of(kind: SortKind) -> BoxedStrategy<SortValue> {
+        match kind {
+            SortKind::Time => any::<i64>()
+                .prop_filter_map("an instant", DateTime::from_timestamp_micros)
+                .prop_map(SortValue::Time)
+                .boxed(),
+            SortKind::Text => any::<String>().prop_map(SortValue::Text).boxed(),
+            SortKind::Date => prop::option::of(
+                (-262_000..262_000, 1u32..=366)
+                    .prop_filter_map("a day", |(year, day)| NaiveDate::from_yo_opt(year, day)),
+            )
+            .prop_map(SortValue::Date)
+            .boxed(),
+        }
+    }
+
+    /// A list of each sort kind, ascending and descending.
+    fn list() -> impl Strategy<Value = List> {
+        let sorts = vec![Sort::Name, Sort::DobDesc, Sort::Dob, Sort::UpdatedAtDesc];
+        prop_oneof![
+            Just(List::AuditEvents),
+            Just(List::Documents),
+            prop::sample::select(sorts).prop_map(List::Patients),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 1024,
+            failure_persistence: None,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(7),
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn a_cursor_decodes_to_what_was_encoded_where_the_database_holds_its_position(
+            (list, key) in list().prop_flat_map(|list| (Just(list), key_of(list.sort_kind()))),
+            id in any::<u128>(),
+            backwards in any::<bool>(),
+        ) {
+            let stored = match &key {
+                SortValue::Time(at) => storable(&at.date_naive()),
+                SortValue::Date(Some(day)) => storable(day),
+                _ => true,
+            };
+            let position = Position { key, id: Uuid::from_u128(id) };
+            let cursor = if backwards {
+                Cursor::before(list, position)
+            } else {
+                Cursor::after(list, position)
+            };
+            let decoded = Cursor::decode(&cursor.encode(), list).ok();
+            prop_assert_eq!(decoded, stored.then_some(cursor));
         }
     }
 

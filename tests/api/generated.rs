@@ -15,15 +15,40 @@ where
     F: Fn(TestApp, String, S::Value) -> Fut,
     Fut: std::future::Future<Output = (TestApp, Result<(), String>)>,
 {
+    let setup = || async {
+        let app = TestApp::new().await;
+        let token = app.clinician().await.token;
+        (app, token)
+    };
+    property_with(cases, setup, strategy, |(app, token), input| {
+        let case = check(app, token.clone(), input);
+        async move {
+            let (app, outcome) = case.await;
+            ((app, token), outcome)
+        }
+    });
+}
+
+/// Runs `cases` generated inputs through `check`, each handed what `setup` made (one app and
+/// what the property needs of it) and handing it back; made again after a case that panicked
+/// (so that shrinking its input runs on an app too).
+pub(crate) fn property_with<T, Setup, S, F, Fut>(
+    cases: u32,
+    setup: impl Fn() -> Setup,
+    strategy: S,
+    check: F,
+) where
+    Setup: std::future::Future<Output = T>,
+    S: Strategy,
+    S::Value: Clone + std::fmt::Debug,
+    F: Fn(T, S::Value) -> Fut,
+    Fut: std::future::Future<Output = (T, Result<(), String>)>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let app_and_token = std::cell::RefCell::new(Some(runtime.block_on(async {
-        let app = TestApp::new().await;
-        let token = app.clinician().await.token;
-        (app, token)
-    })));
+    let state = std::cell::RefCell::new(None);
     // A fixed seed: CI runs the same cases every time, so a failure reproduces; change the seed
     // to explore other cases.
     let mut runner = TestRunner::new_with_rng(
@@ -38,9 +63,12 @@ where
         ),
     );
     let result = runner.run(&strategy, |input| {
-        let (app, token) = app_and_token.borrow_mut().take().unwrap();
-        let (app, outcome) = runtime.block_on(check(app, token.clone(), input));
-        *app_and_token.borrow_mut() = Some((app, token));
+        let taken = match state.borrow_mut().take() {
+            Some(taken) => taken,
+            None => runtime.block_on(setup()),
+        };
+        let (given_back, outcome) = runtime.block_on(check(taken, input));
+        *state.borrow_mut() = Some(given_back);
         outcome.map_err(TestCaseError::fail)
     });
     if let Err(error) = result {
@@ -48,7 +76,7 @@ where
     }
 }
 
-fn below_500(what: &str, status: u16, body: &str) -> Result<(), String> {
+pub(crate) fn below_500(what: &str, status: u16, body: &str) -> Result<(), String> {
     if status >= 500 {
         return Err(format!("{what}: {status} {body}"));
     }
@@ -57,6 +85,23 @@ fn below_500(what: &str, status: u16, body: &str) -> Result<(), String> {
 
 /// Any JSON value, nested a little: objects with the real field names and random ones.
 fn json_value() -> impl Strategy<Value = Value> {
+    json_value_with(&[
+        "name",
+        "dob",
+        "contact_info",
+        "medical_history",
+        "email",
+        "password",
+        "role",
+        "patient_id",
+        "file_name",
+        "mime_type",
+        "size",
+    ])
+}
+
+/// Any JSON value, nested a little: objects with the field names `keys` and random ones.
+pub(crate) fn json_value_with(keys: &'static [&'static str]) -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
@@ -66,30 +111,15 @@ fn json_value() -> impl Strategy<Value = Value> {
             .prop_map(Value::from),
         ".{0,40}".prop_map(Value::String),
     ];
-    leaf.prop_recursive(3, 24, 6, |inner| {
+    leaf.prop_recursive(3, 24, 6, move |inner| {
+        let key = prop_oneof![
+            keys.len() as u32 => prop::sample::select(keys).prop_map(str::to_owned),
+            1 => ".{0,10}",
+        ];
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::vec(
-                (
-                    prop_oneof![
-                        Just("name".to_owned()),
-                        Just("dob".to_owned()),
-                        Just("contact_info".to_owned()),
-                        Just("medical_history".to_owned()),
-                        Just("email".to_owned()),
-                        Just("password".to_owned()),
-                        Just("role".to_owned()),
-                        Just("patient_id".to_owned()),
-                        Just("file_name".to_owned()),
-                        Just("mime_type".to_owned()),
-                        Just("size".to_owned()),
-                        ".{0,10}",
-                    ],
-                    inner
-                ),
-                0..6
-            )
-            .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+            prop::collection::vec((key, inner), 0..6)
+                .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
         ]
     })
 }

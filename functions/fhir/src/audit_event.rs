@@ -198,7 +198,7 @@ fn outcome_match(code: &str) -> Option<OutcomeMatch> {
 
 /// The trail's filter one search parameter asks for; None for a parameter this search does
 /// not know.
-fn filter_of(param: &query::Param) -> Result<Option<EventFilter>, ApiError> {
+pub(crate) fn filter_of(param: &query::Param) -> Result<Option<EventFilter>, ApiError> {
     let value = param.value.trim();
     let not_understood =
         || ApiError::BadRequest(format!("{}={value:?} is not understood", param.name));

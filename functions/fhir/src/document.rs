@@ -215,7 +215,7 @@ pub async fn delete(
 }
 
 /// A patient reference as FHIR allows it: `id`, `Patient/id` or an absolute URL ending so.
-fn patient_reference(raw: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn patient_reference(raw: &str) -> Result<Uuid, ApiError> {
     let id = raw.trim().rsplit('/').next().unwrap_or("");
     let typed = raw.trim().trim_end_matches(id).trim_end_matches('/');
     if !(typed.is_empty() || typed.ends_with("Patient")) {

@@ -9,6 +9,7 @@ mod audit_event;
 mod bundle;
 mod capability;
 mod document;
+pub mod fuzzing;
 mod outcome;
 mod patient;
 mod query;

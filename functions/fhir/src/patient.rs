@@ -438,7 +438,7 @@ fn alternative(name: &str, modifier: Option<&str>, value: &str) -> ApiResult<Vec
 
 /// The search a FHIR query asks for, in the domain's terms, and the query's common part. (Long because it is one match over the parameters
 /// a Patient search takes; each parameter's own parsing is in `alternative` and `query`.)
-fn search_of(params: &[query::Param]) -> ApiResult<(Search, Common)> {
+pub(crate) fn search_of(params: &[query::Param]) -> ApiResult<(Search, Common)> {
     let invalid = |text: String| ApiError::BadRequest(text);
     let mut filters = Vec::new();
     let mut common = Common::new(&PATIENT_PARAMETERS);

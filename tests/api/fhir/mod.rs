@@ -5,7 +5,8 @@
 //! One file per resource (`capability`, `patient` with `patient_search` and `identifiers`,
 //! `document_reference`, `binary`, `audit_event`), then `paging` (Bundle links, both ways) and
 //! `errors` (OperationOutcomes that no one resource owns) and `strict` (what a search cannot
-//! apply is refused). The helpers every file uses are here.
+//! apply is refused), and `generated` (hostile generated input: never a 5xx, never a hang). The
+//! helpers every file uses are here.
 //! Whole documents are also checked as snapshots (`snapshots/`), with what changes from run to
 //! run redacted (`redacted()`). When a document changes on purpose, write its snapshot again with
 //! `INSTA_UPDATE=always cargo nextest run -p api-tests -E 'test(snapshot)'` (or `cargo insta
@@ -17,6 +18,7 @@ mod binary;
 mod capability;
 mod document_reference;
 mod errors;
+mod generated;
 mod identifiers;
 mod paging;
 mod patient;
