@@ -141,6 +141,42 @@ pub fn cursor_after(sort: Sort, patient: &Patient) -> String {
     Cursor::after(List::Patients(sort), position(sort, patient)).encode()
 }
 
+/// `websearch_to_tsquery` reads a `-` before an operand as NOT and nests a run of them, spaces
+/// between them or not: 33 in a row overflow PostgreSQL's tsquery stack (an error, not a
+/// search). Two NOTs cancel, so a run of five or more dashes (with any whitespace among them)
+/// becomes three or four, as its count is odd or even, with its whitespace at either end: the
+/// same query, never more than four NOTs deep; between two parts of a word
+/// (`asthma------cough`) several dashes still join them as before.
+fn bounded_negations(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        let dashes = run.chars().filter(|c| *c == '-').count();
+        if dashes < 5 {
+            out.push_str(run);
+        } else {
+            if run.starts_with(char::is_whitespace) {
+                out.push(' ');
+            }
+            out.push_str(if dashes % 2 == 1 { "---" } else { "----" });
+            if run.ends_with(char::is_whitespace) {
+                out.push(' ');
+            }
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c == '-' || c.is_whitespace() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
 #[derive(Debug)]
 pub struct Search {
     pub filters: Vec<Filter>,
@@ -210,7 +246,7 @@ impl Search {
             filters.push(Filter::NameExact(v));
         }
         if let Some(v) = given(params.history_text) {
-            filters.push(Filter::HistoryText(v));
+            filters.push(Filter::HistoryText(bounded_negations(&v)));
         }
         if let Some(v) = given(params.has_attachment_mime_type) {
             filters.push(Filter::HasAttachmentMimeType(v.trim().to_owned()));
@@ -598,6 +634,28 @@ mod tests {
             "{sql}"
         );
         assert!(!sql.contains("history"), "{sql}");
+    }
+
+    #[test]
+    fn a_run_of_negations_keeps_its_parity_and_no_more() {
+        for (sent, searched) in [
+            ("-asthma", "-asthma"),
+            ("----asthma", "----asthma"),
+            ("- - - - asthma", "- - - - asthma"),
+            ("-----asthma", "---asthma"),
+            ("------asthma", "----asthma"),
+            ("- - - - - asthma", "--- asthma"),
+            ("cough - - - - - - asthma", "cough ---- asthma"),
+            ("asthma -----", "asthma ---"),
+            ("asthma------cough", "asthma----cough"),
+            ("smith-jones", "smith-jones"),
+            ("\"a b\" -----c", "\"a b\" ---c"),
+        ] {
+            assert_eq!(bounded_negations(sent), searched, "{sent:?}");
+        }
+        let many = "-".repeat(1000);
+        assert_eq!(bounded_negations(&many), "----");
+        assert_eq!(bounded_negations(&format!("{many}x")), "----x");
     }
 
     #[test]
