@@ -57,8 +57,14 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON patients, patient_identifiers
 GRANT SELECT, UPDATE ON patient_totals TO carevault_patients, carevault_fhir;
 GRANT SELECT ON patients TO carevault_attachments, carevault_attachment_events;
 
--- Attachments, their uploads and the deletion queues.
-GRANT SELECT, INSERT, UPDATE, DELETE ON attachments, upload_parts, multipart_aborts,
-    object_deletions TO carevault_patients, carevault_attachments, carevault_attachment_events,
-    carevault_fhir;
+-- Attachments, their uploads and the deletion queues. A patient's deletion reads and deletes
+-- its attachments (their upload parts go by the foreign key, run as the owner) and queues
+-- their objects and open uploads (the delete trigger inserts the abort); the S3 notifications
+-- and the sweep confirm, flag and delete, never create.
+GRANT SELECT, INSERT, UPDATE, DELETE ON attachments, upload_parts
+    TO carevault_attachments, carevault_fhir;
+GRANT SELECT, UPDATE, DELETE ON attachments, upload_parts TO carevault_attachment_events;
+GRANT SELECT, DELETE ON attachments TO carevault_patients;
+GRANT SELECT, INSERT, UPDATE, DELETE ON multipart_aborts, object_deletions
+    TO carevault_patients, carevault_attachments, carevault_attachment_events, carevault_fhir;
 GRANT SELECT, UPDATE ON bucket_sweep TO carevault_attachment_events;

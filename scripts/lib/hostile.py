@@ -37,6 +37,8 @@ NASTY = [
     "Patient/../../Patient",
     "ge2024-13-45",
     "eq\u0661\u0662\u0663",
+    "-" * 1000,
+    "-(" * 400 + "asthma",
 ]
 
 FHIR_SEARCHES = [

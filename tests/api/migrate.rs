@@ -437,3 +437,39 @@ async fn only_the_users_function_may_make_a_superuser() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_login_every_function_shared_logs_in_no_more_once_each_has_its_own() {
+    let db = TestDb::empty().await;
+    let admin = api_tests::admin_client().await;
+    // As an earlier stack made it: the one login of every function, in carevault_app.
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN
+                 CREATE ROLE {login} LOGIN;
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                 ALTER ROLE {login} LOGIN;
+             END $$",
+            login = migrate::SHARED_LOGIN
+        ))
+        .await
+        .unwrap();
+    let mut config = migrate_config(&db.name);
+    config.function_logins = vec![migrate::FunctionLogin {
+        group: "utils",
+        login: migrate::AppLogin {
+            username: api_tests::function_login("utils"),
+            password: "carevault-test-login".into(),
+        },
+    }];
+    migrate::run(&config).await.expect("migrates");
+    let can_login: bool = admin
+        .query_one(
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
+            &[&migrate::SHARED_LOGIN],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!can_login, "the shared login still logs in");
+}

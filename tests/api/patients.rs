@@ -281,6 +281,7 @@ async fn hostile_search_input_never_gives_a_server_error() {
     let long = "asthma ".repeat(1500);
     let negations = "-".repeat(1000);
     let spaced_negations = format!("{}asthma", "- ".repeat(400));
+    let bracketed_negations = format!("{}asthma", "-(".repeat(400));
     let inputs = [
         "John Smith",
         "\"",
@@ -320,6 +321,7 @@ async fn hostile_search_input_never_gives_a_server_error() {
         long.as_str(),
         negations.as_str(),
         spaced_negations.as_str(),
+        bracketed_negations.as_str(),
         "the",
         "a b c d e f g h i j k l m n o p q r s t u v w x y z",
     ];

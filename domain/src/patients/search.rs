@@ -143,8 +143,9 @@ pub fn cursor_after(sort: Sort, patient: &Patient) -> String {
 
 /// `websearch_to_tsquery` reads a `-` before an operand as NOT and nests a run of them, spaces
 /// between them or not: 33 in a row overflow PostgreSQL's tsquery stack (an error, not a
-/// search). Two NOTs cancel, so a run of five or more dashes (with any whitespace among them)
-/// becomes three or four, as its count is odd or even, with its whitespace at either end: the
+/// search). Two NOTs cancel, so a run of five or more dashes (with any whitespace, or any of
+/// the characters the parser skips there, among them) becomes three or four dashes, as their
+/// count is odd or even, with its whitespace at either end: the
 /// same query, never more than four NOTs deep; between two parts of a word
 /// (`asthma------cough`) several dashes still join them as before.
 fn bounded_negations(text: &str) -> String {
@@ -166,7 +167,8 @@ fn bounded_negations(text: &str) -> String {
         run.clear();
     };
     for c in text.chars() {
-        if c == '-' || c.is_whitespace() {
+        // Where it expects a word, websearch_to_tsquery also skips these: `-(-(-(` nests too.
+        if c == '-' || c.is_whitespace() || "!&|()<".contains(c) {
             run.push(c);
         } else {
             flush(&mut run, &mut out);
@@ -650,6 +652,9 @@ mod tests {
             ("asthma------cough", "asthma----cough"),
             ("smith-jones", "smith-jones"),
             ("\"a b\" -----c", "\"a b\" ---c"),
+            ("-(-(-(-(-(asthma", "---asthma"),
+            ("-!-!-!-!-!-!asthma", "----asthma"),
+            ("(a | b)", "(a | b)"),
         ] {
             assert_eq!(bounded_negations(sent), searched, "{sent:?}");
         }

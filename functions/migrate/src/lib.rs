@@ -336,6 +336,9 @@ async fn migrate_locked(
         )
         .await?;
     }
+    if !config.function_logins.is_empty() {
+        retire_shared_login(client).await?;
+    }
     let token_keys = match &config.token_keys {
         Some(keys) => Some(manage_token_keys(keys, KeyChange::None).await?),
         None => None,
@@ -345,6 +348,30 @@ async fn migrate_locked(
         superuser_created,
         token_keys,
     })
+}
+
+/// The one login every function shared before V16 (`carevault_api`, in `carevault_app`, whose
+/// grants reach `users.is_superuser`): once each function logs in as its own group, it can log
+/// in no more (its secret is gone from the stack; the cluster would still take its password).
+pub const SHARED_LOGIN: &str = "carevault_api";
+
+async fn retire_shared_login(client: &tokio_postgres::Client) -> Result<(), MigrateError> {
+    let db_err = |e: tokio_postgres::Error| MigrateError::Database(e.to_string());
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_roles WHERE rolname = $1 AND rolcanlogin",
+            &[&SHARED_LOGIN],
+        )
+        .await
+        .map_err(db_err)?
+        .is_some();
+    if exists {
+        client
+            .batch_execute(&format!("ALTER ROLE {SHARED_LOGIN} NOLOGIN"))
+            .await
+            .map_err(db_err)?;
+    }
+    Ok(())
 }
 
 /// Creates a login role that is a member of `role` (and so holds its grants), or sets its
