@@ -8,7 +8,7 @@ use serde_json::Value;
 use shared::audit::Outcome;
 use shared::db::{DbPool, SqlParams};
 use shared::trail::RouteEvent;
-use shared::ApiResult;
+use shared::StoreError;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
@@ -172,7 +172,7 @@ pub async fn list(
     keyset: &Keyset,
     limit: i64,
     count: Count,
-) -> ApiResult<Page<AuditEventOut>> {
+) -> Result<Page<AuditEventOut>, StoreError> {
     let mut params = SqlParams::new();
     let filter: String = filters
         .iter()
@@ -199,7 +199,7 @@ pub async fn list(
 }
 
 /// One event; None when the trail holds none with this id.
-pub async fn find(pool: &DbPool, id: Uuid) -> ApiResult<Option<AuditEventOut>> {
+pub async fn find(pool: &DbPool, id: Uuid) -> Result<Option<AuditEventOut>, StoreError> {
     Ok(pool
         .get()
         .await?

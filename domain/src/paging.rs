@@ -59,7 +59,7 @@ pub async fn page_and_count(
     from_where: &str,
     params: &SqlParams,
     how: Count,
-) -> shared::ApiResult<(Vec<tokio_postgres::Row>, Option<i64>)> {
+) -> Result<(Vec<tokio_postgres::Row>, Option<i64>), shared::StoreError> {
     let client = pool.get().await?;
     let typed = params.typed();
     Ok(tokio::try_join!(

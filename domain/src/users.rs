@@ -11,7 +11,7 @@ use shared::audit::{Attribution, Event, LoggedRows};
 use shared::db::{DbPool, SqlParams};
 use shared::domain::{EmailAddress, FullName, Password, Role};
 use shared::trail::AuditEntry;
-use shared::{password, ApiError, ApiResult};
+use shared::{password, ApiError, StoreError};
 use tokio_postgres::types::Type;
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -28,7 +28,10 @@ pub enum UserError {
     EmailTaken,
     /// The database's or the trail's own failure, classified as the edge answers it.
     #[error(transparent)]
-    Store(#[from] ApiError),
+    Store(#[from] StoreError),
+    /// Hashing the new password failed (its blocking task): our bug, never the input's.
+    #[error("password hashing: {0}")]
+    Hashing(String),
 }
 
 store_errors!(UserError);
@@ -42,7 +45,8 @@ impl From<UserError> for ApiError {
             UserError::EmailTaken => {
                 ApiError::Conflict("User with this email already exists".into())
             }
-            UserError::Store(error) => error,
+            UserError::Store(error) => error.into(),
+            UserError::Hashing(cause) => ApiError::Internal(cause),
         }
     }
 }
@@ -81,7 +85,7 @@ impl User {
     }
 }
 
-pub async fn find_by_id(pool: &DbPool, id: Uuid) -> ApiResult<Option<User>> {
+pub async fn find_by_id(pool: &DbPool, id: Uuid) -> Result<Option<User>, StoreError> {
     let client = pool.get().await?;
     let statement = client
         .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
@@ -97,7 +101,7 @@ pub async fn find_by_id(pool: &DbPool, id: Uuid) -> ApiResult<Option<User>> {
 pub async fn find_with_hash_by_email(
     pool: &DbPool,
     email: &str,
-) -> ApiResult<Option<(User, String)>> {
+) -> Result<Option<(User, String)>, StoreError> {
     let client = pool.get().await?;
     let statement = client
         .prepare_cached(&format!(
@@ -110,7 +114,10 @@ pub async fn find_with_hash_by_email(
         .map(|row| (User::from_row(&row), row.get("hashed_password"))))
 }
 
-pub async fn find_with_hash_by_id(pool: &DbPool, id: Uuid) -> ApiResult<Option<(User, String)>> {
+pub async fn find_with_hash_by_id(
+    pool: &DbPool,
+    id: Uuid,
+) -> Result<Option<(User, String)>, StoreError> {
     let client = pool.get().await?;
     let statement = client
         .prepare_cached(&format!(
@@ -142,7 +149,7 @@ pub async fn replace_password_hash(
     new_hash: &str,
     sessions: Sessions,
     audit: Option<(&Attribution, &Event)>,
-) -> ApiResult<bool> {
+) -> Result<bool, StoreError> {
     let epoch_step = i32::from(sessions == Sessions::End);
     let mut params = SqlParams::new();
     let id = params.push(id, Type::UUID);
@@ -191,7 +198,7 @@ fn is_email_taken(error: &tokio_postgres::Error) -> bool {
 }
 
 /// One page of every account, newest first, and how many there are.
-pub async fn list(pool: &DbPool, offset: i64, limit: i64) -> ApiResult<(Vec<User>, i64)> {
+pub async fn list(pool: &DbPool, offset: i64, limit: i64) -> Result<(Vec<User>, i64), StoreError> {
     let mut params = SqlParams::new();
     let (offset, limit) = (
         params.push(offset, Type::INT8),
@@ -225,7 +232,9 @@ pub async fn create(
     audit: &AuditEntry,
     new: NewUser<'_>,
 ) -> Result<User, UserError> {
-    let hashed = password::hash(new.password).await?;
+    let hashed = password::hash(new.password)
+        .await
+        .map_err(|e| UserError::Hashing(e.to_string()))?;
     let id = Uuid::new_v4();
     audit.describe(|event| event.resource(Some(id)));
     let mut params = SqlParams::new();
@@ -303,7 +312,11 @@ pub async fn update(
         None => None,
     };
     let new_hash = match &changes.password {
-        Some(password) => Some(password::hash(password).await?),
+        Some(password) => Some(
+            password::hash(password)
+                .await
+                .map_err(|e| UserError::Hashing(e.to_string()))?,
+        ),
         None => None,
     };
     let fields = shared::audit::sent_fields(&[
@@ -389,7 +402,7 @@ fn email_digest(email: &str) -> String {
 
 /// Ends every session of account `id` (every token issued before answers 401), with its audit
 /// event, in one statement.
-pub async fn end_sessions(pool: &DbPool, audit: &AuditEntry, id: Uuid) -> ApiResult<()> {
+pub async fn end_sessions(pool: &DbPool, audit: &AuditEntry, id: Uuid) -> Result<(), StoreError> {
     let mut params = SqlParams::new();
     let id = params.push(id, Type::UUID);
     let logged = audit.logged_cte(&mut params, &user_rows("ended"));

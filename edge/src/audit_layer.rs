@@ -17,7 +17,7 @@ use futures_util::FutureExt;
 use shared::audit::{self, Attribution};
 use shared::db::DbPool;
 use shared::trail::{AuditEntry, RouteEvent};
-use shared::ApiError;
+use shared::{ApiError, StoreError};
 use tower::{Layer, Service};
 use uuid::Uuid;
 
@@ -156,10 +156,10 @@ async fn record(pool: &DbPool, audit: &AuditEntry, response: Response) -> Respon
     let written = match pool.get().await {
         Ok(client) if anonymous => audit::count_refusal(&client, &who, event.action).await,
         Ok(client) => audit::insert::<tokio_postgres::Client>(&client, &who, &event).await,
-        Err(e) => Err(ApiError::Unavailable(format!("audit trail: {e}"))),
+        Err(e) => Err(StoreError::Unavailable(format!("audit trail: {e}"))),
     };
     match written {
         Ok(()) => response,
-        Err(error) => error.into_response(),
+        Err(error) => ApiError::from(error).into_response(),
     }
 }

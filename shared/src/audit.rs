@@ -9,7 +9,7 @@ use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use crate::db::SqlParams;
-use crate::error::{ApiError, ApiResult};
+use crate::error::StoreError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -189,7 +189,7 @@ pub async fn insert<C: tokio_postgres::GenericClient>(
     client: &C,
     who: &Attribution,
     event: &Event,
-) -> ApiResult<()> {
+) -> Result<(), StoreError> {
     let mut params = SqlParams::new();
     let sql = insert_sql(who, event, &mut params, None);
     client
@@ -200,7 +200,7 @@ pub async fn insert<C: tokio_postgres::GenericClient>(
                 .as_db_error()
                 .map(|db| db.message().to_owned())
                 .unwrap_or_else(|| e.to_string());
-            ApiError::Unavailable(format!("audit trail: {cause}"))
+            StoreError::Unavailable(format!("audit trail: {cause}"))
         })?;
     Ok(())
 }
@@ -212,7 +212,7 @@ pub async fn count_refusal(
     client: &tokio_postgres::Client,
     who: &Attribution,
     action: &str,
-) -> ApiResult<()> {
+) -> Result<(), StoreError> {
     client
         .execute(
             "INSERT INTO audit_refusals (minute, action, source_ip, refusals, user_agent)
@@ -226,7 +226,7 @@ pub async fn count_refusal(
             ],
         )
         .await
-        .map_err(|e| ApiError::Unavailable(format!("audit trail: {e}")))?;
+        .map_err(|e| StoreError::Unavailable(format!("audit trail: {e}")))?;
     Ok(())
 }
 

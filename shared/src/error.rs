@@ -144,44 +144,83 @@ impl axum::response::IntoResponse for ApiError {
 
 impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::from(e).into()
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::from(e).into()
+    }
+}
+
+/// The database's own failures, classified by what they mean to the caller (the domain's
+/// operations return them inside their typed errors; each interface answers them).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot serve us now (pool exhausted, connection lost, statement timeout,
+    /// server shutting down or out of resources): the client may retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Text PostgreSQL cannot store (NUL, invalid sequences): the client's input, not our bug.
+    #[error("text contains characters that cannot be stored")]
+    Unstorable,
+    /// Anything else: a bug or a broken invariant, logged with its cause.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
         // Every pool failure (wait timeout, connect timeout, refused connection) means the database
         // cannot serve us now: 503, so clients retry instead of reporting a bug.
         Self::Unavailable(format!("database pool: {e}"))
     }
 }
 
-impl From<tokio_postgres::Error> for ApiError {
+impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         if e.is_closed() || e.as_db_error().is_none() && is_io(&e) {
             return Self::Unavailable(format!("database connection: {e}"));
         }
         if let Some(db) = e.as_db_error() {
-            // Text PostgreSQL cannot store (NUL, invalid sequences): the client's input, not our bug.
-            if matches!(db.code().code(), "22021" | "22P05") {
-                return Self::validation(
-                    &["body"],
-                    "Text contains characters that cannot be stored",
-                    "string_unicode",
-                );
-            }
-            // Server shutting down, too many connections, or a failover in progress.
             let code = db.code().code();
-            // The statement timeout: the database is too busy to answer in time.
-            if code == "57014" {
-                return Self::Unavailable(format!("database: {e}"));
+            if matches!(code, "22021" | "22P05") {
+                return Self::Unstorable;
             }
-            // Out of disk, memory or connections (class 53): the server cannot serve us now.
-            if code.starts_with("57P") || code.starts_with("08") || code.starts_with("53") {
+            // The statement timeout (57014): the database is too busy to answer in time. Server
+            // shutting down, a failover in progress (57P, 08), out of disk, memory or
+            // connections (53): it cannot serve us now.
+            if code == "57014"
+                || code.starts_with("57P")
+                || code.starts_with("08")
+                || code.starts_with("53")
+            {
                 return Self::Unavailable(format!("database: {e}"));
             }
         }
         let detail = e
             .as_db_error()
             .map(|db| format!("{} ({})", db.message(), db.code().code()));
-        Self::Internal(format!(
+        Self::Failed(format!(
             "database: {}",
             detail.unwrap_or_else(|| e.to_string())
         ))
+    }
+}
+
+/// The JSON API's answer to a store failure (FHIR maps `ApiError` to an OperationOutcome).
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(cause) => Self::Unavailable(cause),
+            StoreError::Unstorable => Self::validation(
+                &["body"],
+                "Text contains characters that cannot be stored",
+                "string_unicode",
+            ),
+            StoreError::Failed(cause) => Self::Internal(cause),
+        }
     }
 }
 

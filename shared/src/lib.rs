@@ -30,4 +30,4 @@ pub mod throttle;
 pub mod tokens;
 pub mod trail;
 
-pub use error::{ApiError, ApiResult, FieldError};
+pub use error::{ApiError, ApiResult, FieldError, StoreError};

@@ -17,6 +17,31 @@ use crate::db::DbPool;
 use crate::domain::Sha256Digest;
 use crate::error::{ApiError, ApiResult};
 
+/// Why S3 did not do what was asked, by what it means to the caller.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    /// S3 cannot be reached or failed on its side: the client may retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// S3 refused the request as sent (a multipart upload's parts are not what it holds).
+    #[error("{0}")]
+    Refused(String),
+    /// Anything else (a presigning configuration we made wrong): a bug, logged with its cause.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The JSON API's answer to a storage failure.
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Unavailable(cause) => Self::Unavailable(cause),
+            StorageError::Refused(detail) => Self::Conflict(detail),
+            StorageError::Failed(cause) => Self::Internal(cause),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct StorageConfig {
     pub bucket: String,
@@ -170,9 +195,9 @@ impl Storage {
         }
     }
 
-    fn presigning(ttl: Duration) -> ApiResult<PresigningConfig> {
+    fn presigning(ttl: Duration) -> Result<PresigningConfig, StorageError> {
         PresigningConfig::expires_in(ttl)
-            .map_err(|e| ApiError::internal(format!("presigning config: {e}")))
+            .map_err(|e| StorageError::Failed(format!("presigning config: {e}")))
     }
 
     /// A PUT URL whose signature covers the Content-Type (and Content-Length when known) and
@@ -186,7 +211,7 @@ impl Storage {
         content_type: &str,
         size: Option<u64>,
         sha256: Option<&Sha256Digest>,
-    ) -> ApiResult<Presigned> {
+    ) -> Result<Presigned, StorageError> {
         let ttl = self.config.upload_url_ttl;
         let mut request = self
             .client
@@ -216,7 +241,7 @@ impl Storage {
         &self,
         key: &str,
         content_type: &str,
-    ) -> ApiResult<String> {
+    ) -> Result<String, StorageError> {
         let created = self
             .client
             .create_multipart_upload()
@@ -228,15 +253,14 @@ impl Storage {
             .send()
             .await
             .map_err(|e| {
-                ApiError::Unavailable(format!(
+                StorageError::Unavailable(format!(
                     "Storage is unavailable: {}",
                     DisplayErrorContext(e)
                 ))
             })?;
-        created
-            .upload_id()
-            .map(str::to_owned)
-            .ok_or_else(|| ApiError::internal("S3 answered a multipart upload without its id"))
+        created.upload_id().map(str::to_owned).ok_or_else(|| {
+            StorageError::Failed("S3 answered a multipart upload without its id".into())
+        })
     }
 
     /// A PUT URL for one part: its signature covers the part's exact length and SHA-256 (as
@@ -248,7 +272,7 @@ impl Storage {
         part_number: i32,
         length: u64,
         sha256: &Sha256Digest,
-    ) -> ApiResult<Presigned> {
+    ) -> Result<Presigned, StorageError> {
         let ttl = self.config.upload_url_ttl;
         let hex = sha256.hex();
         let presigned = self
@@ -325,7 +349,7 @@ impl Storage {
         key: &str,
         upload_id: &str,
         parts: &[StoredPart],
-    ) -> ApiResult<Option<String>> {
+    ) -> Result<Option<String>, StorageError> {
         let parts = parts
             .iter()
             .map(|part| {
@@ -352,12 +376,12 @@ impl Storage {
             .await
             .map_err(|e| match &e {
                 SdkError::ServiceError(service) if service.raw().status().is_client_error() => {
-                    ApiError::Conflict(format!(
+                    StorageError::Refused(format!(
                         "Storage refused to complete the upload: {}",
                         service.err().meta().message().unwrap_or("invalid parts")
                     ))
                 }
-                _ => ApiError::Unavailable(format!(
+                _ => StorageError::Unavailable(format!(
                     "completing a multipart upload: {}",
                     DisplayErrorContext(e)
                 )),
@@ -393,7 +417,7 @@ impl Storage {
         key: &str,
         content_type: &str,
         disposition: &str,
-    ) -> ApiResult<Presigned> {
+    ) -> Result<Presigned, StorageError> {
         let ttl = self.config.download_url_ttl;
         let presigned = self
             .client
@@ -514,12 +538,12 @@ impl Storage {
 }
 
 /// A presigning failure (local: a bad configuration, never the client's input) as a 500.
-fn presign_failed<E, R>(what: &'static str) -> impl FnOnce(SdkError<E, R>) -> ApiError
+fn presign_failed<E, R>(what: &'static str) -> impl FnOnce(SdkError<E, R>) -> StorageError
 where
     E: std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    move |e| ApiError::internal(format!("presigning {what}: {}", DisplayErrorContext(e)))
+    move |e| StorageError::Failed(format!("presigning {what}: {}", DisplayErrorContext(e)))
 }
 
 /// `queued AS (...)`: a CTE queueing for deletion the objects whose keys the query `keys`

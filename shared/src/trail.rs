@@ -16,7 +16,9 @@ use uuid::Uuid;
 
 use crate::audit::{self, Attribution, Event, LoggedRows, Outcome};
 use crate::db::SqlParams;
+#[cfg(feature = "axum")]
 use crate::error::ApiError;
+use crate::error::StoreError;
 
 /// What a route records, known before its handler runs: the action and resource type, and
 /// which path parameters name the resource and the patient.
@@ -164,7 +166,7 @@ impl AuditEntry {
     }
 
     /// Writes the event inside the change's transaction.
-    pub async fn insert(&self, client: &tokio_postgres::Transaction<'_>) -> Result<(), ApiError> {
+    pub async fn insert(&self, client: &tokio_postgres::Transaction<'_>) -> Result<(), StoreError> {
         let (who, event) = self.for_statement();
         audit::insert(client, &who, &event).await
     }

@@ -5,9 +5,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::db::{DbPool, SqlParams};
 use shared::domain::{Sha256Digest, WholeNumber};
+use shared::storage::StorageError;
 use shared::storage::{Storage, StorageConfig, S3_SINGLE_PUT_LIMIT};
 use shared::trail::AuditEntry;
-use shared::ApiError;
+use shared::{ApiError, StoreError};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
@@ -27,10 +28,12 @@ pub enum AttachmentError {
         message: String,
         kind: &'static str,
     },
-    /// The database's, the bucket's or the trail's own failure, classified as the edge
-    /// answers it.
+    /// The database's or the trail's own failure.
     #[error(transparent)]
-    Store(#[from] ApiError),
+    Store(#[from] StoreError),
+    /// The bucket's own failure.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
 
 store_errors!(AttachmentError);
@@ -78,7 +81,8 @@ impl From<AttachmentError> for ApiError {
                 message,
                 kind,
             } => ApiError::validation(&["body", field.name()], message, kind),
-            AttachmentError::Store(error) => error,
+            AttachmentError::Store(error) => error.into(),
+            AttachmentError::Storage(error) => error.into(),
         }
     }
 }

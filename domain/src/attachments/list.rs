@@ -4,7 +4,7 @@
 
 use shared::db::{DbPool, SqlParams};
 use shared::storage::Storage;
-use shared::ApiResult;
+use shared::StoreError;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
@@ -64,7 +64,7 @@ pub async fn list(
     filter: &AttachmentFilter,
     window: Window,
     count: Count,
-) -> ApiResult<Page<Attachment>> {
+) -> Result<Page<Attachment>, StoreError> {
     let mut params = SqlParams::new();
     let from_where = format!("FROM attachments WHERE true{}", filter.sql(&mut params));
     let page_sql = match &window {

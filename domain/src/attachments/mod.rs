@@ -8,9 +8,9 @@ use serde::Serialize;
 use serde_json::json;
 use shared::audit::{Attribution, Event, LoggedRows};
 use shared::db::{DbPool, SqlParams};
-use shared::error::ApiResult;
 use shared::storage::{drain_deletions, queue_deletions_cte, Storage, StoredObject};
 use shared::trail::{AuditEntry, RouteEvent};
+use shared::StoreError;
 use tokio_postgres::types::Type;
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -188,7 +188,7 @@ pub async fn confirm(
     storage: &Storage,
     attachment: &Attachment,
     stored: &StoredObject,
-) -> ApiResult<Option<Attachment>> {
+) -> Result<Option<Attachment>, StoreError> {
     if attachment.multipart.is_none()
         && attachment
             .declared_sha256
@@ -267,7 +267,7 @@ async fn reject_object(
     storage: &Storage,
     attachment: &Attachment,
     stored: &StoredObject,
-) -> ApiResult<()> {
+) -> Result<(), StoreError> {
     tracing::warn!(attachment_id = %attachment.id, "uploaded object's checksum is not the declared one; removed");
     let mut params = SqlParams::new();
     let id = params.push(attachment.id, Type::UUID);
@@ -309,7 +309,11 @@ async fn reject_object(
 
 /// The attachment with this id, its pending upload checked against the bucket; None when
 /// there is none.
-pub async fn find(pool: &DbPool, storage: &Storage, id: Uuid) -> ApiResult<Option<Attachment>> {
+pub async fn find(
+    pool: &DbPool,
+    storage: &Storage,
+    id: Uuid,
+) -> Result<Option<Attachment>, StoreError> {
     let client = pool.get().await?;
     let statement = client
         .prepare_cached(&format!(
@@ -338,7 +342,7 @@ pub async fn refresh_pending(
     pool: &DbPool,
     storage: &Storage,
     attachments: &mut [Attachment],
-) -> ApiResult<()> {
+) -> Result<(), StoreError> {
     use futures_util::StreamExt;
     let pending: Vec<(usize, String)> = attachments
         .iter()
@@ -458,7 +462,7 @@ pub async fn delete(
     storage: &Storage,
     audit: &AuditEntry,
     id: Uuid,
-) -> ApiResult<Option<()>> {
+) -> Result<Option<()>, StoreError> {
     let mut params = SqlParams::new();
     let id = params.push(id, Type::UUID);
     // Row deleted, object queued and audit event written in one statement: never one without

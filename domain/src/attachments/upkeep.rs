@@ -9,14 +9,14 @@ use serde_json::json;
 use shared::audit::{Attribution, Event, LoggedRows};
 use shared::db::{DbPool, SqlParams};
 use shared::storage::queue_deletions_cte;
-use shared::ApiResult;
+use shared::StoreError;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use super::{Attachment, ATTACHMENT_COLUMNS};
 
 /// The attachment whose object is at `key`.
-pub async fn find_by_key(pool: &DbPool, key: &str) -> ApiResult<Option<Attachment>> {
+pub async fn find_by_key(pool: &DbPool, key: &str) -> Result<Option<Attachment>, StoreError> {
     Ok(pool
         .get()
         .await?
@@ -36,7 +36,7 @@ const KEY_PATIENT_ID: &str = "CASE WHEN object_key ~ '^patients/[0-9a-f]{8}-[0-9
 
 /// Queues for deletion those of `keys` that no attachment row points at, each with an audit
 /// event (the patient is the one the key names), in one statement. Returns the keys queued.
-pub async fn queue_orphans(pool: &DbPool, keys: &[String]) -> ApiResult<Vec<String>> {
+pub async fn queue_orphans(pool: &DbPool, keys: &[String]) -> Result<Vec<String>, StoreError> {
     let mut params = SqlParams::new();
     let keys = params.push(keys.to_vec(), Type::TEXT_ARRAY);
     let logged = shared::audit::logged_cte(
@@ -74,7 +74,7 @@ pub async fn flag_replaced(
     pool: &DbPool,
     attachment: &Attachment,
     stored_etag: Option<&str>,
-) -> ApiResult<()> {
+) -> Result<(), StoreError> {
     let mut params = SqlParams::new();
     let id = params.push(attachment.id, Type::UUID);
     let logged = shared::audit::logged_cte(
@@ -109,7 +109,7 @@ pub async fn flag_replaced(
 
 /// Up to 500 pending uploads, oldest first, without activity (created, or part URLs issued)
 /// for `idle`.
-pub async fn stale_uploads(pool: &DbPool, idle: Duration) -> ApiResult<Vec<Attachment>> {
+pub async fn stale_uploads(pool: &DbPool, idle: Duration) -> Result<Vec<Attachment>, StoreError> {
     Ok(pool
         .get()
         .await?
@@ -134,7 +134,7 @@ pub async fn remove_abandoned(
     pool: &DbPool,
     ids: &[Uuid],
     idle: Duration,
-) -> ApiResult<Vec<String>> {
+) -> Result<Vec<String>, StoreError> {
     Ok(pool
         .get()
         .await?
@@ -151,7 +151,7 @@ pub async fn remove_abandoned(
 }
 
 /// The key after which the next walk of the bucket goes on (None: from the start).
-pub async fn sweep_position(pool: &DbPool) -> ApiResult<Option<String>> {
+pub async fn sweep_position(pool: &DbPool) -> Result<Option<String>, StoreError> {
     Ok(pool
         .get()
         .await?
@@ -161,7 +161,7 @@ pub async fn sweep_position(pool: &DbPool) -> ApiResult<Option<String>> {
 }
 
 /// Where this walk of the bucket stopped.
-pub async fn save_sweep_position(pool: &DbPool, position: Option<&str>) -> ApiResult<()> {
+pub async fn save_sweep_position(pool: &DbPool, position: Option<&str>) -> Result<(), StoreError> {
     pool.get()
         .await?
         .execute(

@@ -8,12 +8,12 @@ use shared::audit::LoggedRows;
 use shared::db::{DbPool, SqlParams};
 use shared::domain::Sha256Digest;
 use shared::trail::AuditEntry;
-use shared::ApiResult;
+use shared::StoreError;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 /// The digests part URLs of attachment `id` were signed for, by part number (base64).
-pub async fn signed_digests(pool: &DbPool, id: Uuid) -> ApiResult<HashMap<i32, String>> {
+pub async fn signed_digests(pool: &DbPool, id: Uuid) -> Result<HashMap<i32, String>, StoreError> {
     let client = pool.get().await?;
     Ok(digests_on(&client, id).await?)
 }
@@ -39,7 +39,7 @@ async fn digests_on(
 pub async fn signing_state(
     pool: &DbPool,
     id: Uuid,
-) -> ApiResult<(Option<Uuid>, HashMap<i32, String>)> {
+) -> Result<(Option<Uuid>, HashMap<i32, String>), StoreError> {
     let client = pool.get().await?;
     let param = [(
         &id as &(dyn tokio_postgres::types::ToSql + Sync),
@@ -67,7 +67,7 @@ pub async fn record_signed_parts(
     audit: &AuditEntry,
     id: Uuid,
     parts: &[(i32, Sha256Digest)],
-) -> ApiResult<bool> {
+) -> Result<bool, StoreError> {
     let mut params = SqlParams::new();
     let id = params.push(id, Type::UUID);
     let numbers = params.push(

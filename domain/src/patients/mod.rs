@@ -11,7 +11,7 @@ use shared::db::{DbPool, SqlParams};
 use shared::input::present;
 use shared::storage::{drain_deletions, Storage};
 use shared::trail::{AuditEntry, RouteEvent};
-use shared::ApiError;
+use shared::{ApiError, StoreError};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
@@ -54,7 +54,7 @@ pub enum PatientError {
     /// The database's or the trail's own failure, classified as the edge answers it (busy,
     /// unavailable, text it cannot store).
     #[error(transparent)]
-    Store(#[from] ApiError),
+    Store(#[from] StoreError),
 }
 
 store_errors!(PatientError);
@@ -79,7 +79,7 @@ impl From<PatientError> for ApiError {
                 "Input should be a valid string",
                 "string_type",
             ),
-            PatientError::Store(error) => error,
+            PatientError::Store(error) => error.into(),
         }
     }
 }
@@ -356,7 +356,7 @@ pub async fn delete(
             transaction
                 .execute("DELETE FROM patients WHERE id = $1", &[&id])
                 .await
-                .map_err(ApiError::from)
+                .map_err(StoreError::from)
         },
         audit.insert(&transaction),
     )?;

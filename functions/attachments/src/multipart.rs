@@ -245,10 +245,11 @@ pub async fn list_upload_parts(
     let attachment = load(&state, &raw_id).await?;
     audit.describe(|event| event.patient(Some(attachment.patient_id)));
     let upload = open_upload(&attachment)?;
-    let (stored, signed) = tokio::try_join!(
-        stored_parts(&state, &attachment, upload),
-        uploads::signed_digests(&state.db, attachment.id),
-    )?;
+    let (stored, signed) = tokio::try_join!(stored_parts(&state, &attachment, upload), async {
+        uploads::signed_digests(&state.db, attachment.id)
+            .await
+            .map_err(ApiError::from)
+    },)?;
     let stored =
         stored.ok_or_else(|| ApiError::Conflict("Attachment upload is no longer open".into()))?;
     let held: std::collections::HashSet<i32> = stored.iter().map(|p| p.part_number).collect();
@@ -387,10 +388,11 @@ pub async fn complete_upload(
     }
     let upload = open_upload(&attachment)?;
     let request = body.map(|JsonBody(b)| b).unwrap_or_default();
-    let (stored, signed) = tokio::try_join!(
-        stored_parts(&state, &attachment, upload),
-        uploads::signed_digests(&state.db, attachment.id),
-    )?;
+    let (stored, signed) = tokio::try_join!(stored_parts(&state, &attachment, upload), async {
+        uploads::signed_digests(&state.db, attachment.id)
+            .await
+            .map_err(ApiError::from)
+    },)?;
     let s3_checksum = match stored {
         // S3 knows no such upload, or (s3s) lists none: completed by an earlier try whose
         // confirmation was lost, or gone.
