@@ -13,6 +13,8 @@ refused preflight without any CORS header."""
 import argparse
 import http.client
 import http.server
+import select
+import socket
 import socketserver
 
 # Hop-by-hop headers are the gateway's own business on each side.
@@ -28,6 +30,13 @@ HOP_BY_HOP = {
 CHUNK = 64 * 1024
 
 
+def no_delay(sock):
+    # Each answer goes out as soon as it is written: with Nagle's algorithm, a response written
+    # as headers then body waits for the client's delayed ACK (about 40 ms on a kept-alive
+    # connection).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class Gateway(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     upstream = ("127.0.0.1", 0)
@@ -40,6 +49,10 @@ class Gateway(http.server.BaseHTTPRequestHandler):
     # The answer to a preflight the rule refuses: "s3" (403 with S3's XML), or "api" (API
     # Gateway's 204 without any CORS header).
     refusal = "s3"
+
+    def setup(self):
+        super().setup()
+        no_delay(self.connection)
 
     def log_message(self, format, *args):  # noqa: A002 (the base class's name)
         # One line per request, without the query string: it holds the presigned signature.
@@ -93,6 +106,8 @@ class Gateway(http.server.BaseHTTPRequestHandler):
         body = self.request_body()
         upstream = http.client.HTTPConnection(*self.upstream, timeout=60)
         try:
+            upstream.connect()
+            no_delay(upstream.sock)
             upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
             for name, value in self.headers.items():
                 if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
@@ -100,15 +115,31 @@ class Gateway(http.server.BaseHTTPRequestHandler):
             if body is not None or self.command in ("PUT", "POST"):
                 upstream.putheader("Content-Length", str(self.content_length()))
             upstream.endheaders()
-            if body is not None:
-                for piece in body:
-                    upstream.send(piece)
+            if body is not None and not self.send_body(upstream, body):
+                # The server answered before reading the whole body (a refused signature, an
+                # upload that is gone): the rest of the client's body is read and dropped, so
+                # the client reads that answer as it would S3's instead of a broken pipe.
+                for _ in body:
+                    pass
             response = upstream.getresponse()
             self.relay(response)
         except OSError as error:
             self.send_error(502, f"the server behind the gateway did not answer: {error}")
         finally:
             upstream.close()
+
+    @staticmethod
+    def send_body(upstream, body):
+        """Sends the body on; False when the server answered (or stopped reading) first."""
+        for piece in body:
+            readable, _, _ = select.select([upstream.sock], [], [], 0)
+            if readable:
+                return False
+            try:
+                upstream.sock.sendall(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                return False
+        return True
 
     def content_length(self):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():

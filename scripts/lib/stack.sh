@@ -47,21 +47,17 @@ start_bg() {
 # The stack's requests and URL handling, in Python (scripts/lib/local_api.py; standard library).
 local_api() { python3 "$ROOT/scripts/lib/local_api.py" "$@"; }
 
+# The stack's layout (ports, settings, the functions' environment) and the wait for a service,
+# in Python (scripts/lib/stack_layout.py; standard library).
+stack_layout() { python3 "$ROOT/scripts/lib/stack_layout.py" "$@"; }
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # wait_port NAME PORT [TRIES]: until the service just started listens; fails at once if it died.
 wait_port() {
-    local name="$1" port="$2" tries="${3:-150}" pid="${STARTED_PIDS[-1]:-}"
-    for _ in $(seq "$tries"); do
-        port_open "$port" && return 0
-        if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
-            tail -20 "$RUN/logs/$name.log" >&2
-            die "$name exited before listening on 127.0.0.1:$port"
-        fi
-        sleep 0.2
-    done
-    [ -f "$RUN/logs/$name.log" ] && tail -20 "$RUN/logs/$name.log" >&2
-    die "$name did not start listening on 127.0.0.1:$port"
+    local pid="${STARTED_PIDS[-1]:-}"
+    stack_layout wait-port "$1" "$2" "$RUN/logs/$1.log" ${pid:+--pid "$pid"} --tries "${3:-150}" ||
+        exit 1
 }
 
 # ensure_venv DIR REQUIREMENTS: a venv holding exactly REQUIREMENTS, reinstalled when the file
@@ -214,31 +210,10 @@ ensure_smtp_sink() {
 # watch, which builds a function on its first request), reading its settings as in AWS, behind
 # the HTTP API's CORS rule (watch's own would grant any origin).
 start_api() {
-    local port="$1" watch_port="$(($1 + 7))"
+    local port="$1"
     # What each function reads at cold start: secrets from the local Secrets Manager, as in AWS.
     local env_file="$RUN/functions.env"
-    cat >"$env_file" <<ENV
-ENVIRONMENT=local
-RUST_LOG=${RUST_LOG:-info}
-AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID
-AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY
-AWS_REGION=$AWS_REGION
-AWS_ENDPOINT_URL_S3=http://127.0.0.1:$S3_BROWSER_PORT
-AWS_ENDPOINT_URL_SECRETS_MANAGER=$AWS_ENDPOINT_URL_SECRETS_MANAGER
-DATABASE_SECRET_ARN=$DATABASE_SECRET_ARN
-DATABASE_TLS=disable
-APP_SECRET_ARN=$APP_SECRET_ARN
-TOKEN_SIGNING_SECRET_ARN=$TOKEN_SIGNING_SECRET_ARN
-TOKEN_PUBLIC_KEYS_SECRET_ARN=$TOKEN_PUBLIC_KEYS_SECRET_ARN
-S3_BUCKET=$S3_BUCKET
-S3_FORCE_PATH_STYLE=true
-SMTP_HOST=$SMTP_HOST
-SMTP_PORT=$SMTP_PORT
-SMTP_TLS=none
-FRONTEND_HOST=$FRONTEND_HOST
-PASSWORD_RECOVERY_MIN_RESPONSE_MS=${PASSWORD_RECOVERY_MIN_RESPONSE_MS:-1500}
-MULTIPART_THRESHOLD_BYTES=${MULTIPART_THRESHOLD_BYTES:-67108864}
-ENV
+    stack_layout functions-env "$env_file"
     # Every function built before the first request: cargo lambda watch compiles a function on
     # its first invocation, and a first request that waits on a compile times out (500).
     # API_PROFILE=release builds and runs them as deployed (LTO, unwinding panics).
@@ -246,12 +221,12 @@ ENV
     [ "${API_PROFILE:-dev}" = release ] && release=(--release)
     say "building every function (${API_PROFILE:-dev} profile, as cargo lambda watch runs them)"
     cargo build --quiet --workspace --bins "${release[@]}"
-    say "cargo lambda watch on 127.0.0.1:$watch_port, behind the API's CORS rule on http://127.0.0.1:$port"
-    start_bg watch cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$watch_port" \
+    say "cargo lambda watch on 127.0.0.1:$WATCH_PORT, behind the API's CORS rule on http://127.0.0.1:$port"
+    start_bg watch cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$WATCH_PORT" \
         --disable-cors --env-file "$env_file" "${release[@]}"
-    wait_port watch "$watch_port" 600
+    wait_port watch "$WATCH_PORT" 600
     start_bg api-cors "$VENV/bin/python" "$ROOT/scripts/lib/cors_gateway.py" --rule api \
-        --port "$port" --upstream-port "$watch_port" --allow-origin "$FRONTEND_HOST"
+        --port "$port" --upstream-port "$WATCH_PORT" --allow-origin "$FRONTEND_HOST"
     wait_port api-cors "$port"
 }
 
@@ -297,28 +272,19 @@ start_console() {
     say "web console on http://127.0.0.1:$port"
 }
 
-# stack_up NAME PORT_BASE: the whole stack for a run named NAME (dev, test), its ports from PORT_BASE.
+# stack_up NAME PORT_BASE: the whole stack for a run named NAME (dev, test), its ports from
+# PORT_BASE (the layout is scripts/lib/stack_layout.py's).
 stack_up() {
-    local name="$1" base="$2"
+    local name="$1" base="$2" settings
     RUN="$ROOT/target/stack/$name"
     mkdir -p "$RUN"
     trap stack_down EXIT
     trap 'exit 130' INT TERM
 
-    export S3_PORT="$((base + 1))" SECRETS_PORT="$((base + 2))" SMTP_PORT="$((base + 3))"
-    export S3_BROWSER_PORT="$((base + 4))"
-    # Where the console is served: the origin the bucket's CORS allows and email links point to.
-    export FRONTEND_HOST="${FRONTEND_HOST:-http://127.0.0.1:5173}"
-    export AWS_ACCESS_KEY_ID="carevault-local" AWS_SECRET_ACCESS_KEY="carevault-local-secret"
-    export AWS_REGION="us-east-1" AWS_DEFAULT_REGION="us-east-1"
-    export AWS_ENDPOINT_URL_S3="http://127.0.0.1:$S3_PORT" AWS_ENDPOINT_URL_SECRETS_MANAGER="http://127.0.0.1:$SECRETS_PORT"
-    export S3_BUCKET="carevault-local" S3_FORCE_PATH_STYLE="true"
-    export SMTP_HOST="127.0.0.1" SMTP_TLS="none" SMTP_SINK_DIR="$RUN/mail"
-    export APP_SECRET_ARN="carevault/$name/app" DATABASE_SECRET_ARN="carevault/$name/database"
-    export TOKEN_SIGNING_SECRET_ARN="carevault/$name/token-signing"
-    export TOKEN_PUBLIC_KEYS_SECRET_ARN="carevault/$name/token-public-keys"
-    export DATABASE_TLS="disable"
-    export SAM_CLI_TELEMETRY=0
+    settings="$(stack_layout env "$name" "$base" --run-dir "$RUN" \
+        --frontend-host "${FRONTEND_HOST:-http://127.0.0.1:5173}")"
+    # Assignments quoted by Python's shlex.quote.
+    eval "$settings"
 
     ensure_python_tools
     ensure_s3s_fs
