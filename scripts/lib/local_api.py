@@ -4,6 +4,7 @@ a user), with JSON built by json.dumps, never by string interpolation.
 
     python3 scripts/lib/local_api.py database-name URL
     python3 scripts/lib/local_api.py admin-url URL
+    python3 scripts/lib/local_api.py port URL                             -> its port (5432 if none)
     python3 scripts/lib/local_api.py login API_URL EMAIL PASSWORD         -> the access token
     python3 scripts/lib/local_api.py create-user API_URL TOKEN EMAIL [--role R] [--superuser]
                                                                           -> the new user's password
@@ -76,6 +77,7 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("database-name").add_argument("url")
     commands.add_parser("admin-url").add_argument("url")
+    commands.add_parser("port").add_argument("url")
     sign_in = commands.add_parser("login")
     for name in ("api", "email", "password"):
         sign_in.add_argument(name)
@@ -91,6 +93,8 @@ def main() -> None:
         print(database_name(args.url))
     elif args.command == "admin-url":
         print(admin_url(args.url))
+    elif args.command == "port":
+        print(urllib.parse.urlsplit(args.url).port or 5432)
     elif args.command == "login":
         print(login(args.api, args.email, args.password))
     elif args.command == "create-user":

@@ -26,6 +26,7 @@ PORT_OFFSETS = {
     "SMTP_PORT": 3,  # the SMTP sink
     "S3_BROWSER_PORT": 4,  # the bucket's CORS rule in front of s3s-fs
     "WATCH_PORT": 7,  # cargo lambda watch, behind the API's CORS rule
+    "SAM_API_PORT": 8,  # sam local start-api (scripts/sam-local)
 }
 
 # What the functions read at cold start (template.yaml sets the same names in AWS), with the
