@@ -368,6 +368,31 @@ async fn hostile_search_input_never_gives_a_server_error() {
     );
 }
 
+/// Found by schemathesis: every text filter at once, each at the longest length allowed.
+#[tokio::test]
+async fn every_filter_at_once_at_its_longest_is_answered() {
+    let app = TestApp::new().await;
+    let t = app.viewer().await.token;
+    let longest = "0".repeat(1_000);
+    let response = search(
+        &app,
+        &t,
+        &[
+            ("name_text", &longest),
+            ("name_exact", &longest),
+            ("history_text", &longest),
+            ("has_attachment_mime_type", &longest),
+            ("dob_from", "2000-01-01"),
+            ("dob_to", "2000-01-01"),
+            ("count", "exact"),
+            ("cursor", ""),
+        ],
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(response.json()["count"], 0);
+}
+
 #[tokio::test]
 async fn paging_is_stable_across_pages_for_every_sort() {
     let app = TestApp::new().await;
@@ -1030,4 +1055,215 @@ async fn the_deepest_skip_is_an_empty_page_never_an_overflow() {
             assert_eq!(answer.json()["data"], json!([]), "{query:?}");
         }
     }
+}
+
+// --- The attachment-type filter (patient_attachment_types, kept in step by the write path) ----
+
+/// Creates an attachment through the attachments API; its id.
+async fn upload_of(app: &TestApp, token: &str, patient_id: &str, mime_type: &str) -> String {
+    let response = app
+        .call(
+            ApiRequest::post("/api/v1/attachments/")
+                .bearer(token)
+                .json(json!({"patient_id": patient_id, "file_name": "f", "mime_type": mime_type})),
+        )
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    response.json()["id"].as_str().unwrap().to_owned()
+}
+
+async fn delete_attachment(app: &TestApp, token: &str, id: &str) {
+    let path = format!("/api/v1/attachments/{id}");
+    let response = app.call(ApiRequest::delete(&path).bearer(token)).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+}
+
+/// Every patient of the filter's answer, page by page through the cursors, and its count.
+async fn every_page(app: &TestApp, token: &str, query: &[(&str, &str)]) -> (Vec<String>, i64) {
+    let (mut seen, mut cursor, mut count) = (Vec::new(), None::<String>, None);
+    loop {
+        let mut query = query.to_vec();
+        query.push(("limit", "2"));
+        if let Some(cursor) = &cursor {
+            query.push(("cursor", cursor));
+        }
+        let response = search(app, token, &query).await;
+        assert_eq!(response.status, 200, "{query:?}: {}", response.body);
+        let body = response.json();
+        count.get_or_insert(body["count"].as_i64().unwrap());
+        assert_eq!(
+            body["count"].as_i64(),
+            count,
+            "the count holds on every page"
+        );
+        seen.extend(
+            body["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap().to_owned()),
+        );
+        match body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return (seen, count.unwrap()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_attachment_type_filter_pages_every_sort_and_counts_each_patient_once() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let dobs = ["1990-01-01", "1970-01-01", "", "1980-01-01", "1960-01-01"];
+    let mut with_bam = Vec::new();
+    for (i, name) in ["Echo", "Alpha", "Delta", "Bravo", "Charlie"]
+        .iter()
+        .enumerate()
+    {
+        let mut body = json!({"name": name});
+        if !dobs[i].is_empty() {
+            body["dob"] = json!(dobs[i]);
+        }
+        let id = create(&app, &t, body).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // Two files of the type for some: the patient is still one match.
+        for _ in 0..(1 + i % 2) {
+            upload_of(&app, &t, &id, "application/x-bam").await;
+        }
+        with_bam.push(name.to_string());
+    }
+    let other = create(&app, &t, json!({"name": "Aaron Other"})).await;
+    upload_of(&app, &t, other["id"].as_str().unwrap(), "image/png").await;
+    create(&app, &t, json!({"name": "Abel None"})).await;
+
+    for sort in EVERY_SORT {
+        let filter = [
+            ("has_attachment_mime_type", "application/x-bam"),
+            ("sort", sort),
+        ];
+        let (paged, count) = every_page(&app, &t, &filter).await;
+        assert_eq!(count, 5, "{sort}");
+        // The same order as the whole list in that sort, keeping the matches.
+        let everyone = names(&app, &t, &[("sort", sort), ("limit", "100")]).await;
+        let expected: Vec<String> = everyone
+            .into_iter()
+            .filter(|n| with_bam.contains(n))
+            .collect();
+        assert_eq!(paged, expected, "{sort}");
+    }
+    let none = search(&app, &t, &[("has_attachment_mime_type", "text/csv")])
+        .await
+        .json();
+    assert_eq!(
+        (
+            none["count"].as_i64(),
+            none["data"].as_array().unwrap().len()
+        ),
+        (Some(0), 0)
+    );
+}
+
+#[tokio::test]
+async fn the_attachment_type_filter_follows_renames_and_deletions() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let first = create(&app, &t, json!({"name": "Alma"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = create(&app, &t, json!({"name": "Bruno"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let files = [
+        upload_of(&app, &t, &first, "application/pdf").await,
+        upload_of(&app, &t, &first, "application/pdf").await,
+    ];
+    upload_of(&app, &t, &second, "application/pdf").await;
+    let pdf = [
+        ("has_attachment_mime_type", "application/pdf"),
+        ("sort", "name"),
+    ];
+    assert_eq!(every_page(&app, &t, &pdf).await.0, ["Alma", "Bruno"]);
+
+    // A rename moves the patient in the filter's name order.
+    let path = format!("/api/v1/patients/{first}");
+    let renamed = app
+        .call(
+            ApiRequest::patch(&path)
+                .bearer(&t)
+                .json(json!({"name": "Zelda"})),
+        )
+        .await;
+    assert_eq!(renamed.status, 200, "{}", renamed.body);
+    assert_eq!(every_page(&app, &t, &pdf).await.0, ["Bruno", "Zelda"]);
+
+    // One of two files deleted: still a match; the last one: no longer.
+    delete_attachment(&app, &t, &files[0]).await;
+    assert_eq!(
+        every_page(&app, &t, &pdf).await,
+        (vec!["Bruno".into(), "Zelda".into()], 2)
+    );
+    delete_attachment(&app, &t, &files[1]).await;
+    assert_eq!(every_page(&app, &t, &pdf).await, (vec!["Bruno".into()], 1));
+
+    // A patient's deletion takes its files and its matches with it.
+    let path = format!("/api/v1/patients/{second}");
+    let admin = app.superuser_token().await;
+    assert_eq!(
+        app.call(ApiRequest::delete(&path).bearer(&admin))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(every_page(&app, &t, &pdf).await, (vec![], 0));
+}
+
+#[tokio::test]
+async fn concurrent_uploads_and_deletions_keep_the_attachment_type_count_exact() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let ids: Vec<String> = {
+        let mut ids = Vec::new();
+        for name in ["One", "Two", "Three"] {
+            ids.push(
+                create(&app, &t, json!({"name": name})).await["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        ids
+    };
+    // Eight uploads of the type for each patient at once.
+    let uploads = futures_util::future::join_all(
+        ids.iter()
+            .flat_map(|id| std::iter::repeat_n(id, 8))
+            .map(|id| upload_of(&app, &t, id, "image/dicom")),
+    )
+    .await;
+    let dicom = [("has_attachment_mime_type", "image/dicom")];
+    assert_eq!(every_page(&app, &t, &dicom).await.1, 3);
+    // Every file of the first two patients deleted at once, with renames of the third.
+    let third = format!("/api/v1/patients/{}", ids[2]);
+    let deletions = futures_util::future::join_all(
+        uploads[..16]
+            .iter()
+            .map(|id| delete_attachment(&app, &t, id)),
+    );
+    let renames = futures_util::future::join_all((0..4).map(|i| {
+        let request = ApiRequest::patch(&third)
+            .bearer(&t)
+            .json(json!({"name": format!("Three {i}")}));
+        app.call(request)
+    }));
+    let (_, renamed) = tokio::join!(deletions, renames);
+    assert!(renamed.iter().all(|r| r.status == 200));
+    let (names, count) = every_page(&app, &t, &dicom).await;
+    assert_eq!(count, 1);
+    // The sort key is the patient's name as it ended up, whichever rename came last.
+    let now = app.call(ApiRequest::get(&third).bearer(&t)).await.json();
+    assert_eq!(names, [now["name"].as_str().unwrap()]);
 }

@@ -344,9 +344,10 @@ impl Search {
                     "p.history_search @@ websearch_to_tsquery('english', {})",
                     params.push(v.clone(), Type::TEXT)
                 ),
-                // A semi-join bounded by the matching attachments (their index holds both columns).
+                // A semi-join bounded by the matching patients (one row each in
+                // patient_attachment_types, whose indexes lead with the type).
                 Filter::HasAttachmentMimeType(v) => format!(
-                    "p.id IN (SELECT a.patient_id FROM attachments a WHERE a.mime_type = {})",
+                    "p.id IN (SELECT t.patient_id FROM patient_attachment_types t WHERE t.mime_type = {})",
                     params.push(v.clone(), Type::TEXT)
                 ),
                 Filter::DobFrom(d) => format!("p.dob >= {}", params.push(*d, Type::DATE)),
@@ -425,6 +426,7 @@ impl Search {
     /// cursor, or a page beyond the budget).
     pub fn walk_statement(&self, columns: &str) -> Option<(String, SqlParams)> {
         if self.filters.is_empty()
+            || self.attachment_type_only().is_some()
             || self.count == Count::Exact
             || self.keyset.cursor().is_some()
             || self.rows_wanted() > WALK_BUDGET
@@ -473,11 +475,11 @@ impl Search {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let total_of = |exact: &'static str| {
+        let total_of = |exact: String| {
             if self.count == Count::Exact {
                 exact
             } else {
-                "SELECT NULL::int8 AS n"
+                "SELECT NULL::int8 AS n".to_owned()
             }
         };
         // Read for the page's rows only, in the same statement.
@@ -487,12 +489,37 @@ impl Search {
             // `id = 1` (its primary key) tells the planner this is one row: a never-analyzed
             // one-row table is estimated at thousands, which multiplied the page's estimated
             // cost past `jit_above_cost` (15 ms of JIT compilation for a 1 ms statement).
-            let total = total_of("SELECT patients AS n FROM patient_totals WHERE id = 1");
+            let total = total_of("SELECT patients AS n FROM patient_totals WHERE id = 1".into());
             format!(
                 "WITH page AS ({page}), total AS ({total})
                  SELECT {}, total.n, {identifiers} FROM total
                  LEFT JOIN (page JOIN patients p USING (id)) ON true
                  ORDER BY {order}",
+                qualified("p")
+            )
+        } else if let Some(mime_type) = self.attachment_type_only() {
+            // The page straight off the type's index in sort order, and the count an
+            // index-only range scan of it: no probe of patients per match.
+            let mime_type = params.push(mime_type.to_owned(), Type::TEXT);
+            let key = format!("t.{column}");
+            let after = self
+                .keyset
+                .condition(&key, "t.patient_id", &mut params)
+                .map(|condition| format!(" AND {condition}"))
+                .unwrap_or_default();
+            let total = total_of(format!(
+                "SELECT count(*) AS n FROM patient_attachment_types t WHERE t.mime_type = {mime_type}"
+            ));
+            format!(
+                "WITH page AS (
+                    SELECT t.patient_id AS id, {key} AS sort_key FROM patient_attachment_types t
+                    WHERE t.mime_type = {mime_type}{after}
+                    ORDER BY {} OFFSET {offset} LIMIT {limit}
+                 ), total AS ({total})
+                 SELECT {}, total.n, {identifiers} FROM total
+                 LEFT JOIN (page JOIN patients p USING (id)) ON true
+                 ORDER BY {order}",
+                self.keyset.order_by(&key, "t.patient_id"),
                 qualified("p")
             )
         } else {
@@ -505,7 +532,7 @@ impl Search {
                 .condition("m.sort_key", "m.id", &mut params)
                 .map(|condition| format!(" WHERE {condition}"))
                 .unwrap_or_default();
-            let total = total_of("SELECT count(*) AS n FROM matches");
+            let total = total_of("SELECT count(*) AS n FROM matches".into());
             format!(
                 "WITH matches AS MATERIALIZED (
                     SELECT p.id, p.{column} AS sort_key FROM patients p{clause}
@@ -568,6 +595,14 @@ impl Search {
             .collect::<Vec<_>>()
             .join(" UNION ALL ");
         format!("SELECT * FROM ({union}) segments OFFSET {offset} LIMIT {limit}")
+    }
+
+    /// The type, when an attachment type is the search's only filter.
+    fn attachment_type_only(&self) -> Option<&str> {
+        match self.filters.as_slice() {
+            [Filter::HasAttachmentMimeType(mime_type)] => Some(mime_type),
+            _ => None,
+        }
     }
 
     /// `p.<sort column> [DESC], p.id [DESC]`: the order of the whole result.
