@@ -21,6 +21,10 @@ CREATE TABLE patient_attachment_types (
     created_at timestamp with time zone NOT NULL,
     updated_at timestamp with time zone NOT NULL,
     PRIMARY KEY (patient_id, mime_type)
+) WITH (
+    -- Room on each page for a count's update to stay there (HOT, no index touched): with full
+    -- pages every upload and deletion wrote five index entries, measured 30 to 60 % slower.
+    fillfactor = 70
 );
 -- One per sort; the count reads any of them index-only.
 CREATE INDEX patient_attachment_types_name_idx

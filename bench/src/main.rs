@@ -214,6 +214,10 @@ impl BenchData {
             .batch_execute("VACUUM ANALYZE attachments")
             .await
             .unwrap();
+        client
+            .batch_execute("VACUUM ANALYZE patient_attachment_types")
+            .await
+            .unwrap();
         let admin = client
             .query_one("SELECT id FROM users WHERE is_superuser LIMIT 1", &[])
             .await
@@ -241,16 +245,11 @@ async fn patients_at_scale(set: dataset::DataSet) {
     let state = patients::PatientsState::from_env(&env).await.unwrap();
     let router = patients::router(state.clone());
     let token = api_tests::access_token_for(admin);
-    let some_ids: Vec<uuid::Uuid> = client
-        .query(
-            "SELECT id FROM patients TABLESAMPLE SYSTEM (0.1) LIMIT 1000",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let some_ids = uuids(
+        client,
+        "SELECT id FROM patients TABLESAMPLE SYSTEM (0.1) LIMIT 1000",
+    )
+    .await;
 
     println!("## Patients at 1M, {set:?} data set\n");
     if let Some(load_time) = data.loaded_in {
@@ -261,7 +260,7 @@ async fn patients_at_scale(set: dataset::DataSet) {
     } else {
         println!("Data set already loaded ({PATIENTS} patients, {ATTACHMENTS} attachments).\n");
     }
-    println!("| request | matches (count) | runs | p50 ms | p99 ms | statements sent p50 ms | matches alone p50 ms | before p50 ms | plan (scans) |\n|---|---|---|---|---|---|---|---|---|");
+    println!("| request | matches (count) | runs | p50 ms | p99 ms | statements sent p50 ms | matches alone p50 ms | physical reference p50 ms | plan (scans) |\n|---|---|---|---|---|---|---|---|---|");
 
     let mut i = 0usize;
     let by_id = time(500, || {
@@ -422,8 +421,8 @@ async fn patients_at_scale(set: dataset::DataSet) {
         };
         // What collecting the matches alone costs (bare SQL): the floor of any page statement.
         let alone = bare_sql_p50(client, &matches_alone(&search), runs.min(10)).await;
-        // The statements the code before this change sent (bare SQL: a floor of its handler).
-        let before = bare_sql_p50(client, &before_statements(&search), runs.min(10)).await;
+        // How far from the limit: the bare index scan that finds the matches.
+        let reference = physical_reference_p50(client, &search, runs.min(10)).await;
         // The statements the handler sends now, bare: compared with `before`, the same machine
         // and the same moment, without the handler's fixed cost (token, user, audit, JSON).
         let sent = bare_sql_p50(
@@ -474,7 +473,7 @@ async fn patients_at_scale(set: dataset::DataSet) {
             ms(stats.p99),
             ms(sent),
             ms(alone),
-            ms(before),
+            reference.map(ms).unwrap_or_default(),
             scans.join("; ")
         );
     }
@@ -525,48 +524,66 @@ async fn statements_sent(
     statements
 }
 
-/// The statements the search sent before it was bounded by its matches: the page by walking
-/// the sort order with the filters (the MIME filter as EXISTS), and an exact count.
-fn before_statements(
+/// A search's physical reference: what the index scans that find its matches cost alone (no
+/// heap, no sort, no page), the p50 of `runs`. For the attachment-type filter, the distinct
+/// patients of the type from the attachments index (the foreign key makes each a patient);
+/// for the other filters, the index scans of `SELECT count(*)` over them, as EXPLAIN ANALYZE
+/// times them. None without filters.
+async fn physical_reference_p50(
+    client: &tokio_postgres::Client,
     search: &domain::patients::search::Search,
-) -> Vec<(String, shared::db::SqlParams)> {
-    let build = |page: bool| {
-        let mut params = shared::db::SqlParams::new();
-        let current = search.where_clause(&mut params);
-        let clause = current.replace(
-            "p.id IN (SELECT a.patient_id FROM attachments a WHERE a.mime_type = ",
-            "EXISTS (SELECT 1 FROM attachments a WHERE a.patient_id = p.id AND a.mime_type = ",
+    runs: usize,
+) -> Option<Duration> {
+    use domain::patients::search::Filter;
+    if let [Filter::HasAttachmentMimeType(mime_type)] = search.filters.as_slice() {
+        let sql = "SELECT count(DISTINCT patient_id) FROM attachments WHERE mime_type = $1";
+        return Some(
+            time(runs, || async {
+                client.query_one(sql, &[mime_type]).await.unwrap();
+            })
+            .await
+            .p50,
         );
-        // The old form is rebuilt from the filter's SQL as the code writes it today: if that
-        // changes, this comparison must be rewritten, not quietly measure today's SQL twice.
-        let has_mime_filter = search.filters.iter().any(|f| {
-            matches!(
-                f,
-                domain::patients::search::Filter::HasAttachmentMimeType(_)
-            )
-        });
-        assert!(
-            !has_mime_filter || clause != current,
-            "the MIME filter's SQL changed; update before_statements: {current}"
-        );
-        let sql = if page {
-            let offset = params.push(search.skip, tokio_postgres::types::Type::INT8);
-            let limit = params.push(search.limit, tokio_postgres::types::Type::INT8);
-            format!(
-                "SELECT {} FROM patients p{clause} ORDER BY {} OFFSET {offset} LIMIT {limit}",
-                domain::patients::model::PATIENT_COLUMNS,
-                search.sort_sql()
-            )
-        } else {
-            format!("SELECT count(*) FROM patients p{clause}")
-        };
-        (sql, params)
-    };
-    let mut statements = vec![build(true)];
-    if search.count == domain::paging::Count::Exact {
-        statements.push(build(false));
     }
-    statements
+    let mut params = shared::db::SqlParams::new();
+    let clause = search.where_clause(&mut params);
+    if clause.is_empty() {
+        return None;
+    }
+    let explain =
+        format!("EXPLAIN (ANALYZE, TIMING, FORMAT JSON) SELECT count(*) FROM patients p{clause}");
+    let mut timings = Vec::new();
+    for _ in 0..runs {
+        let plan: serde_json::Value = client
+            .query_typed_one(&explain, &params.typed())
+            .await
+            .unwrap()
+            .get(0);
+        timings.push(index_scan_ms(&plan[0]["Plan"]));
+    }
+    timings.sort_by(f64::total_cmp);
+    Some(Duration::from_secs_f64(timings[timings.len() / 2] / 1000.0))
+}
+
+/// The time of a plan's index scans (their own, as EXPLAIN ANALYZE reports them), in ms.
+fn index_scan_ms(node: &serde_json::Value) -> f64 {
+    let own = match node["Node Type"].as_str() {
+        Some("Bitmap Index Scan" | "Index Scan" | "Index Only Scan") => {
+            node["Actual Total Time"].as_f64().unwrap_or(0.0)
+                * node["Actual Loops"].as_f64().unwrap_or(1.0)
+        }
+        _ => 0.0,
+    };
+    own + node["Plans"]
+        .as_array()
+        .map(|children| children.iter().map(index_scan_ms).sum())
+        .unwrap_or(0.0)
+}
+
+/// The ids a query's first column holds.
+async fn uuids(client: &tokio_postgres::Client, sql: &str) -> Vec<uuid::Uuid> {
+    let rows = client.query(sql, &[]).await.unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
 }
 
 /// The p50 of running `statements` one after the other.
@@ -1010,4 +1027,125 @@ async fn main() {
     if matches!(which.as_str(), "all" | "uploads") {
         uploads().await;
     }
+    if matches!(which.as_str(), "all" | "writes") {
+        writes_at_scale().await;
+    }
+}
+
+/// The writes that keep patient_attachment_types in step, through the handlers, on the
+/// uniform data set (its tables and indexes at full size): each request alone, p50 and p99.
+async fn writes_at_scale() {
+    use serde_json::json;
+    let data = BenchData::open(dataset::DataSet::Uniform).await;
+    let (dbname, client, admin) = (&data.dbname, &data.client, data.admin);
+    let bucket = "carevault-bench";
+    let s3 = api_tests::s3_client().await;
+    let _ = s3.create_bucket().bucket(bucket).send().await;
+    let [signing, public] = api_tests::token_settings();
+    let env = shared::config::Env::from_pairs([
+        ("DATABASE_URL", api_tests::db_url(dbname)),
+        signing,
+        public,
+        ("S3_BUCKET", bucket.to_owned()),
+    ]);
+    let patients = patients::router(patients::PatientsState::from_env(&env).await.unwrap());
+    let attachments =
+        attachments::router(attachments::AttachmentsState::from_env(&env).await.unwrap());
+    let token = api_tests::access_token_for(admin);
+    // Patients who have PDFs already (their row in patient_attachment_types exists).
+    let ids = uuids(
+        client,
+        "SELECT DISTINCT patient_id FROM attachments WHERE mime_type = 'application/pdf' LIMIT 400",
+    )
+    .await;
+    let call = |router: &axum::Router, request: ApiRequest| {
+        let router = router.clone();
+        async move {
+            let response = api_tests::invoke(router, request).await;
+            assert!(response.status < 300, "{}", response.body);
+            response
+        }
+    };
+    println!("## Writes on the uniform data set (1M patients)\n");
+    println!("| measurement | runs | p50 ms | p99 ms | mean ms |\n|---|---|---|---|---|");
+    let mut created = Vec::new();
+    let mut next = 0;
+    let create = time(ids.len(), || {
+        next += 1;
+        let body = json!({"patient_id": ids[next - 1], "file_name": "r.pdf", "mime_type": "application/pdf", "size": 1000});
+        let request = ApiRequest::post("/api/v1/attachments/").bearer(&token).json(body);
+        call(&attachments, request)
+    })
+    .await;
+    row(
+        "POST /attachments/ (a PDF for a patient who has PDFs)",
+        &create,
+    );
+    created.extend(
+        client
+            .query(
+                "SELECT id FROM attachments WHERE file_name = 'r.pdf' ORDER BY created_at DESC LIMIT $1",
+                &[&(ids.len() as i64)],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, uuid::Uuid>(0)),
+    );
+    let mut next = 0;
+    let delete = time(created.len(), || {
+        next += 1;
+        let path = format!("/api/v1/attachments/{}", created[next - 1]);
+        call(&attachments, ApiRequest::delete(&path).bearer(&token))
+    })
+    .await;
+    row(
+        "DELETE /attachments/{id} (the patient keeps other PDFs)",
+        &delete,
+    );
+    let mut next = 0;
+    let rename = time(ids.len(), || {
+        next += 1;
+        let path = format!("/api/v1/patients/{}", ids[next - 1]);
+        let body = json!({"name": format!("Renamed Bench {next}")});
+        call(
+            &patients,
+            ApiRequest::patch(&path).bearer(&token).json(body),
+        )
+    })
+    .await;
+    row(
+        "PATCH /patients/{id} (a new name; the patient has PDFs)",
+        &rename,
+    );
+    // Patients of their own, each with one file, deleted one by one.
+    let mut doomed = Vec::new();
+    for i in 0..200 {
+        let body = json!({"name": format!("Doomed Bench {i}")});
+        let request = ApiRequest::post("/api/v1/patients/")
+            .bearer(&token)
+            .json(body);
+        let id = call(&patients, request).await.json()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let body = json!({"patient_id": id, "file_name": "d.pdf", "mime_type": "application/pdf", "size": 10});
+        call(
+            &attachments,
+            ApiRequest::post("/api/v1/attachments/")
+                .bearer(&token)
+                .json(body),
+        )
+        .await;
+        doomed.push(id);
+    }
+    let mut next = 0;
+    let delete_patient = time(doomed.len(), || {
+        next += 1;
+        let path = format!("/api/v1/patients/{}", doomed[next - 1]);
+        call(&patients, ApiRequest::delete(&path).bearer(&token))
+    })
+    .await;
+    row("DELETE /patients/{id} (one file)", &delete_patient);
+    println!();
 }
