@@ -10,6 +10,11 @@
 -- and a patient's change of a sort key. A new attachment locks its patient's row (FOR SHARE),
 -- so a rename running at the same time either comes after it and updates its row too, or
 -- comes first and is the version it copies: never a stale sort key.
+-- Writes to patients and attachments wait until the table, its backfill and its triggers are
+-- committed together: a change committed between the backfill and the triggers would be
+-- missed for good (the migrate function runs while the old functions still serve).
+LOCK TABLE patients, attachments IN SHARE ROW EXCLUSIVE MODE;
+
 CREATE TABLE patient_attachment_types (
     patient_id uuid NOT NULL REFERENCES patients (id) ON DELETE CASCADE,
     mime_type character varying(255) NOT NULL,

@@ -256,7 +256,7 @@ pub async fn ensure_loaded(
     }
     client
         .batch_execute(
-            "TRUNCATE attachments, patients, object_deletions, upload_parts, multipart_aborts, patient_identifiers",
+            "TRUNCATE attachments, patients, object_deletions, upload_parts, multipart_aborts, patient_identifiers, patient_attachment_types",
         )
         .await?;
     if set == DataSet::Correlated {

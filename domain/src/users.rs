@@ -30,11 +30,21 @@ pub enum UserError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Hashing the new password failed (its blocking task): our bug, never the input's.
-    #[error("password hashing: {0}")]
+    #[error("{0}")]
     Hashing(String),
 }
 
 store_errors!(UserError);
+
+impl UserError {
+    /// A hashing failure, its cause without the `ApiError` wrapping it.
+    fn hashing(error: ApiError) -> Self {
+        match error {
+            ApiError::Internal(cause) => Self::Hashing(cause),
+            other => Self::Hashing(other.to_string()),
+        }
+    }
+}
 
 /// The JSON API's answer, as the replaced system worded it where the route does not word it
 /// otherwise.
@@ -234,7 +244,7 @@ pub async fn create(
 ) -> Result<User, UserError> {
     let hashed = password::hash(new.password)
         .await
-        .map_err(|e| UserError::Hashing(e.to_string()))?;
+        .map_err(UserError::hashing)?;
     let id = Uuid::new_v4();
     audit.describe(|event| event.resource(Some(id)));
     let mut params = SqlParams::new();
@@ -312,11 +322,7 @@ pub async fn update(
         None => None,
     };
     let new_hash = match &changes.password {
-        Some(password) => Some(
-            password::hash(password)
-                .await
-                .map_err(|e| UserError::Hashing(e.to_string()))?,
-        ),
+        Some(password) => Some(password::hash(password).await.map_err(UserError::hashing)?),
         None => None,
     };
     let fields = shared::audit::sent_fields(&[

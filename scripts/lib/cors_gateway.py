@@ -110,7 +110,9 @@ class Gateway(http.server.BaseHTTPRequestHandler):
             no_delay(upstream.sock)
             upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
             for name, value in self.headers.items():
-                if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
+                # Expect: 100-continue was answered to the client by http.server; sent on, the
+                # server's own 100 would read as an early answer and cut the body short.
+                if name.lower() not in HOP_BY_HOP and name.lower() not in ("content-length", "expect"):
                     upstream.putheader(name, value)
             if body is not None or self.command in ("PUT", "POST"):
                 upstream.putheader("Content-Length", str(self.content_length()))

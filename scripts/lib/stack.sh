@@ -129,7 +129,8 @@ start_throwaway_postgres() {
     if [ -z "$(pg_bin initdb)" ]; then
         [ "$(id -u)" = 0 ] || die "no PostgreSQL server runs and initdb is missing: install PostgreSQL or set DATABASE_URL"
         say "installing PostgreSQL from Debian's packages"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
     fi
     local data="$RUN/pgdata"
     if port_open "$port"; then
@@ -236,7 +237,8 @@ ensure_chromium() {
     if [ ! -x "$CHROMIUM_PATH" ]; then
         [ "$(id -u)" = 0 ] || die "Chromium is missing: install Debian's chromium package, or set CHROMIUM_PATH"
         say "installing Chromium from Debian's packages"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
     fi
     export CHROMIUM_PATH
 }

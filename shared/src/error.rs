@@ -191,7 +191,9 @@ impl From<tokio_postgres::Error> for StoreError {
             // The statement timeout (57014): the database is too busy to answer in time. Server
             // shutting down, a failover in progress (57P, 08), out of disk, memory or
             // connections (53): it cannot serve us now.
+            // A deadlock or serialization failure (class 40) was rolled back: a retry succeeds.
             if code == "57014"
+                || code.starts_with("40")
                 || code.starts_with("57P")
                 || code.starts_with("08")
                 || code.starts_with("53")

@@ -1225,45 +1225,50 @@ async fn the_attachment_type_filter_follows_renames_and_deletions() {
 async fn concurrent_uploads_and_deletions_keep_the_attachment_type_count_exact() {
     let app = TestApp::new().await;
     let t = app.clinician().await.token;
-    let ids: Vec<String> = {
-        let mut ids = Vec::new();
-        for name in ["One", "Two", "Three"] {
-            ids.push(
-                create(&app, &t, json!({"name": name})).await["id"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned(),
-            );
-        }
-        ids
-    };
-    // Eight uploads of the type for each patient at once.
+    let mut ids = Vec::new();
+    for name in ["One", "Two", "Three", "Four"] {
+        let created = create(&app, &t, json!({"name": name})).await;
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    // Eight uploads of the type for each of the first three patients at once.
     let uploads = futures_util::future::join_all(
-        ids.iter()
+        ids[..3]
+            .iter()
             .flat_map(|id| std::iter::repeat_n(id, 8))
             .map(|id| upload_of(&app, &t, id, "image/dicom")),
     )
     .await;
-    let dicom = [("has_attachment_mime_type", "image/dicom")];
+    let dicom = [
+        ("has_attachment_mime_type", "image/dicom"),
+        ("sort", "name"),
+    ];
     assert_eq!(every_page(&app, &t, &dicom).await.1, 3);
-    // Every file of the first two patients deleted at once, with renames of the third.
-    let third = format!("/api/v1/patients/{}", ids[2]);
+    // At once: every file of the first two deleted; more files for the third and a first one
+    // for the fourth, each while that patient is renamed (the upload copies the name it sees).
     let deletions = futures_util::future::join_all(
         uploads[..16]
             .iter()
             .map(|id| delete_attachment(&app, &t, id)),
     );
-    let renames = futures_util::future::join_all((0..4).map(|i| {
-        let request = ApiRequest::patch(&third)
-            .bearer(&t)
-            .json(json!({"name": format!("Three {i}")}));
-        app.call(request)
+    let more = futures_util::future::join_all(
+        [&ids[2], &ids[2], &ids[3]].map(|id| upload_of(&app, &t, id, "image/dicom")),
+    );
+    let renames = futures_util::future::join_all((0..8).map(|i| {
+        let path = format!("/api/v1/patients/{}", ids[2 + i % 2]);
+        let body = json!({"name": format!("{} {i}", ["Three", "Four"][i % 2])});
+        app.call(ApiRequest::patch(&path).bearer(&t).json(body))
     }));
-    let (_, renamed) = tokio::join!(deletions, renames);
+    let (_, _, renamed) = tokio::join!(deletions, more, renames);
     assert!(renamed.iter().all(|r| r.status == 200));
     let (names, count) = every_page(&app, &t, &dicom).await;
-    assert_eq!(count, 1);
-    // The sort key is the patient's name as it ended up, whichever rename came last.
-    let now = app.call(ApiRequest::get(&third).bearer(&t)).await.json();
-    assert_eq!(names, [now["name"].as_str().unwrap()]);
+    assert_eq!(count, 2);
+    // Each sort key is the patient's name as it ended up, whichever write came last.
+    let mut now = Vec::new();
+    for id in &ids[2..] {
+        let path = format!("/api/v1/patients/{id}");
+        let patient = app.call(ApiRequest::get(&path).bearer(&t)).await.json();
+        now.push(patient["name"].as_str().unwrap().to_owned());
+    }
+    now.sort();
+    assert_eq!(names, now);
 }
