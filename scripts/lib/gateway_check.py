@@ -14,32 +14,20 @@ Standard library only. Exits non-zero, naming the case, when a check fails.
 """
 
 import argparse
-import base64
-import hashlib
 import http.client
-import json
 import select
 import statistics
 import sys
 import time
 import urllib.parse
-import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import local_api  # noqa: E402
 
 # Headers that differ between two answers to the same request.
 PER_ANSWER = {"date", "x-amz-request-id", "x-amz-id-2"}
 PART = 5 * 1024 * 1024
-
-
-def api_call(api, token, method, path, body=None):
-    request = urllib.request.Request(
-        f"{api}{path}",
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        method=method,
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        text = response.read()
-        return json.loads(text) if text else None
 
 
 def send(port, method, url, headers, body):
@@ -83,15 +71,11 @@ def same_answer(case, gateway_port, s3_port, method, url, headers, body):
     print(f"  {case}: {through[0]} through the gateway, as from s3s-fs")
 
 
-def digest(data):
-    return base64.b64encode(hashlib.sha256(data).digest()).decode()
-
-
 def check_refusals(api, token, s3_port):
-    patient = api_call(api, token, "POST", "/api/v1/patients/", {"name": "Gateway Check"})
+    patient = local_api.api_json(api, token, "POST", "/api/v1/patients/", {"name": "Gateway Check"})
     try:
         declared, other = b"a" * 4096, b"b" * 4096
-        single = api_call(
+        single = local_api.api_json(
             api,
             token,
             "POST",
@@ -101,7 +85,7 @@ def check_refusals(api, token, s3_port):
                 "file_name": "check.txt",
                 "mime_type": "text/plain",
                 "size": len(declared),
-                "sha256": digest(declared),
+                "sha256": local_api.sha256_base64(declared),
             },
         )
         upload = single["upload"]
@@ -112,7 +96,7 @@ def check_refusals(api, token, s3_port):
         )
 
         declared, other = b"c" * PART, b"d" * PART
-        multipart = api_call(
+        multipart = local_api.api_json(
             api,
             token,
             "POST",
@@ -120,21 +104,21 @@ def check_refusals(api, token, s3_port):
             {"patient_id": patient["id"], "file_name": "check.bam", "size": PART, "upload": "multipart"},
         )
         path = f"/api/v1/attachments/{multipart['id']}"
-        part = api_call(
-            api, token, "POST", f"{path}/upload-parts", {"part_numbers": [1], "sha256": [digest(declared)]}
+        part = local_api.api_json(
+            api, token, "POST", f"{path}/upload-parts", {"part_numbers": [1], "sha256": [local_api.sha256_base64(declared)]}
         )["parts"][0]
         same_answer(
             "a part whose bytes are not the checksum its URL signed",
             gateway_port, s3_port, part["method"], part["url"], part["headers"], other,
         )
         # Deleting a pending multipart attachment aborts its upload.
-        api_call(api, token, "DELETE", path)
+        local_api.api_json(api, token, "DELETE", path)
         same_answer(
             "a part sent to an aborted upload",
             gateway_port, s3_port, part["method"], part["url"], part["headers"], declared,
         )
     finally:
-        api_call(api, token, "DELETE", f"/api/v1/patients/{patient['id']}")
+        local_api.api_json(api, token, "DELETE", f"/api/v1/patients/{patient['id']}")
 
 
 def kept_alive_ms(port, rounds=30):

@@ -14,6 +14,8 @@ Standard library only: it runs before any venv exists.
 """
 
 import argparse
+import base64
+import hashlib
 import json
 import secrets
 import sys
@@ -34,14 +36,32 @@ def admin_url(url: str) -> str:
     return urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(path="/postgres"))
 
 
-def call(request: urllib.request.Request) -> dict:
+def call(request: urllib.request.Request):
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
-            return json.load(response)
+            text = response.read()
+            return json.loads(text) if text else None
     except urllib.error.HTTPError as error:
         sys.exit(f"error: {request.get_method()} {request.full_url}: {error.code} {error.read()[:500]!r}")
     except (urllib.error.URLError, TimeoutError) as error:
         sys.exit(f"error: {request.get_method()} {request.full_url}: {error}")
+
+
+def api_json(api: str, token: str, method: str, path: str, body=None):
+    """`method path` on the API with a bearer token and a JSON body; its JSON answer (None
+    when empty). Exits naming the request on an error status."""
+    request = urllib.request.Request(
+        f"{api}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method=method,
+    )
+    return call(request)
+
+
+def sha256_base64(data: bytes) -> str:
+    """A SHA-256 digest as the API takes it (and S3's checksum headers carry it): base64."""
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
 def login(api: str, email: str, password: str) -> str:
@@ -62,13 +82,7 @@ def create_user(api: str, token: str, email: str, role, superuser: bool) -> str:
         body["role"] = role
     if superuser:
         body["is_superuser"] = True
-    request = urllib.request.Request(
-        f"{api}/api/v1/users/",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-        method="POST",
-    )
-    call(request)
+    api_json(api, token, "POST", "/api/v1/users/", body)
     return password
 
 

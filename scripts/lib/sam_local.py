@@ -13,7 +13,6 @@ them to the loopback ones.
 """
 
 import base64
-import hashlib
 import http.server
 import json
 import os
@@ -293,7 +292,7 @@ def tour(api):
                 "file_name": "tour.txt",
                 "mime_type": "text/plain",
                 "size": len(content),
-                "sha256": base64.b64encode(hashlib.sha256(content).digest()).decode(),
+                "sha256": local_api.sha256_base64(content),
             },
         ),
         200,
