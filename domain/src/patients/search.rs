@@ -484,42 +484,31 @@ impl Search {
         };
         // Read for the page's rows only, in the same statement.
         let identifiers = crate::patients::model::identifiers_column("p");
-        let sql = if self.filters.is_empty() {
-            let page = self.unfiltered_page(&mut params, &offset, &limit);
+        let index_ordered = if self.filters.is_empty() {
             // `id = 1` (its primary key) tells the planner this is one row: a never-analyzed
             // one-row table is estimated at thousands, which multiplied the page's estimated
             // cost past `jit_above_cost` (15 ms of JIT compilation for a 1 ms statement).
-            let total = total_of("SELECT patients AS n FROM patient_totals WHERE id = 1".into());
+            let total = "SELECT patients AS n FROM patient_totals WHERE id = 1".to_owned();
+            Some((SortIndex::patients(column), total))
+        } else if let Some(mime_type) = self.attachment_type_only() {
+            // The page straight off the type's index in sort order, and the count an
+            // index-only range scan of it: no probe of patients per match.
+            let mime_type = params.push(mime_type.to_owned(), Type::TEXT);
+            let total = format!(
+                "SELECT count(*) AS n FROM patient_attachment_types t WHERE t.mime_type = {mime_type}"
+            );
+            Some((SortIndex::attachment_type(column, &mime_type), total))
+        } else {
+            None
+        };
+        let sql = if let Some((index, total)) = index_ordered {
+            let page = self.index_ordered_page(&index, &mut params, &offset, &limit);
+            let total = total_of(total);
             format!(
                 "WITH page AS ({page}), total AS ({total})
                  SELECT {}, total.n, {identifiers} FROM total
                  LEFT JOIN (page JOIN patients p USING (id)) ON true
                  ORDER BY {order}",
-                qualified("p")
-            )
-        } else if let Some(mime_type) = self.attachment_type_only() {
-            // The page straight off the type's index in sort order, and the count an
-            // index-only range scan of it: no probe of patients per match.
-            let mime_type = params.push(mime_type.to_owned(), Type::TEXT);
-            let key = format!("t.{column}");
-            let after = self
-                .keyset
-                .condition(&key, "t.patient_id", &mut params)
-                .map(|condition| format!(" AND {condition}"))
-                .unwrap_or_default();
-            let total = total_of(format!(
-                "SELECT count(*) AS n FROM patient_attachment_types t WHERE t.mime_type = {mime_type}"
-            ));
-            format!(
-                "WITH page AS (
-                    SELECT t.patient_id AS id, {key} AS sort_key FROM patient_attachment_types t
-                    WHERE t.mime_type = {mime_type}{after}
-                    ORDER BY {} OFFSET {offset} LIMIT {limit}
-                 ), total AS ({total})
-                 SELECT {}, total.n, {identifiers} FROM total
-                 LEFT JOIN (page JOIN patients p USING (id)) ON true
-                 ORDER BY {order}",
-                self.keyset.order_by(&key, "t.patient_id"),
                 qualified("p")
             )
         } else {
@@ -550,41 +539,61 @@ impl Search {
         (sql, params)
     }
 
-    /// The ids of an unfiltered page, in sort order, from the sort index alone. After a cursor,
-    /// a range of the index; a NULL dob is its own range (NULLs sort apart), read only when
-    /// the non-NULL range runs out.
-    fn unfiltered_page(&self, params: &mut SqlParams, offset: &str, limit: &str) -> String {
-        let column = self.sort.column();
+    /// The ids of a page in sort order from a sort index alone (the patients', or an attachment
+    /// type's). After a cursor, a range of the index; a NULL dob is its own range (NULLs sort
+    /// apart), read only when the non-NULL range runs out, so that no page sorts the matches.
+    fn index_ordered_page(
+        &self,
+        index: &SortIndex,
+        params: &mut SqlParams,
+        offset: &str,
+        limit: &str,
+    ) -> String {
+        let SortIndex {
+            from,
+            id,
+            key,
+            within,
+        } = index;
         let descending = self.keyset.reads_descending();
         let direction = if descending { " DESC" } else { "" };
-        let ordered = |condition: &str| {
+        let ordered = |condition: Option<String>| {
+            let conditions: Vec<&str> = within
+                .iter()
+                .chain(&condition)
+                .map(String::as_str)
+                .collect();
+            let clause = if conditions.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE {}", conditions.join(" AND "))
+            };
             format!(
-                "SELECT p.id, p.{column} AS sort_key FROM patients p{condition}
-                 ORDER BY p.{column}{direction}, p.id{direction}"
+                "SELECT {id} AS id, {key} AS sort_key FROM {from}{clause}
+                 ORDER BY {key}{direction}, {id}{direction}"
             )
         };
         let Some(cursor) = self.keyset.cursor() else {
-            return format!("{} OFFSET {offset} LIMIT {limit}", ordered(""));
+            return format!("{} OFFSET {offset} LIMIT {limit}", ordered(None));
         };
-        let id = params.push(cursor.position().id, Type::UUID);
+        let after = params.push(cursor.position().id, Type::UUID);
         let comparison = if descending { "<" } else { ">" };
-        let key = cursor.position().key.push(params);
-        let after_key = |key: &str| {
-            ordered(&format!(
-                " WHERE (p.{column}, p.id) {comparison} ({key}, {id})"
-            ))
+        let value = cursor.position().key.push(params);
+        let after_key = |value: &str| {
+            ordered(Some(format!(
+                "({key}, {id}) {comparison} ({value}, {after})"
+            )))
         };
-        let nulls_after =
-            |condition: &str| ordered(&format!(" WHERE p.{column} IS NULL{condition}"));
-        let not_null = || ordered(&format!(" WHERE p.{column} IS NOT NULL"));
-        let segments = match (column == "dob", descending, &key) {
-            (false, _, Some(key)) => vec![after_key(key)],
+        let nulls_after = |condition: &str| ordered(Some(format!("{key} IS NULL{condition}")));
+        let not_null = || ordered(Some(format!("{key} IS NOT NULL")));
+        let segments = match (self.sort.kind() == SortKind::Date, descending, &value) {
+            (false, _, Some(value)) => vec![after_key(value)],
             // Ascending: the non-NULL keys after the cursor, then every NULL.
-            (true, false, Some(key)) => vec![after_key(key), nulls_after("")],
-            (true, false, None) => vec![nulls_after(&format!(" AND p.id > {id}"))],
+            (true, false, Some(value)) => vec![after_key(value), nulls_after("")],
+            (true, false, None) => vec![nulls_after(&format!(" AND {id} > {after}"))],
             // Descending: NULLs first.
-            (true, true, Some(key)) => vec![after_key(key)],
-            (true, true, None) => vec![nulls_after(&format!(" AND p.id < {id}")), not_null()],
+            (true, true, Some(value)) => vec![after_key(value)],
+            (true, true, None) => vec![nulls_after(&format!(" AND {id} < {after}")), not_null()],
             (false, _, None) => unreachable!("only dob keys are NULL"),
         };
         // UNION ALL under LIMIT reads a segment only while the page needs rows.
@@ -639,6 +648,37 @@ impl Search {
                 Filter::AnyOf(_) => "any_of",
             })
             .collect()
+    }
+}
+
+/// A sort index a page can be read from in order: its relation, the patient id and sort key
+/// columns, and the condition that selects its range (an attachment type's leading column).
+struct SortIndex {
+    from: &'static str,
+    id: &'static str,
+    key: String,
+    within: Option<String>,
+}
+
+impl SortIndex {
+    /// `patients (<key>, id)`.
+    fn patients(column: &str) -> Self {
+        Self {
+            from: "patients p",
+            id: "p.id",
+            key: format!("p.{column}"),
+            within: None,
+        }
+    }
+
+    /// `patient_attachment_types (mime_type, <key>, patient_id)` for one type.
+    fn attachment_type(column: &str, mime_type: &str) -> Self {
+        Self {
+            from: "patient_attachment_types t",
+            id: "t.patient_id",
+            key: format!("t.{column}"),
+            within: Some(format!("t.mime_type = {mime_type}")),
+        }
     }
 }
 
