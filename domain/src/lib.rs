@@ -31,4 +31,5 @@ pub mod attachments;
 pub mod audit_events;
 pub mod paging;
 pub mod patients;
+pub mod smart;
 pub mod users;

@@ -82,15 +82,20 @@ pub const USER_COLUMNS: &str =
 
 impl User {
     pub fn from_row(row: &Row) -> Self {
+        Self::from_row_at(row, 0)
+    }
+
+    /// The user from `USER_COLUMNS` starting at column `at` (after a join's own columns).
+    pub fn from_row_at(row: &Row, at: usize) -> Self {
         Self {
-            id: row.get(0),
-            email: row.get(1),
-            full_name: row.get(2),
-            is_active: row.get(3),
-            is_superuser: row.get(4),
-            role: Role::from_db(row.get(5)),
-            created_at: row.get(6),
-            session_epoch: row.get(7),
+            id: row.get(at),
+            email: row.get(at + 1),
+            full_name: row.get(at + 2),
+            is_active: row.get(at + 3),
+            is_superuser: row.get(at + 4),
+            role: Role::from_db(row.get(at + 5)),
+            created_at: row.get(at + 6),
+            session_epoch: row.get(at + 7),
         }
     }
 }

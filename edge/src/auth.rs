@@ -82,31 +82,48 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let context = AuthContext::from_ref(state);
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::Unauthorized("Not authenticated".into()))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| {
-                let (scheme, token) = value.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .filter(|token| !token.is_empty())
-            .ok_or_else(|| ApiError::Unauthorized("Not authenticated".into()))?;
-        let invalid = || ApiError::Unauthorized("Could not validate credentials".into());
-        let (user_id, session_epoch) = context
-            .tokens
-            .verify_access(token)
-            .await
-            .ok_or_else(invalid)?;
+        let token = bearer_token(parts)?;
+        let session = context.tokens.verify_access(token).await;
+        let (user_id, session_epoch) = session.ok_or_else(invalid_credentials)?;
+        Self::of_session(&context, parts, user_id, session_epoch).await
+    }
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::Unauthorized("Could not validate credentials".into())
+}
+
+/// The bearer token of the request's Authorization header; 401 without one.
+pub fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthorized("Not authenticated".into()))?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|value| {
+            let (scheme, token) = value.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| ApiError::Unauthorized("Not authenticated".into()))
+}
+
+impl CurrentUser {
+    /// The user of a verified session token, loaded (one primary-key query) and checked.
+    pub async fn of_session(
+        context: &AuthContext,
+        parts: &Parts,
+        user_id: uuid::Uuid,
+        session_epoch: i32,
+    ) -> Result<Self, ApiError> {
         let user = domain::users::find_by_id(&context.pool, user_id)
             .await?
-            .ok_or_else(invalid)?;
+            .ok_or_else(invalid_credentials)?;
         // A password change or a logout since the token was issued ended its session.
         if user.session_epoch != session_epoch {
-            return Err(invalid());
+            return Err(invalid_credentials());
         }
         // A valid token names the actor, even of a request refused below.
         if let Some(audit) = parts.extensions.get::<AuditEntry>() {

@@ -6,4 +6,6 @@
 
 pub mod audit_layer;
 pub mod auth;
+pub mod base;
 pub mod http;
+pub mod smart;

@@ -25,6 +25,7 @@ pub mod storage;
 // 3
 pub mod audit;
 pub mod email;
+pub mod opaque;
 pub mod password;
 pub mod throttle;
 pub mod tokens;

@@ -347,7 +347,7 @@ impl Tokens {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn sign(&self, claims: &Claims) -> Result<String, ApiError> {
+    fn sign<C: Serialize>(&self, claims: &C) -> Result<String, ApiError> {
         let signing = self
             .signing
             .as_ref()
@@ -358,7 +358,11 @@ impl Tokens {
             .map_err(|e| ApiError::internal(format!("signing a token: {e}")))
     }
 
-    async fn check(&self, token: &str, audience: &str) -> Option<Claims> {
+    async fn check<C: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Option<C> {
         let header = jsonwebtoken::decode_header(token).ok()?;
         if header.alg != Algorithm::ES256 {
             return None;
@@ -374,7 +378,7 @@ impl Tokens {
         validation.leeway = 5;
         let verifying = self.read();
         let key = verifying.keys.get(&kid)?;
-        jsonwebtoken::decode::<Claims>(token, key, &validation)
+        jsonwebtoken::decode::<C>(token, key, &validation)
             .ok()
             .map(|data| data.claims)
     }
@@ -421,7 +425,7 @@ impl Tokens {
 
     /// The user id and session epoch of a valid access token; None for anything else.
     pub async fn verify_access(&self, token: &str) -> Option<(Uuid, i32)> {
-        let claims = self.check(token, ACCESS_AUDIENCE).await?;
+        let claims: Claims = self.check(token, ACCESS_AUDIENCE).await?;
         Some((Uuid::parse_str(&claims.sub).ok()?, claims.sep?))
     }
 
@@ -445,8 +449,71 @@ impl Tokens {
 
     /// The user id of a valid reset token, with the fingerprint it must still match.
     pub async fn verify_reset(&self, token: &str) -> Option<(Uuid, String)> {
-        let claims = self.check(token, RESET_AUDIENCE).await?;
+        let claims: Claims = self.check(token, RESET_AUDIENCE).await?;
         Some((Uuid::parse_str(&claims.sub).ok()?, claims.pwd?))
+    }
+}
+
+/// A SMART access token's claims: `aud` is the FHIR base, `sub` the user (or, for a back-end
+/// system, the client), `gid` the grant every request reads back (revoked, client deleted, user
+/// signed out: the token stops at once).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SmartClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: u64,
+    pub iat: u64,
+    pub jti: String,
+    pub client_id: String,
+    pub scope: String,
+    pub gid: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient: Option<Uuid>,
+}
+
+/// What a SMART access token is issued for: the FHIR base (its issuer and audience), the user
+/// or (Backend Services) the client, the client, the grant, its scope and patient.
+pub struct SmartGrantOf<'a> {
+    pub fhir_base: &'a str,
+    pub subject: &'a str,
+    pub client_id: Uuid,
+    pub grant: Uuid,
+    pub scope: &'a str,
+    pub patient: Option<Uuid>,
+}
+
+impl Tokens {
+    /// A SMART access token of `grant` living `ttl` (at most the grant's own end).
+    pub fn issue_smart(
+        &self,
+        grant: &SmartGrantOf<'_>,
+        ttl: Duration,
+    ) -> Result<(String, SmartClaims), ApiError> {
+        let now = now_secs();
+        let claims = SmartClaims {
+            iss: grant.fhir_base.to_owned(),
+            sub: grant.subject.to_owned(),
+            aud: grant.fhir_base.to_owned(),
+            exp: now + ttl.as_secs(),
+            iat: now,
+            jti: Uuid::new_v4().to_string(),
+            client_id: grant.client_id.to_string(),
+            scope: grant.scope.to_owned(),
+            gid: grant.grant,
+            patient: grant.patient,
+        };
+        Ok((self.sign(&claims)?, claims))
+    }
+
+    /// The claims of a valid SMART access token for the FHIR base `audience`.
+    pub async fn verify_smart(&self, token: &str, audience: &str) -> Option<SmartClaims> {
+        self.check(token, audience).await
+    }
+
+    /// An OpenID Connect ID token: `claims` as given, signed with the server's key.
+    pub fn sign_id_token(&self, claims: &serde_json::Value) -> Result<String, ApiError> {
+        self.sign(claims)
     }
 }
 

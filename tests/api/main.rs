@@ -18,5 +18,6 @@ mod openapi;
 mod origin;
 mod patients;
 mod sessions;
+mod smart;
 mod template;
 mod users;

@@ -461,6 +461,7 @@ fn every_per_address_limit_exists_with_its_limit_and_scope() {
         ),
         ("reset-per-address", 10, Some("/api/v1/reset-password")),
         ("signup-per-address", 10, Some("/api/v1/users/signup")),
+        ("smart-per-address", 300, Some("/api/v1/smart")),
         ("api-per-address", 1200, None),
     ];
     let got: Vec<(&str, u64, Option<&str>)> = rules
@@ -486,6 +487,7 @@ fn every_per_address_limit_exists_with_its_limit_and_scope() {
             "POST /api/v1/password-recovery/{email}",
         ),
         ("reset-per-address", "ANY /api/v1/reset-password"),
+        ("smart-per-address", "ANY /api/v1/smart/{proxy+}"),
         ("api-per-address", "default"),
     ] {
         let limit = rules.iter().find(|(n, _, _)| n == rule).unwrap().1 as f64;

@@ -1,6 +1,8 @@
 //! /api/v1/login/access-token, /login/test-token, /password-recovery/{email},
 //! /reset-password/, /password-recovery-html-content/{email}.
 
+mod smart;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +39,8 @@ pub struct AuthState {
     /// Every password-recovery answer takes at least this long, whether or not an email was
     /// sent, so response time does not reveal which addresses have accounts.
     pub recovery_min_response: Duration,
+    /// The SMART on FHIR authorization server.
+    pub smart: smart::SmartServer,
 }
 
 impl AuthState {
@@ -48,6 +52,7 @@ impl AuthState {
                 .await?;
         Ok(Self {
             db: auth.pool.clone(),
+            smart: smart::SmartServer::from_env(env, &auth)?,
             auth,
             mailer: Arc::new(Mailer::from_env(env, &secret)?),
             recovery_min_response: env.millis_in(
@@ -69,6 +74,7 @@ const LOGOUT: RouteEvent = RouteEvent::new("auth.logout", USER);
 
 pub fn router(state: AuthState) -> Router {
     let trail = AuditTrail::new(state.db.clone());
+    let smart = smart::router(state.smart.clone());
     Router::new()
         .route(
             "/api/v1/login/access-token",
@@ -93,6 +99,7 @@ pub fn router(state: AuthState) -> Router {
             post(recover_password_html_content.layer(trail.on(RESET_PREVIEW))),
         )
         .with_state(state)
+        .merge(smart)
 }
 
 /// The OAuth2 password flow's form; its other fields (grant_type, scope, client_id) are ignored.

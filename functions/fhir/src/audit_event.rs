@@ -8,7 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use domain::audit_events::{self, ActionKind, AuditEventOut, EventFilter, OutcomeMatch};
 use domain::paging::{Count, List};
-use edge::auth::Superuser;
+use domain::smart::scopes::{Interaction, Reach, ResourceType};
+use edge::smart::FhirCaller;
 use serde_json::{json, Value};
 use shared::audit::Outcome;
 use shared::trail::AuditEntry;
@@ -155,10 +156,16 @@ fn not_found(raw_id: &str) -> ApiError {
 /// `GET /fhir/R4/AuditEvent/{id}`.
 pub async fn read(
     State(state): State<FhirState>,
-    _superuser: Superuser,
+    caller: FhirCaller,
     audit: AuditEntry,
     Path(raw_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    // The trail is never a patient's compartment: user/ or system/ scopes only.
+    if caller.permit(ResourceType::AuditEvent, Interaction::Read)? != Reach::All {
+        return Err(ApiError::Forbidden(
+            "The trail needs user/AuditEvent.rs or system/AuditEvent.rs".into(),
+        ));
+    }
     let id = Uuid::parse_str(&raw_id).map_err(|_| not_found(&raw_id))?;
     let event = audit_events::find(&state.db, id)
         .await?
@@ -231,12 +238,18 @@ pub const AUDIT_EVENT_PARAMETERS: [&str; 5] = ["patient", "date", "agent", "acti
 /// first, paged by cursor: the trail's list, as the JSON API's `/audit-events/` pages it.
 pub async fn search(
     State(state): State<FhirState>,
-    _superuser: Superuser,
+    caller: FhirCaller,
     audit: AuditEntry,
     headers: HeaderMap,
     uri: Uri,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
+    // The trail is never a patient's compartment: user/ or system/ scopes only.
+    if caller.permit(ResourceType::AuditEvent, Interaction::Search)? != Reach::All {
+        return Err(ApiError::Forbidden(
+            "The trail needs user/AuditEvent.rs or system/AuditEvent.rs".into(),
+        ));
+    }
     let params = query::params(raw.as_deref());
     let mut filters = Vec::new();
     let mut common = Common::new(&AUDIT_EVENT_PARAMETERS);

@@ -20,12 +20,71 @@ fn search_param(name: &str, kind: &str, definition: &str, documentation: &str) -
     json!({ "name": name, "type": kind, "definition": definition, "documentation": documentation })
 }
 
+/// The authorization server's endpoints under the API's root.
+struct SmartEndpoints {
+    authorize: String,
+    token: String,
+    revoke: String,
+    introspect: String,
+}
+
+fn smart_endpoints(root: &str) -> SmartEndpoints {
+    SmartEndpoints {
+        authorize: format!("{root}/api/v1/smart/authorize"),
+        token: format!("{root}/api/v1/smart/token"),
+        revoke: format!("{root}/api/v1/smart/revoke"),
+        introspect: format!("{root}/api/v1/smart/introspect"),
+    }
+}
+
+/// `GET /fhir/R4/.well-known/smart-configuration` (no token): SMART App Launch 2's discovery
+/// document, JSON whatever the Accept header.
+pub async fn smart_configuration(
+    State(base): State<PublicBase>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let root = base.api_root(&headers, &uri);
+    let smart = smart_endpoints(&root);
+    let issuer = base.of(&headers, &uri);
+    let mut response = Json(json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{root}/api/v1/.well-known/jwks.json"),
+        "authorization_endpoint": smart.authorize,
+        "token_endpoint": smart.token,
+        "revocation_endpoint": smart.revoke,
+        "introspection_endpoint": smart.introspect,
+        "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
+        "response_types_supported": ["code"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic", "none"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
+        "id_token_signing_alg_values_supported": ["ES256"],
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": domain::smart::scopes::SCOPES_SUPPORTED,
+        "capabilities": [
+            "launch-standalone", "launch-ehr", "client-public", "client-confidential-symmetric",
+            "client-confidential-asymmetric", "context-standalone-patient", "context-ehr-patient",
+            "permission-patient", "permission-user", "permission-offline", "permission-online",
+            "permission-v1", "permission-v2", "sso-openid-connect", "authorize-post",
+        ],
+    }))
+    .into_response();
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("public, max-age=3600"),
+    );
+    response.extensions_mut().insert(crate::outcome::PlainJson);
+    response
+}
+
 /// `GET /fhir/R4/metadata`. (Long because it is one document, written out as FHIR lays it out.)
 pub async fn capability_statement(
     State(base): State<PublicBase>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Json<Value> {
+    let smart = smart_endpoints(&base.api_root(&headers, &uri));
     let base = base.of(&headers, &uri);
     Json(json!({
         "resourceType": "CapabilityStatement",
@@ -42,11 +101,26 @@ pub async fn capability_statement(
             "documentation": "Search answers a Bundle (searchset) linking self, previous and next, paged by an opaque cursor. _count defaults to 20, at most 200, and a page is cut earlier to stay under 5 MB (next goes on from there). _total takes none, estimate or accurate. A repeated parameter is AND; values separated by commas are OR. Searches are strict: an unknown parameter is 400 with an OperationOutcome whose issue.location names it (http.<name>), unless Prefer: handling=lenient, which ignores it (the self link then shows only what was applied); a modifier not listed here (only name:exact is supported) is 400 either way. Not supported: _history (vread, history), patch, _include, _revinclude, _elements, _summary, chained parameters, XML.",
             "security": {
                 "cors": true,
-                "service": [{ "coding": [{
-                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
-                    "code": "OAuth",
-                }]}],
-                "description": "Bearer tokens from POST /api/v1/login/access-token (ES256, JWK Set at /api/v1/.well-known/jwks.json). Viewers read and search; clinicians and superusers also write.",
+                "service": [{ "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                    },
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "OAuth",
+                    },
+                ]}],
+                "extension": [{
+                    "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                    "extension": [
+                        { "url": "authorize", "valueUri": smart.authorize },
+                        { "url": "token", "valueUri": smart.token },
+                        { "url": "revoke", "valueUri": smart.revoke },
+                        { "url": "introspect", "valueUri": smart.introspect },
+                    ],
+                }],
+                "description": "SMART on FHIR (App Launch 2 and Backend Services; see .well-known/smart-configuration): a SMART token's scopes limit every interaction, a patient/ scope to its patient's compartment. CareVault session tokens from POST /api/v1/login/access-token (ES256, JWK Set at /api/v1/.well-known/jwks.json) keep their user's role. Viewers read and search; clinicians and superusers also write.",
             },
             "resource": [{
                 "type": "Patient",

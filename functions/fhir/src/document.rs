@@ -10,7 +10,8 @@ use domain::attachments::{
     AttachmentFilter, UploadKind, Window,
 };
 use domain::paging::{Count, List};
-use edge::auth::{CurrentUser, Writer};
+use domain::smart::scopes::{Interaction, Reach, ResourceType};
+use edge::smart::FhirCaller;
 use serde_json::{json, Value};
 use shared::trail::AuditEntry;
 use shared::{ApiError, ApiResult};
@@ -57,23 +58,27 @@ fn not_found(kind: &str, raw_id: &str) -> ApiError {
 }
 
 /// The attachment `raw_id` names (its pending upload checked against the bucket).
-async fn load(state: &FhirState, kind: &str, raw_id: &str) -> ApiResult<Attachment> {
+/// The attachment `raw_id`, when the caller reaches its patient: 404 otherwise, as for an id
+/// that names nothing.
+async fn load(state: &FhirState, kind: &str, raw_id: &str, reach: Reach) -> ApiResult<Attachment> {
     let id = Uuid::parse_str(raw_id).map_err(|_| not_found(kind, raw_id))?;
     attachments::find(&state.db, &state.storage, id)
         .await?
+        .filter(|a| crate::within_reach(reach, a.patient_id).is_ok())
         .ok_or_else(|| not_found(kind, raw_id))
 }
 
 /// `GET /fhir/R4/DocumentReference/{id}`.
 pub async fn read(
     State(state): State<FhirState>,
-    _current: CurrentUser,
+    caller: FhirCaller,
     audit: AuditEntry,
     headers: HeaderMap,
     uri: Uri,
     Path(raw_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let attachment = load(&state, "DocumentReference", &raw_id).await?;
+    let reach = caller.permit(ResourceType::DocumentReference, Interaction::Read)?;
+    let attachment = load(&state, "DocumentReference", &raw_id, reach).await?;
     audit.describe(|event| event.patient(Some(attachment.patient_id)));
     Ok(Json(resource(&attachment, &state.base.of(&headers, &uri))))
 }
@@ -86,12 +91,13 @@ pub async fn read(
 /// its element is named, before the one domain call.)
 pub async fn create(
     State(state): State<FhirState>,
-    _writer: Writer,
+    caller: FhirCaller,
     audit: AuditEntry,
     headers: HeaderMap,
     uri: Uri,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
+    let reach = caller.permit(ResourceType::DocumentReference, Interaction::Create)?;
     let document = crate::resource_body(&headers, &body, "DocumentReference")?;
     let rule = |element: &str, text: &str| {
         ApiError::Validation(vec![shared::FieldError::new(
@@ -115,6 +121,11 @@ pub async fn create(
                 "The subject must reference a Patient of this server",
             )
         })?;
+    if crate::within_reach(reach, patient_id).is_err() {
+        return Err(ApiError::Forbidden(
+            "The token's scopes reach another patient only".into(),
+        ));
+    }
     let contents = document["content"].as_array().map_or(0, Vec::len);
     if contents != 1 {
         return Err(rule(
@@ -203,10 +214,14 @@ pub async fn create(
 /// `DELETE /fhir/R4/DocumentReference/{id}`: the attachment and its file (204).
 pub async fn delete(
     State(state): State<FhirState>,
-    _writer: Writer,
+    caller: FhirCaller,
     audit: AuditEntry,
     Path(raw_id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    let reach = caller.permit(ResourceType::DocumentReference, Interaction::Delete)?;
+    if reach != Reach::All {
+        load(&state, "DocumentReference", &raw_id, reach).await?;
+    }
     let id = Uuid::parse_str(&raw_id).map_err(|_| not_found("DocumentReference", &raw_id))?;
     attachments::delete(&state.db, &state.storage, &audit, id)
         .await?
@@ -234,12 +249,13 @@ pub const DOCUMENT_PARAMETERS: [&str; 4] = ["patient", "subject", "contenttype",
 /// newest first, paged by cursor.
 pub async fn search(
     State(state): State<FhirState>,
-    _current: CurrentUser,
+    caller: FhirCaller,
     audit: AuditEntry,
     headers: HeaderMap,
     uri: Uri,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
+    let reach = caller.permit(ResourceType::DocumentReference, Interaction::Search)?;
     let params = query::params(raw.as_deref());
     let mut filter = AttachmentFilter::default();
     let mut common = Common::new(&DOCUMENT_PARAMETERS);
@@ -280,6 +296,13 @@ pub async fn search(
         }
     }
     common.check(&headers)?;
+    // A patient-scoped token's search is narrowed to its patient's documents.
+    if let Reach::Compartment(patient) = reach {
+        filter.patients = Some(match filter.patients.take() {
+            Some(asked) => asked.into_iter().filter(|id| *id == patient).collect(),
+            None => vec![patient],
+        });
+    }
     let window = Window::Keyset {
         keyset: query::keyset(common.cursor.as_deref(), List::Documents)?,
         limit: common.count,
@@ -315,11 +338,12 @@ pub async fn search(
 /// pass through Lambda.
 pub async fn read_binary(
     State(state): State<FhirState>,
-    _current: CurrentUser,
+    caller: FhirCaller,
     audit: AuditEntry,
     Path(raw_id): Path<String>,
 ) -> ApiResult<Response> {
-    let attachment = load(&state, "Binary", &raw_id).await?;
+    let reach = caller.permit(ResourceType::Binary, Interaction::Read)?;
+    let attachment = load(&state, "Binary", &raw_id, reach).await?;
     audit.describe(|event| event.patient(Some(attachment.patient_id)));
     let url = download_url(&state, &attachment).await?;
     let mut response = StatusCode::FOUND.into_response();
@@ -354,7 +378,7 @@ async fn download_url(state: &FhirState, attachment: &Attachment) -> ApiResult<S
 /// the headers its signature covers.
 pub async fn presigned_url(
     State(state): State<FhirState>,
-    current: CurrentUser,
+    caller: FhirCaller,
     audit: AuditEntry,
     Path(raw_id): Path<String>,
     RawQuery(raw): RawQuery,
@@ -362,10 +386,13 @@ pub async fn presigned_url(
     let upload = query::params(raw.as_deref())
         .iter()
         .any(|p| p.name == "upload" && p.value == "true");
-    if upload {
-        current.require_writer()?;
-    }
-    let attachment = load(&state, "Binary", &raw_id).await?;
+    // The upload URL writes the file of a DocumentReference being created.
+    let reach = if upload {
+        caller.permit(ResourceType::DocumentReference, Interaction::Create)?
+    } else {
+        caller.permit(ResourceType::Binary, Interaction::Read)?
+    };
+    let attachment = load(&state, "Binary", &raw_id, reach).await?;
     audit.describe(|event| {
         event.patient(Some(attachment.patient_id)).details(json!({
             "upload": upload,

@@ -19,11 +19,9 @@ pub use audit_event::AUDIT_EVENT_PARAMETERS;
 pub use document::DOCUMENT_PARAMETERS;
 pub use patient::PATIENT_PARAMETERS;
 
-use std::sync::Arc;
-
 use axum::extract::{FromRef, Request};
 use axum::handler::Handler;
-use axum::http::{header, HeaderMap, HeaderValue, Uri};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::routing::get;
 use axum::Router;
 use edge::audit_layer::AuditTrail;
@@ -34,6 +32,7 @@ use shared::storage::{Storage, StorageConfig};
 use shared::trail::RouteEvent;
 use shared::ApiError;
 
+pub use edge::base::PublicBase;
 pub use outcome::FHIR_JSON;
 
 #[derive(Clone, FromRef)]
@@ -46,51 +45,14 @@ pub struct FhirState {
     pub storage: Storage,
 }
 
-/// The base URL links and `fullUrl`s are built on: `FHIR_BASE_URL` (the API's public address
-/// plus `/fhir/R4`, behind a custom domain or CloudFront), else the request's own host.
-#[derive(Clone, Debug)]
-pub struct PublicBase(Option<Arc<str>>);
-
-impl PublicBase {
-    /// `https://host/fhir/R4`, without a trailing slash: the request's host (its Host header,
-    /// else API Gateway's domain name in the URI). Never `X-Forwarded-Host`: API Gateway passes
-    /// the client's own through, and links built on it would send an app's next request (with
-    /// its token) wherever the client named; behind a proxy that changes the host, set
-    /// `FHIR_BASE_URL`.
-    pub fn of(&self, headers: &HeaderMap, uri: &Uri) -> String {
-        if let Some(base) = &self.0 {
-            return base.to_string();
-        }
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| uri.authority().map(|a| a.as_str()))
-            .filter(|h| {
-                h.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
-            })
-            .unwrap_or("localhost");
-        let local = host.starts_with("127.0.0.1") || host.starts_with("localhost");
-        let scheme = headers
-            .get("x-forwarded-proto")
-            .and_then(|h| h.to_str().ok())
-            .filter(|p| *p == "http" || *p == "https")
-            .unwrap_or(if local { "http" } else { "https" });
-        format!("{scheme}://{host}/fhir/R4")
-    }
-}
-
 impl FhirState {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let base = env
-            .get("FHIR_BASE_URL")
-            .map(|url| Arc::from(url.trim_end_matches('/')));
         let storage_config = StorageConfig::from_env(env)?;
         let auth = AuthContext::verifying(env, "carevault-fhir").await?;
         Ok(Self {
             db: auth.pool.clone(),
             auth,
-            base: PublicBase(base),
+            base: PublicBase::from_env(env),
             storage: Storage::new(&shared::aws::sdk_config().await, storage_config),
         })
     }
@@ -114,6 +76,10 @@ pub fn router(state: FhirState) -> Router {
     let trail = AuditTrail::of_interface(state.db.clone(), "fhir");
     let fhir = Router::new()
         .route("/metadata", get(capability::capability_statement))
+        .route(
+            "/.well-known/smart-configuration",
+            get(capability::smart_configuration),
+        )
         .route(
             "/Patient",
             get(patient::search.layer(trail.on(PATIENT_SEARCH)))
@@ -172,6 +138,18 @@ async fn unsupported(request: Request) -> ApiError {
         "This server does not serve {} (see /fhir/R4/metadata for what it does)",
         if resource.is_empty() { path } else { resource }
     ))
+}
+
+/// Ok when `patient` is within `reach`; each interaction answers what names nothing (404) for
+/// the rest, so a patient-scoped token learns nothing of other patients.
+pub(crate) fn within_reach(
+    reach: domain::smart::scopes::Reach,
+    patient: uuid::Uuid,
+) -> Result<(), ()> {
+    match reach {
+        domain::smart::scopes::Reach::Compartment(own) if own != patient => Err(()),
+        _ => Ok(()),
+    }
 }
 
 /// `application/fhir+json`, the only format served.

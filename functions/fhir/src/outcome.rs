@@ -61,14 +61,20 @@ pub fn operation_outcome(status: StatusCode, text: &str) -> Value {
 /// Every 4xx and 5xx as an OperationOutcome, made from the typed error the answer carries
 /// (`ApiError` puts itself in the response's extensions); an error answer without one (none is
 /// expected) gets its status's reason.
+/// Marks an answer that stays `application/json` (SMART's discovery document is JSON, not a
+/// FHIR resource).
+#[derive(Clone, Copy)]
+pub struct PlainJson;
+
 pub async fn as_operation_outcome(response: Response) -> Response {
     let (mut parts, body) = response.into_parts();
     if !parts.status.is_client_error() && !parts.status.is_server_error() {
-        let is_json = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/json"));
+        let is_json = parts.extensions.get::<PlainJson>().is_none()
+            && parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| ct.starts_with("application/json"));
         if is_json {
             parts
                 .headers

@@ -10,8 +10,9 @@ use domain::patients::model::{
 };
 use domain::patients::search::{self, Filter, Search, Sort};
 use domain::patients::{self, PatientCreate, PatientError, PatientUpdate};
-use edge::auth::{CurrentUser, Writer};
+use domain::smart::scopes::{Interaction, Reach, ResourceType};
 use edge::http::required_version;
+use edge::smart::FhirCaller;
 use serde_json::{json, Value};
 use shared::domain::EmailAddress;
 use shared::trail::AuditEntry;
@@ -139,11 +140,13 @@ fn answer(patient: &Patient, status: StatusCode, location: Option<&str>) -> Resp
 /// `GET /fhir/R4/Patient/{id}`: the resource, with its version's ETag and Last-Modified.
 pub async fn read(
     State(state): State<FhirState>,
-    _current: CurrentUser,
+    caller: FhirCaller,
     Path(raw_id): Path<String>,
 ) -> ApiResult<Response> {
+    let reach = caller.permit(ResourceType::Patient, Interaction::Read)?;
     // An id that is not a UUID names no patient of this server.
     let id = Uuid::parse_str(&raw_id).map_err(|_| not_found(&raw_id))?;
+    crate::within_reach(reach, id).map_err(|_| not_found(&raw_id))?;
     let patient = patients::find(&state.db, id)
         .await
         .map_err(|e| fhir_error(e, &raw_id))?
@@ -251,12 +254,18 @@ impl PatientFields {
 /// `POST /fhir/R4/Patient`: 201 with the created resource and its Location.
 pub async fn create(
     State(state): State<FhirState>,
-    _writer: Writer,
+    caller: FhirCaller,
     audit: AuditEntry,
     headers: HeaderMap,
     uri: Uri,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
+    // A patient-scoped token reaches its own patient only: it creates no other.
+    if caller.permit(ResourceType::Patient, Interaction::Create)? != Reach::All {
+        return Err(ApiError::Forbidden(
+            "A patient-scoped token cannot create patients".into(),
+        ));
+    }
     let create =
         PatientFields::of(&crate::resource_body(&headers, &body, "Patient")?)?.into_create();
     let base = state.base.of(&headers, &uri);
@@ -328,12 +337,13 @@ async fn only_match(pool: &shared::db::DbPool, search: &Search) -> ApiResult<Opt
 /// cleared), with `If-Match: W/"<version>"` checked (412).
 pub async fn update(
     State(state): State<FhirState>,
-    _writer: Writer,
+    caller: FhirCaller,
     audit: AuditEntry,
     Path(raw_id): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
+    let reach = caller.permit(ResourceType::Patient, Interaction::Update)?;
     let patient = crate::resource_body(&headers, &body, "Patient")?;
     if patient["id"].as_str() != Some(raw_id.as_str()) {
         return Err(ApiError::BadRequest(
@@ -343,6 +353,7 @@ pub async fn update(
     let change = PatientFields::of(&patient)?.into_update();
     // updateCreate is false: an id this server did not make names nothing.
     let id = Uuid::parse_str(&raw_id).map_err(|_| not_found(&raw_id))?;
+    crate::within_reach(reach, id).map_err(|_| not_found(&raw_id))?;
     let updated = patients::update(&state.db, &audit, id, change, required_version(&headers))
         .await
         .map_err(|e| fhir_error(e, &raw_id))?;
@@ -353,12 +364,14 @@ pub async fn update(
 /// `If-Match` checked as for an update.
 pub async fn delete(
     State(state): State<FhirState>,
-    _writer: Writer,
+    caller: FhirCaller,
     audit: AuditEntry,
     Path(raw_id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
+    let reach = caller.permit(ResourceType::Patient, Interaction::Delete)?;
     let id = Uuid::parse_str(&raw_id).map_err(|_| not_found(&raw_id))?;
+    crate::within_reach(reach, id).map_err(|_| not_found(&raw_id))?;
     patients::delete(
         &state.db,
         &state.storage,
@@ -526,14 +539,19 @@ pub const PATIENT_PARAMETERS: [&str; 6] = [
 /// `GET /fhir/R4/Patient?...`: a searchset Bundle of the JSON API's search, paged by cursor.
 pub async fn search(
     State(state): State<FhirState>,
-    _current: CurrentUser,
+    caller: FhirCaller,
     audit: AuditEntry,
     headers: HeaderMap,
     uri: Uri,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
+    let reach = caller.permit(ResourceType::Patient, Interaction::Search)?;
     let params = query::params(raw.as_deref());
-    let (search, common) = search_of(&params)?;
+    let (mut search, common) = search_of(&params)?;
+    // A patient-scoped token's search is narrowed to its patient.
+    if let Reach::Compartment(patient) = reach {
+        search.filters.push(Filter::Ids(vec![patient]));
+    }
     common.check(&headers)?;
     audit.describe(|event| event.details(json!({ "filters": search.filter_names() })));
     let page = patients::run_search(&state.db, &search)

@@ -1,0 +1,174 @@
+//! SMART on FHIR: discovery, client registration, Backend Services (client assertions),
+//! App Launch (authorization code with PKCE, consent, patient pick), refresh, revocation,
+//! introspection, and the scopes enforced on every FHIR interaction. The independent clients
+//! (pyjwt signing assertions) run in scripts/test (scripts/smart-check).
+
+mod backend;
+mod clients;
+mod code_flow;
+mod discovery;
+mod scopes;
+
+use api_tests::{ApiRequest, ApiResponse, TestApp};
+use base64::Engine;
+use serde_json::{json, Value};
+use sha2::Digest;
+
+/// The FHIR base every test request reaches (API Gateway's domain in the sample events).
+const FHIR_BASE: &str = "https://api.carevault.test/fhir/R4";
+const TOKEN_ENDPOINT: &str = "https://api.carevault.test/api/v1/smart/token";
+
+async fn register(app: &TestApp, body: Value) -> Value {
+    let admin = app.superuser_token().await;
+    let response = app
+        .call(
+            ApiRequest::post("/api/v1/smart-clients/")
+                .bearer(&admin)
+                .json(body),
+        )
+        .await;
+    assert_eq!(response.status, 201, "{}", response.body);
+    response.json()
+}
+
+/// An ES384 key pair: the PKCS#8 private key and its public JWK (`kid`).
+struct ClientKey {
+    kid: String,
+    pkcs8: Vec<u8>,
+    jwk: Value,
+}
+
+impl ClientKey {
+    fn new(kid: &str) -> Self {
+        use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P384_SHA384_FIXED_SIGNING};
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &rng).unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let point = pair.public_key().as_ref().to_vec();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        Self {
+            kid: kid.to_owned(),
+            pkcs8: pkcs8.as_ref().to_vec(),
+            jwk: json!({
+                "kty": "EC", "crv": "P-384", "kid": kid, "alg": "ES384", "use": "sig",
+                "x": b64(&point[1..49]), "y": b64(&point[49..97]),
+            }),
+        }
+    }
+
+    fn jwks(&self) -> Value {
+        json!({ "keys": [self.jwk] })
+    }
+
+    /// An assertion with these claims, signed ES384 under `kid`.
+    fn sign(&self, kid: &str, claims: &Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES384);
+        header.kid = Some(kid.to_owned());
+        let key = jsonwebtoken::EncodingKey::from_ec_der(&self.pkcs8);
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    }
+
+    /// A valid assertion of `client_id` for the token endpoint.
+    fn assertion(&self, client_id: &str) -> String {
+        self.sign(&self.kid, &claims(client_id, TOKEN_ENDPOINT, 240))
+    }
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn claims(client_id: &str, aud: &str, expires_in: i64) -> Value {
+    json!({
+        "iss": client_id, "sub": client_id, "aud": aud,
+        "exp": now() + expires_in, "jti": uuid::Uuid::new_v4().to_string(),
+    })
+}
+
+/// POSTs a form to a SMART endpoint.
+async fn post_form(app: &TestApp, path: &str, pairs: &[(&str, &str)]) -> ApiResponse {
+    app.call(ApiRequest::post(path).form(pairs)).await
+}
+
+/// A Backend Services client with an ES384 key and `scope`: (client id, key).
+async fn backend_client(app: &TestApp, scope: &str) -> (String, ClientKey) {
+    let key = ClientKey::new("k1");
+    let client = register(
+        app,
+        json!({
+            "client_name": "Analytics pipeline",
+            "grant_types": ["client_credentials"],
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": key.jwks(),
+            "scope": scope,
+        }),
+    )
+    .await;
+    (client["client_id"].as_str().unwrap().to_owned(), key)
+}
+
+async fn client_credentials(app: &TestApp, assertion: &str, scope: &str) -> ApiResponse {
+    post_form(
+        app,
+        "/api/v1/smart/token",
+        &[
+            ("grant_type", "client_credentials"),
+            ("scope", scope),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion),
+        ],
+    )
+    .await
+}
+
+/// A system token of a new Backend Services client granted `scope`.
+async fn system_token(app: &TestApp, scope: &str) -> String {
+    let (client_id, key) = backend_client(app, scope).await;
+    let response = client_credentials(app, &key.assertion(&client_id), scope).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    response.json()["access_token"].as_str().unwrap().to_owned()
+}
+
+/// PKCE's verifier and S256 challenge.
+fn pkce() -> (String, String) {
+    let verifier = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+async fn patient(app: &TestApp, token: &str, name: &str) -> String {
+    let response = app
+        .call(
+            ApiRequest::post("/api/v1/patients/")
+                .bearer(token)
+                .json(json!({ "name": name })),
+        )
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    response.json()["id"].as_str().unwrap().to_owned()
+}
+
+async fn document(app: &TestApp, token: &str, patient_id: &str) -> String {
+    let response = app
+        .call(ApiRequest::post("/api/v1/attachments/").bearer(token).json(json!({
+            "patient_id": patient_id, "file_name": "report.pdf", "mime_type": "application/pdf",
+        })))
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    response.json()["id"].as_str().unwrap().to_owned()
+}
+
+/// The query parameters of a URL.
+fn query_of(url: &str) -> std::collections::HashMap<String, String> {
+    let url = reqwest::Url::parse(url).unwrap();
+    url.query_pairs().into_owned().collect()
+}
