@@ -1,10 +1,11 @@
-//! `bench [auth|patients|correlated|lambda|uploads]`: timings through the real handlers (API Gateway event in, response out)
+//! `bench [auth|patients|correlated|fhir|lambda|uploads|writes|smart]`: timings through the real handlers (API Gateway event in, response out)
 //! against the real database, next to the bare cost of the same work. Prints a Markdown report.
 //! Run by scripts/bench, which starts the services and builds in release mode.
 
 mod dataset;
 mod lambda;
 mod runtime;
+mod smart;
 
 use std::time::{Duration, Instant};
 
@@ -1029,6 +1030,9 @@ async fn main() {
     }
     if matches!(which.as_str(), "all" | "writes") {
         writes_at_scale().await;
+    }
+    if matches!(which.as_str(), "all" | "smart") {
+        smart::smart().await;
     }
 }
 

@@ -243,6 +243,20 @@ ensure_chromium() {
     export CHROMIUM_PATH
 }
 
+# The browser build of SMART's own JavaScript client (npm fhirclient, pinned), for the browser
+# tests' SMART apps: its tarball only (npm checks its integrity), none of its Node dependencies.
+FHIRCLIENT_VERSION=2.6.3
+ensure_fhirclient_bundle() {
+    local dir="$TOOLS/fhirclient-$FHIRCLIENT_VERSION"
+    if [ ! -f "$dir/package/build/fhir-client.min.js" ]; then
+        say "downloading fhirclient $FHIRCLIENT_VERSION (its browser build)"
+        mkdir -p "$dir"
+        (cd "$dir" && npm pack "fhirclient@$FHIRCLIENT_VERSION" --silent >/dev/null &&
+            tar xzf "fhirclient-$FHIRCLIENT_VERSION.tgz")
+    fi
+    export FHIRCLIENT_JS="$dir/package/build/fhir-client.min.js"
+}
+
 ensure_console_packages() {
     # npm ci only when package-lock.json changed since the last install.
     local stamp="$ROOT/web/node_modules/.package-lock.sha256" want

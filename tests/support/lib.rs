@@ -22,6 +22,7 @@ mod requests;
 mod routes;
 mod s3;
 mod servers;
+mod smart;
 mod stack;
 
 pub use app::{TestApp, TestUser};
@@ -37,4 +38,5 @@ pub use routes::{
 };
 pub use s3::{http_client, s3_client, upload};
 pub use servers::{CountingS3Proxy, RecordedRequest, RequestRecorder};
+pub use smart::ClientKey;
 pub use stack::stack_var;

@@ -10,6 +10,8 @@ import { PatientPage } from "./pages/PatientPage";
 import { UsersPage } from "./pages/UsersPage";
 import { AccountPage } from "./pages/AccountPage";
 import { NotFoundPage } from "./pages/NotFoundPage";
+import { AuthorizePage } from "./pages/AuthorizePage";
+import { ConnectedAppsPage } from "./pages/ConnectedAppsPage";
 
 function Root() {
   return (
@@ -52,7 +54,16 @@ export const router = createBrowserRouter([
               </RequireUser>
             ),
           },
+          {
+            path: "/connected-apps",
+            element: (
+              <RequireUser superuser>
+                <ConnectedAppsPage />
+              </RequireUser>
+            ),
+          },
           { path: "/account", element: <AccountPage /> },
+          { path: "/authorize", element: <AuthorizePage /> },
           { path: "*", element: <NotFoundPage /> },
         ],
       },

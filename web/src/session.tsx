@@ -79,7 +79,9 @@ export function RequireUser({ children, superuser = false }: { children: ReactNo
     );
   }
   if (!user) {
-    const state: ReturnTo = { from: location.pathname };
+    // The consent page's query is the SMART request's opaque id, which it cannot do without.
+    const from = location.pathname === "/authorize" ? location.pathname + location.search : location.pathname;
+    const state: ReturnTo = { from };
     return <Navigate to="/login" replace state={state} />;
   }
   if (superuser && !user.is_superuser) return <Navigate to="/patients" replace />;

@@ -9,7 +9,7 @@ mod code_flow;
 mod discovery;
 mod scopes;
 
-use api_tests::{ApiRequest, ApiResponse, TestApp};
+use api_tests::{ApiRequest, ApiResponse, ClientKey, TestApp};
 use base64::Engine;
 use serde_json::{json, Value};
 use sha2::Digest;
@@ -31,47 +31,14 @@ async fn register(app: &TestApp, body: Value) -> Value {
     response.json()
 }
 
-/// An ES384 key pair: the PKCS#8 private key and its public JWK (`kid`).
-struct ClientKey {
-    kid: String,
-    pkcs8: Vec<u8>,
-    jwk: Value,
+/// A valid assertion of `client_id` for the token endpoint.
+trait Assertion {
+    fn assertion(&self, client_id: &str) -> String;
 }
 
-impl ClientKey {
-    fn new(kid: &str) -> Self {
-        use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P384_SHA384_FIXED_SIGNING};
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &rng).unwrap();
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
-        let point = pair.public_key().as_ref().to_vec();
-        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-        Self {
-            kid: kid.to_owned(),
-            pkcs8: pkcs8.as_ref().to_vec(),
-            jwk: json!({
-                "kty": "EC", "crv": "P-384", "kid": kid, "alg": "ES384", "use": "sig",
-                "x": b64(&point[1..49]), "y": b64(&point[49..97]),
-            }),
-        }
-    }
-
-    fn jwks(&self) -> Value {
-        json!({ "keys": [self.jwk] })
-    }
-
-    /// An assertion with these claims, signed ES384 under `kid`.
-    fn sign(&self, kid: &str, claims: &Value) -> String {
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES384);
-        header.kid = Some(kid.to_owned());
-        let key = jsonwebtoken::EncodingKey::from_ec_der(&self.pkcs8);
-        jsonwebtoken::encode(&header, claims, &key).unwrap()
-    }
-
-    /// A valid assertion of `client_id` for the token endpoint.
+impl Assertion for ClientKey {
     fn assertion(&self, client_id: &str) -> String {
-        self.sign(&self.kid, &claims(client_id, TOKEN_ENDPOINT, 240))
+        self.assertion_for(client_id, TOKEN_ENDPOINT)
     }
 }
 

@@ -13,7 +13,12 @@ export function Shell({ children }: { children: ReactNode }) {
   const location = useLocation();
   const links = [
     { to: "/patients", label: "Patients" },
-    ...(user.is_superuser ? [{ to: "/users", label: "Users" }] : []),
+    ...(user.is_superuser
+      ? [
+          { to: "/users", label: "Users" },
+          { to: "/connected-apps", label: "Connected apps" },
+        ]
+      : []),
     { to: "/account", label: "My account" },
   ];
   return (

@@ -7,6 +7,7 @@ import { Link, useNavigate, useParams } from "react-router";
 import { api, call, callWithEtag, type Attachment, type Patient } from "../api/client";
 import { ApiError, messageOf } from "../api/errors";
 import { ErrorAlert } from "../components/ErrorAlert";
+import { OpenInApp } from "../components/OpenInApp";
 import { AttachmentList } from "../components/AttachmentList";
 import { UploadPanel } from "../components/UploadPanel";
 import { AuditTrail } from "../components/AuditTrail";
@@ -208,16 +209,19 @@ export function PatientPage() {
       </Anchor>
       <Group justify="space-between" align="flex-start">
         <Title order={1}>{patient.name}</Title>
-        {writer && (
-          <Group>
+        <Group>
+          <OpenInApp patientId={patient.id} />
+          {writer && (
+            <>
             <Button component={Link} to={`/patients/${patient.id}/edit`}>
               Edit
             </Button>
             <Button color="red" variant="outline" onClick={() => setConfirmDelete(true)}>
               Delete patient
             </Button>
-          </Group>
-        )}
+            </>
+          )}
+        </Group>
       </Group>
       <Paper withBorder p="md">
         <Stack gap="xs" component="dl" m={0}>
