@@ -2,7 +2,8 @@
 -- authorizations they ask for, what was granted, and the tokens that carry it.
 
 -- A registered client (RFC 7591 metadata). client_id is the row's id; a confidential client's
--- secret is stored only as its argon2id hash.
+-- secret (256 random bits, made by the server) is stored only as its SHA-256, as codes and
+-- refresh tokens are: a slow hash protects guessable passwords, not random values.
 CREATE TABLE smart_clients (
     client_id uuid PRIMARY KEY,
     client_name text NOT NULL CHECK (char_length(client_name) BETWEEN 1 AND 200),
@@ -62,6 +63,7 @@ CREATE TABLE smart_launches (
     patient_id uuid NOT NULL REFERENCES patients (id) ON DELETE CASCADE,
     expires_at timestamptz NOT NULL
 );
+CREATE INDEX smart_launches_client_idx ON smart_launches (client_id);
 
 -- An authorization request from the authorize endpoint until its code is exchanged: checked,
 -- then signed in to and consented in the console, then a code (by its SHA-256) that lives at
@@ -79,8 +81,9 @@ CREATE TABLE smart_authorizations (
     launch_patient_id uuid REFERENCES patients (id) ON DELETE CASCADE,
     -- The pending request's end (time to sign in and consent).
     expires_at timestamptz NOT NULL,
-    -- Once approved:
+    -- Once approved: who, in which session (a logout before the exchange ends what it grants).
     user_id uuid REFERENCES users (id) ON DELETE CASCADE,
+    session_epoch integer,
     patient_id uuid REFERENCES patients (id) ON DELETE CASCADE,
     granted_scope text,
     code_hash bytea UNIQUE,
@@ -90,6 +93,7 @@ CREATE TABLE smart_authorizations (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX smart_authorizations_expires_idx ON smart_authorizations (expires_at);
+CREATE INDEX smart_authorizations_client_idx ON smart_authorizations (client_id);
 
 -- Backend Services: each client assertion's jti, kept until the assertion expires, so a
 -- replay is refused.
@@ -106,8 +110,9 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON smart_clients, smart_grants, smart_refre
     smart_launches, smart_authorizations, smart_assertion_jtis TO carevault_auth;
 -- The picked or launched patient must exist; the user signing in is read whole already.
 GRANT SELECT (id) ON patients TO carevault_auth;
--- fhir: every request with a SMART token reads its grant and client back.
-GRANT SELECT ON smart_clients, smart_grants TO carevault_fhir;
+-- fhir: every request with a SMART token reads its grant back (a deleted client's grants are
+-- gone with it).
+GRANT SELECT ON smart_grants TO carevault_fhir;
 -- A deployment whose functions share one login.
 GRANT SELECT, INSERT, UPDATE, DELETE ON smart_clients, smart_grants, smart_refresh_tokens,
     smart_launches, smart_authorizations, smart_assertion_jtis TO carevault_app;

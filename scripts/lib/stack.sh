@@ -226,8 +226,15 @@ start_api() {
     start_bg watch cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$WATCH_PORT" \
         --disable-cors --env-file "$env_file" "${release[@]}"
     wait_port watch "$WATCH_PORT" 600
+    # The console's origin, and those of SMART apps that run in a browser (SMART_APP_ORIGINS,
+    # commas), as template.yaml's SmartAppOrigins adds them.
+    local origins=(--allow-origin "$FRONTEND_HOST") extra origin
+    IFS=, read -ra extra <<<"${SMART_APP_ORIGINS:-}"
+    for origin in "${extra[@]}"; do
+        [ -n "$origin" ] && origins+=(--allow-origin "$origin")
+    done
     start_bg api-cors "$VENV/bin/python" "$ROOT/scripts/lib/cors_gateway.py" --rule api \
-        --port "$port" --upstream-port "$WATCH_PORT" --allow-origin "$FRONTEND_HOST"
+        --port "$port" --upstream-port "$WATCH_PORT" "${origins[@]}"
     wait_port api-cors "$port"
 }
 

@@ -344,19 +344,19 @@ fn without_a_frontend_host_the_api_and_bucket_allow_the_console_origin() {
         template["Parameters"]["FrontendHost"]["Default"].as_str(),
         Some("")
     );
-    // API CORS, bucket CORS and both password-email functions: one rule, the console's origin
-    // unless FrontendHost names another.
+    // API CORS (with and without SmartAppOrigins), bucket CORS and both password-email
+    // functions: one rule, the console's origin unless FrontendHost names another.
     let rule =
         "!If [ConsoleIsFrontend, !If [HasConsoleDomain, !Sub \"https://${ConsoleDomainName}\", \
                 !Sub \"https://${ConsoleDistribution.DomainName}\"], !Ref FrontendHost]";
     assert_eq!(
         text.matches(rule).count(),
-        4,
-        "CORS (API, bucket) and FRONTEND_HOST (auth, users)"
+        5,
+        "CORS (API twice, bucket) and FRONTEND_HOST (auth, users)"
     );
     assert_eq!(
         text.matches("!Ref FrontendHost").count(),
-        5,
+        6,
         "FrontendHost is used only by the ConsoleIsFrontend condition and the rule"
     );
 }

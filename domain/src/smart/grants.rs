@@ -88,7 +88,8 @@ pub async fn begin(pool: &DbPool, request: &AuthorizationRequest) -> Result<Uuid
         .execute(
             "DELETE FROM smart_authorizations WHERE id IN (
                 SELECT id FROM smart_authorizations
-                WHERE expires_at < now() - interval '1 hour' AND exchanged_at IS NULL LIMIT 100)",
+                WHERE (expires_at < now() - interval '1 hour' AND exchanged_at IS NULL)
+                   OR exchanged_at < now() - interval '1 day' LIMIT 100)",
             &[],
         )
         .await?;
@@ -142,7 +143,7 @@ pub async fn approve(
             &format!(
                 "UPDATE smart_authorizations
                  SET user_id = $2, patient_id = $3, granted_scope = $4, code_hash = $5,
-                     code_expires_at = now() + interval '{}'
+                     session_epoch = $6, code_expires_at = now() + interval '{}'
                  WHERE id = $1 AND expires_at > now() AND code_hash IS NULL",
                 interval(CODE_LIFETIME)
             ),
@@ -152,6 +153,7 @@ pub async fn approve(
                 &patient,
                 &granted.to_string(),
                 &opaque::digest(&code),
+                &user.session_epoch,
             ],
         )
         .await?;
@@ -175,71 +177,142 @@ pub async fn discard(pool: &DbPool, id: Uuid) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// A code presented at the token endpoint, once.
-#[derive(Debug, Clone)]
-pub struct Exchanged {
-    pub authorization_id: Uuid,
+/// What the token endpoint checks of a code before it is spent: the client that presents it,
+/// the redirect URI it names, and its PKCE verifier (against the stored challenge).
+pub struct CodeCheck<'a> {
     pub client_id: Uuid,
-    pub redirect_uri: String,
-    pub code_challenge: String,
-    pub nonce: Option<String>,
-    pub user_id: Uuid,
-    pub patient_id: Option<Uuid>,
-    pub granted: Scopes,
-    pub expired: bool,
+    pub redirect_uri: &'a str,
+    pub verifier_matches: &'a (dyn Fn(&str) -> bool + Sync),
 }
 
+/// What a code exchange issued, or why not.
 #[derive(Debug)]
 pub enum Exchange {
-    /// Spent now; the caller checks client, redirect URI, verifier and expiry.
-    First(Exchanged),
-    /// Spent before: whatever it issued is revoked.
+    Granted {
+        grant_id: Uuid,
+        refresh_token: Option<String>,
+        user: User,
+        granted: Scopes,
+        patient: Option<Uuid>,
+        nonce: Option<String>,
+    },
+    /// Exchanged before: whatever it issued is revoked now.
     Reused,
     Unknown,
+    /// A check failed (the code stays unspent for its own client): the reason, for the trail.
+    Refused(&'static str),
 }
 
-pub async fn exchange(pool: &DbPool, code: &str) -> Result<Exchange, StoreError> {
+/// Exchanges `code` once, in one transaction that locks its row: every check, then the grant
+/// (and its first refresh token) and the code marked spent. A second exchange, even a
+/// concurrent one, waits for the first and then revokes what it issued. `terms` gives the
+/// grant's lifetime and whether it is refreshable, from what was granted.
+pub async fn exchange(
+    pool: &DbPool,
+    audit: &AuditEntry,
+    code: &str,
+    check: CodeCheck<'_>,
+    terms: impl FnOnce(&Scopes) -> (Duration, bool),
+) -> Result<Exchange, StoreError> {
     let hash = opaque::digest(code);
-    let client = pool.get().await?;
-    let row = client
+    let mut connection = pool.get().await?;
+    let tx = connection.transaction().await?;
+    let Some(row) = tx
         .query_opt(
-            "UPDATE smart_authorizations SET exchanged_at = now()
-             WHERE code_hash = $1 AND exchanged_at IS NULL
-             RETURNING id, client_id, redirect_uri, code_challenge, nonce, user_id, patient_id,
-                       granted_scope, code_expires_at <= now()",
+            "SELECT id, client_id, redirect_uri, code_challenge, nonce, user_id, patient_id,
+                    granted_scope, code_expires_at <= now(), exchanged_at IS NOT NULL, grant_id,
+                    session_epoch
+             FROM smart_authorizations WHERE code_hash = $1 FOR UPDATE",
             &[&hash],
         )
+        .await?
+    else {
+        return Ok(Exchange::Unknown);
+    };
+    let authorization: Uuid = row.get(0);
+    if row.get::<_, bool>(9) {
+        let issued: Option<Uuid> = row.get(10);
+        tx.execute(
+            "UPDATE smart_grants SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1",
+            &[&issued],
+        )
         .await?;
-    if let Some(row) = row {
-        return Ok(Exchange::First(Exchanged {
-            authorization_id: row.get(0),
-            client_id: row.get(1),
-            redirect_uri: row.get(2),
-            code_challenge: row.get(3),
-            nonce: row.get(4),
-            user_id: row.get(5),
-            patient_id: row.get(6),
-            granted: Scopes::requested(row.get::<_, Option<&str>>(7).unwrap_or("")),
-            expired: row.get(8),
-        }));
+        audit.insert(&tx).await?;
+        tx.commit().await?;
+        return Ok(Exchange::Reused);
     }
-    let revoked = client
-        .execute(
-            "UPDATE smart_grants SET revoked_at = coalesce(revoked_at, now())
-             WHERE id = (SELECT grant_id FROM smart_authorizations WHERE code_hash = $1)",
-            &[&hash],
-        )
-        .await?;
-    let seen = client
+    let client_id: Uuid = row.get(1);
+    let redirect_uri: String = row.get(2);
+    let challenge: String = row.get(3);
+    if client_id != check.client_id {
+        return Ok(Exchange::Refused("the code belongs to another client"));
+    }
+    if row.get::<_, bool>(8) {
+        return Ok(Exchange::Refused("the code expired"));
+    }
+    if redirect_uri != check.redirect_uri {
+        return Ok(Exchange::Refused(
+            "redirect_uri differs from the authorization request's",
+        ));
+    }
+    if !(check.verifier_matches)(&challenge) {
+        return Ok(Exchange::Refused(
+            "code_verifier is missing or does not match",
+        ));
+    }
+    let user_id: Uuid = row.get(5);
+    let epoch: Option<i32> = row.get(11);
+    let user = tx
         .query_opt(
-            "SELECT 1 FROM smart_authorizations WHERE code_hash = $1",
-            &[&hash],
+            &format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"),
+            &[&user_id],
         )
-        .await?;
-    Ok(if seen.is_some() || revoked > 0 {
-        Exchange::Reused
+        .await?
+        .as_ref()
+        .map(User::from_row)
+        .filter(|u| u.is_active && Some(u.session_epoch) == epoch);
+    let Some(user) = user else {
+        return Ok(Exchange::Refused(
+            "the user signed out, changed password or was deactivated since consenting",
+        ));
+    };
+    let granted = Scopes::requested(row.get::<_, Option<&str>>(7).unwrap_or(""));
+    let patient: Option<Uuid> = row.get(6);
+    let nonce: Option<String> = row.get(4);
+    let (lifetime, refreshable) = terms(&granted);
+    let grant_id = Uuid::new_v4();
+    insert_grant(
+        &tx,
+        grant_id,
+        &NewGrant {
+            client_id,
+            user: Some(&user),
+            scope: &granted,
+            patient,
+            lifetime,
+            refreshable,
+        },
+    )
+    .await?;
+    tx.execute(
+        "UPDATE smart_authorizations SET exchanged_at = now(), grant_id = $2 WHERE id = $1",
+        &[&authorization, &grant_id],
+    )
+    .await?;
+    let refresh_token = if refreshable {
+        Some(new_refresh_token(&tx, grant_id).await?)
     } else {
-        Exchange::Unknown
+        None
+    };
+    audit.insert(&tx).await?;
+    tx.commit().await?;
+    Ok(Exchange::Granted {
+        grant_id,
+        refresh_token,
+        user,
+        granted,
+        patient,
+        nonce,
     })
 }
 
@@ -255,52 +328,55 @@ pub struct NewGrant<'a> {
     pub lifetime: Duration,
     /// Issue a refresh token.
     pub refreshable: bool,
-    /// The authorization whose code this exchanges.
-    pub authorization: Option<Uuid>,
 }
 
-/// Creates the grant (and its first refresh token); answers the grant's id and the refresh
-/// token.
+async fn insert_grant(
+    client: &impl GenericClient,
+    id: Uuid,
+    new: &NewGrant<'_>,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            &format!(
+                "INSERT INTO smart_grants (id, client_id, user_id, session_epoch, scope, patient_id,
+                    expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, now() + interval '{}')",
+                interval(new.lifetime)
+            ),
+            &[
+                &id,
+                &new.client_id,
+                &new.user.map(|u| u.id),
+                &new.user.map(|u| u.session_epoch),
+                &new.scope.to_string(),
+                &new.patient,
+            ],
+        )
+        .await?;
+    // Grants a day past their end are gone (their refresh tokens with them), a page at a time.
+    client
+        .execute(
+            "DELETE FROM smart_grants WHERE id IN (
+                SELECT id FROM smart_grants WHERE expires_at < now() - interval '1 day' LIMIT 100)",
+            &[],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Creates a grant without a user (Backend Services): answers its id.
 pub async fn create(
     pool: &DbPool,
     audit: &AuditEntry,
     new: NewGrant<'_>,
-) -> Result<(Uuid, Option<String>), StoreError> {
+) -> Result<Uuid, StoreError> {
     let id = Uuid::new_v4();
     let mut connection = pool.get().await?;
     let tx = connection.transaction().await?;
-    tx.execute(
-        &format!(
-            "INSERT INTO smart_grants (id, client_id, user_id, session_epoch, scope, patient_id,
-                expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, now() + interval '{}')",
-            interval(new.lifetime)
-        ),
-        &[
-            &id,
-            &new.client_id,
-            &new.user.map(|u| u.id),
-            &new.user.map(|u| u.session_epoch),
-            &new.scope.to_string(),
-            &new.patient,
-        ],
-    )
-    .await?;
-    if let Some(authorization) = new.authorization {
-        tx.execute(
-            "UPDATE smart_authorizations SET grant_id = $2 WHERE id = $1",
-            &[&authorization, &id],
-        )
-        .await?;
-    }
-    let refresh = if new.refreshable {
-        Some(new_refresh_token(&tx, id).await?)
-    } else {
-        None
-    };
+    insert_grant(&tx, id, &new).await?;
     audit.insert(&tx).await?;
     tx.commit().await?;
-    Ok((id, refresh))
+    Ok(id)
 }
 
 async fn new_refresh_token(client: &impl GenericClient, grant: Uuid) -> Result<String, StoreError> {
@@ -485,8 +561,8 @@ pub async fn revoke(pool: &DbPool, client_id: Uuid, id: Uuid) -> Result<bool, St
     Ok(revoked > 0)
 }
 
-/// Records a client assertion's `jti` until `expires_at`; false when it was seen before (a
-/// replay).
+/// Records a client assertion's `jti` until well after `expires_at` (the token endpoint's
+/// leeway included); false when it was seen before (a replay).
 pub async fn first_use_of_assertion(
     pool: &DbPool,
     client_id: Uuid,
@@ -502,7 +578,8 @@ pub async fn first_use_of_assertion(
         .await?;
     let inserted = client
         .execute(
-            "INSERT INTO smart_assertion_jtis (client_id, jti, expires_at) VALUES ($1, $2, $3)
+            "INSERT INTO smart_assertion_jtis (client_id, jti, expires_at)
+             VALUES ($1, $2, $3::timestamptz + interval '5 minutes')
              ON CONFLICT DO NOTHING",
             &[&client_id, &jti, &expires_at],
         )

@@ -176,8 +176,13 @@ pub struct ResourceScope {
 }
 
 impl ResourceScope {
+    /// `*` covers every type but AuditEvent: the trail is granted only by name
+    /// (`user/AuditEvent.rs`, `system/AuditEvent.rs`).
     fn covers(&self, resource: ResourceType) -> bool {
-        self.resource.is_none_or(|r| r == resource)
+        match self.resource {
+            None => resource != ResourceType::AuditEvent,
+            Some(r) => r == resource,
+        }
     }
 }
 
@@ -317,7 +322,7 @@ impl Scopes {
                 supported.iter().any(|s| match (s, scope) {
                     (Scope::Resource(s), Scope::Resource(r)) => {
                         s.context == r.context
-                            && (s.resource.is_none() || s.resource == r.resource)
+                            && r.resource.map_or(s.resource.is_none(), |t| s.covers(t))
                             && s.perms.contains(r.perms)
                     }
                     (s, r) => s == r,
@@ -376,7 +381,9 @@ impl Scopes {
                             continue;
                         }
                         let resource = match (asked.resource, reg.resource) {
-                            (None, r) | (r, None) => r,
+                            (None, None) => None,
+                            (None, Some(r)) if asked.covers(r) => Some(r),
+                            (Some(a), None) if reg.covers(a) => Some(a),
                             (Some(a), Some(r)) if a == r => Some(a),
                             _ => continue,
                         };
@@ -568,6 +575,30 @@ mod tests {
             no_patient.reach(ResourceType::Patient, Interaction::Read),
             None
         );
+    }
+
+    #[test]
+    fn a_wildcard_never_reaches_the_audit_trail() {
+        let grant = ScopeGrant {
+            scopes: Scopes::requested("system/*.rs user/*.rs"),
+            patient: None,
+        };
+        assert_eq!(
+            grant.reach(ResourceType::AuditEvent, Interaction::Search),
+            None
+        );
+        let named = ScopeGrant {
+            scopes: Scopes::requested("system/AuditEvent.rs"),
+            patient: None,
+        };
+        assert_eq!(
+            named.reach(ResourceType::AuditEvent, Interaction::Search),
+            Some(Reach::All)
+        );
+        let registered = Scopes::registered("user/AuditEvent.rs user/Patient.rs").unwrap();
+        let granted = Scopes::requested("user/*.rs").grant(&registered, |_| Perms::READ);
+        assert_eq!(granted.to_string(), "user/Patient.rs");
+        assert!(Scopes::registered("patient/AuditEvent.rs").is_err());
     }
 
     #[test]

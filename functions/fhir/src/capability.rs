@@ -181,6 +181,13 @@ pub async fn capability_statement(
                     "documentation": "GET [base]/Binary/{id}/$presigned-url: a Parameters resource with url (the download URL). With upload=true (clinicians and superusers, a pending single upload): url, method PUT, one header per header the signature covers (name: value), and expires.",
                 }],
             }, {
+                "type": "Practitioner",
+                "profile": "http://hl7.org/fhir/StructureDefinition/Practitioner",
+                "documentation": "CareVault's users, as the fhirUser of SMART ID tokens: name, email, active. Read-only: one's own (a SMART token needs fhirUser or a Practitioner scope), anyone's for superusers.",
+                "interaction": [{ "code": "read" }],
+                "versioning": "no-version",
+                "readHistory": false,
+            }, {
                 "type": "AuditEvent",
                 "profile": "http://hl7.org/fhir/StructureDefinition/AuditEvent",
                 "documentation": "The audit trail following IHE BALP, superusers only (reading it is audited): type rest, subtype the RESTful interaction and CareVault's action, action C/R/U/D/E, recorded, outcome 0, 4 or 8 (a request whose handler failed) with outcomeDesc, agent (the user as an identifier, requestor, network address), source.observer, entity for the patient and the resource. Newest first; _total defaults to estimate (the trail grows by the second; accurate counts every matching event).",

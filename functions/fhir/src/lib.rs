@@ -12,6 +12,7 @@ mod document;
 pub mod fuzzing;
 mod outcome;
 mod patient;
+mod practitioner;
 mod query;
 
 // What each search applies; the CapabilityStatement must list exactly these (a test checks).
@@ -67,6 +68,7 @@ use domain::patients::{
     PATIENT_CREATE, PATIENT_DELETE, PATIENT_READ, PATIENT_SEARCH, PATIENT_UPDATE,
 };
 const AUDIT_EVENT_READ: RouteEvent = AUDIT_READ.resource_from("id");
+const PRACTITIONER_READ: RouteEvent = RouteEvent::new("user.read", "user").resource_from("id");
 const ATTACHMENT_URL: RouteEvent =
     RouteEvent::new("attachment.presigned_url", "attachment").resource_from("id");
 
@@ -90,6 +92,10 @@ pub fn router(state: FhirState) -> Router {
             get(patient::read.layer(trail.on(PATIENT_READ)))
                 .put(patient::update.layer(trail.on(PATIENT_UPDATE)))
                 .delete(patient::delete.layer(trail.on(PATIENT_DELETE))),
+        )
+        .route(
+            "/Practitioner/{id}",
+            get(practitioner::read.layer(trail.on(PRACTITIONER_READ))),
         )
         .route(
             "/AuditEvent",

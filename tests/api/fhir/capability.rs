@@ -77,6 +77,7 @@ async fn it_lists_exactly_the_resources_and_interactions_served() {
                 vec!["read", "search-type", "create", "delete"]
             ),
             ("Binary", vec!["read"]),
+            ("Practitioner", vec!["read"]),
             ("AuditEvent", vec!["read", "search-type"]),
         ]
     );

@@ -281,3 +281,62 @@ async fn revocation_ends_a_system_token_and_introspection_tells() {
         .await;
     assert_eq!(by_admin.json(), json!({"active": false}));
 }
+
+#[tokio::test]
+async fn another_client_can_neither_introspect_nor_revoke_a_token() {
+    let app = TestApp::new().await;
+    let token = system_token(&app, "system/Patient.rs").await;
+    let (other, key) = backend_client(&app, "system/Patient.rs").await;
+    let assertion_type = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+    let introspected = post_form(
+        &app,
+        "/api/v1/smart/introspect",
+        &[
+            ("token", &token),
+            ("client_assertion_type", assertion_type),
+            ("client_assertion", &key.assertion(&other)),
+        ],
+    )
+    .await;
+    assert_eq!(introspected.json(), json!({"active": false}));
+    let revoked = post_form(
+        &app,
+        "/api/v1/smart/revoke",
+        &[
+            ("token", &token),
+            ("client_assertion_type", assertion_type),
+            ("client_assertion", &key.assertion(&other)),
+        ],
+    )
+    .await;
+    assert_eq!(revoked.status, 200);
+    assert_eq!(
+        app.call(ApiRequest::get("/fhir/R4/Patient").bearer(&token))
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn two_authentication_methods_at_once_are_invalid_request() {
+    let app = TestApp::new().await;
+    let (client_id, key) = backend_client(&app, "system/Patient.rs").await;
+    let response = app
+        .call(
+            ApiRequest::post("/api/v1/smart/token")
+                .header("authorization", "Basic eDp5")
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("scope", "system/Patient.rs"),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", &key.assertion(&client_id)),
+                ]),
+        )
+        .await;
+    assert_eq!(response.status, 400);
+    assert_eq!(response.json()["error"], "invalid_request");
+}

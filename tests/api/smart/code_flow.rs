@@ -221,6 +221,7 @@ async fn a_wrong_or_missing_verifier_is_invalid_grant() {
         ],
     )
     .await;
+    assert_eq!(missing.status, 400);
     assert_eq!(missing.json()["error"], "invalid_grant");
 }
 
@@ -458,4 +459,111 @@ async fn an_ehr_launch_binds_the_patient_from_the_console() {
         query_of(again.header("location").unwrap())["error"],
         "invalid_request"
     );
+}
+
+#[tokio::test]
+async fn the_fhir_user_is_a_practitioner_its_token_reads() {
+    let app = TestApp::new().await;
+    let clinician = app.clinician().await;
+    let other = app.viewer().await;
+    let tokens = launch(&app, &clinician.token, "openid fhirUser user/*.rs", None).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let own = app
+        .call(ApiRequest::get(&format!("/fhir/R4/Practitioner/{}", clinician.id)).bearer(access))
+        .await;
+    assert_eq!(own.status, 200, "{}", own.body);
+    assert_eq!(own.json()["resourceType"], "Practitioner");
+    assert_eq!(own.json()["telecom"][0]["value"], clinician.email.as_str());
+    let others = app
+        .call(ApiRequest::get(&format!("/fhir/R4/Practitioner/{}", other.id)).bearer(access))
+        .await;
+    assert_eq!(others.status, 404);
+    let by_session = app
+        .call(ApiRequest::get(&format!("/fhir/R4/Practitioner/{}", other.id)).bearer(&other.token))
+        .await;
+    assert_eq!(by_session.status, 200);
+    let no_token = app
+        .call(ApiRequest::get(&format!(
+            "/fhir/R4/Practitioner/{}",
+            other.id
+        )))
+        .await;
+    assert_eq!(no_token.status, 401);
+}
+
+#[tokio::test]
+async fn the_authorize_endpoint_takes_a_posted_form() {
+    let app = TestApp::new().await;
+    let client_id = public_app(&app, "user/*.rs").await;
+    let (_, challenge) = pkce();
+    let pairs = standard(&client_id, "user/*.rs", &challenge);
+    let response = app
+        .call(ApiRequest::post("/api/v1/smart/authorize").form(&pairs))
+        .await;
+    assert_eq!(response.status, 303, "{}", response.body);
+    assert!(response
+        .header("location")
+        .unwrap()
+        .contains("/authorize?request="));
+}
+
+#[tokio::test]
+async fn a_refresh_may_narrow_the_scope_never_widen_it() {
+    let app = TestApp::new().await;
+    let clinician = app.clinician().await;
+    let tokens = launch(
+        &app,
+        &clinician.token,
+        "user/Patient.rs offline_access",
+        None,
+    )
+    .await;
+    let widened = post_form(
+        &app,
+        "/api/v1/smart/token",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ("client_id", tokens["client_id"].as_str().unwrap()),
+            ("scope", "user/Patient.rs user/DocumentReference.rs"),
+        ],
+    )
+    .await;
+    assert_eq!(widened.status, 400);
+    assert_eq!(widened.json()["error"], "invalid_scope");
+}
+
+#[tokio::test]
+async fn deactivation_ends_the_grants_for_good() {
+    let app = TestApp::new().await;
+    let admin = app.superuser_token().await;
+    let clinician = app.clinician().await;
+    let tokens = launch(&app, &clinician.token, "user/*.rs offline_access", None).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let set_active = |active: bool| {
+        app.call(
+            ApiRequest::patch(&format!("/api/v1/users/{}", clinician.id))
+                .bearer(&admin)
+                .json(json!({ "is_active": active })),
+        )
+    };
+    assert_eq!(set_active(false).await.status, 200);
+    assert_eq!(set_active(true).await.status, 200);
+    assert_eq!(
+        app.call(ApiRequest::get("/fhir/R4/Patient").bearer(access))
+            .await
+            .status,
+        401
+    );
+    let refreshed = post_form(
+        &app,
+        "/api/v1/smart/token",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ("client_id", tokens["client_id"].as_str().unwrap()),
+        ],
+    )
+    .await;
+    assert_eq!(refreshed.json()["error"], "invalid_grant");
 }

@@ -138,10 +138,85 @@ async fn writing_without_c_u_or_d_is_403() {
 }
 
 #[tokio::test]
-async fn the_audit_trail_needs_a_user_or_system_audit_scope() {
-    let c = compartment("patient/*.rs").await;
-    let response = c.get("/fhir/R4/AuditEvent", &[]).await;
+async fn the_audit_trail_needs_its_own_scope_never_a_patient_or_wildcard_one() {
+    let app = TestApp::new().await;
+    let admin = app.superuser_token().await;
+    let own = patient(&app, &admin, "Audit Subject").await;
+    for (scope, status) in [
+        ("launch/patient patient/*.rs", 403),
+        ("user/*.rs", 403),
+        ("user/AuditEvent.rs", 200),
+    ] {
+        let tokens = launch(&app, &admin, scope, Some(&own)).await;
+        let response = app
+            .call(
+                ApiRequest::get("/fhir/R4/AuditEvent")
+                    .bearer(tokens["access_token"].as_str().unwrap()),
+            )
+            .await;
+        assert_eq!(response.status, status, "{scope}: {}", response.body);
+    }
+    let system = system_token(&app, "system/AuditEvent.rs").await;
+    let response = app
+        .call(ApiRequest::get("/fhir/R4/AuditEvent").bearer(&system))
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    let wildcard = system_token(&app, "system/*.rs").await;
+    let response = app
+        .call(ApiRequest::get("/fhir/R4/AuditEvent").bearer(&wildcard))
+        .await;
     assert_eq!(response.status, 403, "{}", response.body);
+}
+
+#[tokio::test]
+async fn a_patient_token_with_every_permission_writes_only_its_patient() {
+    let c = compartment("patient/*.cruds").await;
+    let call = |request: ApiRequest| c.app.call(request.bearer(&c.token));
+    let other_patient = format!("/fhir/R4/Patient/{}", c.other);
+    let update = call(ApiRequest::put(&other_patient).json(json!({
+        "resourceType": "Patient", "id": c.other, "name": [{"text": "Taken Over"}],
+    })))
+    .await;
+    assert_eq!(update.status, 404, "{}", update.body);
+    assert_eq!(call(ApiRequest::delete(&other_patient)).await.status, 404);
+    let create_patient = call(ApiRequest::post("/fhir/R4/Patient").json(json!({
+        "resourceType": "Patient", "name": [{"text": "New Person"}],
+    })))
+    .await;
+    assert_eq!(create_patient.status, 403);
+    let document = |subject: &str| {
+        json!({
+            "resourceType": "DocumentReference", "status": "current",
+            "subject": {"reference": format!("Patient/{subject}")},
+            "content": [{"attachment": {"title": "x.pdf", "contentType": "application/pdf"}}],
+        })
+    };
+    let elsewhere =
+        call(ApiRequest::post("/fhir/R4/DocumentReference").json(document(&c.other))).await;
+    assert_eq!(elsewhere.status, 403, "{}", elsewhere.body);
+    let own = call(ApiRequest::post("/fhir/R4/DocumentReference").json(document(&c.own))).await;
+    assert_eq!(own.status, 201, "{}", own.body);
+    let other_document = format!("/fhir/R4/DocumentReference/{}", c.other_document);
+    assert_eq!(call(ApiRequest::delete(&other_document)).await.status, 404);
+    let url = call(
+        ApiRequest::get(&format!(
+            "/fhir/R4/Binary/{}/$presigned-url",
+            c.other_document
+        ))
+        .query("upload", "true"),
+    )
+    .await;
+    assert_eq!(url.status, 404);
+    // Nothing of the other patient changed.
+    let clinician_view = c
+        .app
+        .db
+        .number(&format!(
+            "SELECT count(*) FROM attachments WHERE patient_id = '{}'",
+            c.other
+        ))
+        .await;
+    assert_eq!(clinician_view, 1);
 }
 
 #[tokio::test]

@@ -21,7 +21,10 @@ export function AuthorizePage() {
   const [name, setName] = useState("");
   const [debouncedName] = useDebouncedValue(name, 250);
   const [patients, setPatients] = useState<Patient[]>([]);
-  const [patientId, setPatientId] = useState<string>("");
+  const [searching, setSearching] = useState(false);
+  const [picked, setPicked] = useState<Patient | null>(null);
+  const [launchPatient, setLaunchPatient] = useState<Patient | null>(null);
+  const patientId = picked?.id ?? "";
 
   useEffect(() => {
     call(api.GET("/api/v1/smart/authorizations/{id}", { params: { path: { id: requestId } } }))
@@ -29,16 +32,27 @@ export function AuthorizePage() {
       .catch(setLoadError);
   }, [requestId]);
 
+  // An EHR launch names its patient: shown, so the user sees whose record they share.
+  useEffect(() => {
+    const id = authorization?.launch_patient;
+    if (!id) return;
+    call(api.GET("/api/v1/patients/{patient_id}", { params: { path: { patient_id: id } } }))
+      .then(setLaunchPatient)
+      .catch(() => setLaunchPatient(null));
+  }, [authorization]);
+
   useEffect(() => {
     if (!authorization?.needs_patient) return;
     let current = true;
+    setSearching(true);
     call(
       api.GET("/api/v1/patients/", {
         params: { query: { name_text: debouncedName.trim() || undefined, limit: 10 } },
       }),
     )
       .then((answer) => current && setPatients(answer.data))
-      .catch(() => current && setPatients([]));
+      .catch(() => current && setPatients([]))
+      .finally(() => current && setSearching(false));
     return () => {
       current = false;
     };
@@ -91,6 +105,12 @@ export function AuthorizePage() {
           <Alert color="yellow">Nothing it asks for is allowed for your account.</Alert>
         )}
       </section>
+      {launchPatient && (
+        <Text>
+          Patient: <strong>{launchPatient.name}</strong>
+          {launchPatient.dob ? ` (born ${launchPatient.dob})` : ""}
+        </Text>
+      )}
       {authorization.needs_patient && (
         <section aria-labelledby="patient-heading">
           <Title order={2} id="patient-heading" size="h4">
@@ -102,14 +122,29 @@ export function AuthorizePage() {
             value={name}
             onChange={(event) => setName(event.currentTarget.value)}
           />
-          <Radio.Group label="Patient" value={patientId} onChange={setPatientId} mt="sm">
+          <Radio.Group
+            label="Patient"
+            value={patientId}
+            onChange={(id) => setPicked(patients.find((p) => p.id === id) ?? null)}
+            mt="sm"
+          >
             <Stack gap="xs">
               {patients.map((patient) => (
                 <Radio key={patient.id} value={patient.id} label={`${patient.name}${patient.dob ? ` (${patient.dob})` : ""}`} />
               ))}
-              {patients.length === 0 && <Text c="dimmed">No patient matches.</Text>}
+              {searching && <Loader size="sm" aria-label="Searching" />}
+              {!searching && patients.length === 0 && <Text c="dimmed">No patient matches.</Text>}
             </Stack>
           </Radio.Group>
+          <Text mt="sm" aria-live="polite">
+            {picked ? (
+              <>
+                Selected: <strong>{picked.name}</strong>
+              </>
+            ) : (
+              "Pick the patient the app may see to approve."
+            )}
+          </Text>
         </section>
       )}
       <ErrorAlert error={approve.error ?? refuse.error} />

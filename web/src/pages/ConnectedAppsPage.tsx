@@ -47,8 +47,26 @@ export function ConnectedAppsPage() {
   const [scope, setScope] = useState("launch/patient patient/*.rs openid fhirUser");
   const [launchUrl, setLaunchUrl] = useState("");
   const [jwksUri, setJwksUri] = useState("");
+  const [jwks, setJwks] = useState("");
+  const reset = () => {
+    setName("");
+    setMethod("none");
+    setRedirects("");
+    setScope("launch/patient patient/*.rs openid fhirUser");
+    setLaunchUrl("");
+    setJwksUri("");
+    setJwks("");
+  };
   const register = useAction(async () => {
     const backend = method === "private_key_jwt" && lines(redirects).length === 0;
+    let keys: Record<string, unknown> | undefined;
+    if (jwks.trim()) {
+      try {
+        keys = JSON.parse(jwks) as Record<string, unknown>;
+      } catch {
+        throw new Error("The JWK Set is not JSON");
+      }
+    }
     const created = await call(
       api.POST("/api/v1/smart-clients/", {
         body: {
@@ -59,10 +77,12 @@ export function ConnectedAppsPage() {
           scope,
           ...(launchUrl.trim() ? { launch_url: launchUrl.trim() } : {}),
           ...(jwksUri.trim() ? { jwks_uri: jwksUri.trim() } : {}),
+          ...(keys ? { jwks: keys } : {}),
         },
       }),
     );
     setRegistering(false);
+    reset();
     if (created.client_secret) setSecret({ name: created.client_name, id: created.client_id, secret: created.client_secret });
     await load();
   });
@@ -149,7 +169,17 @@ export function ConnectedAppsPage() {
             <TextInput label="Scope" description="The most it may ever be granted, e.g. patient/*.rs or system/*.rs" required value={scope} onChange={(e) => setScope(e.currentTarget.value)} />
             <TextInput label="Launch URL (optional)" description="Opened from a patient's page (EHR launch)" value={launchUrl} onChange={(e) => setLaunchUrl(e.currentTarget.value)} />
             {method === "private_key_jwt" && (
-              <TextInput label="JWK Set URL" description="Where its public keys are (jwks_uri)" value={jwksUri} onChange={(e) => setJwksUri(e.currentTarget.value)} />
+              <>
+                <TextInput label="JWK Set URL" description="Where its public keys are (jwks_uri), or give them below" value={jwksUri} onChange={(e) => setJwksUri(e.currentTarget.value)} />
+                <Textarea
+                  label="JWK Set"
+                  description='Its public keys as JSON: {"keys": [...]}, each with a kid'
+                  value={jwks}
+                  onChange={(e) => setJwks(e.currentTarget.value)}
+                  autosize
+                  minRows={3}
+                />
+              </>
             )}
             <ErrorAlert error={register.error} />
             <Group justify="flex-end">

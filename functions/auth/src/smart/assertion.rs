@@ -21,6 +21,9 @@ pub const ALGORITHMS: [Algorithm; 2] = [Algorithm::RS384, Algorithm::ES384];
 const MAX_LIFETIME_SECS: u64 = 300;
 /// A `jwks_uri` is re-read for an unknown `kid` at most this often.
 const REFETCH_AT_MOST_EVERY: Duration = Duration::from_secs(60);
+/// A key read from a `jwks_uri` is trusted this long, then read again: a key the client removed
+/// (compromised, rotated out) stops verifying within this time.
+const CACHED_KEYS_LIVE: Duration = Duration::from_secs(300);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_JWKS_BYTES: usize = 64 * 1024;
 
@@ -131,10 +134,11 @@ async fn key_of(server: &SmartServer, client: &Client, kid: &str) -> Option<Jwk>
         .get(&client.client_id)
         .cloned();
     if let Some((set, fetched_at)) = &cached {
-        if let Some(key) = find(set) {
+        let age = fetched_at.elapsed();
+        if let Some(key) = find(set).filter(|_| age < CACHED_KEYS_LIVE) {
             return Some(key);
         }
-        if fetched_at.elapsed() < REFETCH_AT_MOST_EVERY {
+        if age < REFETCH_AT_MOST_EVERY {
             return None;
         }
     }
@@ -147,21 +151,71 @@ async fn key_of(server: &SmartServer, client: &Client, kid: &str) -> Option<Jwk>
             key
         }
         None => {
-            // Not again for a minute, whatever the next assertion names.
-            let empty = JwkSet { keys: Vec::new() };
-            let set = cached.map(|(set, _)| set).unwrap_or(empty);
-            cache.insert(client.client_id, (set, Instant::now()));
+            // Not again for a minute, whatever the next assertion names; no stale key is kept.
+            cache.insert(
+                client.client_id,
+                (JwkSet { keys: Vec::new() }, Instant::now()),
+            );
             None
         }
     }
 }
 
+/// Whether `ip` is on the public internet (not loopback, private, link-local, CGNAT, unique
+/// local, unspecified, multicast or documentation).
+fn is_public(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        std::net::IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+                && v6.to_ipv4_mapped().is_none_or(|v4| is_public(v4.into()))
+        }
+    }
+}
+
 /// GET `uri` (https, or http on loopback, as registered), at most 64 KiB in 5 seconds, no
-/// redirects.
+/// redirects. Its host is resolved here and must be public (outside a local environment); the
+/// request goes to that checked address, so a second resolution cannot point it elsewhere.
 async fn fetch(server: &SmartServer, uri: &str) -> Option<JwkSet> {
-    clients::check_url(uri).ok()?;
+    let url = clients::check_url(uri).ok()?;
+    let host = url
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = url.port_or_known_default()?;
+    let addresses: Vec<std::net::SocketAddr> = tokio::time::timeout(
+        FETCH_TIMEOUT,
+        tokio::net::lookup_host((host.as_str(), port)),
+    )
+    .await
+    .ok()?
+    .ok()?
+    .collect();
+    let address = addresses
+        .into_iter()
+        .find(|a| server.private_jwks_uris || is_public(a.ip()))
+        .or_else(|| {
+            tracing::warn!("a client's jwks_uri resolves to no public address");
+            None
+        })?;
     let response = server
-        .http
+        .jwks_client(&host, address)?
         .get(uri)
         .timeout(FETCH_TIMEOUT)
         .send()

@@ -20,7 +20,7 @@ use axum::Router;
 use edge::audit_layer::AuditTrail;
 use edge::auth::AuthContext;
 use edge::base::PublicBase;
-use shared::config::{ConfigError, Env};
+use shared::config::{ConfigError, Env, Environment};
 use shared::db::DbPool;
 use shared::tokens::Tokens;
 use shared::trail::RouteEvent;
@@ -35,8 +35,9 @@ pub struct SmartServer {
     pub console: Arc<str>,
     /// A SMART access token's lifetime (a Backend Services token's is at most 5 minutes).
     pub access_ttl: Duration,
-    /// Reads clients' `jwks_uri`s (rustls, no redirects).
-    pub http: reqwest::Client,
+    /// A `jwks_uri` may name a loopback or private address: only in a local environment (in
+    /// AWS it would reach the Lambda runtime's own API or the VPC).
+    pub private_jwks_uris: bool,
     pub jwks_cache: Arc<assertion::JwksCache>,
 }
 
@@ -61,15 +62,6 @@ impl SmartServer {
     /// SMART_ACCESS_TOKEN_EXPIRE_MINUTES (default 60), FRONTEND_HOST, FHIR_BASE_URL.
     pub fn from_env(env: &Env, auth: &AuthContext) -> Result<Self, ConfigError> {
         let minutes = env.number_in("SMART_ACCESS_TOKEN_EXPIRE_MINUTES", 60u64, 5..=24 * 60)?;
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(shared::tls::client_config())
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .map_err(|e| ConfigError::Invalid {
-                name: "jwks_uri client",
-                reason: e.to_string(),
-            })?;
         Ok(Self {
             db: auth.pool.clone(),
             tokens: auth.tokens.clone(),
@@ -79,9 +71,27 @@ impl SmartServer {
                     .trim_end_matches('/'),
             ),
             access_ttl: Duration::from_secs(minutes * 60),
-            http,
+            private_jwks_uris: Environment::from_env(env)? == Environment::Local,
             jwks_cache: Arc::default(),
         })
+    }
+
+    /// A client that reads one `jwks_uri` of `host` at the address already checked (rustls, no
+    /// redirects, no proxy). Made per fetch: a fetch happens at most once a minute per client.
+    pub fn jwks_client(
+        &self,
+        host: &str,
+        address: std::net::SocketAddr,
+    ) -> Option<reqwest::Client> {
+        reqwest::Client::builder()
+            .use_preconfigured_tls(shared::tls::client_config())
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(3))
+            .resolve(host, address)
+            .build()
+            .map_err(|e| tracing::error!(error = %e, "the jwks_uri client could not be built"))
+            .ok()
     }
 
     pub fn endpoints(&self, headers: &HeaderMap, uri: &Uri) -> Endpoints {

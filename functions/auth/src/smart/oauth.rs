@@ -219,6 +219,12 @@ pub async fn authenticate(
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
         .map(|(_, credentials)| credentials.trim().to_owned());
     let named = params.get("client_id");
+    // RFC 6749 2.3: one authentication method per request.
+    if basic.is_some() && params.get("client_assertion_type").is_some() {
+        return Err(OAuthError::invalid_request(
+            "Authenticate with HTTP Basic or a client assertion, not both",
+        ));
+    }
     let authenticated = if let Some(credentials) = basic {
         let refuse = |reason: &str| OAuthError {
             basic_challenge: true,

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use domain::smart::clients::{AuthMethod, Client, GrantType};
-use domain::smart::grants::{self, Exchange, NewGrant, Refresh};
+use domain::smart::grants::{self, CodeCheck, Exchange, NewGrant, Refresh};
 use domain::smart::scopes::{Context, Perms, Scope, Scopes};
 use domain::users::{self, User};
 use serde_json::{json, Value};
@@ -116,65 +116,52 @@ async fn exchange_code(
     let code = params.required("code")?;
     let redirect_uri = params.required("redirect_uri")?;
     let verifier = params.get("code_verifier");
-    let exchanged = match grants::exchange(&server.db, code).await? {
-        Exchange::First(exchanged) => exchanged,
+    let verifier_matches = |challenge: &str| verifier.is_some_and(|v| pkce_matches(v, challenge));
+    let refreshable = client.allows(GrantType::RefreshToken);
+    let access_ttl = server.access_ttl;
+    let exchanged = grants::exchange(
+        &server.db,
+        audit,
+        code,
+        CodeCheck {
+            client_id: client.client_id,
+            redirect_uri,
+            verifier_matches: &verifier_matches,
+        },
+        |granted| {
+            let offline = granted.contains(Scope::OfflineAccess);
+            let online = granted.contains(Scope::OnlineAccess);
+            match (refreshable, offline, online) {
+                (true, true, _) => (OFFLINE_LIFETIME, true),
+                (true, false, true) => (ONLINE_LIFETIME, true),
+                _ => (access_ttl, false),
+            }
+        },
+    )
+    .await?;
+    let (grant_id, refresh_token, user, granted, patient, nonce) = match exchanged {
+        Exchange::Granted {
+            grant_id,
+            refresh_token,
+            user,
+            granted,
+            patient,
+            nonce,
+        } => (grant_id, refresh_token, user, granted, patient, nonce),
         Exchange::Reused => {
             return Err(OAuthError::invalid_grant(
                 "the code was used before: what it issued is revoked",
             ))
         }
         Exchange::Unknown => return Err(OAuthError::invalid_grant("unknown code")),
+        Exchange::Refused(reason) => return Err(OAuthError::invalid_grant(reason)),
     };
-    audit.describe(|event| event.patient(exchanged.patient_id));
-    if exchanged.client_id != client.client_id {
-        return Err(OAuthError::invalid_grant(
-            "the code belongs to another client",
-        ));
-    }
-    if exchanged.expired {
-        return Err(OAuthError::invalid_grant("the code expired"));
-    }
-    if exchanged.redirect_uri != redirect_uri {
-        return Err(OAuthError::invalid_grant(
-            "redirect_uri differs from the authorization request's",
-        ));
-    }
-    let Some(verifier) = verifier else {
-        return Err(OAuthError::invalid_grant("code_verifier is missing"));
-    };
-    if !pkce_matches(verifier, &exchanged.code_challenge) {
-        return Err(OAuthError::invalid_grant("code_verifier does not match"));
-    }
-    let user = users::find_by_id(&server.db, exchanged.user_id)
-        .await?
-        .filter(|u| u.is_active)
-        .ok_or_else(|| OAuthError::invalid_grant("the user is gone or inactive"))?;
     audit.actor(user.id, &user.email);
-    let granted = exchanged.granted;
-    let refreshable = client.allows(GrantType::RefreshToken)
-        && (granted.contains(Scope::OfflineAccess) || granted.contains(Scope::OnlineAccess));
-    let lifetime = if !refreshable {
-        server.access_ttl
-    } else if granted.contains(Scope::OfflineAccess) {
-        OFFLINE_LIFETIME
-    } else {
-        ONLINE_LIFETIME
-    };
-    audit.describe(|event| event.details(json!({ "scope": granted.to_string() })));
-    let (grant_id, refresh_token) = grants::create(
-        &server.db,
-        audit,
-        NewGrant {
-            client_id: client.client_id,
-            user: Some(&user),
-            scope: &granted,
-            patient: exchanged.patient_id,
-            lifetime,
-            refreshable,
-            authorization: Some(exchanged.authorization_id),
-        },
-    )
-    .await?;
+    audit.describe(|event| {
+        event
+            .patient(patient)
+            .details(json!({ "scope": granted.to_string() }))
+    });
     let mut body = user_tokens(
         server,
         endpoints,
@@ -183,8 +170,8 @@ async fn exchange_code(
         UserGrant {
             id: grant_id,
             scope: &granted,
-            patient: exchanged.patient_id,
-            nonce: exchanged.nonce.as_deref(),
+            patient,
+            nonce: nonce.as_deref(),
         },
     )?;
     if let Some(refresh_token) = refresh_token {
@@ -239,7 +226,6 @@ fn user_tokens(
             "aud": client.client_id,
             "iat": claims.iat,
             "exp": claims.exp,
-            "email": user.email,
         });
         if granted.contains(Scope::FhirUser) {
             id_claims["fhirUser"] =
@@ -342,7 +328,7 @@ async fn client_credentials(
     }
     let ttl = SYSTEM_TOKEN_LIFETIME.min(server.access_ttl);
     audit.describe(|event| event.details(json!({ "scope": granted.to_string() })));
-    let (grant_id, _) = grants::create(
+    let grant_id = grants::create(
         &server.db,
         audit,
         NewGrant {
@@ -352,7 +338,6 @@ async fn client_credentials(
             patient: None,
             lifetime: ttl,
             refreshable: false,
-            authorization: None,
         },
     )
     .await?;
