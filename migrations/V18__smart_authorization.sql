@@ -116,3 +116,22 @@ GRANT SELECT ON smart_grants TO carevault_fhir;
 -- A deployment whose functions share one login.
 GRANT SELECT, INSERT, UPDATE, DELETE ON smart_clients, smart_grants, smart_refresh_tokens,
     smart_launches, smart_authorizations, smart_assertion_jtis TO carevault_app;
+
+-- A deactivated user's grants end for good: reactivating the account brings back none of them
+-- (the grant check also refuses an inactive user, but only while inactive). Approved codes not
+-- yet exchanged go too. SECURITY DEFINER: the users function, which deactivates, holds no
+-- rights on the SMART tables.
+CREATE FUNCTION carevault_smart_end_grants_of_deactivated() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+BEGIN
+    IF OLD.is_active AND NOT NEW.is_active THEN
+        UPDATE smart_grants SET revoked_at = now()
+        WHERE user_id = NEW.id AND revoked_at IS NULL;
+        DELETE FROM smart_authorizations WHERE user_id = NEW.id AND exchanged_at IS NULL;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER users_smart_end_grants_of_deactivated
+    AFTER UPDATE OF is_active ON users
+    FOR EACH ROW EXECUTE FUNCTION carevault_smart_end_grants_of_deactivated();
+REVOKE ALL ON FUNCTION carevault_smart_end_grants_of_deactivated() FROM PUBLIC;

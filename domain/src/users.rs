@@ -377,11 +377,7 @@ pub async fn update(
                         email = COALESCE({email}, email),
                         full_name = CASE WHEN {name_sent} THEN {name} ELSE full_name END,
                         hashed_password = COALESCE({hash}, hashed_password),
-                        -- A new password or a deactivation ends every session and SMART grant:
-                        -- a later reactivation brings none back.
-                        session_epoch = session_epoch + CASE
-                            WHEN {hash}::text IS NOT NULL OR ({is_active} = false AND is_active) THEN 1
-                            ELSE 0 END,
+                        session_epoch = session_epoch + CASE WHEN {hash}::text IS NULL THEN 0 ELSE 1 END,
                         is_active = COALESCE({is_active}, is_active),
                         is_superuser = COALESCE({is_superuser}, is_superuser),
                         role = COALESCE({role}, role),

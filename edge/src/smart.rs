@@ -95,8 +95,14 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let token = crate::auth::bearer_token(parts)?;
         let context = AuthContext::from_ref(state);
-        // A session token first: what every FHIR client sent before SMART.
-        if let Some((user_id, epoch)) = context.tokens.verify_access(token).await {
+        let invalid = || ApiError::Unauthorized("Could not validate credentials".into());
+        // The audience the token claims picks the one check it gets (one signature verified).
+        if shared::tokens::claims_session(token) {
+            let (user_id, epoch) = context
+                .tokens
+                .verify_access(token)
+                .await
+                .ok_or_else(invalid)?;
             let CurrentUser(user) =
                 CurrentUser::of_session(&context, parts, user_id, epoch).await?;
             return Ok(Self {
@@ -104,7 +110,6 @@ where
                 smart: None,
             });
         }
-        let invalid = || ApiError::Unauthorized("Could not validate credentials".into());
         let audience = PublicBase::from_ref(state).of(&parts.headers, &parts.uri);
         let claims = context
             .tokens

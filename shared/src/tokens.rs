@@ -517,6 +517,24 @@ impl Tokens {
     }
 }
 
+/// Which audience a token names, read without verifying anything: only to choose which check
+/// to run (a session's or a SMART token's), so a request pays for one signature verification.
+pub fn claimed_audience(token: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Audience {
+        aud: String,
+    }
+    jsonwebtoken::dangerous::insecure_decode_claims::<Audience>(token)
+        .ok()
+        .map(|claims| claims.aud)
+}
+
+/// Whether `token` claims to be a CareVault session's access token (unverified; see
+/// [`claimed_audience`]).
+pub fn claims_session(token: &str) -> bool {
+    claimed_audience(token).as_deref() == Some(ACCESS_AUDIENCE)
+}
+
 /// A digest of the stored hash (which includes its random salt) and the email: reveals nothing
 /// usable, and changes whenever the password or the email does.
 pub fn account_fingerprint(hashed_password: &str, email: &str) -> String {
