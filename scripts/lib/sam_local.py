@@ -234,8 +234,11 @@ def invoke_all(out: Path, bridge_ip, image):
                     fail(f"events/{path}: the body is not JSON: {body[:300]}")
             if path == "auth/login-access-token.json":
                 token = parsed["access_token"]
-            if isinstance(parsed, dict) and status >= 400 and "detail" not in parsed and "issue" not in parsed:
-                fail(f"events/{path}: an error without detail or OperationOutcome: {body[:300]}")
+            # Each interface's error shape: the JSON API's detail, FHIR's OperationOutcome, and
+            # RFC 6749's error under /api/v1/smart (the OAuth endpoints).
+            shapes = ["detail", "issue"] + (["error"] if path.startswith("auth/smart-") else [])
+            if isinstance(parsed, dict) and status >= 400 and not any(k in parsed for k in shapes):
+                fail(f"events/{path}: an error in none of its interface's shapes: {body[:300]}")
         print(f"  {function:<26} {path}: {status} ({seconds:.1f} s)")
 
 
