@@ -4,23 +4,10 @@
 
 use std::time::Duration;
 
-use api_tests::{ApiRequest, ClientKey, TestApp};
+use api_tests::{pkce, ApiRequest, ClientKey, TestApp};
 use serde_json::json;
-use sha2::Digest;
 
 use crate::{ms, row, stats, time, BenchData, Stats};
-
-fn pkce() -> (String, String) {
-    use base64::Engine;
-    let verifier = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(sha2::Sha256::digest(verifier.as_bytes()));
-    (verifier, challenge)
-}
 
 const TOKEN_ENDPOINT: &str = "https://api.carevault.test/api/v1/smart/token";
 const FHIR_BASE: &str = "https://api.carevault.test/fhir/R4";

@@ -95,11 +95,13 @@ fn invalid_credentials() -> ApiError {
 
 /// The bearer token of the request's Authorization header; 401 without one.
 pub fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
-    let header = parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::Unauthorized("Not authenticated".into()))?;
-    header
+    bearer_of(&parts.headers).ok_or_else(|| ApiError::Unauthorized("Not authenticated".into()))
+}
+
+/// The token of an `Authorization: Bearer` header, if there is one.
+pub fn bearer_of(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)?
         .to_str()
         .ok()
         .and_then(|value| {
@@ -107,7 +109,6 @@ pub fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         })
         .filter(|token| !token.is_empty())
-        .ok_or_else(|| ApiError::Unauthorized("Not authenticated".into()))
 }
 
 impl CurrentUser {

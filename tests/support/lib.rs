@@ -38,5 +38,5 @@ pub use routes::{
 };
 pub use s3::{http_client, s3_client, upload};
 pub use servers::{CountingS3Proxy, RecordedRequest, RequestRecorder};
-pub use smart::ClientKey;
+pub use smart::{pkce, ClientKey};
 pub use stack::stack_var;

@@ -57,3 +57,16 @@ impl ClientKey {
         )
     }
 }
+
+/// A PKCE verifier and its S256 challenge (RFC 7636), as a client makes them.
+pub fn pkce() -> (String, String) {
+    use sha2::Digest;
+    let verifier = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}

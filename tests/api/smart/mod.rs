@@ -9,10 +9,8 @@ mod code_flow;
 mod discovery;
 mod scopes;
 
-use api_tests::{ApiRequest, ApiResponse, ClientKey, TestApp};
-use base64::Engine;
+use api_tests::{pkce, ApiRequest, ApiResponse, ClientKey, TestApp};
 use serde_json::{json, Value};
-use sha2::Digest;
 
 /// The FHIR base every test request reaches (API Gateway's domain in the sample events).
 const FHIR_BASE: &str = "https://api.carevault.test/fhir/R4";
@@ -98,18 +96,6 @@ async fn system_token(app: &TestApp, scope: &str) -> String {
     let response = client_credentials(app, &key.assertion(&client_id), scope).await;
     assert_eq!(response.status, 200, "{}", response.body);
     response.json()["access_token"].as_str().unwrap().to_owned()
-}
-
-/// PKCE's verifier and S256 challenge.
-fn pkce() -> (String, String) {
-    let verifier = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(sha2::Sha256::digest(verifier.as_bytes()));
-    (verifier, challenge)
 }
 
 async fn patient(app: &TestApp, token: &str, name: &str) -> String {

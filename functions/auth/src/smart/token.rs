@@ -496,13 +496,7 @@ async fn bearer_superuser(
     headers: &HeaderMap,
     audit: &AuditEntry,
 ) -> Result<Option<()>, OAuthError> {
-    let Some(token) = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-    else {
+    let Some(token) = edge::auth::bearer_of(headers) else {
         return Ok(None);
     };
     let refuse = || OAuthError::invalid_client("the bearer token is not a superuser's session");
