@@ -7,6 +7,9 @@
 //!   writes (create, update, delete with the patient's files).
 //! - `attachments`: files as stored, their S3 keys, upload creation and confirmation, deletion.
 //! - `audit_events`: the audit trail as it is read back.
+//! - `groups`: cohorts of patients (FHIR Group).
+//! - `exports`: FHIR Bulk Data export jobs: kick-off, the snapshot they export, their chunks and
+//!   files.
 //! - `users`: accounts and their sessions (password hash, session epoch), and their writes.
 
 /// The database's own failures (a pool that cannot connect, a statement that fails) as the
@@ -29,6 +32,8 @@ macro_rules! store_errors {
 
 pub mod attachments;
 pub mod audit_events;
+pub mod exports;
+pub mod groups;
 pub mod paging;
 pub mod patients;
 pub mod smart;

@@ -192,6 +192,8 @@ pub enum List {
     AuditEvents,
     /// Attachments (DocumentReference), newest first.
     Documents,
+    /// Patient groups (Group), newest first.
+    Groups,
     /// Patients (`/patients/`, Patient) in one of their sorts.
     Patients(Sort),
 }
@@ -203,20 +205,21 @@ impl List {
         match self {
             Self::AuditEvents => "audit_events",
             Self::Documents => "documents",
+            Self::Groups => "groups",
             Self::Patients(sort) => sort.as_str(),
         }
     }
 
     fn sort_kind(self) -> SortKind {
         match self {
-            Self::AuditEvents | Self::Documents => SortKind::Time,
+            Self::AuditEvents | Self::Documents | Self::Groups => SortKind::Time,
             Self::Patients(sort) => sort.kind(),
         }
     }
 
     fn descending(self) -> bool {
         match self {
-            Self::AuditEvents | Self::Documents => true,
+            Self::AuditEvents | Self::Documents | Self::Groups => true,
             Self::Patients(sort) => sort.descending(),
         }
     }
@@ -316,7 +319,7 @@ impl Cursor {
         let tag = match list {
             List::AuditEvents => None,
             List::Documents => Some("d"),
-            List::Patients(_) => return None,
+            List::Patients(_) | List::Groups => return None,
         };
         let position = |micros: &str, id: &str| {
             Some(Position::at(

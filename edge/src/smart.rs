@@ -42,7 +42,10 @@ pub fn role_perms(user: &User, resource: Option<ResourceType>) -> Perms {
     let writer = user.is_superuser || user.role == Role::Clinician;
     let patient_data = if writer { Perms::ALL } else { Perms::READ };
     match resource {
-        None | Some(ResourceType::Patient | ResourceType::DocumentReference) => patient_data,
+        None
+        | Some(ResourceType::Patient | ResourceType::DocumentReference | ResourceType::Group) => {
+            patient_data
+        }
         Some(ResourceType::AuditEvent) if user.is_superuser => Perms::READ,
         Some(ResourceType::AuditEvent) => Perms::NONE,
         Some(ResourceType::Practitioner | ResourceType::Binary) => Perms::READ,

@@ -20,6 +20,7 @@ pub mod tls;
 // 2
 pub mod aws;
 pub mod db;
+pub mod queue;
 pub mod secrets;
 pub mod storage;
 // 3

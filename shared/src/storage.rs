@@ -350,6 +350,27 @@ impl Storage {
         upload_id: &str,
         parts: &[StoredPart],
     ) -> Result<Option<String>, StorageError> {
+        self.complete(key, upload_id, parts, true).await
+    }
+
+    /// Completes an upload of bytes the server made itself (an export's file), replacing what
+    /// the key holds: a retried chunk writes the same bytes under the same key.
+    pub async fn complete_replacing(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[StoredPart],
+    ) -> Result<Option<String>, StorageError> {
+        self.complete(key, upload_id, parts, false).await
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[StoredPart],
+        only_new: bool,
+    ) -> Result<Option<String>, StorageError> {
         let parts = parts
             .iter()
             .map(|part| {
@@ -366,7 +387,7 @@ impl Storage {
             .bucket(&self.config.bucket)
             .key(key)
             .upload_id(upload_id)
-            .if_none_match("*")
+            .set_if_none_match(only_new.then(|| "*".to_owned()))
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))
@@ -387,6 +408,60 @@ impl Storage {
                 )),
             })?;
         Ok(completed.checksum_sha256().map(str::to_owned))
+    }
+
+    /// Uploads one part of an upload the server writes itself, with its SHA-256 checksum (S3
+    /// refuses a part whose bytes do not match it).
+    pub async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: i32,
+        bytes: Vec<u8>,
+    ) -> Result<StoredPart, StorageError> {
+        use base64::Engine;
+        use sha2::Digest;
+        let checksum =
+            base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&bytes));
+        let size = bytes.len() as i64;
+        let uploaded = self
+            .client
+            .upload_part()
+            .bucket(&self.config.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(part_number)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(&checksum)
+            .body(bytes.into())
+            .send()
+            .await
+            .map_err(|e| {
+                StorageError::Unavailable(format!("uploading a part: {}", DisplayErrorContext(e)))
+            })?;
+        Ok(StoredPart {
+            part_number,
+            size,
+            etag: uploaded.e_tag().map(str::to_owned),
+            checksum_sha256: Some(uploaded.checksum_sha256().unwrap_or(&checksum).to_owned()),
+        })
+    }
+
+    /// Deletes every object under `prefix`; returns how many.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, String> {
+        let mut deleted = 0;
+        loop {
+            // Deleted keys leave the listing: each page starts from the top again.
+            let (objects, more) = self.list_page(prefix, None).await?;
+            let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
+            if let Some((key, why)) = self.delete_objects(&keys).await.into_iter().next() {
+                return Err(format!("deleting {key}: {why}"));
+            }
+            deleted += keys.len();
+            if !more || keys.is_empty() {
+                return Ok(deleted);
+            }
+        }
     }
 
     /// Aborts an upload and frees its parts; an upload already gone counts as aborted.

@@ -24,7 +24,7 @@ pub struct AttachmentFilter {
 
 impl AttachmentFilter {
     /// ` AND ...` over `attachments`, its values pushed onto `params`.
-    fn sql(&self, params: &mut SqlParams) -> String {
+    pub fn sql(&self, params: &mut SqlParams) -> String {
         let mut clauses = Vec::new();
         if let Some(ids) = &self.patients {
             clauses.push(format!(

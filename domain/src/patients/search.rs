@@ -330,6 +330,16 @@ impl Search {
         }
     }
 
+    /// Every filter as one SQL condition over `patients p` (`true` without filters).
+    pub fn condition(&self, params: &mut SqlParams) -> String {
+        let clauses = Self::conditions(&self.filters, params);
+        if clauses.is_empty() {
+            "true".into()
+        } else {
+            format!("({})", clauses.join(" AND "))
+        }
+    }
+
     /// One SQL condition per filter over `patients p`.
     fn conditions(filters: &[Filter], params: &mut SqlParams) -> Vec<String> {
         filters

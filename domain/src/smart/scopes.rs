@@ -34,15 +34,17 @@ pub enum ResourceType {
     Binary,
     AuditEvent,
     Practitioner,
+    Group,
 }
 
 impl ResourceType {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Patient,
         Self::DocumentReference,
         Self::Binary,
         Self::AuditEvent,
         Self::Practitioner,
+        Self::Group,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +54,7 @@ impl ResourceType {
             Self::Binary => "Binary",
             Self::AuditEvent => "AuditEvent",
             Self::Practitioner => "Practitioner",
+            Self::Group => "Group",
         }
     }
 
@@ -67,6 +70,7 @@ impl ResourceType {
             Self::Binary => Perms(Perms::R),
             Self::AuditEvent => Perms::READ,
             Self::Practitioner => Perms(Perms::R),
+            Self::Group => Perms::ALL,
         }
     }
 }

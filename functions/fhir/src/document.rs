@@ -242,24 +242,12 @@ pub(crate) fn patient_reference(raw: &str) -> Result<Uuid, ApiError> {
     Ok(Uuid::parse_str(id).unwrap_or(Uuid::nil()))
 }
 
-/// The search parameters this resource's search applies (the CapabilityStatement lists them).
-pub const DOCUMENT_PARAMETERS: [&str; 4] = ["patient", "subject", "contenttype", "date"];
-
-/// `GET /fhir/R4/DocumentReference?...`: by `patient`/`subject`, `contenttype`, `date`,
-/// newest first, paged by cursor.
-pub async fn search(
-    State(state): State<FhirState>,
-    caller: FhirCaller,
-    audit: AuditEntry,
-    headers: HeaderMap,
-    uri: Uri,
-    RawQuery(raw): RawQuery,
-) -> ApiResult<Response> {
-    let reach = caller.permit(ResourceType::DocumentReference, Interaction::Search)?;
-    let params = query::params(raw.as_deref());
+/// The attachments a DocumentReference query asks for, in the domain's terms, and the query's
+/// common part.
+pub(crate) fn filter_of(params: &[query::Param]) -> ApiResult<(AttachmentFilter, Common)> {
     let mut filter = AttachmentFilter::default();
     let mut common = Common::new(&DOCUMENT_PARAMETERS);
-    for param in &params {
+    for param in params {
         if common.take(param)? {
             continue;
         }
@@ -295,6 +283,25 @@ pub async fn search(
             _ => common.unknown(param),
         }
     }
+    Ok((filter, common))
+}
+
+/// The search parameters this resource's search applies (the CapabilityStatement lists them).
+pub const DOCUMENT_PARAMETERS: [&str; 4] = ["patient", "subject", "contenttype", "date"];
+
+/// `GET /fhir/R4/DocumentReference?...`: by `patient`/`subject`, `contenttype`, `date`,
+/// newest first, paged by cursor.
+pub async fn search(
+    State(state): State<FhirState>,
+    caller: FhirCaller,
+    audit: AuditEntry,
+    headers: HeaderMap,
+    uri: Uri,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let reach = caller.permit(ResourceType::DocumentReference, Interaction::Search)?;
+    let params = query::params(raw.as_deref());
+    let (mut filter, common) = filter_of(&params)?;
     common.check(&headers)?;
     // A patient-scoped token's search is narrowed to its patient's documents.
     if let Reach::Compartment(patient) = reach {

@@ -9,6 +9,8 @@ mod audit_event;
 mod bundle;
 mod capability;
 mod document;
+pub mod export;
+mod group;
 pub mod fuzzing;
 mod outcome;
 mod patient;
@@ -18,6 +20,7 @@ mod query;
 // What each search applies; the CapabilityStatement must list exactly these (a test checks).
 pub use audit_event::AUDIT_EVENT_PARAMETERS;
 pub use document::DOCUMENT_PARAMETERS;
+pub use group::GROUP_PARAMETERS;
 pub use patient::PATIENT_PARAMETERS;
 
 use axum::extract::{FromRef, Request};
@@ -29,6 +32,7 @@ use edge::audit_layer::AuditTrail;
 use edge::auth::AuthContext;
 use shared::config::{ConfigError, Env};
 use shared::db::DbPool;
+use shared::queue::JobQueue;
 use shared::storage::{Storage, StorageConfig};
 use shared::trail::RouteEvent;
 use shared::ApiError;
@@ -44,17 +48,21 @@ pub struct FhirState {
     pub base: PublicBase,
     /// Signs the URLs Binary answers; checks pending uploads.
     pub storage: Storage,
+    /// Where bulk export jobs are queued for the worker.
+    pub queue: JobQueue,
 }
 
 impl FhirState {
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let storage_config = StorageConfig::from_env(env)?;
         let auth = AuthContext::verifying(env, "carevault-fhir").await?;
+        let sdk_config = shared::aws::sdk_config().await;
         Ok(Self {
             db: auth.pool.clone(),
             auth,
             base: PublicBase::from_env(env),
-            storage: Storage::new(&shared::aws::sdk_config().await, storage_config),
+            storage: Storage::new(&sdk_config, storage_config),
+            queue: JobQueue::from_env(&sdk_config, env)?,
         })
     }
 }
@@ -64,6 +72,8 @@ use domain::attachments::{
     ATTACHMENT_CREATE, ATTACHMENT_DELETE, ATTACHMENT_DOWNLOAD, ATTACHMENT_LIST, ATTACHMENT_READ,
 };
 use domain::audit_events::AUDIT_READ;
+use domain::exports::{EXPORT_CANCEL, EXPORT_KICK_OFF, EXPORT_STATUS};
+use domain::groups::{GROUP_CREATE, GROUP_DELETE, GROUP_READ, GROUP_SEARCH, GROUP_UPDATE};
 use domain::patients::{
     PATIENT_CREATE, PATIENT_DELETE, PATIENT_READ, PATIENT_SEARCH, PATIENT_UPDATE,
 };
@@ -92,6 +102,37 @@ pub fn router(state: FhirState) -> Router {
             get(patient::read.layer(trail.on(PATIENT_READ)))
                 .put(patient::update.layer(trail.on(PATIENT_UPDATE)))
                 .delete(patient::delete.layer(trail.on(PATIENT_DELETE))),
+        )
+        .route(
+            "/Group",
+            get(group::search.layer(trail.on(GROUP_SEARCH)))
+                .post(group::create.layer(trail.on(GROUP_CREATE))),
+        )
+        .route(
+            "/Group/{id}",
+            get(group::read.layer(trail.on(GROUP_READ)))
+                .put(group::update.layer(trail.on(GROUP_UPDATE)))
+                .delete(group::delete.layer(trail.on(GROUP_DELETE))),
+        )
+        .route(
+            "/$export",
+            get(export::system.layer(trail.on(EXPORT_KICK_OFF)))
+                .post(export::system.layer(trail.on(EXPORT_KICK_OFF))),
+        )
+        .route(
+            "/Patient/$export",
+            get(export::patients.layer(trail.on(EXPORT_KICK_OFF)))
+                .post(export::patients.layer(trail.on(EXPORT_KICK_OFF))),
+        )
+        .route(
+            "/Group/{id}/$export",
+            get(export::group.layer(trail.on(EXPORT_KICK_OFF)))
+                .post(export::group.layer(trail.on(EXPORT_KICK_OFF))),
+        )
+        .route(
+            "/$export-status/{id}",
+            get(export::status.layer(trail.on(EXPORT_STATUS)))
+                .delete(export::cancel.layer(trail.on(EXPORT_CANCEL))),
         )
         .route(
             "/Practitioner/{id}",

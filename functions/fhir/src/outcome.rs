@@ -66,8 +66,19 @@ pub fn operation_outcome(status: StatusCode, text: &str) -> Value {
 #[derive(Clone, Copy)]
 pub struct PlainJson;
 
+/// Marks an error answer whose body is already the OperationOutcome to send (a failed export's
+/// status).
+#[derive(Clone, Copy)]
+pub struct KeepBody;
+
 pub async fn as_operation_outcome(response: Response) -> Response {
     let (mut parts, body) = response.into_parts();
+    if parts.extensions.get::<KeepBody>().is_some() {
+        parts
+            .headers
+            .insert(header::CONTENT_TYPE, crate::fhir_json());
+        return Response::from_parts(parts, body);
+    }
     if !parts.status.is_client_error() && !parts.status.is_server_error() {
         let is_json = parts.extensions.get::<PlainJson>().is_none()
             && parts
