@@ -145,7 +145,10 @@ pub async fn create(pool: &DbPool, group: &GroupWrite) -> Result<Group, GroupErr
     )
     .await?;
     let row = tx
-        .query_one(&format!("SELECT {COLUMNS} FROM patient_groups g WHERE g.id = $1"), &[&id])
+        .query_one(
+            &format!("SELECT {COLUMNS} FROM patient_groups g WHERE g.id = $1"),
+            &[&id],
+        )
         .await?;
     tx.commit().await?;
     Ok(Group::from_row(&row))
@@ -155,7 +158,10 @@ pub async fn find(pool: &DbPool, id: Uuid) -> Result<Option<Group>, StoreError> 
     let row = pool
         .get()
         .await?
-        .query_opt(&format!("SELECT {COLUMNS} FROM patient_groups g WHERE g.id = $1"), &[&id])
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM patient_groups g WHERE g.id = $1"),
+            &[&id],
+        )
         .await?;
     Ok(row.as_ref().map(Group::from_row))
 }
@@ -200,7 +206,10 @@ pub async fn update(
     )
     .await?;
     let row = tx
-        .query_one(&format!("SELECT {COLUMNS} FROM patient_groups g WHERE g.id = $1"), &[&id])
+        .query_one(
+            &format!("SELECT {COLUMNS} FROM patient_groups g WHERE g.id = $1"),
+            &[&id],
+        )
         .await?;
     tx.commit().await?;
     Ok(Group::from_row(&row))
@@ -248,7 +257,10 @@ impl GroupFilter {
             ));
         }
         if let Some(ids) = &self.ids {
-            clauses.push(format!("g.id = ANY({})", params.push(ids.clone(), Type::UUID_ARRAY)));
+            clauses.push(format!(
+                "g.id = ANY({})",
+                params.push(ids.clone(), Type::UUID_ARRAY)
+            ));
         }
         clauses.iter().map(|c| format!(" AND {c}")).collect()
     }
@@ -263,7 +275,10 @@ pub async fn search(
     count: Count,
 ) -> Result<Page<Group>, StoreError> {
     let mut params = SqlParams::new();
-    let from_where = format!("FROM patient_groups g WHERE true{}", filter.sql(&mut params));
+    let from_where = format!(
+        "FROM patient_groups g WHERE true{}",
+        filter.sql(&mut params)
+    );
     let after = keyset
         .condition("g.created_at", "g.id", &mut params)
         .map(|condition| format!(" AND {condition}"))

@@ -22,7 +22,7 @@ from pathlib import Path
 # 19000, ...), so two runs with different bases never meet.
 PORT_OFFSETS = {
     "S3_PORT": 1,  # s3s-fs
-    "SECRETS_PORT": 2,  # moto's Secrets Manager
+    "SECRETS_PORT": 2,  # moto: Secrets Manager and SQS (the export queue)
     "SMTP_PORT": 3,  # the SMTP sink
     "S3_BROWSER_PORT": 4,  # the bucket's CORS rule in front of s3s-fs
     "WATCH_PORT": 7,  # cargo lambda watch, behind the API's CORS rule
@@ -38,6 +38,8 @@ FUNCTION_SETTINGS = {
     "AWS_SECRET_ACCESS_KEY": None,
     "AWS_REGION": None,
     "AWS_ENDPOINT_URL_SECRETS_MANAGER": None,
+    "AWS_ENDPOINT_URL_SQS": None,
+    "EXPORT_QUEUE_URL": None,
     "DATABASE_SECRET_ARN": None,
     "DATABASE_TLS": "disable",
     "APP_SECRET_ARN": None,
@@ -71,6 +73,10 @@ def stack_env(name: str, base: int, run_dir: str, frontend_host: str) -> dict:
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ENDPOINT_URL_S3": f"{local}:{ports['S3_PORT']}",
         "AWS_ENDPOINT_URL_SECRETS_MANAGER": f"{local}:{ports['SECRETS_PORT']}",
+        "AWS_ENDPOINT_URL_SQS": f"{local}:{ports['SECRETS_PORT']}",
+        # moto's account id; scripts/lib/export_queue.py creates the queue and its dead-letter
+        # queue, and polls it for the worker as the event source mapping does in AWS.
+        "EXPORT_QUEUE_URL": f"{local}:{ports['SECRETS_PORT']}/123456789012/carevault-{name}-exports",
         "S3_BUCKET": "carevault-local",
         "S3_FORCE_PATH_STYLE": "true",
         "SMTP_HOST": "127.0.0.1",

@@ -3,8 +3,8 @@
 //! SQS's retries, visibility timeout and dead-letter queue; never by a loop of our own.
 
 use aws_config::SdkConfig;
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde::Serialize;
 
 use crate::config::{ConfigError, Env};

@@ -28,6 +28,9 @@ pub struct TestApp {
     pub events: std::sync::Arc<attachment_events::EventsState>,
     pub audit: audit::AuditState,
     pub fhir: fhir::FhirState,
+    /// The export worker, on this test's own queue (`export_queue`).
+    pub export_worker: std::sync::Arc<bulk_export::WorkerState>,
+    pub export_queue: String,
 }
 
 impl TestApp {
@@ -52,6 +55,8 @@ impl TestApp {
             .send()
             .await
             .expect("create the test's bucket");
+        // A 2-second visibility timeout: a message the worker failed comes back quickly.
+        let export_queue = crate::queue::create_queue(&format!("{bucket}-exports"), 2).await;
         let mut settings: BTreeMap<String, String> = [
             ("ENVIRONMENT", "local".to_owned()),
             ("DATABASE_URL", db_url(&db.name)),
@@ -62,6 +67,7 @@ impl TestApp {
             ("PASSWORD_RECOVERY_MIN_RESPONSE_MS", "0".to_owned()),
             ("S3_BUCKET", bucket.clone()),
             ("S3_FORCE_PATH_STYLE", "true".to_owned()),
+            ("EXPORT_QUEUE_URL", export_queue.clone()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -93,6 +99,12 @@ impl TestApp {
                     .await
                     .expect("attachment-events cold start"),
             ),
+            export_worker: std::sync::Arc::new(
+                bulk_export::WorkerState::from_env(&env("bulk_export"))
+                    .await
+                    .expect("bulk-export cold start"),
+            ),
+            export_queue,
             bucket,
             auth: auth::AuthState::from_env(&env("auth"))
                 .await
@@ -144,6 +156,50 @@ impl TestApp {
             "fhir" => fhir::router(self.fhir.clone()),
             other => panic!("no HTTP function is called {other}"),
         }
+    }
+
+    /// Runs the export worker on every message of this test's queue, as the event source
+    /// mapping would (the worker's failures come back after the visibility timeout), until the
+    /// queue holds none for a while. Returns how many invocations it made.
+    pub async fn run_export_jobs(&self) -> usize {
+        let mut invocations = 0;
+        let mut idle = 0;
+        while idle < 3 {
+            let Some(event) = crate::queue::receive_event(&self.export_queue).await else {
+                idle += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            };
+            idle = 0;
+            let response = self.invoke_export_worker(&event).await;
+            crate::queue::delete_done(&self.export_queue, &event, &response).await;
+            invocations += 1;
+            assert!(invocations < 10_000, "the export queue never empties");
+        }
+        invocations
+    }
+
+    /// One invocation of the export worker with `event` (SQS's event JSON); its batch response.
+    pub async fn invoke_export_worker(&self, event: &Value) -> Value {
+        let event: aws_lambda_events::event::sqs::SqsEvent =
+            serde_json::from_value(event.clone()).expect("an SQS event");
+        serde_json::to_value(bulk_export::handle(&self.export_worker, event).await).unwrap()
+    }
+
+    /// The keys under `prefix` in this test's bucket.
+    pub async fn objects_under(&self, prefix: &str) -> Vec<String> {
+        s3_client()
+            .await
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .send()
+            .await
+            .expect("list the test's bucket")
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect()
     }
 
     /// The object under `key` in this test's bucket: None when there is none.

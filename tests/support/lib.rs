@@ -18,6 +18,7 @@ mod app;
 mod db;
 mod keys;
 mod mail;
+mod queue;
 mod requests;
 mod routes;
 mod s3;
@@ -32,6 +33,7 @@ pub use db::{
 };
 pub use keys::{access_token_for, sign_as_the_api, test_keys, token_settings, TestKeys, TEST_KID};
 pub use mail::{mail_to, token_in, unique_email};
+pub use queue::{create_queue, delete_done, receive_event, sqs_client};
 pub use requests::{event, events_dir, invoke, invoke_event, ApiRequest, ApiResponse};
 pub use routes::{
     deployed_routes, function_for, instance_of, local_routes, route_for, template, Route,

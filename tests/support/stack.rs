@@ -12,6 +12,7 @@ const DEV_STACK: &[(&str, &str)] = &[
     ("AWS_REGION", "us-east-1"),
     ("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9101"),
     ("AWS_ENDPOINT_URL_SECRETS_MANAGER", "http://127.0.0.1:9102"),
+    ("AWS_ENDPOINT_URL_SQS", "http://127.0.0.1:9102"),
     ("S3_BUCKET", "carevault-local"),
     ("SMTP_PORT", "9103"),
     (

@@ -30,7 +30,11 @@ impl ChunkWork {
 }
 
 /// The chunk, when its job is running and it is not written yet.
-pub async fn work(pool: &DbPool, export_id: Uuid, chunk: i32) -> Result<Option<ChunkWork>, StoreError> {
+pub async fn work(
+    pool: &DbPool,
+    export_id: Uuid,
+    chunk: i32,
+) -> Result<Option<ChunkWork>, StoreError> {
     let client = pool.get().await?;
     let Some(export) = load(&**client, export_id).await? else {
         return Ok(None);
@@ -69,9 +73,15 @@ pub async fn records(
     work: &ChunkWork,
 ) -> Result<impl futures_util::Stream<Item = Result<Record, StoreError>>, StoreError> {
     let (table, columns) = match work.resource_type {
-        ExportType::Patient => ("bulk_export_patients", format!("{PATIENT_COLUMNS}, identifiers")),
+        ExportType::Patient => (
+            "bulk_export_patients",
+            format!("{PATIENT_COLUMNS}, identifiers"),
+        ),
         ExportType::DocumentReference => ("bulk_export_documents", ATTACHMENT_COLUMNS.to_owned()),
-        ExportType::AuditEvent => ("bulk_export_audit_events", crate::audit_events::COLUMNS.to_owned()),
+        ExportType::AuditEvent => (
+            "bulk_export_audit_events",
+            crate::audit_events::COLUMNS.to_owned(),
+        ),
     };
     let sql = format!(
         "SELECT {columns} FROM {table} WHERE export_id = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq"
@@ -113,7 +123,10 @@ pub async fn finish(
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let Some(job) = tx
-        .query_opt("SELECT status FROM bulk_exports WHERE id = $1 FOR UPDATE", &[&id])
+        .query_opt(
+            "SELECT status FROM bulk_exports WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
         .await?
     else {
         return Ok(Finished::Gone);
@@ -180,7 +193,12 @@ pub async fn finish(
 }
 
 /// Marks the job failed (a chunk that cannot be written, e.g. its rows are not all there).
-pub async fn fail(pool: &DbPool, id: Uuid, error: &str, retention: Duration) -> Result<(), StoreError> {
+pub async fn fail(
+    pool: &DbPool,
+    id: Uuid,
+    error: &str,
+    retention: Duration,
+) -> Result<(), StoreError> {
     pool.get()
         .await?
         .execute(

@@ -17,8 +17,10 @@ use uuid::Uuid;
 const EXPORT: &str = "bulk_export";
 
 pub const EXPORT_KICK_OFF: RouteEvent = RouteEvent::new("bulk_export.kick_off", EXPORT);
-pub const EXPORT_STATUS: RouteEvent = RouteEvent::new("bulk_export.status", EXPORT).resource_from("id");
-pub const EXPORT_CANCEL: RouteEvent = RouteEvent::new("bulk_export.cancel", EXPORT).resource_from("id");
+pub const EXPORT_STATUS: RouteEvent =
+    RouteEvent::new("bulk_export.status", EXPORT).resource_from("id");
+pub const EXPORT_CANCEL: RouteEvent =
+    RouteEvent::new("bulk_export.cancel", EXPORT).resource_from("id");
 
 /// The worker's audit actions (the request path's are the route events above).
 pub const ACTION_PLANNED: &str = "bulk_export.planned";
@@ -259,10 +261,7 @@ store_errors!(ExportError);
 pub async fn start(pool: &DbPool, request: &ExportRequest) -> Result<Export, ExportError> {
     let client = pool.get().await?;
     client
-        .execute(
-            "DELETE FROM bulk_exports WHERE expires_at < now()",
-            &[],
-        )
+        .execute("DELETE FROM bulk_exports WHERE expires_at < now()", &[])
         .await?;
     if let Level::Group(group) = request.level {
         if client
@@ -348,9 +347,15 @@ pub async fn find(
 }
 
 /// The job by id, whoever owns it (the worker's read).
-pub async fn load(client: &impl tokio_postgres::GenericClient, id: Uuid) -> Result<Option<Export>, StoreError> {
+pub async fn load(
+    client: &impl tokio_postgres::GenericClient,
+    id: Uuid,
+) -> Result<Option<Export>, StoreError> {
     Ok(client
-        .query_opt(&format!("SELECT {COLUMNS} FROM bulk_exports WHERE id = $1"), &[&id])
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM bulk_exports WHERE id = $1"),
+            &[&id],
+        )
         .await?
         .as_ref()
         .map(Export::from_row))

@@ -106,7 +106,11 @@ pub async fn plan(
         .await?;
     }
     let total = chunks.len() as i32;
-    let status = if total == 0 { Status::Completed } else { Status::Running };
+    let status = if total == 0 {
+        Status::Completed
+    } else {
+        Status::Running
+    };
     tx.execute(
         "UPDATE bulk_exports SET status = $2, transaction_time = $3, chunks_total = $4, \
              finished_at = CASE WHEN $2 = 'completed' THEN now() END, \
@@ -114,7 +118,11 @@ pub async fn plan(
          WHERE id = $1",
         &[
             &id,
-            &if status == Status::Completed { "completed" } else { "running" },
+            &if status == Status::Completed {
+                "completed"
+            } else {
+                "running"
+            },
             &snapshot_time,
             &total,
             &(sizes.retention.num_seconds() as f64),
@@ -150,11 +158,17 @@ async fn stage(
         ExportType::Patient => {
             conditions.extend(members(&mut params, "p.id"));
             if let Some(since) = since {
-                conditions.push(format!("p.updated_at >= {}", params.push(since, Type::TIMESTAMPTZ)));
+                conditions.push(format!(
+                    "p.updated_at >= {}",
+                    params.push(since, Type::TIMESTAMPTZ)
+                ));
             }
             if !filters.patients.is_empty() {
-                let any: Vec<String> =
-                    filters.patients.iter().map(|s| s.condition(&mut params)).collect();
+                let any: Vec<String> = filters
+                    .patients
+                    .iter()
+                    .map(|s| s.condition(&mut params))
+                    .collect();
                 conditions.push(format!("({})", any.join(" OR ")));
             }
             format!(
@@ -196,7 +210,10 @@ async fn stage(
         }
         ExportType::AuditEvent => {
             if let Some(since) = since {
-                conditions.push(format!("e.occurred_at >= {}", params.push(since, Type::TIMESTAMPTZ)));
+                conditions.push(format!(
+                    "e.occurred_at >= {}",
+                    params.push(since, Type::TIMESTAMPTZ)
+                ));
             }
             format!(
                 "INSERT INTO bulk_export_audit_events (export_id, seq, {cols}) \

@@ -48,7 +48,11 @@ impl WorkerState {
             queue: JobQueue::from_env(&sdk_config, env)?,
             sizes: Sizes {
                 chunk_rows: env.number_in("EXPORT_CHUNK_ROWS", 50_000, 1..=1_000_000)?,
-                retention: Duration::hours(env.number_in("EXPORT_RETENTION_HOURS", 24, 1..=24 * 7)?),
+                retention: Duration::hours(env.number_in(
+                    "EXPORT_RETENTION_HOURS",
+                    24,
+                    1..=24 * 7,
+                )?),
             },
             file_max_bytes: env.number_in(
                 "EXPORT_FILE_MAX_BYTES",
@@ -79,7 +83,9 @@ pub async fn handle(state: &WorkerState, event: SqsEvent) -> SqsBatchResponse {
             });
         let done = match step {
             Ok(JobMessage::Plan { export_id }) => plan_job(state, export_id).await,
-            Ok(JobMessage::Chunk { export_id, chunk }) => write_chunk(state, export_id, chunk).await,
+            Ok(JobMessage::Chunk { export_id, chunk }) => {
+                write_chunk(state, export_id, chunk).await
+            }
             Err(error) => Err(error),
         };
         if let Err(error) = done {
@@ -94,7 +100,12 @@ pub async fn handle(state: &WorkerState, event: SqsEvent) -> SqsBatchResponse {
 }
 
 /// Writes a job's trail event, on the owner's behalf.
-async fn audit(state: &WorkerState, export: &Export, action: &'static str, details: Value) -> Result<(), String> {
+async fn audit(
+    state: &WorkerState,
+    export: &Export,
+    action: &'static str,
+    details: Value,
+) -> Result<(), String> {
     let (who, owner_details) = exports::attribution(export.owner);
     let event = Event::new(action, exports::RESOURCE)
         .resource(Some(export.id))
@@ -147,11 +158,27 @@ async fn plan_job(state: &WorkerState, id: Uuid) -> Result<(), String> {
                     chunk: *chunk,
                 })
                 .collect();
-            state.queue.send_all(&messages).await.map_err(|e| e.to_string())?;
+            state
+                .queue
+                .send_all(&messages)
+                .await
+                .map_err(|e| e.to_string())?;
             if fresh {
-                audit(state, &export, exports::ACTION_PLANNED, json!({ "chunks": list.len() })).await?;
+                audit(
+                    state,
+                    &export,
+                    exports::ACTION_PLANNED,
+                    json!({ "chunks": list.len() }),
+                )
+                .await?;
                 if list.is_empty() {
-                    audit(state, &export, exports::ACTION_COMPLETED, json!({ "resources": 0 })).await?;
+                    audit(
+                        state,
+                        &export,
+                        exports::ACTION_COMPLETED,
+                        json!({ "resources": 0 }),
+                    )
+                    .await?;
                 }
             }
             Ok(())
@@ -208,7 +235,9 @@ async fn write_chunk(state: &WorkerState, id: Uuid, chunk: i32) -> Result<(), St
 /// The chunk's rows as NDJSON files of at most `file_max_bytes`, each streamed to S3 part by part.
 async fn write_files(state: &WorkerState, work: &ChunkWork) -> Result<Vec<ExportFile>, String> {
     let client = state.pool.get().await.map_err(|e| e.to_string())?;
-    let records = chunks::records(&client, work).await.map_err(|e| e.to_string())?;
+    let records = chunks::records(&client, work)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut records = std::pin::pin!(records);
     let type_name = work.resource_type.as_str();
     let key = |file: usize| {
@@ -226,17 +255,20 @@ async fn write_files(state: &WorkerState, work: &ChunkWork) -> Result<Vec<Export
         let mut line = serde_json::to_vec(&fhir::export::resource(&record, &work.export.fhir_base))
             .map_err(|e| e.to_string())?;
         line.push(b'\n');
-        if current
-            .as_ref()
-            .is_some_and(|file| file.resources > 0 && file.bytes + line.len() as u64 > state.file_max_bytes)
-        {
+        if current.as_ref().is_some_and(|file| {
+            file.resources > 0 && file.bytes + line.len() as u64 > state.file_max_bytes
+        }) {
             let full = current.take().expect("checked above");
             files.push(full.finish(state, "output", type_name).await?);
         }
         if current.is_none() {
             current = Some(NdjsonFile::start(state, key(files.len())).await?);
         }
-        current.as_mut().expect("started above").bytes(state, &line).await?;
+        current
+            .as_mut()
+            .expect("started above")
+            .bytes(state, &line)
+            .await?;
     }
     if rows != work.rows() {
         // The chunk's rows are numbered without gaps: fewer means they are gone (another
@@ -307,14 +339,24 @@ impl NdjsonFile {
         let bytes = std::mem::replace(&mut self.buffer, Vec::with_capacity(state.part_bytes));
         let part = state
             .storage
-            .upload_part(&self.key, &self.upload_id, self.parts.len() as i32 + 1, bytes)
+            .upload_part(
+                &self.key,
+                &self.upload_id,
+                self.parts.len() as i32 + 1,
+                bytes,
+            )
             .await
             .map_err(|e| e.to_string())?;
         self.parts.push(part);
         Ok(())
     }
 
-    async fn finish(mut self, state: &WorkerState, kind: &str, resource_type: &str) -> Result<ExportFile, String> {
+    async fn finish(
+        mut self,
+        state: &WorkerState,
+        kind: &str,
+        resource_type: &str,
+    ) -> Result<ExportFile, String> {
         if !self.buffer.is_empty() || self.parts.is_empty() {
             self.upload_buffer(state).await?;
         }
@@ -333,7 +375,11 @@ impl NdjsonFile {
     }
 
     async fn abort(self, state: &WorkerState) {
-        if let Err(error) = state.storage.abort_multipart_upload(&self.key, &self.upload_id).await {
+        if let Err(error) = state
+            .storage
+            .abort_multipart_upload(&self.key, &self.upload_id)
+            .await
+        {
             tracing::warn!(%error, "an unfinished export file is left to the lifecycle rule");
         }
     }

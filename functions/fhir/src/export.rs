@@ -72,7 +72,11 @@ impl KickOff {
         let list = match &parameters["parameter"] {
             Value::Null => &Vec::new(),
             Value::Array(list) => list,
-            _ => return Err(ApiError::BadRequest("Parameters.parameter must be a list".into())),
+            _ => {
+                return Err(ApiError::BadRequest(
+                    "Parameters.parameter must be a list".into(),
+                ))
+            }
         };
         for parameter in list {
             let name = parameter["name"]
@@ -227,7 +231,11 @@ fn export_request(
                         "_type",
                         format!(
                             "_type {name:?} is not exported here (this level exports {})",
-                            served.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
+                            served
+                                .iter()
+                                .map(|t| t.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     ))
                 }
@@ -274,14 +282,21 @@ fn type_filter(raw: &str) -> ApiResult<TypeFilter> {
         )
     })?;
     let resource_type = ExportType::parse(name).ok_or_else(|| {
-        bad("_typeFilter", format!("_typeFilter names an unknown type {name:?}"))
+        bad(
+            "_typeFilter",
+            format!("_typeFilter names an unknown type {name:?}"),
+        )
     })?;
     let filter = TypeFilter {
         resource_type,
         query: search.to_owned(),
     };
-    filters_of(std::slice::from_ref(&filter))
-        .map_err(|e| bad("_typeFilter", format!("_typeFilter {raw:?}: {}", e.client_text())))?;
+    filters_of(std::slice::from_ref(&filter)).map_err(|e| {
+        bad(
+            "_typeFilter",
+            format!("_typeFilter {raw:?}: {}", e.client_text()),
+        )
+    })?;
     Ok(filter)
 }
 
@@ -316,7 +331,9 @@ pub fn filters_of(filters: &[TypeFilter]) -> ApiResult<domain::exports::plan::Pl
 fn only_filters(common: &query::Common) -> ApiResult<()> {
     common.refuse(false)?;
     if common.cursor.is_some() {
-        return Err(ApiError::BadRequest("paging parameters do not filter".into()));
+        return Err(ApiError::BadRequest(
+            "paging parameters do not filter".into(),
+        ));
     }
     Ok(())
 }
@@ -359,8 +376,7 @@ async fn kick_off(
         .await
         .map_err(|e| match e {
             ExportError::InProgress => ApiError::TooManyRequests {
-                detail: "An export by this client is in progress: wait for it, or cancel it"
-                    .into(),
+                detail: "An export by this client is in progress: wait for it, or cancel it".into(),
                 retry_after: std::time::Duration::from_secs(60),
             },
             ExportError::UnknownGroup => ApiError::NotFound(format!(
@@ -465,7 +481,9 @@ pub async fn group(
 }
 
 fn job_not_found(raw_id: &str) -> ApiError {
-    ApiError::NotFound(format!("No export job {raw_id} (it expired, was cancelled, or is another client's)"))
+    ApiError::NotFound(format!(
+        "No export job {raw_id} (it expired, was cancelled, or is another client's)"
+    ))
 }
 
 /// `GET /fhir/R4/$export-status/{id}`: 202 with `X-Progress` while the job runs; its manifest
@@ -484,7 +502,8 @@ pub async fn status(
         .ok_or_else(|| job_not_found(&raw_id))?;
     match export.status {
         Status::Accepted | Status::Running => {
-            let mut response = (StatusCode::ACCEPTED, Json(information(&export.progress()))).into_response();
+            let mut response =
+                (StatusCode::ACCEPTED, Json(information(&export.progress()))).into_response();
             let headers = response.headers_mut();
             if let Ok(progress) = HeaderValue::from_str(&export.progress()) {
                 headers.insert("x-progress", progress);
@@ -509,7 +528,11 @@ pub async fn status(
             let mut output = Vec::new();
             let mut error = Vec::new();
             for file in &files {
-                let name = file.object_key.rsplit('/').next().unwrap_or("export.ndjson");
+                let name = file
+                    .object_key
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("export.ndjson");
                 let url = state
                     .storage
                     .presign_download(
@@ -519,7 +542,8 @@ pub async fn status(
                     )
                     .await?
                     .url;
-                let entry = json!({ "type": file.resource_type, "url": url, "count": file.resources });
+                let entry =
+                    json!({ "type": file.resource_type, "url": url, "count": file.resources });
                 if file.kind == "error" {
                     error.push(entry);
                 } else {
@@ -566,16 +590,14 @@ pub async fn cancel(
         return Err(job_not_found(&raw_id));
     }
     // What cannot be deleted now expires with the bucket's lifecycle rule for exports.
-    if let Err(error) = state
-        .storage
-        .delete_prefix(&exports::job_prefix(id))
-        .await
-    {
+    if let Err(error) = state.storage.delete_prefix(&exports::job_prefix(id)).await {
         tracing::warn!(%error, "a cancelled export's files are left to the lifecycle rule");
     }
     Ok((
         StatusCode::ACCEPTED,
-        Json(information("The export was cancelled and its files deleted")),
+        Json(information(
+            "The export was cancelled and its files deleted",
+        )),
     )
         .into_response())
 }

@@ -95,7 +95,10 @@ fn group_write(resource: &Value, base: &str) -> ApiResult<GroupWrite> {
     if resource["actual"] != true {
         problem("actual", "Must be true (the members are listed)".into());
     }
-    let name = match resource["name"].as_str().map(|n| GroupName::try_from(n.to_owned())) {
+    let name = match resource["name"]
+        .as_str()
+        .map(|n| GroupName::try_from(n.to_owned()))
+    {
         Some(Ok(name)) => Some(name),
         Some(Err(reason)) => {
             problem("name", reason);
@@ -270,16 +273,16 @@ pub async fn search(
             }
             ("name", None) if !value.is_empty() => filter.name_starts.push(value.to_owned()),
             ("name", None) => {}
-            ("member", None) => match patient_reference(value, &base)
-                .or_else(|| Uuid::parse_str(value).ok())
-            {
-                Some(id) => filter.members.push(id),
-                None => {
-                    return Err(ApiError::BadRequest(format!(
-                        "member must be a Patient reference (Patient/<id>), not {value:?}"
-                    )))
+            ("member", None) => {
+                match patient_reference(value, &base).or_else(|| Uuid::parse_str(value).ok()) {
+                    Some(id) => filter.members.push(id),
+                    None => {
+                        return Err(ApiError::BadRequest(format!(
+                            "member must be a Patient reference (Patient/<id>), not {value:?}"
+                        )))
+                    }
                 }
-            },
+            }
             _ => common.unknown(param),
         }
     }

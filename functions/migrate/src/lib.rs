@@ -72,7 +72,7 @@ pub struct AppLogin {
 }
 
 /// The function groups that have a database role of their own (V16): `carevault_<group>`.
-pub const FUNCTION_GROUPS: [&str; 8] = [
+pub const FUNCTION_GROUPS: [&str; 9] = [
     "utils",
     "auth",
     "users",
@@ -81,6 +81,7 @@ pub const FUNCTION_GROUPS: [&str; 8] = [
     "attachment_events",
     "audit",
     "fhir",
+    "bulk_export",
 ];
 
 /// One function group's login: made a member of the group's role and nothing else.

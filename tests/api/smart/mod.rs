@@ -91,7 +91,7 @@ async fn client_credentials(app: &TestApp, assertion: &str, scope: &str) -> ApiR
 }
 
 /// A system token of a new Backend Services client granted `scope`.
-async fn system_token(app: &TestApp, scope: &str) -> String {
+pub(crate) async fn system_token(app: &TestApp, scope: &str) -> String {
     let (client_id, key) = backend_client(app, scope).await;
     let response = client_credentials(app, &key.assertion(&client_id), scope).await;
     assert_eq!(response.status, 200, "{}", response.body);
