@@ -33,7 +33,7 @@ CREATE TABLE bulk_exports (
     group_id         uuid,
     types            text[] NOT NULL,
     since            timestamptz,
-    -- [{"type": "Patient", "query": "name=..."}]: _typeFilter, as the kick-off parsed it.
+    -- _typeFilter, as the kick-off parsed it into the domain's searches (PlanFilters).
     type_filters     jsonb NOT NULL DEFAULT '[]',
     -- The kick-off's URL, as the manifest's `request` repeats it.
     request          text NOT NULL,

@@ -70,7 +70,7 @@ pub async fn page_and_count(
 
 /// The bounds of a time filter: at or after `from`, before `before`; `outside` matches what
 /// lies outside both bounds instead (FHIR's `ne`; it needs both).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct TimeRange {
     pub from: Option<DateTime<Utc>>,
     pub before: Option<DateTime<Utc>>,

@@ -193,6 +193,8 @@ ensure_secrets_manager() {
         --app-secret "$APP_SECRET_ARN" --database-secret "$DATABASE_SECRET_ARN" \
         --token-signing-secret "$TOKEN_SIGNING_SECRET_ARN" \
         --token-public-keys-secret "$TOKEN_PUBLIC_KEYS_SECRET_ARN"
+    # The same moto serves SQS: the bulk export queue and its dead-letter queue.
+    "$VENV/bin/python" "$ROOT/scripts/lib/export_queue.py" create --queue-url "$EXPORT_QUEUE_URL"
 }
 
 ensure_smtp_sink() {
@@ -236,6 +238,11 @@ start_api() {
     start_bg api-cors "$VENV/bin/python" "$ROOT/scripts/lib/cors_gateway.py" --rule api \
         --port "$port" --upstream-port "$WATCH_PORT" "${origins[@]}"
     wait_port api-cors "$port"
+    # The export queue's event source mapping: the worker invoked with SQS's own events.
+    say "export queue: invoking bulk-export for each message, as the event source mapping does"
+    start_bg export-queue "$VENV/bin/python" "$ROOT/scripts/lib/export_queue.py" poll \
+        --queue-url "$EXPORT_QUEUE_URL" \
+        --invoke-url "http://127.0.0.1:$WATCH_PORT/2015-03-31/functions/bulk-export/invocations"
 }
 
 # Debian's Chromium for the browser tests (Playwright's own browser downloads do not work here).

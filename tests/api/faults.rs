@@ -423,3 +423,118 @@ async fn the_same_service_goes_on_serving_after_a_panic() {
         assert_eq!(response["statusCode"], status, "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_database_cut_during_a_bulk_export_is_retried_and_the_export_completes_exactly_once() {
+    let app = TestApp::new().await;
+    let admin = app.superuser_token().await;
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        let created = app
+            .call(
+                ApiRequest::post("/api/v1/patients/")
+                    .bearer(&admin)
+                    .json(json!({ "name": format!("Cut Export{n}") })),
+            )
+            .await;
+        ids.push(created.json()["id"].as_str().unwrap().to_owned());
+    }
+    // The worker reaches the database through a proxy the test cuts; small chunks, so the
+    // export is several steps.
+    let proxy = CuttableProxy::start(server_address()).await;
+    let through_proxy = api_tests::function_db_url(&app.db.name, "bulk_export")
+        .replacen(
+            &format!("port={}", api_tests::database_config("postgres").port),
+            &format!("port={}", proxy.port),
+            1,
+        )
+        .replacen(
+            &format!("host={}", api_tests::database_config("postgres").host),
+            "host=127.0.0.1",
+            1,
+        );
+    let env = app.env_with(&[
+        ("DATABASE_URL", through_proxy.as_str()),
+        ("DB_CONNECT_TIMEOUT_MS", "500"),
+        ("DB_POOL_WAIT_TIMEOUT_MS", "500"),
+        ("EXPORT_CHUNK_ROWS", "5"),
+    ]);
+    let worker = bulk_export::WorkerState::from_env(&env).await.unwrap();
+    let step = |event: serde_json::Value| {
+        let worker = &worker;
+        async move {
+            let event: aws_lambda_events::event::sqs::SqsEvent =
+                serde_json::from_value(event).unwrap();
+            serde_json::to_value(bulk_export::handle(worker, event).await).unwrap()
+        }
+    };
+    let kicked = app
+        .call(
+            ApiRequest::get("/fhir/R4/Patient/$export")
+                .bearer(&admin)
+                .header("prefer", "respond-async")
+                .query("_type", "Patient"),
+        )
+        .await;
+    assert_eq!(kicked.status, 202, "{}", kicked.body);
+    let status = reqwest::Url::parse(kicked.header("content-location").unwrap())
+        .unwrap()
+        .path()
+        .to_owned();
+    let plan = api_tests::receive_event(&app.export_queue).await.unwrap();
+    let answer = step(plan.clone()).await;
+    api_tests::delete_done(&app.export_queue, &plan, &answer).await;
+
+    // The database goes away under the chunks: each step fails and its message stays.
+    let chunk = api_tests::receive_event(&app.export_queue).await.unwrap();
+    proxy.cut();
+    let started = Instant::now();
+    let answer = step(chunk.clone()).await;
+    assert!(started.elapsed() < BOUND * 2, "no hang");
+    assert_eq!(
+        answer["batchItemFailures"].as_array().unwrap().len(),
+        chunk["Records"].as_array().unwrap().len(),
+        "every step failed: {answer}"
+    );
+    api_tests::delete_done(&app.export_queue, &chunk, &answer).await;
+
+    // Back: every step, the failed one again after its visibility timeout, completes the job.
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let done = app.call(ApiRequest::get(&status).bearer(&admin)).await;
+        if done.status == 200 {
+            let mut exported = Vec::new();
+            for file in done.json()["output"].as_array().unwrap() {
+                let text = api_tests::http_client()
+                    .get(file["url"].as_str().unwrap())
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                for line in text.lines() {
+                    let resource: serde_json::Value = serde_json::from_str(line).unwrap();
+                    exported.push(resource["id"].as_str().unwrap().to_owned());
+                }
+            }
+            exported.sort();
+            ids.sort();
+            assert_eq!(exported, ids, "every patient exactly once");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the export never completed: {}",
+            done.body
+        );
+        match api_tests::receive_event(&app.export_queue).await {
+            Some(event) => {
+                let answer = step(event.clone()).await;
+                api_tests::delete_done(&app.export_queue, &event, &answer).await;
+            }
+            None => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}

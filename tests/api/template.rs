@@ -782,7 +782,7 @@ fn each_function_has_its_own_reserved_concurrency() {
         .as_mapping()
         .unwrap();
     let functions = of_type(&template, "AWS::Serverless::Function");
-    assert_eq!(functions.len(), 9);
+    assert_eq!(functions.len(), 10);
     for (name, function) in &functions {
         let reserved = match &function["Properties"]["ReservedConcurrentExecutions"] {
             Value::Tagged(tagged) => tagged.value.clone(),
@@ -830,7 +830,7 @@ fn each_function_has_its_own_reserved_concurrency() {
 }
 
 /// Each function group, its template resources' prefix and its database role's group name.
-const FUNCTION_GROUPS: [(&str, &str); 8] = [
+const FUNCTION_GROUPS: [(&str, &str); 9] = [
     ("Utils", "utils"),
     ("Auth", "auth"),
     ("Users", "users"),
@@ -839,6 +839,7 @@ const FUNCTION_GROUPS: [(&str, &str); 8] = [
     ("Attachments", "attachments"),
     ("AttachmentEvents", "attachment_events"),
     ("Audit", "audit"),
+    ("BulkExport", "bulk_export"),
 ];
 
 #[test]

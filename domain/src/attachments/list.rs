@@ -12,7 +12,7 @@ use super::{refresh_pending, Attachment, ATTACHMENT_COLUMNS};
 use crate::paging::{self, Count, Keyset, Page, Position, TimeRange};
 
 /// What a list of attachments keeps; every filter given holds (AND).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AttachmentFilter {
     /// Of one of these patients.
     pub patients: Option<Vec<Uuid>>,

@@ -6,6 +6,8 @@
 pub mod chunks;
 pub mod plan;
 
+pub use plan::PlanFilters;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -123,15 +125,6 @@ impl Owner {
     }
 }
 
-/// `_typeFilter`: one search of one type, as its query string. Filters of one type are
-/// alternatives (OR), as the specification says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TypeFilter {
-    #[serde(rename = "type")]
-    pub resource_type: ExportType,
-    pub query: String,
-}
-
 /// A kick-off, checked by the interface.
 #[derive(Debug, Clone)]
 pub struct ExportRequest {
@@ -139,7 +132,8 @@ pub struct ExportRequest {
     pub level: Level,
     pub types: Vec<ExportType>,
     pub since: Option<DateTime<Utc>>,
-    pub type_filters: Vec<TypeFilter>,
+    /// `_typeFilter`, parsed by the interface.
+    pub filters: PlanFilters,
     /// The kick-off URL, repeated in the manifest.
     pub request: String,
     /// The FHIR base the kick-off was sent to.
@@ -174,7 +168,7 @@ pub struct Export {
     pub level: Level,
     pub types: Vec<ExportType>,
     pub since: Option<DateTime<Utc>>,
-    pub type_filters: Vec<TypeFilter>,
+    pub filters: PlanFilters,
     pub request: String,
     pub fhir_base: String,
     pub status: Status,
@@ -204,7 +198,7 @@ impl Export {
             level,
             types: types.iter().filter_map(|t| ExportType::parse(t)).collect(),
             since: row.get(5),
-            type_filters: serde_json::from_value(row.get(6)).unwrap_or_default(),
+            filters: serde_json::from_value(row.get(6)).unwrap_or_default(),
             request: row.get(7),
             status: Status::parse(row.get(8)),
             issues: serde_json::from_value(row.get(9)).unwrap_or_default(),
@@ -287,7 +281,7 @@ pub async fn start(pool: &DbPool, request: &ExportRequest) -> Result<Export, Exp
                 &request.level.group(),
                 &types,
                 &request.since,
-                &serde_json::to_value(&request.type_filters).expect("filters serialise"),
+                &serde_json::to_value(&request.filters).expect("filters serialise"),
                 &request.request,
                 &Value::Array(request.issues.clone()),
                 &request.fhir_base,

@@ -13,14 +13,26 @@ use uuid::Uuid;
 use super::{load, ExportFile, ExportType, Level, Status};
 use crate::attachments::{AttachmentFilter, ATTACHMENT_COLUMNS};
 use crate::patients::model::{identifiers_column, PATIENT_COLUMNS};
-use crate::patients::search::Search;
+use crate::patients::search::{Filter, Search};
 
-/// `_typeFilter` as the domain's searches; each list's searches are alternatives (OR), an empty
-/// list keeps every row.
-#[derive(Debug, Default)]
+/// `_typeFilter` as the domain's searches (each a list of filters that all hold); each list's
+/// searches are alternatives (OR), an empty list keeps every row. Kept with the job as parsed
+/// at kick-off.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PlanFilters {
-    pub patients: Vec<Search>,
+    pub patients: Vec<Vec<Filter>>,
     pub documents: Vec<AttachmentFilter>,
+}
+
+impl PlanFilters {
+    /// How many `_typeFilter`s.
+    pub fn len(&self) -> usize {
+        self.patients.len() + self.documents.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// What planning left to do.
@@ -46,7 +58,6 @@ pub struct Sizes {
 pub async fn plan(
     pool: &DbPool,
     id: Uuid,
-    filters: &PlanFilters,
     sizes: Sizes,
     error_file: Option<&ExportFile>,
 ) -> Result<Planned, StoreError> {
@@ -81,7 +92,15 @@ pub async fn plan(
     let export = load(&*tx, id).await?.expect("locked above");
     let mut chunks = Vec::new();
     for resource_type in &export.types {
-        let rows = stage(&tx, id, export.level, *resource_type, export.since, filters).await?;
+        let rows = stage(
+            &tx,
+            id,
+            export.level,
+            *resource_type,
+            export.since,
+            &export.filters,
+        )
+        .await?;
         let mut first = 1;
         while first <= rows {
             let last = (first + sizes.chunk_rows - 1).min(rows);
@@ -167,7 +186,7 @@ async fn stage(
                 let any: Vec<String> = filters
                     .patients
                     .iter()
-                    .map(|s| s.condition(&mut params))
+                    .map(|filters| Search::condition(filters, &mut params))
                     .collect();
                 conditions.push(format!("({})", any.join(" OR ")));
             }

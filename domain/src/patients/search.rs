@@ -27,7 +27,8 @@ pub struct SearchParams {
     cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// Serialisable: a bulk export keeps its `_typeFilter` searches as parsed at kick-off.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Filter {
     /// Every word must start a word of the name, case- and accent-insensitive, in any order.
     NameText(String),
@@ -330,9 +331,9 @@ impl Search {
         }
     }
 
-    /// Every filter as one SQL condition over `patients p` (`true` without filters).
-    pub fn condition(&self, params: &mut SqlParams) -> String {
-        let clauses = Self::conditions(&self.filters, params);
+    /// `filters` as one SQL condition over `patients p` (`true` without filters).
+    pub fn condition(filters: &[Filter], params: &mut SqlParams) -> String {
+        let clauses = Self::conditions(filters, params);
         if clauses.is_empty() {
             "true".into()
         } else {

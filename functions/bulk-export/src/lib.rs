@@ -125,16 +125,6 @@ async fn plan_job(state: &WorkerState, id: Uuid) -> Result<(), String> {
         return Ok(());
     };
     let fresh = export.status == exports::Status::Accepted;
-    let filters = match fhir::export::filters_of(&export.type_filters) {
-        Ok(filters) => filters,
-        Err(error) => {
-            // Checked at kick-off: only a change of the search rules since can get here.
-            chunks::fail(&state.pool, id, &error.client_text(), state.sizes.retention)
-                .await
-                .map_err(|e| e.to_string())?;
-            return Ok(());
-        }
-    };
     let error_file = if fresh && !export.issues.is_empty() {
         let key = format!("{}OperationOutcome.issues.ndjson", exports::job_prefix(id));
         let mut writer = NdjsonFile::start(state, key).await?;
@@ -145,7 +135,7 @@ async fn plan_job(state: &WorkerState, id: Uuid) -> Result<(), String> {
     } else {
         None
     };
-    let planned = plan::plan(&state.pool, id, &filters, state.sizes, error_file.as_ref())
+    let planned = plan::plan(&state.pool, id, state.sizes, error_file.as_ref())
         .await
         .map_err(|e| e.to_string())?;
     match planned {
@@ -252,8 +242,9 @@ async fn write_files(state: &WorkerState, work: &ChunkWork) -> Result<Vec<Export
     let mut rows = 0i64;
     while let Some(record) = records.try_next().await.map_err(|e| e.to_string())? {
         rows += 1;
-        let mut line = serde_json::to_vec(&fhir::export::resource(&record, &work.export.fhir_base))
-            .map_err(|e| e.to_string())?;
+        let mut line =
+            serde_json::to_vec(&fhir_resources::resource(&record, &work.export.fhir_base))
+                .map_err(|e| e.to_string())?;
         line.push(b'\n');
         if current.as_ref().is_some_and(|file| {
             file.resources > 0 && file.bytes + line.len() as u64 > state.file_max_bytes

@@ -14,7 +14,13 @@ const BINARY_PRESIGNED_URL: &str =
     "https://carevault.dev/fhir/OperationDefinition/Binary-presigned-url";
 
 /// The date of this statement's content: changed with what the server supports.
-const STATEMENT_DATE: &str = "2026-11-30";
+const STATEMENT_DATE: &str = "2026-12-07";
+
+/// The Bulk Data operations' definitions (FHIR Bulk Data Access 2.0.0).
+const BULK_EXPORT: &str = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export";
+const BULK_GROUP_EXPORT: &str = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export";
+const BULK_PATIENT_EXPORT: &str =
+    "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export";
 
 fn search_param(name: &str, kind: &str, definition: &str, documentation: &str) -> Value {
     json!({ "name": name, "type": kind, "definition": definition, "documentation": documentation })
@@ -146,6 +152,11 @@ pub async fn capability_statement(
                     search_param("identifier", "token", "http://hl7.org/fhir/SearchParameter/Patient-identifier", "system|value, system| (any value of the system), |value (no system: no match, every identifier here has one) or value (any system); exact match; commas: any of them."),
                     search_param("_lastUpdated", "date", "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated", "meta.lastUpdated with the prefixes eq, ne, gt, lt, ge, le: a date covers its UTC days, an instant (with Z or an offset) its second or its fraction's precision."),
                 ],
+                "operation": [{
+                    "name": "export",
+                    "definition": BULK_PATIENT_EXPORT,
+                    "documentation": "GET or POST [base]/Patient/$export: every patient's Patient and DocumentReferences, as the system-level $export.",
+                }],
             }, {
                 "type": "DocumentReference",
                 "profile": "http://hl7.org/fhir/StructureDefinition/DocumentReference",
@@ -201,6 +212,38 @@ pub async fn capability_statement(
                     search_param("action", "token", "http://hl7.org/fhir/SearchParameter/AuditEvent-action", "C, R, U, D or E; commas: any of them."),
                     search_param("outcome", "token", "http://hl7.org/fhir/SearchParameter/AuditEvent-outcome", "0 (success), 4 (refused: denied, not found, invalid) or 8 (the handler failed); commas: any of them."),
                 ],
+            }, {
+                "type": "Group",
+                "profile": "http://hl7.org/fhir/StructureDefinition/Group",
+                "documentation": "A cohort of patients to export (Group/{id}/$export): type person, actual true, name, member[].entity a Patient reference (at most 20,000), quantity the members' count. A deleted patient leaves its groups. Newest first; _total defaults to accurate. Viewers read and search; clinicians and superusers write; a patient-scoped SMART token reaches none.",
+                "interaction": [
+                    { "code": "read" },
+                    { "code": "search-type" },
+                    { "code": "create", "documentation": "201 with Location [base]/Group/{id}/_history/{version}; a member that is no patient of this server is 422." },
+                    { "code": "update", "documentation": "Replaces the name and members; If-Match: W/\"n\" against meta.versionId, 412 on a mismatch." },
+                    { "code": "delete" },
+                ],
+                "versioning": "versioned-update",
+                "readHistory": false,
+                "updateCreate": false,
+                "conditionalCreate": false,
+                "conditionalUpdate": false,
+                "conditionalDelete": "not-supported",
+                "searchParam": [
+                    search_param("_id", "token", "http://hl7.org/fhir/SearchParameter/Resource-id", "One id, or several separated by commas (any of them)."),
+                    search_param("name", "string", "http://hl7.org/fhir/SearchParameter/Group-name", "The name starts with it, in any case; repeat the parameter for AND."),
+                    search_param("member", "reference", "http://hl7.org/fhir/SearchParameter/Group-member", "Patient/123 or an absolute URL: groups with that member; repeat the parameter for AND."),
+                ],
+                "operation": [{
+                    "name": "export",
+                    "definition": BULK_GROUP_EXPORT,
+                    "documentation": "GET or POST [base]/Group/{id}/$export: its members' Patients and their DocumentReferences, as the system-level $export.",
+                }],
+            }],
+            "operation": [{
+                "name": "export",
+                "definition": BULK_EXPORT,
+                "documentation": "FHIR Bulk Data v2 (Flat FHIR). GET or POST (a Parameters resource) [base]/$export (Patient, DocumentReference and AuditEvent), [base]/Patient/$export (every patient's Patient and DocumentReferences) and [base]/Group/{id}/$export, with Prefer: respond-async (400 without). Parameters: _outputFormat (application/fhir+ndjson, application/ndjson or ndjson), _since (an instant: resources changed at or after it), _type (commas; an unsupported type is 400 unless Prefer: handling=lenient, which reports it in the error file), _typeFilter (<Type>?<that type's search parameters>, several of one type: any of them; Patient and DocumentReference). Who: a SMART backend client with system/<Type>.rs (or .read) for each type exported (without _type, the types its scopes permit), or a superuser's session; one export in progress per client (429 with Retry-After). 202 with Content-Location [base]/$export-status/{id}: 202 with X-Progress and Retry-After while it runs; 200 with the manifest (transactionTime, request, requiresAccessToken false, output and error as presigned S3 URLs, fresh on each poll, valid for a few minutes) and Expires until the job expires; 500 with an OperationOutcome if it failed; DELETE cancels it and deletes its files (202). The export is the database as of transactionTime (one snapshot), one file per resource type and chunk of 50,000 rows, split at 1 GiB.",
             }],
         }],
     }))

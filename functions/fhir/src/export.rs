@@ -2,13 +2,13 @@
 //! patient, for a group), the status URL (progress, then the manifest with presigned S3 URLs)
 //! and cancel. The work runs on the queue's worker (functions/bulk-export), never here.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use domain::exports::{
-    self, ExportError, ExportRequest, ExportType, JobMessage, Level, Owner, Status, TypeFilter,
+    self, ExportError, ExportRequest, ExportType, JobMessage, Level, Owner, PlanFilters, Status,
 };
 use domain::smart::scopes::{Context, Perms, ResourceType};
 use edge::smart::FhirCaller;
@@ -250,81 +250,53 @@ fn export_request(
             "The token's scopes permit exporting none of the types served here".into(),
         ));
     }
-    let mut type_filters = Vec::new();
+    let mut filters = PlanFilters::default();
     for raw in &kick_off.type_filters {
-        let filter = type_filter(raw)?;
-        if !types.contains(&filter.resource_type) {
-            return Err(bad(
-                "_typeFilter",
-                format!("_typeFilter {raw:?} names a type this export does not hold"),
-            ));
-        }
-        type_filters.push(filter);
+        type_filter(raw, &types, &mut filters)?;
     }
     Ok(ExportRequest {
         owner,
         level,
         types,
         since,
-        type_filters,
+        filters,
         request,
         fhir_base,
         issues,
     })
 }
 
-/// One `_typeFilter`: `<Type>?<search>`, the search checked as that type's search would check it.
-fn type_filter(raw: &str) -> ApiResult<TypeFilter> {
-    let (name, search) = raw.split_once('?').ok_or_else(|| {
-        bad(
-            "_typeFilter",
-            format!("_typeFilter must be <Type>?<search parameters>, not {raw:?}"),
-        )
-    })?;
-    let resource_type = ExportType::parse(name).ok_or_else(|| {
-        bad(
-            "_typeFilter",
-            format!("_typeFilter names an unknown type {name:?}"),
-        )
-    })?;
-    let filter = TypeFilter {
-        resource_type,
-        query: search.to_owned(),
-    };
-    filters_of(std::slice::from_ref(&filter)).map_err(|e| {
-        bad(
-            "_typeFilter",
-            format!("_typeFilter {raw:?}: {}", e.client_text()),
-        )
-    })?;
-    Ok(filter)
-}
-
-/// `_typeFilter`s as the domain's searches: the same parsing as each type's FHIR search, so a
-/// filter means what that search means. The worker calls this again when it plans the job.
-pub fn filters_of(filters: &[TypeFilter]) -> ApiResult<domain::exports::plan::PlanFilters> {
-    let mut plan = domain::exports::plan::PlanFilters::default();
-    for filter in filters {
-        let params = query::params(Some(&filter.query));
-        match filter.resource_type {
-            ExportType::Patient => {
-                let (search, common) = crate::patient::search_of(&params)?;
-                only_filters(&common)?;
-                plan.patients.push(search);
-            }
-            ExportType::DocumentReference => {
-                let (found, common) = crate::document::filter_of(&params)?;
-                only_filters(&common)?;
-                plan.documents.push(found);
-            }
-            ExportType::AuditEvent => {
-                return Err(ApiError::BadRequest(
-                    "AuditEvent exports take _since, not _typeFilter".into(),
-                ))
-            }
-        }
+/// One `_typeFilter`, `<Type>?<search>`, added to `filters`: the search parsed as that type's
+/// FHIR search parses it, so a filter means what the search means.
+fn type_filter(raw: &str, types: &[ExportType], filters: &mut PlanFilters) -> ApiResult<()> {
+    let refused = |why: String| bad("_typeFilter", format!("_typeFilter {raw:?}: {why}"));
+    let (name, search) = raw
+        .split_once('?')
+        .ok_or_else(|| refused("not <Type>?<search parameters>".into()))?;
+    let resource_type =
+        ExportType::parse(name).ok_or_else(|| refused(format!("unknown type {name:?}")))?;
+    if !types.contains(&resource_type) {
+        return Err(refused("names a type this export does not hold".into()));
     }
-    Ok(plan)
+    let params = query::params(Some(search));
+    let parsed = match resource_type {
+        ExportType::Patient => crate::patient::search_of(&params).and_then(|(search, common)| {
+            only_filters(&common)?;
+            filters.patients.push(search.filters);
+            Ok(())
+        }),
+        ExportType::DocumentReference => {
+            crate::document::filter_of(&params).and_then(|(found, common)| {
+                only_filters(&common)?;
+                filters.documents.push(found);
+                Ok(())
+            })
+        }
+        ExportType::AuditEvent => Err(ApiError::BadRequest(
+            "AuditEvent exports take _since, not _typeFilter".into(),
+        )),
+    };
+    parsed.map_err(|e| refused(e.client_text()))
 }
 
 /// A filter's search holds search parameters only: no paging, none unknown.
@@ -345,8 +317,14 @@ async fn kick_off(
     caller: FhirCaller,
     audit: AuditEntry,
     level: Level,
-    (method, headers, uri, raw, body): (Method, HeaderMap, Uri, Option<String>, axum::body::Bytes),
+    Sent {
+        method,
+        headers,
+        uri,
+        body,
+    }: Sent,
 ) -> ApiResult<Response> {
+    let raw = uri.query().map(str::to_owned);
     if !prefer(&headers).any(|p| p == "respond-async") {
         return Err(ApiError::BadRequest(
             "A bulk export runs asynchronously: send Prefer: respond-async".into(),
@@ -391,7 +369,7 @@ async fn kick_off(
             "group_id": match level { Level::Group(id) => Some(id), _ => None },
             "types": request.types.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
             "since": request.since,
-            "type_filters": request.type_filters.len(),
+            "type_filters": request.filters.len(),
         }))
     });
     if let Err(error) = state
@@ -432,52 +410,62 @@ fn information(text: &str) -> Value {
     })
 }
 
-type Request = (Method, HeaderMap, Uri, Option<String>, axum::body::Bytes);
+/// A kick-off as sent: its method (GET or POST), headers, URL and body.
+pub struct Sent {
+    method: Method,
+    headers: HeaderMap,
+    uri: Uri,
+    body: axum::body::Bytes,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Sent {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::Bytes::from_request(
+            axum::extract::Request::from_parts(parts.clone(), body),
+            state,
+        )
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("The body could not be read: {e}")))?;
+        Ok(Self {
+            method: parts.method,
+            headers: parts.headers,
+            uri: parts.uri,
+            body,
+        })
+    }
+}
 
 pub async fn system(
     State(state): State<FhirState>,
     caller: FhirCaller,
     audit: AuditEntry,
-    method: Method,
-    headers: HeaderMap,
-    uri: Uri,
-    RawQuery(raw): RawQuery,
-    body: axum::body::Bytes,
+    sent: Sent,
 ) -> ApiResult<Response> {
-    let request: Request = (method, headers, uri, raw, body);
-    kick_off(state, caller, audit, Level::System, request).await
+    kick_off(state, caller, audit, Level::System, sent).await
 }
 
 pub async fn patients(
     State(state): State<FhirState>,
     caller: FhirCaller,
     audit: AuditEntry,
-    method: Method,
-    headers: HeaderMap,
-    uri: Uri,
-    RawQuery(raw): RawQuery,
-    body: axum::body::Bytes,
+    sent: Sent,
 ) -> ApiResult<Response> {
-    let request: Request = (method, headers, uri, raw, body);
-    kick_off(state, caller, audit, Level::Patient, request).await
+    kick_off(state, caller, audit, Level::Patient, sent).await
 }
 
-#[allow(clippy::too_many_arguments)]
 pub async fn group(
     State(state): State<FhirState>,
     caller: FhirCaller,
     audit: AuditEntry,
     Path(raw_id): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-    uri: Uri,
-    RawQuery(raw): RawQuery,
-    body: axum::body::Bytes,
+    sent: Sent,
 ) -> ApiResult<Response> {
     let id = Uuid::parse_str(&raw_id)
         .map_err(|_| ApiError::NotFound(format!("Group/{raw_id} is not known")))?;
-    let request: Request = (method, headers, uri, raw, body);
-    kick_off(state, caller, audit, Level::Group(id), request).await
+    kick_off(state, caller, audit, Level::Group(id), sent).await
 }
 
 fn job_not_found(raw_id: &str) -> ApiError {
@@ -600,15 +588,4 @@ pub async fn cancel(
         )),
     )
         .into_response())
-}
-
-/// An exported record as the FHIR read returns it (the same mapping), under the FHIR base `base`
-/// (a DocumentReference's Binary URL).
-pub fn resource(record: &domain::exports::chunks::Record, base: &str) -> Value {
-    use domain::exports::chunks::Record;
-    match record {
-        Record::Patient(patient) => crate::patient::resource(patient),
-        Record::Document(attachment) => crate::document::resource(attachment, base),
-        Record::AuditEvent(event) => crate::audit_event::resource(event),
-    }
 }

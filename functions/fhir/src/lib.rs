@@ -9,7 +9,7 @@ mod audit_event;
 mod bundle;
 mod capability;
 mod document;
-pub mod export;
+mod export;
 pub mod fuzzing;
 mod group;
 mod outcome;

@@ -79,8 +79,35 @@ async fn it_lists_exactly_the_resources_and_interactions_served() {
             ("Binary", vec!["read"]),
             ("Practitioner", vec!["read"]),
             ("AuditEvent", vec!["read", "search-type"]),
+            (
+                "Group",
+                vec!["read", "search-type", "create", "update", "delete"]
+            ),
         ]
     );
+}
+
+#[tokio::test]
+async fn it_offers_bulk_export_at_every_level_it_serves() {
+    let statement = statement().await;
+    let rest = &statement["rest"][0];
+    assert_eq!(
+        rest["operation"][0]["definition"],
+        "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
+    );
+    for (kind, definition) in [("Patient", "patient-export"), ("Group", "group-export")] {
+        let resource = rest["resource"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["type"] == kind)
+            .unwrap();
+        assert_eq!(resource["operation"][0]["name"], "export", "{kind}");
+        assert_eq!(
+            resource["operation"][0]["definition"],
+            format!("http://hl7.org/fhir/uv/bulkdata/OperationDefinition/{definition}")
+        );
+    }
 }
 
 #[tokio::test]
@@ -137,6 +164,7 @@ async fn search_parameters_listed_are_exactly_those_applied() {
         ("Patient", &fhir::PATIENT_PARAMETERS[..]),
         ("DocumentReference", &fhir::DOCUMENT_PARAMETERS[..]),
         ("AuditEvent", &fhir::AUDIT_EVENT_PARAMETERS[..]),
+        ("Group", &fhir::GROUP_PARAMETERS[..]),
     ] {
         let resource = statement["rest"][0]["resource"]
             .as_array()

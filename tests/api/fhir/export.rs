@@ -558,3 +558,19 @@ async fn a_client_runs_one_export_at_a_time_and_cancels_it() {
     // And the client may start another.
     kick_off(&app, kick_off_request(&admin, "/fhir/R4/$export")).await;
 }
+
+#[tokio::test]
+async fn the_sample_queue_event_of_a_job_that_is_gone_is_done_without_a_retry() {
+    let app = TestApp::new().await;
+    let event = api_tests::event("bulk-export/sqs-plan.json");
+    let response = app.invoke_export_worker(&event).await;
+    assert_eq!(response, json!({ "batchItemFailures": [] }));
+    // A message that is no job step is reported failed: it goes to the dead-letter queue.
+    let mut malformed = event.clone();
+    malformed["Records"][0]["body"] = json!("{\"step\": \"unknown\"}");
+    let response = app.invoke_export_worker(&malformed).await;
+    assert_eq!(
+        response["batchItemFailures"][0]["itemIdentifier"],
+        event["Records"][0]["messageId"]
+    );
+}
