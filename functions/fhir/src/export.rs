@@ -49,7 +49,7 @@ impl KickOff {
                     .filter(|t| !t.is_empty())
                     .map(str::to_owned),
             ),
-            "_typeFilter" => self.type_filters.push(value),
+            "_typeFilter" => self.type_filters.extend(type_filters(&value)),
             other => self.unknown.push(other.to_owned()),
         }
     }
@@ -94,6 +94,29 @@ impl KickOff {
         }
         Ok(kick_off)
     }
+}
+
+/// The queries of one `_typeFilter` value: the specification's comma-separated list of
+/// `<Type>?<query>`. A comma that does not start another `<Type>?` belongs to the query before
+/// it (a search's own OR, sent unencoded).
+fn type_filters(value: &str) -> Vec<String> {
+    let starts_query = |piece: &str| {
+        piece.split_once('?').is_some_and(|(name, _)| {
+            name.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                && name.chars().all(|c| c.is_ascii_alphanumeric())
+        })
+    };
+    let mut queries: Vec<String> = Vec::new();
+    for piece in value.split(',') {
+        match queries.last_mut() {
+            Some(query) if !starts_query(piece) => {
+                query.push(',');
+                query.push_str(piece);
+            }
+            _ => queries.push(piece.to_owned()),
+        }
+    }
+    queries
 }
 
 fn bad(parameter: &str, detail: String) -> ApiError {
@@ -588,4 +611,23 @@ pub async fn cancel(
         )),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::type_filters;
+
+    #[test]
+    fn a_type_filter_value_is_a_comma_separated_list_of_queries() {
+        assert_eq!(
+            type_filters("Patient?name=Ada,DocumentReference?patient=1"),
+            ["Patient?name=Ada", "DocumentReference?patient=1"]
+        );
+        // A search's own OR stays in its query.
+        assert_eq!(
+            type_filters("Patient?name=Ada,Grace,DocumentReference?contenttype=a,b"),
+            ["Patient?name=Ada,Grace", "DocumentReference?contenttype=a,b"]
+        );
+        assert_eq!(type_filters("nonsense,more"), ["nonsense,more"]);
+    }
 }
