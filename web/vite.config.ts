@@ -1,12 +1,15 @@
 /// <reference types="vitest/config" />
 import { defineConfig, type Plugin } from "vitest/config";
 
-// Locally the console and the API share one origin: the dev and preview servers pass /api to the
+// Locally the console and the API share one origin: the dev and preview servers pass /api and /fhir to the
 // API (cargo lambda watch). In AWS the API's URL is given at build time (VITE_API_URL).
 const apiTarget = process.env.CAREVAULT_API_PROXY ?? "http://127.0.0.1:9000";
 // The API sees its own host, as behind CloudFront: the FHIR base it builds links and SMART launch
 // URLs on is the API's, not the console's.
-const proxy = { "/api": { target: apiTarget, changeOrigin: true } };
+const proxy = {
+  "/api": { target: apiTarget, changeOrigin: true },
+  "/fhir": { target: apiTarget, changeOrigin: true },
+};
 
 // A production build names what the page may connect to: itself, the API and the attachments
 // bucket (CONSOLE_CONNECT_SRC, space-separated origins). CloudFront's own CSP header covers the

@@ -7,8 +7,9 @@ streamed both ways.
 
 The bucket's rule: origin FRONTEND_HOST, methods PUT/GET/HEAD, any request header, ETag exposed,
 a refused preflight is S3's 403. The HTTP API's rule: origin FRONTEND_HOST, its methods, the
-headers authorization, content-type, if-match, ETag and Location exposed; API Gateway answers a
-refused preflight without any CORS header."""
+headers authorization, content-type, if-match and prefer, ETag, Location, Content-Location,
+X-Progress, Retry-After and Expires exposed; API Gateway answers a refused preflight without any
+CORS header."""
 
 import argparse
 import http.client
@@ -235,8 +236,8 @@ def main():
     if args.rule == "api":
         # template.yaml, HttpApi CorsConfiguration.
         Gateway.allowed_methods = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-        Gateway.allowed_headers = frozenset({"authorization", "content-type", "if-match"})
-        Gateway.exposed_headers = "etag, location"
+        Gateway.allowed_headers = frozenset({"authorization", "content-type", "if-match", "prefer"})
+        Gateway.exposed_headers = "etag, location, content-location, x-progress, retry-after, expires"
         Gateway.max_age = "600"
         Gateway.refusal = "api"
     Server(("127.0.0.1", args.port), Gateway).serve_forever()

@@ -12,6 +12,8 @@ import { AccountPage } from "./pages/AccountPage";
 import { NotFoundPage } from "./pages/NotFoundPage";
 import { AuthorizePage } from "./pages/AuthorizePage";
 import { ConnectedAppsPage } from "./pages/ConnectedAppsPage";
+import { GroupsPage } from "./pages/GroupsPage";
+import { ExportsPage } from "./pages/ExportsPage";
 
 function Root() {
   return (
@@ -59,6 +61,15 @@ export const router = createBrowserRouter([
             element: (
               <RequireUser superuser>
                 <ConnectedAppsPage />
+              </RequireUser>
+            ),
+          },
+          { path: "/groups", element: <GroupsPage /> },
+          {
+            path: "/exports",
+            element: (
+              <RequireUser superuser>
+                <ExportsPage />
               </RequireUser>
             ),
           },

@@ -13,8 +13,10 @@ export function Shell({ children }: { children: ReactNode }) {
   const location = useLocation();
   const links = [
     { to: "/patients", label: "Patients" },
+    { to: "/groups", label: "Groups" },
     ...(user.is_superuser
       ? [
+          { to: "/exports", label: "Bulk export" },
           { to: "/users", label: "Users" },
           { to: "/connected-apps", label: "Connected apps" },
         ]
