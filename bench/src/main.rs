@@ -1,8 +1,9 @@
-//! `bench [auth|patients|correlated|fhir|lambda|uploads|writes|smart]`: timings through the real handlers (API Gateway event in, response out)
+//! `bench [auth|patients|correlated|fhir|lambda|uploads|writes|smart|export]`: timings through the real handlers (API Gateway event in, response out)
 //! against the real database, next to the bare cost of the same work. Prints a Markdown report.
 //! Run by scripts/bench, which starts the services and builds in release mode.
 
 mod dataset;
+mod export;
 mod lambda;
 mod runtime;
 mod smart;
@@ -622,6 +623,10 @@ async fn functions_as_lambda() {
             ("DATABASE_URL", api_tests::db_url(dbname)),
             ("S3_BUCKET", api_tests::stack_var("S3_BUCKET")),
             ("S3_FORCE_PATH_STYLE", "true".to_owned()),
+            (
+                "EXPORT_QUEUE_URL",
+                api_tests::create_queue("carevault-bench-lambda-exports", 900).await,
+            ),
         ]
         .into_iter()
         .chain(api_tests::token_settings())
@@ -774,6 +779,11 @@ async fn fhir_at_scale() {
         (
             "FHIR_BASE_URL",
             "https://api.clinic.example/fhir/R4".to_owned(),
+        ),
+        // The FHIR function's export queue (no kick-off is measured here).
+        (
+            "EXPORT_QUEUE_URL",
+            api_tests::create_queue("carevault-bench-fhir-exports", 900).await,
         ),
     ];
     let aws: Vec<(String, String)> = std::env::vars()
@@ -1033,6 +1043,10 @@ async fn main() {
     }
     if matches!(which.as_str(), "all" | "smart") {
         smart::smart().await;
+    }
+    if matches!(which.as_str(), "all" | "export") {
+        export::export_at_scale(dataset::DataSet::Uniform).await;
+        export::export_at_scale(dataset::DataSet::Correlated).await;
     }
 }
 

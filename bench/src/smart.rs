@@ -220,6 +220,10 @@ async fn enforcement() {
             "FHIR_BASE_URL",
             "https://api.clinic.example/fhir/R4".to_owned(),
         ),
+        (
+            "EXPORT_QUEUE_URL",
+            api_tests::create_queue("carevault-bench-fhir-exports", 900).await,
+        ),
     ]);
     let fhir = fhir::router(fhir::FhirState::from_env(&env).await.unwrap());
     let keys = api_tests::test_keys();

@@ -626,7 +626,10 @@ mod tests {
         // A search's own OR stays in its query.
         assert_eq!(
             type_filters("Patient?name=Ada,Grace,DocumentReference?contenttype=a,b"),
-            ["Patient?name=Ada,Grace", "DocumentReference?contenttype=a,b"]
+            [
+                "Patient?name=Ada,Grace",
+                "DocumentReference?contenttype=a,b"
+            ]
         );
         assert_eq!(type_filters("nonsense,more"), ["nonsense,more"]);
     }
