@@ -40,7 +40,9 @@ CREATE TABLE bulk_exports (
     -- The FHIR base the kick-off was sent to: exported DocumentReferences link their Binary
     -- under it, as the FHIR read does.
     fhir_base        text NOT NULL,
-    status           text NOT NULL CHECK (status IN ('accepted', 'running', 'completed', 'failed')),
+    -- cancelled: its owner cancelled it; the worker removes it with its rows and files.
+    status           text NOT NULL
+        CHECK (status IN ('accepted', 'running', 'completed', 'failed', 'cancelled')),
     -- OperationOutcome issues known at kick-off (types skipped under handling=lenient), written
     -- as the job's error file.
     issues           jsonb NOT NULL DEFAULT '[]',
@@ -50,6 +52,9 @@ CREATE TABLE bulk_exports (
     chunks_done      integer NOT NULL DEFAULT 0,
     error            text,
     created_at       timestamptz NOT NULL DEFAULT now(),
+    -- Its last progress (kick-off, plan, each chunk): a job accepted or running without progress
+    -- for longer than every delivery of a step can take is failed, whatever became of it.
+    touched_at       timestamptz NOT NULL DEFAULT now(),
     finished_at      timestamptz,
     expires_at       timestamptz
 );
@@ -125,24 +130,26 @@ CREATE TABLE bulk_export_documents (
     PRIMARY KEY (export_id, seq)
 );
 
+-- The trail is append-only: its events' ids are enough (a chunk reads the events themselves);
+-- an event the retention purge removed meanwhile fails its chunk rather than go missing.
 CREATE TABLE bulk_export_audit_events (
     export_id     uuid NOT NULL REFERENCES bulk_exports (id) ON DELETE CASCADE,
     seq           bigint NOT NULL,
     id            uuid NOT NULL,
-    occurred_at   timestamptz NOT NULL,
-    actor_id      uuid,
-    actor_email   text,
-    action        text NOT NULL,
-    outcome       text NOT NULL,
-    resource_type text NOT NULL,
-    resource_id   uuid,
-    patient_id    uuid,
-    request_id    text,
-    source_ip     text,
-    user_agent    text,
-    details       jsonb NOT NULL,
     PRIMARY KEY (export_id, seq)
 );
+
+-- An export's transaction time: its snapshot's clock, or earlier, the start of the oldest write
+-- transaction still running then (its rows carry their transaction's start as updated_at, yet
+-- the snapshot does not see them: a later export `_since` this time must). SECURITY DEFINER:
+-- only the owner reads every session's transaction start.
+CREATE FUNCTION carevault_export_horizon() RETURNS timestamptz
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT least(clock_timestamp(), (
+        SELECT min(xact_start) FROM pg_stat_activity
+        WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()))
+$$;
+REVOKE ALL ON FUNCTION carevault_export_horizon() FROM PUBLIC;
 
 DO $$
 BEGIN
@@ -166,6 +173,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON bulk_export_chunks, bulk_export_files,
     bulk_export_patients, bulk_export_documents, bulk_export_audit_events
     TO carevault_bulk_export;
 GRANT INSERT ON audit_events TO carevault_bulk_export;
+GRANT EXECUTE ON FUNCTION carevault_export_horizon() TO carevault_bulk_export, carevault_app;
 -- A deployment whose functions share one login.
 GRANT SELECT, INSERT, UPDATE, DELETE ON patient_groups, patient_group_members, bulk_exports,
     bulk_export_chunks, bulk_export_files, bulk_export_patients, bulk_export_documents,

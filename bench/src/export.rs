@@ -198,7 +198,7 @@ pub async fn export_at_scale(set: dataset::DataSet) {
         ("S3_FORCE_PATH_STYLE", "true".to_owned()),
         ("EXPORT_QUEUE_URL", queue.clone()),
         // As deployed: a plan copies the whole export in one statement.
-        ("DB_STATEMENT_TIMEOUT_MS", "240000".to_owned()),
+        ("EXPORT_STATEMENT_TIMEOUT_MS", "840000".to_owned()),
     ]);
     println!("## Bulk export, {set:?} data set\n");
     let (psql_seconds, psql_bytes, psql_lines) = psql_reference(&data.dbname);

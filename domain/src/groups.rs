@@ -27,8 +27,10 @@ pub const MAX_MEMBERS: usize = 20_000;
 pub struct Group {
     pub id: Uuid,
     pub name: String,
-    /// In the order of their ids.
-    pub members: Vec<Uuid>,
+    /// In the order of their ids; None in a search's results (a group may list 20,000: a page
+    /// of them would not fit an answer), which carry `quantity` only.
+    pub members: Option<Vec<Uuid>>,
+    pub quantity: i64,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -76,8 +78,13 @@ pub enum GroupError {
 store_errors!(GroupError);
 
 const COLUMNS: &str = "g.id, g.name, g.version, g.created_at, g.updated_at, \
+     (SELECT count(*) FROM patient_group_members m WHERE m.group_id = g.id) AS quantity, \
      ARRAY(SELECT m.patient_id FROM patient_group_members m WHERE m.group_id = g.id \
            ORDER BY m.patient_id) AS members";
+
+/// A search's columns: the members counted, not listed.
+const SEARCH_COLUMNS: &str = "g.id, g.name, g.version, g.created_at, g.updated_at, \
+     (SELECT count(*) FROM patient_group_members m WHERE m.group_id = g.id) AS quantity";
 
 impl Group {
     fn from_row(row: &tokio_postgres::Row) -> Self {
@@ -87,8 +94,19 @@ impl Group {
             version: row.get(2),
             created_at: row.get(3),
             updated_at: row.get(4),
-            members: row.get(5),
+            quantity: row.get(5),
+            members: (row.len() > 6).then(|| row.get(6)),
         }
+    }
+}
+
+/// A member deleted between the check and the insert: the foreign key's refusal, as the
+/// check's.
+fn member_gone(error: tokio_postgres::Error) -> GroupError {
+    if error.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) {
+        GroupError::UnknownMembers(Vec::new())
+    } else {
+        error.into()
     }
 }
 
@@ -143,7 +161,8 @@ pub async fn create(pool: &DbPool, group: &GroupWrite) -> Result<Group, GroupErr
          SELECT $1, unnest($2::uuid[])",
         &[&id, &members],
     )
-    .await?;
+    .await
+    .map_err(member_gone)?;
     let row = tx
         .query_one(
             &format!("SELECT {COLUMNS} FROM patient_groups g WHERE g.id = $1"),
@@ -204,7 +223,8 @@ pub async fn update(
          SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING",
         &[&id, &members],
     )
-    .await?;
+    .await
+    .map_err(member_gone)?;
     let row = tx
         .query_one(
             &format!("SELECT {COLUMNS} FROM patient_groups g WHERE g.id = $1"),
@@ -285,7 +305,7 @@ pub async fn search(
         .unwrap_or_default();
     let order = keyset.order_by("g.created_at", "g.id");
     let page_sql = format!(
-        "SELECT {COLUMNS} {from_where}{after} ORDER BY {order} LIMIT {}",
+        "SELECT {SEARCH_COLUMNS} {from_where}{after} ORDER BY {order} LIMIT {}",
         params.push(limit + 1, Type::INT8)
     );
     let (rows, total) =

@@ -231,7 +231,38 @@ check(subtypes.has('create') && subtypes.has('update') && subtypes.has('read'), 
 validated(await admin.read({ resourceType: 'AuditEvent', id: events.entry[0].resource.id }), 'read AuditEvent');
 await refused(clinician.search({ resourceType: 'AuditEvent', searchParams: {} }), 403, 'AuditEvent as a clinician');
 
-// 7. Errors are OperationOutcomes; delete.
+// 7. A cohort: a Group of the patient, found by its member, updated, then deleted.
+const cohort = validated(
+  await clinician.create({
+    resourceType: 'Group',
+    body: {
+      resourceType: 'Group',
+      type: 'person',
+      actual: true,
+      name: `Tour cohort ${run}`,
+      member: [{ entity: { reference: `Patient/${first.id}` } }],
+    },
+  }),
+  'create Group',
+);
+const byMember = validated(
+  await clinician.search({ resourceType: 'Group', searchParams: { member: `Patient/${first.id}` } }),
+  'search Group by member',
+);
+check((byMember.entry ?? []).some((e) => e.resource.id === cohort.id), 'Group: found by its member');
+validated(
+  await clinician.update({
+    resourceType: 'Group',
+    id: cohort.id,
+    body: { ...cohort, name: `Tour cohort ${run} (renamed)` },
+    options: { headers: { 'If-Match': `W/"${cohort.meta.versionId}"` } },
+  }),
+  'update Group',
+);
+await clinician.delete({ resourceType: 'Group', id: cohort.id });
+await refused(clinician.read({ resourceType: 'Group', id: cohort.id }), 404, 'read a deleted Group');
+
+// 8. Errors are OperationOutcomes; delete.
 await refused(clinician.read({ resourceType: 'Patient', id: randomUUID() }), 404, 'read an unknown Patient');
 await clinician.delete({ resourceType: 'DocumentReference', id: document.id });
 await refused(clinician.read({ resourceType: 'DocumentReference', id: document.id }), 404, 'read a deleted DocumentReference');

@@ -754,7 +754,15 @@ fn attachments_are_encrypted_with_the_stack_key_and_every_role_using_them_may_us
                 "{name}: kms:Decrypt"
             );
         }
-        let generate = kms_actions("kms:GenerateDataKey");
+        // Data keys for S3 objects (a queue's are checked apart).
+        let generate: Vec<Value> = kms_actions("kms:GenerateDataKey")
+            .into_iter()
+            .filter(|s| {
+                !strings(&s["Condition"]["StringEquals"]["kms:ViaService"])
+                    .iter()
+                    .any(|via| via.starts_with("sqs."))
+            })
+            .collect();
         if writes {
             assert_eq!(generate.len(), 1, "{name}: kms:GenerateDataKey");
             assert_eq!(
@@ -896,4 +904,44 @@ fn each_function_logs_in_to_the_database_as_its_own_group_only() {
             );
         }
     }
+}
+
+/// The export queue is encrypted with the stack's key: whoever sends to it makes a data key
+/// through SQS (without it, every send fails in AWS, and nothing local would tell).
+#[test]
+fn whoever_sends_to_the_encrypted_export_queue_may_make_its_data_keys() {
+    let template = template();
+    let queue = resource(&template, "ExportQueue");
+    assert_eq!(strings(&queue["Properties"]["KmsMasterKeyId"]), ["DataKey"]);
+    let mut senders = Vec::new();
+    for (name, function) in of_type(&template, "AWS::Serverless::Function") {
+        let statements = statements(&function["Properties"]["Policies"]);
+        let sends = statements.iter().any(|s| {
+            strings(&s["Action"]).iter().any(|a| a == "sqs:SendMessage")
+                && strings(&s["Resource"]) == ["ExportQueue.Arn"]
+        });
+        if !sends {
+            continue;
+        }
+        senders.push(name.clone());
+        assert!(
+            statements
+                .iter()
+                .any(|s| strings(&s["Action"]) == ["kms:GenerateDataKey"]
+                    && strings(&s["Resource"]) == ["DataKey.Arn"]
+                    && strings(&s["Condition"]["StringEquals"]["kms:ViaService"])
+                        == ["sqs.${AWS::Region}.amazonaws.com"]),
+            "{name} sends to the export queue without kms:GenerateDataKey through SQS"
+        );
+    }
+    senders.sort();
+    assert_eq!(senders, ["BulkExportFunction", "FhirFunction"]);
+    // The worker's mapping never invokes beyond its reserved executions.
+    let worker = resource(&template, "BulkExportFunction");
+    let mapping = &worker["Properties"]["Events"]["Jobs"]["Properties"];
+    assert_eq!(
+        mapping["FunctionResponseTypes"][0].as_str(),
+        Some("ReportBatchItemFailures")
+    );
+    assert!(!mapping["ScalingConfig"]["MaximumConcurrency"].is_null());
 }

@@ -67,25 +67,40 @@ pub enum Record {
     AuditEvent(AuditEventOut),
 }
 
-/// The chunk's rows, in order, streamed (the memory held is a row's, whatever the chunk's size).
+/// The chunk's rows, in order, streamed (the memory held is a row's, whatever the chunk's
+/// size), under the worker's statement limit (`sizes`): the statement runs as long as the rows
+/// take to reach S3.
 pub async fn records(
     client: &tokio_postgres::Client,
     work: &ChunkWork,
+    sizes: &super::plan::Sizes,
 ) -> Result<impl futures_util::Stream<Item = Result<Record, StoreError>>, StoreError> {
-    let (table, columns) = match work.resource_type {
-        ExportType::Patient => (
-            "bulk_export_patients",
-            format!("{PATIENT_COLUMNS}, identifiers"),
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = {}",
+            sizes.statement_timeout_ms()
+        ))
+        .await?;
+    let sql = match work.resource_type {
+        ExportType::Patient => format!(
+            "SELECT {PATIENT_COLUMNS}, identifiers FROM bulk_export_patients \
+             WHERE export_id = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq"
         ),
-        ExportType::DocumentReference => ("bulk_export_documents", ATTACHMENT_COLUMNS.to_owned()),
-        ExportType::AuditEvent => (
-            "bulk_export_audit_events",
-            crate::audit_events::COLUMNS.to_owned(),
+        ExportType::DocumentReference => format!(
+            "SELECT {ATTACHMENT_COLUMNS} FROM bulk_export_documents \
+             WHERE export_id = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq"
+        ),
+        // The trail's events themselves, by the ids the plan kept (the trail is append-only).
+        ExportType::AuditEvent => format!(
+            "SELECT {} FROM bulk_export_audit_events s JOIN audit_events e ON e.id = s.id \
+             WHERE s.export_id = $1 AND s.seq BETWEEN $2 AND $3 ORDER BY s.seq",
+            crate::audit_events::COLUMNS
+                .split(',')
+                .map(|c| format!("e.{}", c.trim()))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
-    let sql = format!(
-        "SELECT {columns} FROM {table} WHERE export_id = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq"
-    );
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
         [&work.export.id, &work.first_seq, &work.last_seq];
     let resource_type = work.resource_type;
@@ -112,7 +127,9 @@ pub enum Finished {
 }
 
 /// Marks the chunk written with `files`, drops its copied rows, and completes the job with its
-/// last chunk; all in one transaction.
+/// last chunk; all in one transaction, with their audit events. The job row is held with a
+/// key-share lock, so the chunks of a job finish side by side (their count's update orders
+/// them) and a cancel does not wait.
 pub async fn finish(
     pool: &DbPool,
     work: &ChunkWork,
@@ -124,15 +141,19 @@ pub async fn finish(
     let tx = client.transaction().await?;
     let Some(job) = tx
         .query_opt(
-            "SELECT status FROM bulk_exports WHERE id = $1 FOR UPDATE",
+            "SELECT status FROM bulk_exports WHERE id = $1 FOR KEY SHARE",
             &[&id],
         )
         .await?
     else {
         return Ok(Finished::Gone);
     };
-    if job.get::<_, &str>(0) != "running" {
-        return Ok(Finished::AlreadyDone);
+    match job.get::<_, &str>(0) {
+        "running" => {}
+        // A delivery after the last chunk: its files are the recorded ones.
+        "completed" => return Ok(Finished::AlreadyDone),
+        // Cancelled or failed: nothing of it stays.
+        _ => return Ok(Finished::Gone),
     }
     let marked = tx
         .execute(
@@ -160,6 +181,18 @@ pub async fn finish(
             ],
         )
         .await?;
+        super::record(
+            &*tx,
+            &work.export,
+            super::ACTION_FILE_WRITTEN,
+            serde_json::json!({
+                "type": file.resource_type,
+                "object_key": file.object_key,
+                "resources": file.resources,
+                "bytes": file.bytes,
+            }),
+        )
+        .await?;
     }
     let table = match work.resource_type {
         ExportType::Patient => "bulk_export_patients",
@@ -171,13 +204,17 @@ pub async fn finish(
         &[&id, &work.first_seq, &work.last_seq],
     )
     .await?;
-    let row = tx
-        .query_one(
-            "UPDATE bulk_exports SET chunks_done = chunks_done + 1 WHERE id = $1 \
-             RETURNING chunks_done = chunks_total",
+    // Cancelled meanwhile: the update finds no running job, and nothing of this is kept.
+    let Some(row) = tx
+        .query_opt(
+            "UPDATE bulk_exports SET chunks_done = chunks_done + 1, touched_at = now() \
+             WHERE id = $1 AND status = 'running' RETURNING chunks_done = chunks_total",
             &[&id],
         )
-        .await?;
+        .await?
+    else {
+        return Ok(Finished::Gone);
+    };
     let completed: bool = row.get(0);
     if completed {
         tx.execute(
@@ -187,20 +224,29 @@ pub async fn finish(
             &[&id, &(retention.num_seconds() as f64)],
         )
         .await?;
+        super::record(
+            &*tx,
+            &work.export,
+            super::ACTION_COMPLETED,
+            serde_json::json!({}),
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(Finished::Recorded { completed })
 }
 
-/// Marks the job failed (a chunk that cannot be written, e.g. its rows are not all there).
+/// Marks a job that cannot complete failed, and drops what it copied and planned; the job when
+/// it was accepted or running (None when it is gone or already finished).
 pub async fn fail(
     pool: &DbPool,
     id: Uuid,
     error: &str,
     retention: Duration,
-) -> Result<(), StoreError> {
-    pool.get()
-        .await?
+) -> Result<Option<Export>, StoreError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let failed = tx
         .execute(
             "UPDATE bulk_exports SET status = 'failed', error = $2, finished_at = now(), \
                  expires_at = now() + $3 * interval '1 second' \
@@ -208,5 +254,29 @@ pub async fn fail(
             &[&id, &error, &(retention.num_seconds() as f64)],
         )
         .await?;
-    Ok(())
+    if failed == 0 {
+        return Ok(None);
+    }
+    for table in [
+        "bulk_export_patients",
+        "bulk_export_documents",
+        "bulk_export_audit_events",
+        "bulk_export_chunks",
+        "bulk_export_files",
+    ] {
+        tx.execute(&format!("DELETE FROM {table} WHERE export_id = $1"), &[&id])
+            .await?;
+    }
+    let export = load(&*tx, id).await?;
+    if let Some(export) = &export {
+        super::record(
+            &*tx,
+            export,
+            super::ACTION_FAILED,
+            serde_json::json!({ "reason": error }),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(export)
 }

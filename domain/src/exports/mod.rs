@@ -148,6 +148,8 @@ pub enum Status {
     Running,
     Completed,
     Failed,
+    /// Cancelled by its owner: gone for them, removed by the worker.
+    Cancelled,
 }
 
 impl Status {
@@ -156,10 +158,20 @@ impl Status {
             "accepted" => Self::Accepted,
             "running" => Self::Running,
             "completed" => Self::Completed,
+            "cancelled" => Self::Cancelled,
             _ => Self::Failed,
         }
     }
 }
+
+/// A job accepted or running without progress for this long has failed, whatever became of its
+/// messages (dead-lettered after a crash on every delivery): longer than every delivery of a
+/// step can take (5 deliveries, each at most the worker's 15 minutes plus the visibility
+/// timeout's 16). `COLUMNS` says the same.
+const STALLED_AFTER: &str = "160 minutes";
+
+/// Why a stalled job failed, as its status says.
+const STALLED: &str = "the export made no progress for too long; start it again";
 
 #[derive(Debug, Clone)]
 pub struct Export {
@@ -168,7 +180,9 @@ pub struct Export {
     pub level: Level,
     pub types: Vec<ExportType>,
     pub since: Option<DateTime<Utc>>,
-    pub filters: PlanFilters,
+    /// None when what the kick-off stored no longer reads as filters (a deploy changed them
+    /// since): the job fails rather than export more than was asked.
+    pub filters: Option<PlanFilters>,
     pub request: String,
     pub fhir_base: String,
     pub status: Status,
@@ -182,7 +196,8 @@ pub struct Export {
 }
 
 const COLUMNS: &str = "id, owner, level, group_id, types, since, type_filters, request, status, \
-     issues, transaction_time, chunks_total, chunks_done, error, created_at, expires_at, fhir_base";
+     issues, transaction_time, chunks_total, chunks_done, error, created_at, expires_at, \
+     fhir_base, touched_at < now() - interval '160 minutes' AS stalled";
 
 impl Export {
     fn from_row(row: &tokio_postgres::Row) -> Self {
@@ -198,14 +213,21 @@ impl Export {
             level,
             types: types.iter().filter_map(|t| ExportType::parse(t)).collect(),
             since: row.get(5),
-            filters: serde_json::from_value(row.get(6)).unwrap_or_default(),
+            filters: serde_json::from_value(row.get(6)).ok(),
             request: row.get(7),
-            status: Status::parse(row.get(8)),
+            status: match Status::parse(row.get(8)) {
+                Status::Accepted | Status::Running if row.get::<_, bool>(17) => Status::Failed,
+                status => status,
+            },
             issues: serde_json::from_value(row.get(9)).unwrap_or_default(),
             transaction_time: row.get(10),
             chunks_total: row.get(11),
             chunks_done: row.get(12),
-            error: row.get(13),
+            error: if row.get::<_, bool>(17) && row.get::<_, Option<String>>(13).is_none() {
+                Some(STALLED.to_owned())
+            } else {
+                row.get(13)
+            },
             created_at: row.get(14),
             expires_at: row.get(15),
             fhir_base: row.get(16),
@@ -250,12 +272,27 @@ pub enum ExportError {
 
 store_errors!(ExportError);
 
-/// Records a job, accepted; the caller queues its planning. Jobs past their expiry go first
-/// (their files expire by the bucket's lifecycle rule).
+/// Records a job, accepted; the caller queues its planning. Finished jobs past their expiry go
+/// first (their files expire by the bucket's lifecycle rule; cancelled ones are the worker's),
+/// and the owner's stalled job is failed, so it blocks no new one.
 pub async fn start(pool: &DbPool, request: &ExportRequest) -> Result<Export, ExportError> {
     let client = pool.get().await?;
     client
-        .execute("DELETE FROM bulk_exports WHERE expires_at < now()", &[])
+        .execute(
+            "DELETE FROM bulk_exports WHERE expires_at < now() AND status IN ('completed', 'failed')",
+            &[],
+        )
+        .await?;
+    client
+        .execute(
+            &format!(
+                "UPDATE bulk_exports SET status = 'failed', error = $2, finished_at = now(), \
+                     expires_at = now() + interval '1 day' \
+                 WHERE owner = $1 AND status IN ('accepted', 'running') \
+                   AND touched_at < now() - interval '{STALLED_AFTER}'"
+            ),
+            &[&request.owner.as_text(), &STALLED],
+        )
         .await?;
     if let Level::Group(group) = request.level {
         if client
@@ -308,7 +345,7 @@ pub async fn find(
         .query_opt(
             &format!(
                 "SELECT {COLUMNS} FROM bulk_exports WHERE id = $1 AND owner = $2 \
-                 AND (expires_at IS NULL OR expires_at > now())"
+                 AND status <> 'cancelled' AND (expires_at IS NULL OR expires_at > now())"
             ),
             &[&id, &owner.as_text()],
         )
@@ -355,19 +392,51 @@ pub async fn load(
         .map(Export::from_row))
 }
 
-/// Removes `owner`'s job with everything it holds (chunks, the rows copied for it, its file
-/// list); the caller deletes its files. Whether there was such a job.
+/// Cancels `owner`'s job: from now on it is gone for them, a step of it finds it cancelled and
+/// stops, and the worker removes it (`remove`) with the rows copied for it; the caller deletes
+/// its files and queues the removal. One short statement, whatever the job holds, never
+/// waiting on a plan in progress (which holds the row's key-share lock only). Whether there was
+/// such a job.
 pub async fn cancel(pool: &DbPool, id: Uuid, owner: Owner) -> Result<bool, StoreError> {
     Ok(pool
         .get()
         .await?
         .execute(
-            "DELETE FROM bulk_exports WHERE id = $1 AND owner = $2 \
-             AND (expires_at IS NULL OR expires_at > now())",
+            "UPDATE bulk_exports SET status = 'cancelled', finished_at = now(), expires_at = now() \
+             WHERE id = $1 AND owner = $2 AND status <> 'cancelled' \
+               AND (expires_at IS NULL OR expires_at > now())",
             &[&id, &owner.as_text()],
         )
         .await?
         == 1)
+}
+
+/// Removes a cancelled job with everything it holds (the worker's clean-up step).
+pub async fn remove(pool: &DbPool, id: Uuid) -> Result<(), StoreError> {
+    pool.get()
+        .await?
+        .execute(
+            "DELETE FROM bulk_exports WHERE id = $1 AND status = 'cancelled'",
+            &[&id],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Writes one of the job's own events (the worker's steps, on the owner's behalf) on `client`:
+/// inside the transaction of the change it records, so it exists exactly when the change does.
+pub(crate) async fn record(
+    client: &impl tokio_postgres::GenericClient,
+    export: &Export,
+    action: &'static str,
+    details: Value,
+) -> Result<(), StoreError> {
+    let (who, owner) = attribution(export.owner);
+    let event = shared::audit::Event::new(action, RESOURCE)
+        .resource(Some(export.id))
+        .details(owner)
+        .details(details);
+    shared::audit::insert(client, &who, &event).await
 }
 
 /// The audit trail's attribution of a job's own steps (run by the worker, on the owner's
@@ -396,4 +465,24 @@ pub enum JobMessage {
     Plan { export_id: Uuid },
     /// Write one chunk's files.
     Chunk { export_id: Uuid, chunk: i32 },
+    /// Remove a cancelled job with the rows copied for it, and its files.
+    Cleanup { export_id: Uuid },
+}
+
+impl JobMessage {
+    pub fn export_id(&self) -> Uuid {
+        match self {
+            Self::Plan { export_id }
+            | Self::Chunk { export_id, .. }
+            | Self::Cleanup { export_id } => *export_id,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_job_reads_as_stalled_after_the_same_time_it_is_failed_after() {
+        assert!(super::COLUMNS.contains(&format!("interval '{}'", super::STALLED_AFTER)));
+    }
 }

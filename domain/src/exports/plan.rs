@@ -10,7 +10,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::IsolationLevel;
 use uuid::Uuid;
 
-use super::{load, ExportFile, ExportType, Level, Status};
+use super::{load, ExportFile, ExportType, Level};
 use crate::attachments::{AttachmentFilter, ATTACHMENT_COLUMNS};
 use crate::patients::model::{identifiers_column, PATIENT_COLUMNS};
 use crate::patients::search::{Filter, Search};
@@ -38,20 +38,31 @@ impl PlanFilters {
 /// What planning left to do.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Planned {
-    /// The job is gone (cancelled or expired).
+    /// The job is gone (cancelled, failed or expired).
     Gone,
     /// These chunks are to be written (all of them, or those not yet written when the job was
     /// planned before: a redelivered message queues them again, harmlessly).
     Chunks(Vec<i32>),
+    /// The job cannot be planned (its filters no longer read as filters): it is to fail.
+    Refused(&'static str),
 }
 
-/// How big a job's pieces are.
+/// How big a job's pieces are, and how long its statements may run.
 #[derive(Debug, Clone, Copy)]
 pub struct Sizes {
     /// Rows per chunk (per SQS message).
     pub chunk_rows: i64,
     /// How long a finished job's status and files stay available.
     pub retention: chrono::Duration,
+    /// The worker's statements' limit, over its login's (a request's): a plan copies the whole
+    /// export in one statement, a chunk streams its rows for as long as S3 takes.
+    pub statement_timeout: std::time::Duration,
+}
+
+impl Sizes {
+    pub(crate) fn statement_timeout_ms(&self) -> u128 {
+        self.statement_timeout.as_millis()
+    }
 }
 
 /// Plans job `id`: see the module. `error_file`: the job's issues, already written.
@@ -67,30 +78,49 @@ pub async fn plan(
         .isolation_level(IsolationLevel::RepeatableRead)
         .start()
         .await?;
-    // The first statement takes the snapshot: its clock is the export's transaction time (every
-    // change it holds was committed before it).
+    // The first statement takes the snapshot; its transaction time is the snapshot's clock, or
+    // the start of a write still running then (see carevault_export_horizon). A key-share lock:
+    // a cancel (an update of the status) does not wait for the plan; the plan's own update of
+    // the row then fails to serialise, and the retry finds the job cancelled.
     let Some(row) = tx
         .query_opt(
-            "SELECT status, clock_timestamp() FROM bulk_exports WHERE id = $1 FOR UPDATE",
+            "SELECT status, carevault_export_horizon() FROM bulk_exports WHERE id = $1 \
+             FOR KEY SHARE",
             &[&id],
         )
         .await?
     else {
         return Ok(Planned::Gone);
     };
-    let (status, snapshot_time): (String, DateTime<Utc>) = (row.get(0), row.get(1));
-    if status != "accepted" {
-        let pending = tx
-            .query(
-                "SELECT chunk FROM bulk_export_chunks WHERE export_id = $1 AND done_at IS NULL \
-                 ORDER BY chunk",
-                &[&id],
-            )
-            .await?;
-        return Ok(Planned::Chunks(pending.iter().map(|r| r.get(0)).collect()));
+    let (status, transaction_time): (String, DateTime<Utc>) = (row.get(0), row.get(1));
+    match status.as_str() {
+        "accepted" => {}
+        "running" => {
+            let pending = tx
+                .query(
+                    "SELECT chunk FROM bulk_export_chunks WHERE export_id = $1 AND done_at IS NULL \
+                     ORDER BY chunk",
+                    &[&id],
+                )
+                .await?;
+            return Ok(Planned::Chunks(pending.iter().map(|r| r.get(0)).collect()));
+        }
+        "completed" => return Ok(Planned::Chunks(Vec::new())),
+        _ => return Ok(Planned::Gone),
     }
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = {}",
+        sizes.statement_timeout_ms()
+    ))
+    .await?;
     let export = load(&*tx, id).await?.expect("locked above");
+    let Some(filters) = export.filters.clone() else {
+        return Ok(Planned::Refused(
+            "the export's _typeFilter no longer reads as filters; start it again",
+        ));
+    };
     let mut chunks = Vec::new();
+    let mut staged = Vec::new();
     for resource_type in &export.types {
         let rows = stage(
             &tx,
@@ -98,9 +128,10 @@ pub async fn plan(
             export.level,
             *resource_type,
             export.since,
-            &export.filters,
+            &filters,
         )
         .await?;
+        staged.push(serde_json::json!({ "type": resource_type.as_str(), "resources": rows }));
         let mut first = 1;
         while first <= rows {
             let last = (first + sizes.chunk_rows - 1).min(rows);
@@ -125,29 +156,38 @@ pub async fn plan(
         .await?;
     }
     let total = chunks.len() as i32;
-    let status = if total == 0 {
-        Status::Completed
-    } else {
-        Status::Running
-    };
+    let completed = total == 0;
     tx.execute(
         "UPDATE bulk_exports SET status = $2, transaction_time = $3, chunks_total = $4, \
+             touched_at = now(), \
              finished_at = CASE WHEN $2 = 'completed' THEN now() END, \
              expires_at = CASE WHEN $2 = 'completed' THEN now() + $5 * interval '1 second' END \
          WHERE id = $1",
         &[
             &id,
-            &if status == Status::Completed {
-                "completed"
-            } else {
-                "running"
-            },
-            &snapshot_time,
+            &if completed { "completed" } else { "running" },
+            &transaction_time,
             &total,
             &(sizes.retention.num_seconds() as f64),
         ],
     )
     .await?;
+    super::record(
+        &*tx,
+        &export,
+        super::ACTION_PLANNED,
+        serde_json::json!({ "chunks": total, "staged": staged, "transaction_time": transaction_time }),
+    )
+    .await?;
+    if completed {
+        super::record(
+            &*tx,
+            &export,
+            super::ACTION_COMPLETED,
+            serde_json::json!({}),
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(Planned::Chunks((0..total).collect()))
 }
@@ -235,11 +275,9 @@ async fn stage(
                 ));
             }
             format!(
-                "INSERT INTO bulk_export_audit_events (export_id, seq, {cols}) \
-                 SELECT {job}, row_number() OVER (), {} FROM audit_events e WHERE {}",
-                qualified("e", crate::audit_events::COLUMNS),
+                "INSERT INTO bulk_export_audit_events (export_id, seq, id) \
+                 SELECT {job}, row_number() OVER (), e.id FROM audit_events e WHERE {}",
                 all(&conditions),
-                cols = crate::audit_events::COLUMNS,
             )
         }
     };

@@ -10,10 +10,9 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use chrono::Duration;
 use domain::exports::chunks::{self, ChunkWork, Finished};
 use domain::exports::plan::{self, Planned, Sizes};
-use domain::exports::{self, Export, ExportFile, JobMessage};
+use domain::exports::{self, ExportFile, JobMessage};
 use futures_util::TryStreamExt;
-use serde_json::{json, Value};
-use shared::audit::Event;
+use serde_json::Value;
 use shared::config::{ConfigError, Env};
 use shared::db::DbPool;
 use shared::queue::JobQueue;
@@ -34,7 +33,8 @@ pub struct WorkerState {
 
 impl WorkerState {
     /// EXPORT_CHUNK_ROWS (50,000), EXPORT_FILE_MAX_BYTES (1 GiB), EXPORT_PART_BYTES (8 MiB, at
-    /// least S3's 5 MiB), EXPORT_RETENTION_HOURS (24), and the storage and database settings.
+    /// least S3's 5 MiB), EXPORT_RETENTION_HOURS (24, at most 48), EXPORT_STATEMENT_TIMEOUT_MS
+    /// (840,000: its statements' limit, over its login's), and the storage and database settings.
     pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let sdk_config = shared::aws::sdk_config().await;
         Ok(Self {
@@ -48,11 +48,13 @@ impl WorkerState {
             queue: JobQueue::from_env(&sdk_config, env)?,
             sizes: Sizes {
                 chunk_rows: env.number_in("EXPORT_CHUNK_ROWS", 50_000, 1..=1_000_000)?,
-                retention: Duration::hours(env.number_in(
-                    "EXPORT_RETENTION_HOURS",
-                    24,
-                    1..=24 * 7,
-                )?),
+                // The bucket's lifecycle rule deletes export files after 3 days.
+                retention: Duration::hours(env.number_in("EXPORT_RETENTION_HOURS", 24, 1..=48)?),
+                statement_timeout: env.millis_in(
+                    "EXPORT_STATEMENT_TIMEOUT_MS",
+                    840_000,
+                    1_000..=900_000,
+                )?,
             },
             file_max_bytes: env.number_in(
                 "EXPORT_FILE_MAX_BYTES",
@@ -68,6 +70,10 @@ impl WorkerState {
     }
 }
 
+/// How many times SQS delivers a message before the dead-letter queue takes it: the queue's
+/// redrive policy (template.yaml, scripts/lib/export_queue.py) says the same.
+pub const DELIVERIES: u32 = 5;
+
 /// One invocation: each message's step; the ones that failed go back to the queue.
 pub async fn handle(state: &WorkerState, event: SqsEvent) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
@@ -81,40 +87,46 @@ pub async fn handle(state: &WorkerState, event: SqsEvent) -> SqsBatchResponse {
                 serde_json::from_str::<JobMessage>(body)
                     .map_err(|e| format!("not a job message: {e}"))
             });
-        let done = match step {
-            Ok(JobMessage::Plan { export_id }) => plan_job(state, export_id).await,
+        let done = match &step {
+            Ok(JobMessage::Plan { export_id }) => plan_job(state, *export_id).await,
             Ok(JobMessage::Chunk { export_id, chunk }) => {
-                write_chunk(state, export_id, chunk).await
+                write_chunk(state, *export_id, *chunk).await
             }
-            Err(error) => Err(error),
+            Ok(JobMessage::Cleanup { export_id }) => clean_up(state, *export_id).await,
+            Err(error) => Err(error.clone()),
         };
-        if let Err(error) = done {
-            // Retried after the visibility timeout; the dead-letter queue keeps it after the last.
-            tracing::error!(message_id = %id, %error, "a job step failed");
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = id;
-            response.batch_item_failures.push(failure);
+        let Err(error) = done else { continue };
+        // Retried after the visibility timeout; the dead-letter queue keeps it after the last.
+        tracing::error!(message_id = %id, %error, "a job step failed");
+        let deliveries: u32 = message
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
+        if let (Ok(step), true) = (&step, deliveries >= DELIVERIES) {
+            // Its last try: the job cannot complete, and its status says so (500).
+            let reason = "a step of the export failed on every try; start it again";
+            if let Err(failed) = give_up(state, step.export_id(), reason).await {
+                tracing::error!(error = %failed, "a failed export could not be marked failed");
+            }
         }
+        let mut failure = BatchItemFailure::default();
+        failure.item_identifier = id;
+        response.batch_item_failures.push(failure);
     }
     response
 }
 
-/// Writes a job's trail event, on the owner's behalf.
-async fn audit(
-    state: &WorkerState,
-    export: &Export,
-    action: &'static str,
-    details: Value,
-) -> Result<(), String> {
-    let (who, owner_details) = exports::attribution(export.owner);
-    let event = Event::new(action, exports::RESOURCE)
-        .resource(Some(export.id))
-        .details(owner_details)
-        .details(details);
-    let client = state.pool.get().await.map_err(|e| e.to_string())?;
-    shared::audit::insert(&**client, &who, &event)
+/// Marks the job failed (its status answers 500 with `reason`, in general terms: the step's own
+/// error, which may name internals, stays in the worker's log) and removes what it wrote.
+async fn give_up(state: &WorkerState, id: Uuid, reason: &str) -> Result<(), String> {
+    let failed = chunks::fail(&state.pool, id, reason, state.sizes.retention)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    if failed.is_some() {
+        remove_files(state, id).await?;
+    }
+    Ok(())
 }
 
 async fn plan_job(state: &WorkerState, id: Uuid) -> Result<(), String> {
@@ -124,8 +136,7 @@ async fn plan_job(state: &WorkerState, id: Uuid) -> Result<(), String> {
     else {
         return Ok(());
     };
-    let fresh = export.status == exports::Status::Accepted;
-    let error_file = if fresh && !export.issues.is_empty() {
+    let error_file = if export.status == exports::Status::Accepted && !export.issues.is_empty() {
         let key = format!("{}OperationOutcome.issues.ndjson", exports::job_prefix(id));
         let mut writer = NdjsonFile::start(state, key).await?;
         for issue in &export.issues {
@@ -140,6 +151,7 @@ async fn plan_job(state: &WorkerState, id: Uuid) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     match planned {
         Planned::Gone => remove_files(state, id).await,
+        Planned::Refused(reason) => give_up(state, id, reason).await,
         Planned::Chunks(list) => {
             let messages: Vec<JobMessage> = list
                 .iter()
@@ -152,26 +164,7 @@ async fn plan_job(state: &WorkerState, id: Uuid) -> Result<(), String> {
                 .queue
                 .send_all(&messages)
                 .await
-                .map_err(|e| e.to_string())?;
-            if fresh {
-                audit(
-                    state,
-                    &export,
-                    exports::ACTION_PLANNED,
-                    json!({ "chunks": list.len() }),
-                )
-                .await?;
-                if list.is_empty() {
-                    audit(
-                        state,
-                        &export,
-                        exports::ACTION_COMPLETED,
-                        json!({ "resources": 0 }),
-                    )
-                    .await?;
-                }
-            }
-            Ok(())
+                .map_err(|e| e.to_string())
         }
     }
 }
@@ -182,6 +175,15 @@ async fn remove_files(state: &WorkerState, id: Uuid) -> Result<(), String> {
         .delete_prefix(&exports::job_prefix(id))
         .await
         .map(|_| ())
+}
+
+/// A cancelled job: its rows, then its files (the cancel deleted those it found; a step that
+/// was writing may have added some since).
+async fn clean_up(state: &WorkerState, id: Uuid) -> Result<(), String> {
+    exports::remove(&state.pool, id)
+        .await
+        .map_err(|e| e.to_string())?;
+    remove_files(state, id).await
 }
 
 async fn write_chunk(state: &WorkerState, id: Uuid, chunk: i32) -> Result<(), String> {
@@ -196,28 +198,8 @@ async fn write_chunk(state: &WorkerState, id: Uuid, chunk: i32) -> Result<(), St
         .await
         .map_err(|e| e.to_string())?
     {
-        Finished::Recorded { completed } => {
-            for file in &files {
-                audit(
-                    state,
-                    &work.export,
-                    exports::ACTION_FILE_WRITTEN,
-                    json!({
-                        "type": file.resource_type,
-                        "object_key": file.object_key,
-                        "resources": file.resources,
-                        "bytes": file.bytes,
-                    }),
-                )
-                .await?;
-            }
-            if completed {
-                audit(state, &work.export, exports::ACTION_COMPLETED, json!({})).await?;
-            }
-            Ok(())
-        }
-        Finished::AlreadyDone => Ok(()),
-        // Cancelled while it was written: nothing of it stays.
+        Finished::Recorded { .. } | Finished::AlreadyDone => Ok(()),
+        // Cancelled or failed while it was written: nothing of it stays.
         Finished::Gone => remove_files(state, id).await,
     }
 }
@@ -225,7 +207,7 @@ async fn write_chunk(state: &WorkerState, id: Uuid, chunk: i32) -> Result<(), St
 /// The chunk's rows as NDJSON files of at most `file_max_bytes`, each streamed to S3 part by part.
 async fn write_files(state: &WorkerState, work: &ChunkWork) -> Result<Vec<ExportFile>, String> {
     let client = state.pool.get().await.map_err(|e| e.to_string())?;
-    let records = chunks::records(&client, work)
+    let records = chunks::records(&client, work, &state.sizes)
         .await
         .map_err(|e| e.to_string())?;
     let mut records = std::pin::pin!(records);

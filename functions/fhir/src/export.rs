@@ -24,6 +24,9 @@ use crate::{FhirState, PublicBase};
 /// The `_outputFormat`s the specification names for NDJSON; NDJSON is all this server writes.
 const OUTPUT_FORMATS: [&str; 3] = ["application/fhir+ndjson", "application/ndjson", "ndjson"];
 
+/// The most `_typeFilter` queries one export takes (each becomes part of one statement).
+const MAX_TYPE_FILTERS: usize = 32;
+
 /// How long a client should wait before polling again, in seconds.
 const POLL_AFTER_SECONDS: u64 = 2;
 
@@ -271,6 +274,12 @@ fn export_request(
     if types.is_empty() {
         return Err(ApiError::Forbidden(
             "The token's scopes permit exporting none of the types served here".into(),
+        ));
+    }
+    if kick_off.type_filters.len() > MAX_TYPE_FILTERS {
+        return Err(bad(
+            "_typeFilter",
+            format!("At most {MAX_TYPE_FILTERS} _typeFilter queries"),
         ));
     }
     let mut filters = PlanFilters::default();
@@ -522,7 +531,7 @@ pub async fn status(
             headers.insert(header::RETRY_AFTER, HeaderValue::from(POLL_AFTER_SECONDS));
             Ok(response)
         }
-        Status::Failed => {
+        Status::Failed | Status::Cancelled => {
             let text = format!(
                 "The export failed: {}",
                 export.error.as_deref().unwrap_or("unknown cause")
@@ -564,6 +573,7 @@ pub async fn status(
             audit.describe(|event| {
                 event.details(json!({
                     "download_urls": files.len(),
+                    "files": files.iter().map(|f| &f.object_key).collect::<Vec<_>>(),
                     "resources": files.iter().filter(|f| f.kind == "output").map(|f| f.resources).sum::<i64>(),
                 }))
             });
@@ -599,6 +609,15 @@ pub async fn cancel(
     let id = Uuid::parse_str(&raw_id).map_err(|_| job_not_found(&raw_id))?;
     if !exports::cancel(&state.db, id, owner).await? {
         return Err(job_not_found(&raw_id));
+    }
+    // The worker removes the job with the rows copied for it (and any file a step still
+    // writing adds); if the queue cannot take it now, the cancel stands all the same.
+    if let Err(error) = state
+        .queue
+        .send_all(&[JobMessage::Cleanup { export_id: id }])
+        .await
+    {
+        tracing::warn!(%error, "a cancelled export's clean-up could not be queued");
     }
     // What cannot be deleted now expires with the bucket's lifecycle rule for exports.
     if let Err(error) = state.storage.delete_prefix(&exports::job_prefix(id)).await {

@@ -33,14 +33,25 @@ pub fn resource(group: &Group) -> Value {
         "type": "person",
         "actual": true,
         "name": group.name,
-        "quantity": group.members.len(),
+        "quantity": group.quantity,
     });
-    if !group.members.is_empty() {
-        resource["member"] = json!(group
-            .members
-            .iter()
-            .map(|id| json!({ "entity": { "reference": format!("Patient/{id}") } }))
-            .collect::<Vec<_>>());
+    match &group.members {
+        Some(members) if !members.is_empty() => {
+            resource["member"] = json!(members
+                .iter()
+                .map(|id| json!({ "entity": { "reference": format!("Patient/{id}") } }))
+                .collect::<Vec<_>>());
+        }
+        Some(_) => {}
+        // A search's entry: the members are read with the group (FHIR's mark for a resource
+        // that leaves elements out).
+        None => {
+            resource["meta"]["tag"] = json!([{
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+                "code": "SUBSETTED",
+                "display": "Members left out: read the Group for them",
+            }]);
+        }
     }
     resource
 }
@@ -54,6 +65,11 @@ fn group_error(error: GroupError, raw_id: &str) -> ApiError {
         GroupError::NotFound => not_found(raw_id),
         GroupError::Stale => ApiError::PreconditionFailed(
             "The group changed since the version If-Match names".into(),
+        ),
+        GroupError::UnknownMembers(ids) if ids.is_empty() => ApiError::validation(
+            &["Group", "member"],
+            "A member was deleted meanwhile: not a patient of this server any more",
+            "value_error",
         ),
         GroupError::UnknownMembers(ids) => ApiError::validation(
             &["Group", "member"],
@@ -182,7 +198,7 @@ pub async fn create(
     audit.describe(|event| {
         event
             .resource(Some(group.id))
-            .details(json!({ "members": group.members.len() }))
+            .details(json!({ "members": group.quantity }))
     });
     Ok(answer(&group, StatusCode::CREATED, Some(&base)))
 }
@@ -227,7 +243,7 @@ pub async fn update(
     let group = groups::update(&state.db, id, &write, required_version(&headers))
         .await
         .map_err(|e| group_error(e, &raw_id))?;
-    audit.describe(|event| event.details(json!({ "members": group.members.len() })));
+    audit.describe(|event| event.details(json!({ "members": group.quantity })));
     Ok(answer(&group, StatusCode::OK, None))
 }
 

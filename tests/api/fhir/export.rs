@@ -574,3 +574,66 @@ async fn the_sample_queue_event_of_a_job_that_is_gone_is_done_without_a_retry() 
         event["Records"][0]["messageId"]
     );
 }
+
+#[tokio::test]
+async fn a_step_that_fails_on_its_last_delivery_fails_the_job_with_a_500() {
+    let app = TestApp::new().await;
+    let admin = app.superuser_token().await;
+    patient(&app, &admin, json!({"name": "Failed Export"})).await;
+    let status = kick_off(
+        &app,
+        kick_off_request(&admin, "/fhir/R4/Patient/$export").query("_type", "Patient"),
+    )
+    .await;
+    let plan = api_tests::receive_event(&app.export_queue).await.unwrap();
+    let response = app.invoke_export_worker(&plan).await;
+    api_tests::delete_done(&app.export_queue, &plan, &response).await;
+    // The rows copied for the chunk are gone: no retry can write it.
+    app.db
+        .client()
+        .await
+        .execute("DELETE FROM bulk_export_patients", &[])
+        .await
+        .unwrap();
+    let mut chunk = api_tests::receive_event(&app.export_queue).await.unwrap();
+    let first = app.invoke_export_worker(&chunk).await;
+    assert_eq!(first["batchItemFailures"].as_array().unwrap().len(), 1);
+    outcome_of_running(&poll(&app, &admin, &status).await);
+    // Its last delivery (SQS's count in the same payload): the job fails.
+    chunk["Records"][0]["attributes"]["ApproximateReceiveCount"] = json!("5");
+    let last = app.invoke_export_worker(&chunk).await;
+    assert_eq!(last["batchItemFailures"].as_array().unwrap().len(), 1);
+    let failed = poll(&app, &admin, &status).await;
+    outcome(&failed, 500, "exception");
+    assert!(failed.body.contains("failed"), "{}", failed.body);
+    let prefix = format!("exports/{}/", status.rsplit('/').next().unwrap());
+    assert!(app.objects_under(&prefix).await.is_empty());
+    // The client may start again.
+    kick_off(&app, kick_off_request(&admin, "/fhir/R4/Patient/$export")).await;
+}
+
+fn outcome_of_running(response: &ApiResponse) {
+    assert_eq!(response.status, 202, "still running: {}", response.body);
+}
+
+#[tokio::test]
+async fn a_job_that_stalled_fails_and_blocks_no_new_one() {
+    let app = TestApp::new().await;
+    let admin = app.superuser_token().await;
+    let status = kick_off(&app, kick_off_request(&admin, "/fhir/R4/Patient/$export")).await;
+    // No step ran for hours (every delivery of its plan crashed the worker, say).
+    let id = uuid::Uuid::parse_str(status.rsplit('/').next().unwrap()).unwrap();
+    app.db
+        .client()
+        .await
+        .execute(
+            "UPDATE bulk_exports SET touched_at = now() - interval '4 hours' WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let failed = poll(&app, &admin, &status).await;
+    outcome(&failed, 500, "exception");
+    assert!(failed.body.contains("no progress"), "{}", failed.body);
+    kick_off(&app, kick_off_request(&admin, "/fhir/R4/Patient/$export")).await;
+}

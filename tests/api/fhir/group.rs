@@ -132,6 +132,11 @@ async fn groups_are_found_by_name_and_by_member() {
         .await;
     assert_eq!(by_name.status, 200, "{}", by_name.body);
     assert_eq!(ids(&by_name.json()), vec![asthma["id"].as_str().unwrap()]);
+    // A search's entry counts the members and says it lists none (a read lists them).
+    let entry = &by_name.json()["entry"][0]["resource"];
+    assert_eq!(entry["quantity"], 1);
+    assert!(entry.get("member").is_none());
+    assert_eq!(entry["meta"]["tag"][0]["code"], "SUBSETTED");
 
     let by_member = app
         .call(

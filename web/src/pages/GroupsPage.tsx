@@ -38,20 +38,32 @@ function usePatientSearch(text: string) {
 function GroupEditor({ group, onSaved, onClose }: { group: GroupResource | null; onSaved: () => void; onClose: () => void }) {
   const [name, setName] = useState(group?.name ?? "");
   const [members, setMembers] = useState<Member[]>([]);
+  const [version, setVersion] = useState<string | undefined>(undefined);
+  const [loadError, setLoadError] = useState<unknown>(null);
   const [query, setQuery] = useState("");
   const found = usePatientSearch(query);
 
-  // The members' names, for a group being edited.
+  // A group being edited, read whole (a search lists no members), and its members' names.
   useEffect(() => {
-    if (!group) return;
-    const ids = memberIds(group);
-    Promise.all(
+    if (!group?.id) return;
+    void (async () => {
+      let whole: GroupResource;
+      try {
+        whole = (await fhir<GroupResource>(`Group/${group.id}`)).data;
+      } catch (caught) {
+        setLoadError(caught);
+        return;
+      }
+      setVersion(whole.meta?.versionId);
+      const ids = memberIds(whole);
+      setMembers(await Promise.all(
       ids.map((id) =>
         call(api.GET("/api/v1/patients/{patient_id}", { params: { path: { patient_id: id } } }))
           .then((patient) => ({ id, name: patient.name }))
           .catch(() => ({ id, name: id })),
       ),
-    ).then(setMembers);
+      ));
+    })();
   }, [group]);
 
   const save = useAction(async () => {
@@ -66,7 +78,7 @@ function GroupEditor({ group, onSaved, onClose }: { group: GroupResource | null;
     await fhir(group?.id ? `Group/${group.id}` : "Group", {
       method: group?.id ? "PUT" : "POST",
       body: JSON.stringify(resource),
-      headers: group?.meta?.versionId ? { "If-Match": `W/"${group.meta.versionId}"` } : {},
+      headers: version ? { "If-Match": `W/"${version}"` } : {},
     });
     onSaved();
   });
@@ -131,7 +143,7 @@ function GroupEditor({ group, onSaved, onClose }: { group: GroupResource | null;
             ))}
           </List>
         )}
-        <ErrorAlert error={save.error} />
+        <ErrorAlert error={loadError ?? save.error} />
         <Group justify="flex-end">
           <Button variant="default" onClick={onClose}>
             Cancel
