@@ -256,7 +256,7 @@ pub async fn ensure_loaded(
     }
     client
         .batch_execute(
-            "TRUNCATE attachments, patients, object_deletions, upload_parts, multipart_aborts, patient_identifiers, patient_attachment_types, smart_grants, smart_refresh_tokens, smart_launches, smart_authorizations, patient_group_members, bulk_exports",
+            "TRUNCATE attachments, patients, object_deletions, upload_parts, multipart_aborts, patient_identifiers, patient_attachment_types, smart_grants, smart_refresh_tokens, smart_launches, smart_authorizations, patient_group_members, bulk_exports, bulk_export_chunks, bulk_export_files, bulk_export_patients, bulk_export_documents, bulk_export_audit_events",
         )
         .await?;
     if set == DataSet::Correlated {
