@@ -191,7 +191,7 @@ pub async fn export_at_scale(set: dataset::DataSet) {
         .send()
         .await;
     let queue =
-        api_tests::create_queue(&format!("{}-exports", data.dbname.replace('_', "-")), 900).await;
+        api_tests::create_queue(&format!("{}-export-steps", data.dbname.replace('_', "-")), 900).await;
     let env = shared::config::Env::from_pairs([
         ("DATABASE_URL", api_tests::db_url(&data.dbname)),
         ("S3_BUCKET", bucket.to_owned()),
