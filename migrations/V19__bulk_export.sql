@@ -92,9 +92,11 @@ CREATE TABLE bulk_export_files (
 -- planned: every worker reads its chunk from here, so the export is exactly the database as
 -- of transaction_time whatever is written meanwhile, and a retried chunk reads the same rows.
 -- The columns are those the domain's row mappings read (Patient::from_row with its
--- identifiers, Attachment::from_row, AuditEventOut::from_row); a chunk's rows go once it is
--- written.
-CREATE TABLE bulk_export_patients (
+-- identifiers, Attachment::from_row); a chunk's rows go once it is written. UNLOGGED: a copy
+-- that can be made again, not worth its WAL (docs/benchmarks.md, Bulk export). A crash or
+-- failover empties them: a chunk then reads fewer rows than it was planned with and fails on
+-- every delivery, so the job fails (its status says so) and never exports less than it holds.
+CREATE UNLOGGED TABLE bulk_export_patients (
     export_id       uuid NOT NULL REFERENCES bulk_exports (id) ON DELETE CASCADE,
     seq             bigint NOT NULL,
     id              uuid NOT NULL,
@@ -109,7 +111,7 @@ CREATE TABLE bulk_export_patients (
     PRIMARY KEY (export_id, seq)
 );
 
-CREATE TABLE bulk_export_documents (
+CREATE UNLOGGED TABLE bulk_export_documents (
     export_id       uuid NOT NULL REFERENCES bulk_exports (id) ON DELETE CASCADE,
     seq             bigint NOT NULL,
     id              uuid NOT NULL,
@@ -132,7 +134,7 @@ CREATE TABLE bulk_export_documents (
 
 -- The trail is append-only: its events' ids are enough (a chunk reads the events themselves);
 -- an event the retention purge removed meanwhile fails its chunk rather than go missing.
-CREATE TABLE bulk_export_audit_events (
+CREATE UNLOGGED TABLE bulk_export_audit_events (
     export_id     uuid NOT NULL REFERENCES bulk_exports (id) ON DELETE CASCADE,
     seq           bigint NOT NULL,
     id            uuid NOT NULL,
