@@ -227,6 +227,26 @@ async fn a_backend_client_exports_what_its_system_scopes_permit() {
     let exported = resources_of(&manifest).await;
     assert_eq!(exported.keys().collect::<Vec<_>>(), vec!["Patient"]);
     assert_eq!(ids_of(exported.get("Patient")), vec![anna]);
+    // The worker's steps are attributed to the client, as the kick-off is.
+    let id = uuid::Uuid::parse_str(status.rsplit('/').next().unwrap()).unwrap();
+    let steps = app
+        .db
+        .client()
+        .await
+        .query(
+            "SELECT action, details->>'smart_client_id' FROM audit_events \
+             WHERE resource_id = $1 ORDER BY occurred_at",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let clients: std::collections::BTreeSet<Option<String>> =
+        steps.iter().map(|row| row.get(1)).collect();
+    assert_eq!(clients.len(), 1, "one client names every step: {clients:?}");
+    assert!(clients.iter().all(Option::is_some));
+    assert!(steps
+        .iter()
+        .any(|row| row.get::<_, &str>(0) == "bulk_export.file_written"));
 
     // A type beyond its scopes.
     let refused = app
