@@ -170,7 +170,8 @@ GRANT SELECT ON bulk_export_chunks, bulk_export_files TO carevault_fhir;
 -- The worker reads what it exports (never writes it), and runs the jobs.
 GRANT SELECT ON patients, patient_identifiers, attachments, audit_events, patient_groups,
     patient_group_members TO carevault_bulk_export;
-GRANT SELECT, UPDATE ON bulk_exports TO carevault_bulk_export;
+-- DELETE: a cancelled job's clean-up step.
+GRANT SELECT, UPDATE, DELETE ON bulk_exports TO carevault_bulk_export;
 GRANT SELECT, INSERT, UPDATE, DELETE ON bulk_export_chunks, bulk_export_files,
     bulk_export_patients, bulk_export_documents, bulk_export_audit_events
     TO carevault_bulk_export;

@@ -411,6 +411,18 @@ pub async fn cancel(pool: &DbPool, id: Uuid, owner: Owner) -> Result<bool, Store
         == 1)
 }
 
+/// Withdraws a job just accepted whose planning could not be queued: it never was.
+pub async fn withdraw(pool: &DbPool, id: Uuid) -> Result<(), StoreError> {
+    pool.get()
+        .await?
+        .execute(
+            "DELETE FROM bulk_exports WHERE id = $1 AND status = 'accepted'",
+            &[&id],
+        )
+        .await?;
+    Ok(())
+}
+
 /// Removes a cancelled job with everything it holds (the worker's clean-up step).
 pub async fn remove(pool: &DbPool, id: Uuid) -> Result<(), StoreError> {
     pool.get()

@@ -413,7 +413,7 @@ async fn kick_off(
     {
         // Not queued: no job stays behind to block the client's next kick-off.
         tracing::error!(%error, "an export's planning could not be queued");
-        exports::cancel(&state.db, export.id, request.owner).await?;
+        exports::withdraw(&state.db, export.id).await?;
         return Err(ApiError::Unavailable(
             "The export queue is unavailable, please retry".into(),
         ));

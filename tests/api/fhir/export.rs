@@ -657,3 +657,77 @@ async fn a_job_that_stalled_fails_and_blocks_no_new_one() {
     assert!(failed.body.contains("no progress"), "{}", failed.body);
     kick_off(&app, kick_off_request(&admin, "/fhir/R4/Patient/$export")).await;
 }
+
+#[tokio::test]
+async fn a_cancel_never_waits_on_a_plan_in_progress() {
+    let app = TestApp::new().await;
+    let admin = app.superuser_token().await;
+    let status = kick_off(&app, kick_off_request(&admin, "/fhir/R4/Patient/$export")).await;
+    let id = uuid::Uuid::parse_str(status.rsplit('/').next().unwrap()).unwrap();
+    // A plan holds the job's row with a key-share lock for as long as its copy takes.
+    let mut planning = app.db.client().await;
+    let plan = planning.transaction().await.unwrap();
+    plan.query_one(
+        "SELECT status FROM bulk_exports WHERE id = $1 FOR KEY SHARE",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let cancelled = app.call(ApiRequest::delete(&status).bearer(&admin)).await;
+    assert_eq!(cancelled.status, 202, "{}", cancelled.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    plan.rollback().await.unwrap();
+    outcome(&poll(&app, &admin, &status).await, 404, "not-found");
+    // The queue's steps: the plan finds it cancelled, the clean-up removes it.
+    app.run_export_jobs().await;
+    let left: i64 = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM bulk_exports WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn a_kick_off_the_queue_cannot_take_answers_503_and_leaves_no_job() {
+    let app = TestApp::new().await;
+    let admin = app.superuser_token().await;
+    // The FHIR function cold-started with a queue nobody answers at.
+    let state = fhir::FhirState::from_env(&app.env_with(&[
+        (
+            "EXPORT_QUEUE_URL",
+            "http://127.0.0.1:9/000000000000/nowhere",
+        ),
+        (
+            "DATABASE_URL",
+            &api_tests::function_db_url(&app.db.name, "fhir"),
+        ),
+    ]))
+    .await
+    .unwrap();
+    let refused = api_tests::invoke(
+        fhir::router(state),
+        kick_off_request(&admin, "/fhir/R4/$export"),
+    )
+    .await;
+    outcome(&refused, 503, "transient");
+    let jobs: i64 = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM bulk_exports", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(jobs, 0, "the job was withdrawn");
+    // So the client is not blocked: the real queue takes its next kick-off.
+    kick_off(&app, kick_off_request(&admin, "/fhir/R4/$export")).await;
+}
