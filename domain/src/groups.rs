@@ -156,21 +156,7 @@ pub async fn create(pool: &DbPool, group: &GroupWrite) -> Result<Group, GroupErr
         &[&id, &group.name.0],
     )
     .await?;
-    tx.execute(
-        "INSERT INTO patient_group_members (group_id, patient_id) \
-         SELECT $1, unnest($2::uuid[])",
-        &[&id, &members],
-    )
-    .await
-    .map_err(member_gone)?;
-    let row = tx
-        .query_one(
-            &format!("SELECT {COLUMNS} FROM patient_groups g WHERE g.id = $1"),
-            &[&id],
-        )
-        .await?;
-    tx.commit().await?;
-    Ok(Group::from_row(&row))
+    add_members_and_commit(tx, id, &members).await
 }
 
 pub async fn find(pool: &DbPool, id: Uuid) -> Result<Option<Group>, StoreError> {
@@ -218,6 +204,16 @@ pub async fn update(
         &[&id, &members],
     )
     .await?;
+    add_members_and_commit(tx, id, &members).await
+}
+
+/// Adds `members` the group lacks, reads the group back and commits: the end of a create or an
+/// update.
+async fn add_members_and_commit(
+    tx: deadpool_postgres::Transaction<'_>,
+    id: Uuid,
+    members: &[Uuid],
+) -> Result<Group, GroupError> {
     tx.execute(
         "INSERT INTO patient_group_members (group_id, patient_id) \
          SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING",

@@ -94,11 +94,7 @@ pub async fn records(
         ExportType::AuditEvent => format!(
             "SELECT {} FROM bulk_export_audit_events s JOIN audit_events e ON e.id = s.id \
              WHERE s.export_id = $1 AND s.seq BETWEEN $2 AND $3 ORDER BY s.seq",
-            crate::audit_events::COLUMNS
-                .split(',')
-                .map(|c| format!("e.{}", c.trim()))
-                .collect::<Vec<_>>()
-                .join(", ")
+            super::plan::qualified("e", crate::audit_events::COLUMNS)
         ),
     };
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =

@@ -453,7 +453,7 @@ pub(crate) async fn record(
 
 /// The audit trail's attribution of a job's own steps (run by the worker, on the owner's
 /// behalf): the user, or the client in the event's details.
-pub fn attribution(owner: Owner) -> (shared::audit::Attribution, Value) {
+fn attribution(owner: Owner) -> (shared::audit::Attribution, Value) {
     match owner {
         Owner::User(id) => (
             shared::audit::Attribution {

@@ -286,7 +286,7 @@ async fn stage(
 }
 
 /// `a, b` as `p.a, p.b`.
-fn qualified(relation: &str, columns: &str) -> String {
+pub(crate) fn qualified(relation: &str, columns: &str) -> String {
     columns
         .split(',')
         .map(|c| format!("{relation}.{}", c.trim()))

@@ -288,11 +288,16 @@ async fn a_kick_off_it_cannot_run_is_refused_with_what_is_wrong() {
         .await;
     outcome(&no_prefer, 400, "invalid");
     assert!(no_prefer.body.contains("respond-async"));
-    let cases: [(&str, &str, &str); 5] = [
+    let too_many = vec!["Patient?name=a"; 33].join(",");
+    let cases: [(&str, &str, &str); 9] = [
         ("_outputFormat", "text/csv", "_outputFormat"),
         ("_type", "Observation", "_type"),
         ("_since", "yesterday", "_since"),
+        ("_since", "2999-01-01T00:00:00Z", "_since"),
         ("_typeFilter", "Patient?colour=blue", "_typeFilter"),
+        ("_typeFilter", "Patient", "_typeFilter"),
+        ("_typeFilter", "Observation?code=1", "_typeFilter"),
+        ("_typeFilter", &too_many, "_typeFilter"),
         ("_elements", "id", "_elements"),
     ];
     for (name, value, named) in cases {
@@ -302,20 +307,41 @@ async fn a_kick_off_it_cannot_run_is_refused_with_what_is_wrong() {
         outcome(&refused, 400, "invalid");
         assert!(refused.body.contains(named), "{name}: {}", refused.body);
     }
+    // A filter of a type the export does not hold.
+    let refused = app
+        .call(
+            kick_off_request(&admin, "/fhir/R4/$export")
+                .query("_type", "Patient")
+                .query(
+                    "_typeFilter",
+                    "DocumentReference?contenttype=application/pdf",
+                ),
+        )
+        .await;
+    outcome(&refused, 400, "invalid");
+    assert!(refused.body.contains("does not hold"), "{}", refused.body);
+    // A POST body that is no Parameters resource.
+    let refused = app
+        .call(
+            ApiRequest::post("/fhir/R4/$export")
+                .bearer(&admin)
+                .header("prefer", "respond-async")
+                .json(json!({ "resourceType": "Patient" })),
+        )
+        .await;
+    outcome(&refused, 400, "invalid");
+    // A group id that is no id names no group.
+    let refused = app
+        .call(kick_off_request(&admin, "/fhir/R4/Group/not-an-id/$export"))
+        .await;
+    outcome(&refused, 404, "not-found");
     // AuditEvent is a system-level type only.
     let refused = app
         .call(kick_off_request(&admin, "/fhir/R4/Patient/$export").query("_type", "AuditEvent"))
         .await;
     outcome(&refused, 400, "invalid");
     // None of them left a job behind.
-    let jobs: i64 = app
-        .db
-        .client()
-        .await
-        .query_one("SELECT count(*) FROM bulk_exports", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let jobs = jobs_recorded(&app).await;
     assert_eq!(jobs, 0);
 }
 
@@ -719,15 +745,19 @@ async fn a_kick_off_the_queue_cannot_take_answers_503_and_leaves_no_job() {
     )
     .await;
     outcome(&refused, 503, "transient");
-    let jobs: i64 = app
-        .db
+    let jobs = jobs_recorded(&app).await;
+    assert_eq!(jobs, 0, "the job was withdrawn");
+    // So the client is not blocked: the real queue takes its next kick-off.
+    kick_off(&app, kick_off_request(&admin, "/fhir/R4/$export")).await;
+}
+
+/// How many export jobs the database holds, whatever their state.
+async fn jobs_recorded(app: &TestApp) -> i64 {
+    app.db
         .client()
         .await
         .query_one("SELECT count(*) FROM bulk_exports", &[])
         .await
         .unwrap()
-        .get(0);
-    assert_eq!(jobs, 0, "the job was withdrawn");
-    // So the client is not blocked: the real queue takes its next kick-off.
-    kick_off(&app, kick_off_request(&admin, "/fhir/R4/$export")).await;
+        .get(0)
 }
