@@ -99,7 +99,7 @@ async fn auth() {
     );
 
     let token = app.superuser_token().await;
-    let (user_id, _) = app.auth.auth.tokens.verify_access(&token).await.unwrap();
+    let user_id = app.auth.auth.tokens.verify_access(&token).await.unwrap().user_id;
     row(
         "token verification alone (ES256, claims)",
         &time(100_000, || async {
@@ -122,8 +122,8 @@ async fn auth() {
     row(
         "verification + user lookup (CurrentUser, pooled)",
         &time(5_000, || async {
-            let (id, _) = app.auth.auth.tokens.verify_access(&token).await.unwrap();
-            domain::users::find_by_id(&app.auth.db, id).await
+            let session = app.auth.auth.tokens.verify_access(&token).await.unwrap();
+            domain::users::find_by_id(&app.auth.db, session.user_id).await
         })
         .await,
     );

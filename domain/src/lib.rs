@@ -10,6 +10,8 @@
 //! - `groups`: cohorts of patients (FHIR Group).
 //! - `exports`: FHIR Bulk Data export jobs: kick-off, the snapshot they export, their chunks and
 //!   files.
+//! - `second_factors`: TOTP, recovery codes and passkeys, the policy that requires them, and
+//!   the sign-in step between password and factor.
 //! - `users`: accounts and their sessions (password hash, session epoch), and their writes.
 
 /// The database's own failures (a pool that cannot connect, a statement that fails) as the
@@ -36,5 +38,6 @@ pub mod exports;
 pub mod groups;
 pub mod paging;
 pub mod patients;
+pub mod second_factors;
 pub mod smart;
 pub mod users;

@@ -11,7 +11,7 @@ use domain::users::User;
 use shared::config::{ConfigError, Env};
 use shared::db::DbPool;
 use shared::secrets::SecretsClient;
-use shared::tokens::{TokenRole, Tokens};
+use shared::tokens::{Session, SessionScope, TokenRole, Tokens};
 use shared::trail::AuditEntry;
 use shared::ApiError;
 
@@ -84,8 +84,7 @@ where
         let context = AuthContext::from_ref(state);
         let token = bearer_token(parts)?;
         let session = context.tokens.verify_access(token).await;
-        let (user_id, session_epoch) = session.ok_or_else(invalid_credentials)?;
-        Self::of_session(&context, parts, user_id, session_epoch).await
+        Self::of_session(&context, parts, session.ok_or_else(invalid_credentials)?).await
     }
 }
 
@@ -116,14 +115,14 @@ impl CurrentUser {
     pub async fn of_session(
         context: &AuthContext,
         parts: &Parts,
-        user_id: uuid::Uuid,
-        session_epoch: i32,
+        session: Session,
     ) -> Result<Self, ApiError> {
-        let user = domain::users::find_by_id(&context.pool, user_id)
+        let user = domain::users::find_by_id(&context.pool, session.user_id)
             .await?
             .ok_or_else(invalid_credentials)?;
-        // A password change or a logout since the token was issued ended its session.
-        if user.session_epoch != session_epoch {
+        // A password change, a logout or a second factor's change since the token was issued
+        // ended its session.
+        if user.session_epoch != session.epoch {
             return Err(invalid_credentials());
         }
         // A valid token names the actor, even of a request refused below.
@@ -133,8 +132,22 @@ impl CurrentUser {
         if !user.is_active {
             return Err(ApiError::Forbidden("Inactive user".into()));
         }
+        if session.scope == SessionScope::EnrolmentOnly && !reachable_while_enrolling(parts) {
+            return Err(ApiError::Forbidden("Enroll a second factor first".into()));
+        }
         Ok(CurrentUser(user))
     }
+}
+
+/// What a session limited to enrolment reaches: the user's own account, its second factors and
+/// logout. Matched on the path as the gateway routed it (no trailing slash rewriting games:
+/// anything else is refused).
+fn reachable_while_enrolling(parts: &Parts) -> bool {
+    let path = parts.uri.path().trim_end_matches('/');
+    path == "/api/v1/users/me"
+        || path == "/api/v1/logout"
+        || path == "/api/v1/users/me/mfa"
+        || path.starts_with("/api/v1/users/me/mfa/")
 }
 
 /// A privilege a route requires beyond a valid token.

@@ -101,13 +101,12 @@ where
         let invalid = || ApiError::Unauthorized("Could not validate credentials".into());
         // The audience the token claims picks the one check it gets (one signature verified).
         if shared::tokens::claims_session(token) {
-            let (user_id, epoch) = context
+            let session = context
                 .tokens
                 .verify_access(token)
                 .await
                 .ok_or_else(invalid)?;
-            let CurrentUser(user) =
-                CurrentUser::of_session(&context, parts, user_id, epoch).await?;
+            let CurrentUser(user) = CurrentUser::of_session(&context, parts, session).await?;
             return Ok(Self {
                 user: Some(user),
                 smart: None,

@@ -1,10 +1,12 @@
 """Creates (or updates) the local secrets in the Secrets Manager server, in the formats AWS uses:
 the RDS secret JSON for the database, the application secret for SMTP, and the two token key
 secrets, created empty (`{}`) as the stack creates them: the migrate function generates the key
-pair into them, as it does on the first deploy, and an existing key is never overwritten."""
+pair into them, as it does on the first deploy, and an existing key is never overwritten; and
+the key that seals TOTP secrets, generated once."""
 
 import argparse
 import json
+import secrets
 import urllib.parse
 
 import boto3
@@ -32,6 +34,7 @@ def main():
     parser.add_argument("--database-secret", required=True)
     parser.add_argument("--token-signing-secret", required=True)
     parser.add_argument("--token-public-keys-secret", required=True)
+    parser.add_argument("--mfa-key-secret", required=True)
     args = parser.parse_args()
 
     url = urllib.parse.urlsplit(args.database_url)
@@ -50,6 +53,9 @@ def main():
     })
     create_if_missing(client, args.token_signing_secret, {})
     create_if_missing(client, args.token_public_keys_secret, {})
+    # Generated once, as the stack's GenerateSecretString does: replacing it would leave the
+    # sealed TOTP secrets unreadable.
+    create_if_missing(client, args.mfa_key_secret, {"kid": "1", "key": secrets.token_urlsafe(48)})
 
 
 if __name__ == "__main__":

@@ -192,7 +192,8 @@ ensure_secrets_manager() {
         --database-url "$DATABASE_URL" \
         --app-secret "$APP_SECRET_ARN" --database-secret "$DATABASE_SECRET_ARN" \
         --token-signing-secret "$TOKEN_SIGNING_SECRET_ARN" \
-        --token-public-keys-secret "$TOKEN_PUBLIC_KEYS_SECRET_ARN"
+        --token-public-keys-secret "$TOKEN_PUBLIC_KEYS_SECRET_ARN" \
+        --mfa-key-secret "$MFA_KEY_SECRET_ARN"
     # The same moto serves SQS: the bulk export queue and its dead-letter queue.
     "$VENV/bin/python" "$ROOT/scripts/lib/export_queue.py" create --queue-url "$EXPORT_QUEUE_URL"
 }
@@ -231,6 +232,9 @@ start_api() {
     # The console's origin, and those of SMART apps that run in a browser (SMART_APP_ORIGINS,
     # commas), as template.yaml's SmartAppOrigins adds them.
     local origins=(--allow-origin "$FRONTEND_HOST") extra origin
+    # The console named as localhost, where browsers allow passkeys.
+    [ -n "${WEBAUTHN_ORIGIN:-}" ] && [ "$WEBAUTHN_ORIGIN" != "$FRONTEND_HOST" ] &&
+        origins+=(--allow-origin "$WEBAUTHN_ORIGIN")
     IFS=, read -ra extra <<<"${SMART_APP_ORIGINS:-}"
     for origin in "${extra[@]}"; do
         [ -n "$origin" ] && origins+=(--allow-origin "$origin")

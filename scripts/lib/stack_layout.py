@@ -45,6 +45,11 @@ FUNCTION_SETTINGS = {
     "APP_SECRET_ARN": None,
     "TOKEN_SIGNING_SECRET_ARN": None,
     "TOKEN_PUBLIC_KEYS_SECRET_ARN": None,
+    "MFA_KEY_SECRET_ARN": None,
+    # Local clients and the replaced system's scripts sign in with a password alone unless a
+    # run asks for more (template.yaml's default is superuser).
+    "MFA_REQUIRED_ROLES": "none",
+    "WEBAUTHN_ORIGIN": None,
     "S3_BUCKET": None,
     "S3_FORCE_PATH_STYLE": "true",
     "SMTP_HOST": None,
@@ -86,6 +91,11 @@ def stack_env(name: str, base: int, run_dir: str, frontend_host: str) -> dict:
         "DATABASE_SECRET_ARN": f"carevault/{name}/database",
         "TOKEN_SIGNING_SECRET_ARN": f"carevault/{name}/token-signing",
         "TOKEN_PUBLIC_KEYS_SECRET_ARN": f"carevault/{name}/token-public-keys",
+        "MFA_KEY_SECRET_ARN": f"carevault/{name}/mfa-key",
+        # Passkeys' origin: browsers refuse WebAuthn on an IP address, so the console's origin
+        # named as localhost (the API's CORS allows it too).
+        "WEBAUTHN_ORIGIN": os.environ.get("WEBAUTHN_ORIGIN")
+        or frontend_host.replace("://127.0.0.1", "://localhost"),
         "DATABASE_TLS": "disable",
         "SAM_CLI_TELEMETRY": "0",
     }

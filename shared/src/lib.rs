@@ -7,7 +7,7 @@
 //!    hold valid values), `input` (untrusted text into those types).
 //! 2. Clients made once per cold start: `aws`, `secrets`, `db`, `storage`.
 //! 3. Accounts and the trail: `audit` (the trail's records), `trail` (one request's entry),
-//!    `password`, `throttle`, `tokens`, `email`. (Users, patients, attachments and the
+//!    `password`, `sealing`, `throttle`, `tokens`, `email`. (Users, patients, attachments and the
 //!    trail's reading are in the domain crate, `domain/`, which builds on this one.)
 
 // 1
@@ -28,6 +28,7 @@ pub mod audit;
 pub mod email;
 pub mod opaque;
 pub mod password;
+pub mod sealing;
 pub mod throttle;
 pub mod tokens;
 pub mod trail;

@@ -228,6 +228,27 @@ struct Claims {
     /// a token is spent once either changes (single use without server state).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pwd: Option<String>,
+    /// A session that may only enrol a second factor (its role requires one, it has none).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    enr: bool,
+}
+
+/// What a session may reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionScope {
+    /// Everything the user's role allows.
+    Full,
+    /// Only the user's own account, second-factor enrolment and logout: the user's role
+    /// requires a second factor and the account has none yet.
+    EnrolmentOnly,
+}
+
+/// A verified access token: whose session, under which epoch, reaching what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    pub user_id: Uuid,
+    pub epoch: i32,
+    pub scope: SessionScope,
 }
 
 impl Tokens {
@@ -411,7 +432,12 @@ impl Tokens {
         }
     }
 
-    pub fn issue_access(&self, user_id: Uuid, session_epoch: i32) -> Result<String, ApiError> {
+    pub fn issue_access(
+        &self,
+        user_id: Uuid,
+        session_epoch: i32,
+        scope: SessionScope,
+    ) -> Result<String, ApiError> {
         let now = now_secs();
         self.sign(&Claims {
             sub: user_id.to_string(),
@@ -420,13 +446,22 @@ impl Tokens {
             exp: now + self.access_ttl.as_secs(),
             sep: Some(session_epoch),
             pwd: None,
+            enr: scope == SessionScope::EnrolmentOnly,
         })
     }
 
-    /// The user id and session epoch of a valid access token; None for anything else.
-    pub async fn verify_access(&self, token: &str) -> Option<(Uuid, i32)> {
+    /// The session of a valid access token; None for anything else.
+    pub async fn verify_access(&self, token: &str) -> Option<Session> {
         let claims: Claims = self.check(token, ACCESS_AUDIENCE).await?;
-        Some((Uuid::parse_str(&claims.sub).ok()?, claims.sep?))
+        Some(Session {
+            user_id: Uuid::parse_str(&claims.sub).ok()?,
+            epoch: claims.sep?,
+            scope: if claims.enr {
+                SessionScope::EnrolmentOnly
+            } else {
+                SessionScope::Full
+            },
+        })
     }
 
     /// A reset token for the account as it is now: spent once its password or email changes.
@@ -444,6 +479,7 @@ impl Tokens {
             exp: now + self.reset_ttl.as_secs(),
             sep: None,
             pwd: Some(account_fingerprint(hashed_password, email)),
+            enr: false,
         })
     }
 
@@ -572,16 +608,21 @@ mod tests {
     #[tokio::test]
     async fn a_rotated_key_signs_while_the_old_one_still_verifies() {
         let mut keys = SigningKeys::generate("one").unwrap();
-        let old = tokens(&keys).issue_access(Uuid::nil(), 3).unwrap();
+        let old = tokens(&keys).issue_access(Uuid::nil(), 3, SessionScope::Full).unwrap();
         keys.rotate("two").unwrap();
         let rotated = tokens(&keys);
-        let new = rotated.issue_access(Uuid::nil(), 3).unwrap();
+        let new = rotated.issue_access(Uuid::nil(), 3, SessionScope::Full).unwrap();
         assert_eq!(
             jsonwebtoken::decode_header(&new).unwrap().kid.as_deref(),
             Some("two")
         );
-        assert_eq!(rotated.verify_access(&old).await, Some((Uuid::nil(), 3)));
-        assert_eq!(rotated.verify_access(&new).await, Some((Uuid::nil(), 3)));
+        let session = Some(Session {
+            user_id: Uuid::nil(),
+            epoch: 3,
+            scope: SessionScope::Full,
+        });
+        assert_eq!(rotated.verify_access(&old).await, session);
+        assert_eq!(rotated.verify_access(&new).await, session);
         keys.retire_inactive();
         assert_eq!(tokens(&keys).verify_access(&old).await, None, "retired");
     }

@@ -12,6 +12,7 @@ mod fhir;
 mod generated;
 mod health;
 mod layout;
+mod mfa;
 mod migrate;
 mod multipart;
 mod openapi;

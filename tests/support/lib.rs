@@ -18,6 +18,7 @@ mod app;
 mod db;
 mod keys;
 mod mail;
+pub mod mfa;
 mod queue;
 mod requests;
 mod routes;

@@ -12,6 +12,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use domain::second_factors::{self, passkeys, sign_in, FactorError, Method, Methods, SecondFactors};
 use domain::users::{self, Sessions, User};
 use edge::audit_layer::AuditTrail;
 use edge::auth::{AuthContext, CurrentUser, Superuser};
@@ -26,7 +27,7 @@ use shared::email::Mailer;
 use shared::password::{self, Verified};
 use shared::secrets::{AppSecret, SecretsClient};
 use shared::throttle;
-use shared::tokens::{account_fingerprint, TokenRole};
+use shared::tokens::{account_fingerprint, SessionScope, TokenRole};
 use shared::trail::{AuditEntry, RouteEvent};
 use shared::{ApiError, ApiResult};
 
@@ -41,6 +42,8 @@ pub struct AuthState {
     pub recovery_min_response: Duration,
     /// The SMART on FHIR authorization server.
     pub smart: smart::SmartServer,
+    /// Second factors: the TOTP secrets' key, the passkey relying party, the policy.
+    pub factors: SecondFactors,
 }
 
 impl AuthState {
@@ -53,6 +56,7 @@ impl AuthState {
         Ok(Self {
             db: auth.pool.clone(),
             smart: smart::SmartServer::from_env(env, &auth)?,
+            factors: SecondFactors::from_env(env, &secrets).await?,
             auth,
             mailer: Arc::new(Mailer::from_env(env, &secret)?),
             recovery_min_response: env.millis_in(
@@ -71,6 +75,8 @@ const RESET_REQUEST: RouteEvent = RouteEvent::new("auth.password_reset_request",
 const RESET: RouteEvent = RouteEvent::new("auth.password_reset", USER);
 const RESET_PREVIEW: RouteEvent = RouteEvent::new("auth.password_reset_preview", USER);
 const LOGOUT: RouteEvent = RouteEvent::new("auth.logout", USER);
+const LOGIN_MFA: RouteEvent = RouteEvent::new("auth.login_second_factor", USER);
+const LOGIN_PASSKEY_OPTIONS: RouteEvent = RouteEvent::new("auth.login_passkey_options", USER);
 
 pub fn router(state: AuthState) -> Router {
     let trail = AuditTrail::new(state.db.clone());
@@ -79,6 +85,14 @@ pub fn router(state: AuthState) -> Router {
         .route(
             "/api/v1/login/access-token",
             post(login_access_token.layer(trail.on(LOGIN))),
+        )
+        .route(
+            "/api/v1/login/mfa",
+            post(login_second_factor.layer(trail.on(LOGIN_MFA))),
+        )
+        .route(
+            "/api/v1/login/mfa/passkey-options",
+            post(login_passkey_options.layer(trail.on(LOGIN_PASSKEY_OPTIONS))),
         )
         .route("/api/v1/logout", post(logout.layer(trail.on(LOGOUT))))
         .route("/api/v1/.well-known/jwks.json", get(jwks))
@@ -107,6 +121,44 @@ pub fn router(state: AuthState) -> Router {
 struct LoginForm {
     username: String,
     password: String,
+    /// A TOTP or recovery code, for an account with a second factor: the token in one request.
+    #[serde(default)]
+    mfa_code: Option<String>,
+}
+
+/// How a right password ends.
+enum SignIn {
+    /// The token (a second factor passed, or none was needed).
+    Token(String),
+    /// The account has a second factor and none (or a wrong one) came: the step to continue.
+    SecondFactor {
+        detail: &'static str,
+        mfa_token: String,
+        methods: Methods,
+    },
+}
+
+fn token_answer(token: &str) -> Response {
+    let mut response = Json(json!({ "access_token": token, "token_type": "bearer" })).into_response();
+    no_store(&mut response);
+    response
+}
+
+fn no_store(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// 401 with the step's token and the account's methods, `WWW-Authenticate: Bearer`.
+fn second_factor_answer(detail: &str, mfa_token: &str, methods: &Methods) -> Response {
+    let body = json!({ "detail": detail, "mfa_token": mfa_token, "mfa_methods": methods.names() });
+    let mut response = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    no_store(&mut response);
+    response
 }
 
 async fn login_access_token(
@@ -114,18 +166,20 @@ async fn login_access_token(
     audit: AuditEntry,
     meta: RequestMeta,
     FormBody(form): FormBody<LoginForm>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     // Success and failure alike are recorded before the token leaves; never the password.
     audit.attempted_account(&form.username);
     let account = throttle::account_key(&form.username);
     let source_ip = meta.source_ip.unwrap_or_default();
-    match login(&state, &form, &account, &source_ip).await {
-        Ok((user, token)) => {
-            audit.actor(user.id, &user.email);
-            audit.describe(|event| event.resource(Some(user.id)));
-            Ok(Json(
-                json!({ "access_token": token, "token_type": "bearer" }),
-            ))
+    match login(&state, &audit, &form, &account, &source_ip).await {
+        Ok(SignIn::Token(token)) => Ok(token_answer(&token)),
+        Ok(SignIn::SecondFactor {
+            detail,
+            mfa_token,
+            methods,
+        }) => {
+            audit.outcome(Outcome::Denied);
+            Ok(second_factor_answer(detail, &mfa_token, &methods))
         }
         Err(error) => {
             // Wrong credentials, an inactive account or a throttled pair: access denied.
@@ -137,15 +191,17 @@ async fn login_access_token(
 
 async fn login(
     state: &AuthState,
+    audit: &AuditEntry,
     form: &LoginForm,
     account: &str,
     source_ip: &str,
-) -> ApiResult<(User, String)> {
+) -> ApiResult<SignIn> {
     let pool = &state.db;
     // Refused before the password is even looked at, the right one included.
     throttle::check(pool, account, source_ip).await?;
     let found = users::find_with_hash_by_email(pool, form.username.trim()).await?;
-    // An unknown email is verified against a dummy hash: same cost, same answer.
+    // An unknown email is verified against a dummy hash: same cost, same answer. Whether the
+    // account has a second factor is read only after the right password.
     let verified = password::verify(
         &form.password,
         found.as_ref().map(|(_, hash)| hash.as_str()),
@@ -158,8 +214,10 @@ async fn login(
             return Err(ApiError::BadRequest("Incorrect email or password".into()));
         }
     };
-    throttle::succeeded(pool, account, source_ip).await?;
+    audit.actor(user.id, &user.email);
+    audit.describe(|event| event.resource(Some(user.id)));
     if !user.is_active {
+        throttle::succeeded(pool, account, source_ip).await?;
         return Err(ApiError::BadRequest("Inactive user".into()));
     }
     if verified == Verified::YesNeedsRehash {
@@ -178,11 +236,188 @@ async fn login(
             .await?;
         }
     }
+    let methods = second_factors::methods(pool, user.id).await?;
+    if !methods.any_factor() {
+        throttle::succeeded(pool, account, source_ip).await?;
+        let scope = if state.factors.required.require(&user) {
+            audit.describe(|event| event.details(json!({ "enrolment_only": true })));
+            SessionScope::EnrolmentOnly
+        } else {
+            SessionScope::Full
+        };
+        let token = state
+            .auth
+            .tokens
+            .issue_access(user.id, user.session_epoch, scope)?;
+        return Ok(SignIn::Token(token));
+    }
+    // The throttle pair is cleared only once the factor passes: a known password must not
+    // reset the count of wrong codes.
+    let Some(code) = form.mfa_code.as_deref().filter(|c| !c.trim().is_empty()) else {
+        audit.describe(|event| event.details(json!({ "second_factor": "required" })));
+        let mfa_token = sign_in::begin(pool, user.id, user.session_epoch).await?;
+        return Ok(SignIn::SecondFactor {
+            detail: "A second factor is required",
+            mfa_token,
+            methods,
+        });
+    };
+    let accepted =
+        second_factors::accept_code(pool, &state.factors.sealing, user.id, code).await?;
+    let Some(method) = accepted else {
+        throttle::failed(pool, account, source_ip).await?;
+        let method = Method::of_code(code);
+        audit.describe(|event| {
+            event.details(json!({ "mfa_method": method.as_str(), "second_factor": "failed" }))
+        });
+        let mfa_token = sign_in::begin(pool, user.id, user.session_epoch).await?;
+        return Ok(SignIn::SecondFactor {
+            detail: "Incorrect authentication code",
+            mfa_token,
+            methods,
+        });
+    };
+    throttle::succeeded(pool, account, source_ip).await?;
+    audit.describe(|event| event.details(json!({ "mfa_method": method.as_str() })));
     let token = state
         .auth
         .tokens
-        .issue_access(user.id, user.session_epoch)?;
-    Ok((user, token))
+        .issue_access(user.id, user.session_epoch, SessionScope::Full)?;
+    Ok(SignIn::Token(token))
+}
+
+/// `POST /login/mfa`'s body: the step's token and a code, or a passkey's assertion.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecondStep {
+    mfa_token: String,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    passkey: Option<Box<passkeys::Assertion>>,
+}
+
+fn step_expired() -> ApiError {
+    ApiError::Unauthorized("The sign-in step is invalid or expired; sign in again".into())
+}
+
+/// The live step of `token` and its user, still active and in the session of the step's time
+/// (a password change or a factor reset in between ends the step); the user is the actor.
+async fn step_and_user(
+    state: &AuthState,
+    audit: &AuditEntry,
+    token: &str,
+) -> ApiResult<(sign_in::Pending, User)> {
+    let pending = sign_in::find(&state.db, token)
+        .await?
+        .ok_or_else(step_expired)?;
+    let user = users::find_by_id(&state.db, pending.user_id)
+        .await?
+        .filter(|u| u.is_active && u.session_epoch == pending.session_epoch)
+        .ok_or_else(step_expired)?;
+    audit.actor(user.id, &user.email);
+    audit.describe(|event| event.resource(Some(user.id)));
+    Ok((pending, user))
+}
+
+/// `POST /api/v1/login/mfa`: the second step of a sign-in; answers the token.
+async fn login_second_factor(
+    State(state): State<AuthState>,
+    audit: AuditEntry,
+    meta: RequestMeta,
+    JsonBody(body): JsonBody<SecondStep>,
+) -> ApiResult<Response> {
+    let pool = &state.db;
+    let (pending, user) = step_and_user(&state, &audit, &body.mfa_token).await?;
+    let account = throttle::account_key(&user.email);
+    let source_ip = meta.source_ip.unwrap_or_default();
+    throttle::check(pool, &account, &source_ip).await?;
+    let (method, outcome) = match (&body.code, &body.passkey) {
+        (Some(code), None) => {
+            let accepted =
+                second_factors::accept_code(pool, &state.factors.sealing, user.id, code).await?;
+            (Method::of_code(code), accepted.is_some().then_some(()).ok_or("wrong code"))
+        }
+        (None, Some(assertion)) => {
+            let Some(challenge) = &pending.passkey_state else {
+                return Err(ApiError::BadRequest(
+                    "Ask for the passkey options of this sign-in first".into(),
+                ));
+            };
+            let verified = passkeys::accept(
+                pool,
+                &state.factors.passkeys,
+                user.id,
+                challenge,
+                assertion,
+            )
+            .await;
+            let outcome = match verified {
+                Ok(()) => Ok(()),
+                Err(FactorError::CounterWentBack) => Err("signature counter went backwards"),
+                Err(FactorError::PasskeyRefused(_) | FactorError::PasskeyNotFound) => {
+                    Err("assertion refused")
+                }
+                Err(other) => return Err(other.into()),
+            };
+            (Method::Passkey, outcome)
+        }
+        _ => {
+            return Err(ApiError::validation(
+                &["body"],
+                "Send either code or passkey",
+                "value_error",
+            ))
+        }
+    };
+    if let Err(reason) = outcome {
+        sign_in::failed(pool, &body.mfa_token).await?;
+        throttle::failed(pool, &account, &source_ip).await?;
+        audit.outcome(Outcome::Denied);
+        audit.describe(|event| {
+            event.details(json!({ "mfa_method": method.as_str(), "failure": reason }))
+        });
+        let detail = match method {
+            Method::Passkey => "The passkey was not accepted",
+            _ => "Incorrect authentication code",
+        };
+        return Err(ApiError::Unauthorized(detail.into()));
+    }
+    // Of two requests with one step, one signs in.
+    sign_in::consume(pool, &body.mfa_token)
+        .await?
+        .ok_or_else(step_expired)?;
+    throttle::succeeded(pool, &account, &source_ip).await?;
+    audit.describe(|event| event.details(json!({ "mfa_method": method.as_str() })));
+    let token = state
+        .auth
+        .tokens
+        .issue_access(user.id, pending.session_epoch, SessionScope::Full)?;
+    Ok(token_answer(&token))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepToken {
+    mfa_token: String,
+}
+
+/// `POST /api/v1/login/mfa/passkey-options`: `PublicKeyCredentialRequestOptions` for the step's
+/// user; the challenge is kept with the step until the answer.
+async fn login_passkey_options(
+    State(state): State<AuthState>,
+    audit: AuditEntry,
+    JsonBody(body): JsonBody<StepToken>,
+) -> ApiResult<Response> {
+    let (_, user) = step_and_user(&state, &audit, &body.mfa_token).await?;
+    let (options, challenge) =
+        passkeys::challenge(&state.db, &state.factors.passkeys, user.id).await?;
+    if !sign_in::keep_passkey_state(&state.db, &body.mfa_token, &challenge).await? {
+        return Err(step_expired());
+    }
+    let mut response = Json(options).into_response();
+    no_store(&mut response);
+    Ok(response)
 }
 
 /// Ends every session of the caller: every token issued before answers 401.

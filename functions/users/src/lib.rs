@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use axum::extract::{FromRef, Path, State};
 use axum::handler::Handler;
-use axum::routing::{get, patch, post};
+use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
+use domain::second_factors::{self, passkeys, recovery, totp, FactorError, SecondFactors};
 use domain::users::{self, NewUser, Sessions, User, UserChanges, UserError};
 use edge::audit_layer::AuditTrail;
 use edge::auth::{AuthContext, Authorized, CurrentUser, Superuser};
@@ -20,7 +21,7 @@ use shared::input::{parse_uuid, present, Paging};
 use shared::password::{self, Verified};
 use shared::secrets::{AppSecret, SecretsClient};
 use shared::throttle;
-use shared::tokens::TokenRole;
+use shared::tokens::{SessionScope, TokenRole};
 use shared::trail::{AuditEntry, RouteEvent};
 use shared::{ApiError, ApiResult};
 use uuid::Uuid;
@@ -33,6 +34,8 @@ pub struct UsersState {
     pub mailer: Arc<Mailer>,
     /// USERS_OPEN_REGISTRATION: may strangers create accounts (POST /users/signup)? Off by default.
     pub open_registration: bool,
+    /// Second factors: the TOTP secrets' key, the passkey relying party, the policy.
+    pub factors: SecondFactors,
 }
 
 impl UsersState {
@@ -48,6 +51,7 @@ impl UsersState {
             auth,
             mailer: Arc::new(Mailer::from_env(env, &secret)?),
             open_registration: env.bool_or("USERS_OPEN_REGISTRATION", false)?,
+            factors: SecondFactors::from_env(env, &secrets).await?,
         })
     }
 }
@@ -64,6 +68,15 @@ const ME_PASSWORD: RouteEvent = RouteEvent::new("user.password_change", USER);
 const USER_READ: RouteEvent = RouteEvent::new("user.read", USER).resource_from("id");
 const USER_UPDATE: RouteEvent = RouteEvent::new("user.update", USER).resource_from("id");
 const USER_DELETE: RouteEvent = RouteEvent::new("user.delete", USER).resource_from("id");
+const MFA_READ: RouteEvent = RouteEvent::new("user.mfa_read", USER);
+const TOTP_BEGIN: RouteEvent = RouteEvent::new("user.mfa_totp_begin", USER);
+const TOTP_ENABLE: RouteEvent = RouteEvent::new("user.mfa_totp_enable", USER);
+const TOTP_REMOVE: RouteEvent = RouteEvent::new("user.mfa_totp_remove", USER);
+const RECOVERY_CODES: RouteEvent = RouteEvent::new("user.mfa_recovery_codes", USER);
+const PASSKEY_OPTIONS: RouteEvent = RouteEvent::new("user.mfa_passkey_options", USER);
+const PASSKEY_ADD: RouteEvent = RouteEvent::new("user.mfa_passkey_add", USER);
+const PASSKEY_REMOVE: RouteEvent = RouteEvent::new("user.mfa_passkey_remove", USER);
+const MFA_RESET: RouteEvent = RouteEvent::new("user.mfa_reset", USER).resource_from("id");
 
 pub fn router(state: UsersState) -> Router {
     let trail = AuditTrail::new(state.db.clone());
@@ -82,6 +95,36 @@ pub fn router(state: UsersState) -> Router {
         .route(
             "/api/v1/users/me/password",
             patch(update_my_password.layer(trail.on(ME_PASSWORD))),
+        )
+        .route("/api/v1/users/me/mfa", get(mfa_status.layer(trail.on(MFA_READ))))
+        .route(
+            "/api/v1/users/me/mfa/totp",
+            post(totp_begin.layer(trail.on(TOTP_BEGIN)))
+                .delete(totp_remove.layer(trail.on(TOTP_REMOVE))),
+        )
+        .route(
+            "/api/v1/users/me/mfa/totp/confirm",
+            post(totp_confirm.layer(trail.on(TOTP_ENABLE))),
+        )
+        .route(
+            "/api/v1/users/me/mfa/recovery-codes",
+            post(recovery_codes.layer(trail.on(RECOVERY_CODES))),
+        )
+        .route(
+            "/api/v1/users/me/mfa/passkeys/options",
+            post(passkey_options.layer(trail.on(PASSKEY_OPTIONS))),
+        )
+        .route(
+            "/api/v1/users/me/mfa/passkeys",
+            post(passkey_add.layer(trail.on(PASSKEY_ADD))),
+        )
+        .route(
+            "/api/v1/users/me/mfa/passkeys/{id}",
+            delete(passkey_remove.layer(trail.on(PASSKEY_REMOVE))),
+        )
+        .route(
+            "/api/v1/users/{id}/mfa",
+            delete(mfa_reset.layer(trail.on(MFA_RESET))),
         )
         .route(
             "/api/v1/users/signup",
@@ -468,4 +511,275 @@ async fn delete_user(
     }
     users::delete(&state.db, &audit, id).await?;
     Ok(message("User deleted successfully"))
+}
+
+/// A fresh token for the caller after a factor change ended every session of theirs: full, or
+/// limited to enrolment when their role requires a factor they no longer have.
+async fn fresh_session(
+    state: &UsersState,
+    user: &User,
+    epoch: i32,
+) -> ApiResult<Value> {
+    let scope = if state.factors.required.require(user)
+        && !second_factors::methods(&state.db, user.id)
+            .await?
+            .any_factor()
+    {
+        SessionScope::EnrolmentOnly
+    } else {
+        SessionScope::Full
+    };
+    let token = state.auth.tokens.issue_access(user.id, epoch, scope)?;
+    Ok(json!({ "access_token": token, "token_type": "bearer" }))
+}
+
+/// `GET /users/me/mfa`.
+async fn mfa_status(
+    State(state): State<UsersState>,
+    current: CurrentUser,
+    audit: AuditEntry,
+) -> ApiResult<Json<Value>> {
+    audit.describe(|event| event.resource(Some(current.0.id)));
+    let status = second_factors::status(&state.db, current.0.id).await?;
+    let mut body = serde_json::to_value(&status).map_err(ApiError::internal)?;
+    body["required"] = json!(state.factors.required.require(&current.0));
+    Ok(Json(body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordOnly {
+    current_password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordAndCode {
+    current_password: String,
+    code: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CodeOnly {
+    code: String,
+}
+
+/// The caller's password, then one of their codes (TOTP or recovery), each throttled like a
+/// login; 400 when either is wrong.
+async fn check_password_and_code(
+    state: &UsersState,
+    user: &User,
+    body: &PasswordAndCode,
+    meta: &RequestMeta,
+    audit: &AuditEntry,
+) -> ApiResult<()> {
+    check_current_password(state, user, &body.current_password, meta).await?;
+    let accepted =
+        second_factors::accept_code(&state.db, &state.factors.sealing, user.id, &body.code)
+            .await?;
+    let method = second_factors::Method::of_code(&body.code);
+    audit.describe(|event| event.details(json!({ "mfa_method": method.as_str() })));
+    if accepted.is_none() {
+        let source_ip = meta.source_ip.clone().unwrap_or_default();
+        throttle::failed(&state.db, &throttle::account_key(&user.email), &source_ip).await?;
+        return Err(FactorError::WrongCode.into());
+    }
+    Ok(())
+}
+
+/// `POST /users/me/mfa/totp`: a new secret, pending until confirmed.
+async fn totp_begin(
+    State(state): State<UsersState>,
+    current: CurrentUser,
+    audit: AuditEntry,
+    meta: RequestMeta,
+    JsonBody(body): JsonBody<PasswordOnly>,
+) -> ApiResult<Json<totp::Enrolment>> {
+    audit.describe(|event| event.resource(Some(current.0.id)));
+    check_current_password(&state, &current.0, &body.current_password, &meta).await?;
+    let enrolment = totp::begin(&state.db, &state.factors.sealing, &current.0).await?;
+    Ok(Json(enrolment))
+}
+
+/// `POST /users/me/mfa/totp/confirm`: enables TOTP; answers the recovery codes (shown this
+/// once) and the caller's fresh token (every other session ended).
+async fn totp_confirm(
+    State(state): State<UsersState>,
+    current: CurrentUser,
+    audit: AuditEntry,
+    meta: RequestMeta,
+    JsonBody(body): JsonBody<CodeOnly>,
+) -> ApiResult<Json<Value>> {
+    audit.describe(|event| event.resource(Some(current.0.id)));
+    let account = throttle::account_key(&current.0.email);
+    let source_ip = meta.source_ip.clone().unwrap_or_default();
+    throttle::check(&state.db, &account, &source_ip).await?;
+    let enabled = match totp::confirm(
+        &state.db,
+        &state.factors.sealing,
+        &audit,
+        &current.0,
+        &body.code,
+    )
+    .await
+    {
+        Err(FactorError::WrongCode) => {
+            throttle::failed(&state.db, &account, &source_ip).await?;
+            return Err(FactorError::WrongCode.into());
+        }
+        other => other?,
+    };
+    let mut answer = fresh_session(&state, &current.0, enabled.session_epoch).await?;
+    answer["recovery_codes"] = json!(enabled.recovery_codes);
+    Ok(Json(answer))
+}
+
+/// `DELETE /users/me/mfa/totp`: with the password and a code.
+async fn totp_remove(
+    State(state): State<UsersState>,
+    current: CurrentUser,
+    audit: AuditEntry,
+    meta: RequestMeta,
+    JsonBody(body): JsonBody<PasswordAndCode>,
+) -> ApiResult<Json<Value>> {
+    audit.describe(|event| event.resource(Some(current.0.id)));
+    if !second_factors::status(&state.db, current.0.id).await?.totp {
+        return Err(FactorError::TotpNotEnabled.into());
+    }
+    check_password_and_code(&state, &current.0, &body, &meta, &audit).await?;
+    let epoch = totp::remove(&state.db, &audit, current.0.id).await?;
+    let mut answer = fresh_session(&state, &current.0, epoch).await?;
+    answer["message"] = json!("TOTP removed");
+    Ok(Json(answer))
+}
+
+/// `POST /users/me/mfa/recovery-codes`: ten new codes replace the old ones.
+async fn recovery_codes(
+    State(state): State<UsersState>,
+    current: CurrentUser,
+    audit: AuditEntry,
+    meta: RequestMeta,
+    JsonBody(body): JsonBody<PasswordAndCode>,
+) -> ApiResult<Json<Value>> {
+    audit.describe(|event| event.resource(Some(current.0.id)));
+    if !second_factors::status(&state.db, current.0.id)
+        .await?
+        .has_factor()
+    {
+        return Err(ApiError::BadRequest(
+            "Enable a second factor before recovery codes".into(),
+        ));
+    }
+    check_password_and_code(&state, &current.0, &body, &meta, &audit).await?;
+    let codes = recovery::regenerate(&state.db, &audit, current.0.id).await?;
+    Ok(Json(json!({ "recovery_codes": codes })))
+}
+
+/// `POST /users/me/mfa/passkeys/options`: `PublicKeyCredentialCreationOptions`.
+async fn passkey_options(
+    State(state): State<UsersState>,
+    current: CurrentUser,
+    audit: AuditEntry,
+    meta: RequestMeta,
+    JsonBody(body): JsonBody<PasswordOnly>,
+) -> ApiResult<Json<Value>> {
+    audit.describe(|event| event.resource(Some(current.0.id)));
+    check_current_password(&state, &current.0, &body.current_password, &meta).await?;
+    let options =
+        passkeys::begin_registration(&state.db, &state.factors.passkeys, &current.0).await?;
+    Ok(Json(options))
+}
+
+/// A passkey's name as its owner gives it: 1 to 100 characters, no control characters.
+struct PasskeyName(String);
+
+impl<'de> Deserialize<'de> for PasskeyName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let trimmed = text.trim();
+        if trimmed.is_empty() || trimmed.chars().count() > 100 {
+            return Err(serde::de::Error::custom(
+                "a passkey's name is 1 to 100 characters",
+            ));
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err(serde::de::Error::custom(
+                "a passkey's name holds no control characters",
+            ));
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPasskey {
+    name: PasskeyName,
+    credential: Box<passkeys::RegisterPublicKeyCredential>,
+}
+
+/// `POST /users/me/mfa/passkeys`: registers the browser's answer to the options.
+async fn passkey_add(
+    State(state): State<UsersState>,
+    current: CurrentUser,
+    audit: AuditEntry,
+    JsonBody(body): JsonBody<NewPasskey>,
+) -> ApiResult<Json<Value>> {
+    audit.describe(|event| event.resource(Some(current.0.id)));
+    let registered = passkeys::register(
+        &state.db,
+        &state.factors.passkeys,
+        &audit,
+        &current.0,
+        &body.name.0,
+        &body.credential,
+    )
+    .await?;
+    let mut answer = fresh_session(&state, &current.0, registered.session_epoch).await?;
+    answer["passkey"] = serde_json::to_value(&registered.passkey).map_err(ApiError::internal)?;
+    if let Some(codes) = registered.recovery_codes {
+        answer["recovery_codes"] = json!(codes);
+    }
+    Ok(Json(answer))
+}
+
+/// `DELETE /users/me/mfa/passkeys/{id}`: with the password.
+async fn passkey_remove(
+    State(state): State<UsersState>,
+    current: CurrentUser,
+    audit: AuditEntry,
+    meta: RequestMeta,
+    Path(raw_id): Path<String>,
+    JsonBody(body): JsonBody<PasswordOnly>,
+) -> ApiResult<Json<Value>> {
+    audit.describe(|event| event.resource(Some(current.0.id)));
+    let id = parse_uuid("passkey_id", &raw_id)?;
+    check_current_password(&state, &current.0, &body.current_password, &meta).await?;
+    let epoch = passkeys::remove(&state.db, &audit, current.0.id, id).await?;
+    let mut answer = fresh_session(&state, &current.0, epoch).await?;
+    answer["message"] = json!("Passkey removed");
+    Ok(Json(answer))
+}
+
+/// `DELETE /users/{id}/mfa`: a superuser removes another user's factors (a lost phone) and
+/// ends that user's sessions.
+async fn mfa_reset(
+    State(state): State<UsersState>,
+    Authorized { user: current, .. }: Superuser,
+    audit: AuditEntry,
+    Path(raw_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_uuid("user_id", &raw_id)?;
+    if id == current.id {
+        return Err(ApiError::Forbidden(
+            "Remove your own factors from your account page".into(),
+        ));
+    }
+    if !second_factors::reset(&state.db, &audit, id).await? {
+        return Err(ApiError::NotFound(
+            "The user with this id does not exist in the system".into(),
+        ));
+    }
+    Ok(message("Second factors removed; the user's sessions have ended"))
 }

@@ -500,14 +500,15 @@ async fn bearer_superuser(
         return Ok(None);
     };
     let refuse = || OAuthError::invalid_client("the bearer token is not a superuser's session");
-    let (user_id, epoch) = server
+    let session = server
         .tokens
         .verify_access(token)
         .await
+        .filter(|s| s.scope == shared::tokens::SessionScope::Full)
         .ok_or_else(refuse)?;
-    let user = users::find_by_id(&server.db, user_id)
+    let user = users::find_by_id(&server.db, session.user_id)
         .await?
-        .filter(|u| u.session_epoch == epoch && u.is_active)
+        .filter(|u| u.session_epoch == session.epoch && u.is_active)
         .ok_or_else(refuse)?;
     audit.actor(user.id, &user.email);
     if !user.is_superuser {
