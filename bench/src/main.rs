@@ -1,10 +1,11 @@
-//! `bench [auth|patients|correlated|fhir|lambda|uploads|writes|smart|export]`: timings through the real handlers (API Gateway event in, response out)
+//! `bench [auth|mfa|patients|correlated|fhir|lambda|uploads|writes|smart|export]`: timings through the real handlers (API Gateway event in, response out)
 //! against the real database, next to the bare cost of the same work. Prints a Markdown report.
 //! Run by scripts/bench, which starts the services and builds in release mode.
 
 mod dataset;
 mod export;
 mod lambda;
+mod mfa;
 mod runtime;
 mod smart;
 
@@ -99,7 +100,14 @@ async fn auth() {
     );
 
     let token = app.superuser_token().await;
-    let user_id = app.auth.auth.tokens.verify_access(&token).await.unwrap().user_id;
+    let user_id = app
+        .auth
+        .auth
+        .tokens
+        .verify_access(&token)
+        .await
+        .unwrap()
+        .user_id;
     row(
         "token verification alone (ES256, claims)",
         &time(100_000, || async {
@@ -1022,6 +1030,9 @@ async fn main() {
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     if matches!(which.as_str(), "all" | "auth") {
         auth().await;
+    }
+    if matches!(which.as_str(), "all" | "auth" | "mfa") {
+        mfa::second_factors().await;
     }
     if matches!(which.as_str(), "all" | "patients") {
         patients_at_scale(dataset::DataSet::Uniform).await;

@@ -119,7 +119,9 @@ impl SealingKeys {
             .keys
             .iter()
             .find(|(id, _)| id == kid)
-            .ok_or(SealingError("sealed under a key this secret no longer holds"))?;
+            .ok_or(SealingError(
+                "sealed under a key this secret no longer holds",
+            ))?;
         if sealed.len() < NONCE_LEN {
             return Err(SealingError("a damaged sealed value"));
         }

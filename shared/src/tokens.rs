@@ -608,10 +608,14 @@ mod tests {
     #[tokio::test]
     async fn a_rotated_key_signs_while_the_old_one_still_verifies() {
         let mut keys = SigningKeys::generate("one").unwrap();
-        let old = tokens(&keys).issue_access(Uuid::nil(), 3, SessionScope::Full).unwrap();
+        let old = tokens(&keys)
+            .issue_access(Uuid::nil(), 3, SessionScope::Full)
+            .unwrap();
         keys.rotate("two").unwrap();
         let rotated = tokens(&keys);
-        let new = rotated.issue_access(Uuid::nil(), 3, SessionScope::Full).unwrap();
+        let new = rotated
+            .issue_access(Uuid::nil(), 3, SessionScope::Full)
+            .unwrap();
         assert_eq!(
             jsonwebtoken::decode_header(&new).unwrap().kid.as_deref(),
             Some("two")

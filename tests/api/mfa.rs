@@ -2,67 +2,21 @@
 //! password and factor, the policy that requires a factor, and the superuser's reset. Codes
 //! come from `totp-lite` and passkeys from kanidm's software authenticator, not from our code.
 
-use api_tests::mfa::{away_from_step_edge, totp_code, Authenticator};
+use api_tests::mfa::{
+    away_from_step_edge, begin_totp, confirm_totp, enable_totp, register_passkey, totp_code,
+    Authenticator,
+};
 use api_tests::{ApiRequest, ApiResponse, TestApp, TestUser};
 use serde_json::{json, Value};
 
 const ME_MFA: &str = "/api/v1/users/me/mfa";
 
-/// A user with TOTP enabled: its secret, recovery codes and fresh token. The confirmation used
-/// the current step's code, so the next code a sign-in may use is the next step's.
-struct Enrolled {
-    secret: String,
-    recovery_codes: Vec<String>,
-    token: String,
-}
-
-async fn begin_totp(app: &TestApp, user: &TestUser) -> String {
-    let begun = app
-        .call(
-            ApiRequest::post(&format!("{ME_MFA}/totp"))
-                .bearer(&user.token)
-                .json(json!({ "current_password": user.password })),
-        )
-        .await;
-    assert_eq!(begun.status, 200, "{}", begun.body);
-    begun.json()["secret"].as_str().unwrap().to_owned()
-}
-
-async fn confirm_totp(app: &TestApp, token: &str, code: &str) -> ApiResponse {
-    app.call(
-        ApiRequest::post(&format!("{ME_MFA}/totp/confirm"))
-            .bearer(token)
-            .json(json!({ "code": code })),
-    )
-    .await
-}
-
-async fn enable_totp(app: &TestApp, user: &TestUser) -> Enrolled {
-    let secret = begin_totp(app, user).await;
-    away_from_step_edge().await;
-    let confirmed = confirm_totp(app, &user.token, &totp_code(&secret, 0)).await;
-    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
-    let body = confirmed.json();
-    Enrolled {
-        secret,
-        recovery_codes: body["recovery_codes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_str().unwrap().to_owned())
-            .collect(),
-        token: body["access_token"].as_str().unwrap().to_owned(),
-    }
-}
-
 async fn login_with_code(app: &TestApp, user: &TestUser, code: &str) -> ApiResponse {
-    app.call(
-        ApiRequest::post("/api/v1/login/access-token").form(&[
-            ("username", &user.email),
-            ("password", &user.password),
-            ("mfa_code", code),
-        ]),
-    )
+    app.call(ApiRequest::post("/api/v1/login/access-token").form(&[
+        ("username", &user.email),
+        ("password", &user.password),
+        ("mfa_code", code),
+    ]))
     .await
 }
 
@@ -146,9 +100,15 @@ async fn totp_enrolment_hands_out_a_secret_an_app_accepts_and_ten_recovery_codes
     away_from_step_edge().await;
     let confirmed = confirm_totp(&app, &user.token, &totp_code(&secret, 0)).await;
     assert_eq!(confirmed.status, 200, "{}", confirmed.body);
-    let codes = confirmed.json()["recovery_codes"].as_array().unwrap().clone();
+    let codes = confirmed.json()["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(codes.len(), 10);
-    let token = confirmed.json()["access_token"].as_str().unwrap().to_owned();
+    let token = confirmed.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let now = status(&app, &token).await;
     assert_eq!(now["totp"], true);
     assert_eq!(now["recovery_codes_left"], 10);
@@ -187,7 +147,10 @@ async fn a_password_alone_answers_401_with_a_step_token_and_the_accounts_methods
     )
     .await;
     assert_eq!(signed_in.status, 200, "{}", signed_in.body);
-    let token = signed_in.json()["access_token"].as_str().unwrap().to_owned();
+    let token = signed_in.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(me(&app, &token).await, 200);
 }
 
@@ -214,7 +177,9 @@ async fn a_totp_code_is_accepted_only_once() {
     // The code the confirmation used is spent too.
     let confirmation_code = totp_code(&enrolled.secret, 0);
     assert_eq!(
-        login_with_code(&app, &user, &confirmation_code).await.status,
+        login_with_code(&app, &user, &confirmation_code)
+            .await
+            .status,
         401
     );
 }
@@ -226,11 +191,22 @@ async fn a_recovery_code_works_once_in_any_case_and_spacing() {
     let enrolled = enable_totp(&app, &user).await;
     let code = &enrolled.recovery_codes[3];
     let typed = code.to_uppercase().replace('-', " ");
-    let first = second_step(&app, json!({"mfa_token": mfa_token(&app, &user).await, "code": typed})).await;
+    let first = second_step(
+        &app,
+        json!({"mfa_token": mfa_token(&app, &user).await, "code": typed}),
+    )
+    .await;
     assert_eq!(first.status, 200, "{}", first.body);
-    let again = second_step(&app, json!({"mfa_token": mfa_token(&app, &user).await, "code": code})).await;
+    let again = second_step(
+        &app,
+        json!({"mfa_token": mfa_token(&app, &user).await, "code": code}),
+    )
+    .await;
     assert_eq!(again.status, 401, "{}", again.body);
-    assert_eq!(status(&app, &enrolled.token).await["recovery_codes_left"], 9);
+    assert_eq!(
+        status(&app, &enrolled.token).await["recovery_codes_left"],
+        9
+    );
 }
 
 #[tokio::test]
@@ -239,9 +215,17 @@ async fn the_step_token_works_once() {
     let user = app.clinician().await;
     let enrolled = enable_totp(&app, &user).await;
     let step = mfa_token(&app, &user).await;
-    let used = second_step(&app, json!({"mfa_token": step, "code": enrolled.recovery_codes[0]})).await;
+    let used = second_step(
+        &app,
+        json!({"mfa_token": step, "code": enrolled.recovery_codes[0]}),
+    )
+    .await;
     assert_eq!(used.status, 200, "{}", used.body);
-    let reused = second_step(&app, json!({"mfa_token": step, "code": enrolled.recovery_codes[1]})).await;
+    let reused = second_step(
+        &app,
+        json!({"mfa_token": step, "code": enrolled.recovery_codes[1]}),
+    )
+    .await;
     assert_eq!(reused.status, 401, "{}", reused.body);
     assert_eq!(
         reused.detail(),
@@ -260,8 +244,11 @@ async fn the_step_token_dies_after_five_wrong_codes() {
         assert_eq!(wrong.status, 401, "{}", wrong.body);
         assert_eq!(wrong.detail(), "Incorrect authentication code");
     }
-    let right_too_late =
-        second_step(&app, json!({"mfa_token": step, "code": enrolled.recovery_codes[0]})).await;
+    let right_too_late = second_step(
+        &app,
+        json!({"mfa_token": step, "code": enrolled.recovery_codes[0]}),
+    )
+    .await;
     assert_eq!(right_too_late.status, 401);
     assert_eq!(
         right_too_late.detail(),
@@ -279,10 +266,17 @@ async fn an_expired_step_token_is_refused() {
     app.db
         .client()
         .await
-        .execute("UPDATE mfa_logins SET expires_at = now() - interval '1 second'", &[])
+        .execute(
+            "UPDATE mfa_logins SET expires_at = now() - interval '1 second'",
+            &[],
+        )
         .await
         .unwrap();
-    let late = second_step(&app, json!({"mfa_token": step, "code": enrolled.recovery_codes[0]})).await;
+    let late = second_step(
+        &app,
+        json!({"mfa_token": step, "code": enrolled.recovery_codes[0]}),
+    )
+    .await;
     assert_eq!(late.status, 401, "{}", late.body);
 }
 
@@ -295,7 +289,11 @@ async fn a_step_token_is_bound_to_its_user() {
     let bobs = enable_totp(&app, &bob).await;
     // Bob's recovery code against Alice's step: not Alice's code, refused.
     let step = mfa_token(&app, &alice).await;
-    let crossed = second_step(&app, json!({"mfa_token": step, "code": bobs.recovery_codes[0]})).await;
+    let crossed = second_step(
+        &app,
+        json!({"mfa_token": step, "code": bobs.recovery_codes[0]}),
+    )
+    .await;
     assert_eq!(crossed.status, 401, "{}", crossed.body);
     assert_eq!(status(&app, &bobs.token).await["recovery_codes_left"], 10);
 }
@@ -307,11 +305,21 @@ async fn a_wrong_password_answers_alike_whether_or_not_the_account_has_a_second_
     enable_totp(&app, &with_factor).await;
     let without = app.clinician().await;
     let mut answers = Vec::new();
-    for email in [&with_factor.email, &without.email, &"nobody@example.com".to_owned()] {
+    for email in [
+        &with_factor.email,
+        &without.email,
+        &"nobody@example.com".to_owned(),
+    ] {
         let answer = app.login(email, "a-wrong-password").await;
         answers.push((answer.status, answer.body.clone()));
     }
-    assert_eq!(answers[0], (400, r#"{"detail":"Incorrect email or password"}"#.to_owned()));
+    assert_eq!(
+        answers[0],
+        (
+            400,
+            r#"{"detail":"Incorrect email or password"}"#.to_owned()
+        )
+    );
     assert_eq!(answers[0], answers[1]);
     assert_eq!(answers[0], answers[2]);
 }
@@ -383,7 +391,11 @@ async fn enabling_and_removing_a_factor_end_every_other_session() {
     let user = app.clinician().await;
     let other = app.token_for(&user.email, &user.password).await;
     let enrolled = enable_totp(&app, &user).await;
-    assert_eq!(me(&app, &other).await, 401, "a session from before enabling");
+    assert_eq!(
+        me(&app, &other).await,
+        401,
+        "a session from before enabling"
+    );
     assert_eq!(me(&app, &user.token).await, 401, "the enrolling token too");
     assert_eq!(me(&app, &enrolled.token).await, 200, "the fresh token");
     let second = login_with_code(&app, &user, &totp_code(&enrolled.secret, 1)).await;
@@ -393,11 +405,17 @@ async fn enabling_and_removing_a_factor_end_every_other_session() {
         .call(
             ApiRequest::delete(&format!("{ME_MFA}/totp"))
                 .bearer(&enrolled.token)
-                .json(json!({"current_password": user.password, "code": enrolled.recovery_codes[0]})),
+                .json(
+                    json!({"current_password": user.password, "code": enrolled.recovery_codes[0]}),
+                ),
         )
         .await;
     assert_eq!(removed.status, 200, "{}", removed.body);
-    assert_eq!(me(&app, &second).await, 401, "a session from before removing");
+    assert_eq!(
+        me(&app, &second).await,
+        401,
+        "a session from before removing"
+    );
     let fresh = removed.json()["access_token"].as_str().unwrap().to_owned();
     assert_eq!(me(&app, &fresh).await, 200);
     // No factor left: the codes went with it, and a password signs in again.
@@ -419,12 +437,16 @@ async fn removing_totp_needs_the_password_and_a_code() {
             .json(body)
     };
     let wrong_password = app
-        .call(remove(json!({"current_password": "not-it-at-all", "code": enrolled.recovery_codes[0]})))
+        .call(remove(
+            json!({"current_password": "not-it-at-all", "code": enrolled.recovery_codes[0]}),
+        ))
         .await;
     assert_eq!(wrong_password.status, 400, "{}", wrong_password.body);
     assert_eq!(wrong_password.detail(), "Incorrect password");
     let wrong_code = app
-        .call(remove(json!({"current_password": user.password, "code": "123456"})))
+        .call(remove(
+            json!({"current_password": user.password, "code": "123456"}),
+        ))
         .await;
     assert_eq!(wrong_code.status, 400, "{}", wrong_code.body);
     let no_code = app
@@ -447,11 +469,22 @@ async fn new_recovery_codes_replace_the_old_ones() {
         )
         .await;
     assert_eq!(replaced.status, 200, "{}", replaced.body);
-    let new_codes = replaced.json()["recovery_codes"].as_array().unwrap().clone();
+    let new_codes = replaced.json()["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(new_codes.len(), 10);
-    let old = second_step(&app, json!({"mfa_token": mfa_token(&app, &user).await, "code": enrolled.recovery_codes[0]})).await;
+    let old = second_step(
+        &app,
+        json!({"mfa_token": mfa_token(&app, &user).await, "code": enrolled.recovery_codes[0]}),
+    )
+    .await;
     assert_eq!(old.status, 401, "an old code is void");
-    let new = second_step(&app, json!({"mfa_token": mfa_token(&app, &user).await, "code": new_codes[0]})).await;
+    let new = second_step(
+        &app,
+        json!({"mfa_token": mfa_token(&app, &user).await, "code": new_codes[0]}),
+    )
+    .await;
     assert_eq!(new.status, 200, "{}", new.body);
 }
 
@@ -461,7 +494,9 @@ async fn mfa_routes_refuse_a_missing_token_a_wrong_password_and_a_bad_body() {
     let user = app.clinician().await;
     let no_token = app.call(ApiRequest::get(ME_MFA)).await;
     assert_eq!(no_token.status, 401);
-    let bad_token = app.call(ApiRequest::get(ME_MFA).bearer("not-a-token")).await;
+    let bad_token = app
+        .call(ApiRequest::get(ME_MFA).bearer("not-a-token"))
+        .await;
     assert_eq!(bad_token.status, 401);
     let wrong_password = app
         .call(
@@ -510,7 +545,11 @@ async fn mfa_routes_refuse_a_missing_token_a_wrong_password_and_a_bad_body() {
     assert_eq!(unknown.detail(), "Passkey not found");
     let bad_step = second_step(&app, json!({"mfa_token": "forged", "code": "123456"})).await;
     assert_eq!(bad_step.status, 401);
-    let both = second_step(&app, json!({"mfa_token": "forged", "code": "1", "extra": 1})).await;
+    let both = second_step(
+        &app,
+        json!({"mfa_token": "forged", "code": "1", "extra": 1}),
+    )
+    .await;
     assert_eq!(both.status, 422);
 }
 
@@ -527,7 +566,10 @@ async fn a_superuser_resets_a_users_factors_and_ends_their_sessions() {
         .await;
     assert_eq!(by_clinician.status, 403);
     let unknown = app
-        .call(ApiRequest::delete(&format!("/api/v1/users/{}/mfa", uuid::Uuid::new_v4())).bearer(&admin))
+        .call(
+            ApiRequest::delete(&format!("/api/v1/users/{}/mfa", uuid::Uuid::new_v4()))
+                .bearer(&admin),
+        )
         .await;
     assert_eq!(unknown.status, 404);
     let malformed = app
@@ -557,7 +599,9 @@ async fn second_factor_events_name_the_method_and_never_the_code() {
     second_step(&app, json!({"mfa_token": step, "code": "000000"})).await;
     let code = enrolled.recovery_codes[0].clone();
     assert_eq!(
-        second_step(&app, json!({"mfa_token": step, "code": code})).await.status,
+        second_step(&app, json!({"mfa_token": step, "code": code}))
+            .await
+            .status,
         200
     );
     let logged = events(&app, "auth.login_second_factor").await;
@@ -574,7 +618,10 @@ async fn second_factor_events_name_the_method_and_never_the_code() {
         .db
         .client()
         .await
-        .query_one("SELECT string_agg(details::text, ' ') FROM audit_events", &[])
+        .query_one(
+            "SELECT string_agg(details::text, ' ') FROM audit_events",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -583,35 +630,17 @@ async fn second_factor_events_name_the_method_and_never_the_code() {
     }
 }
 
-/// Registers a passkey through the API; answers the registration's answer.
-async fn register_passkey(
+/// A passkey sign-in: password, options, the authenticator's assertion.
+async fn passkey_login(
     app: &TestApp,
     user: &TestUser,
-    token: &str,
     authenticator: &mut Authenticator,
 ) -> ApiResponse {
-    let options = app
-        .call(
-            ApiRequest::post(&format!("{ME_MFA}/passkeys/options"))
-                .bearer(token)
-                .json(json!({"current_password": user.password})),
-        )
-        .await;
-    assert_eq!(options.status, 200, "{}", options.body);
-    let credential = authenticator.register(&options.json());
-    app.call(
-        ApiRequest::post(&format!("{ME_MFA}/passkeys"))
-            .bearer(token)
-            .json(json!({"name": "Desk key", "credential": credential})),
-    )
-    .await
-}
-
-/// A passkey sign-in: password, options, the authenticator's assertion.
-async fn passkey_login(app: &TestApp, user: &TestUser, authenticator: &mut Authenticator) -> ApiResponse {
     let step = mfa_token(app, user).await;
     let options = app
-        .call(ApiRequest::post("/api/v1/login/mfa/passkey-options").json(json!({"mfa_token": step})))
+        .call(
+            ApiRequest::post("/api/v1/login/mfa/passkey-options").json(json!({"mfa_token": step})),
+        )
         .await;
     assert_eq!(options.status, 200, "{}", options.body);
     let assertion = authenticator.assert(&options.json());
@@ -627,17 +656,27 @@ async fn a_passkey_registered_through_the_api_signs_in() {
     assert_eq!(registered.status, 200, "{}", registered.body);
     let body = registered.json();
     assert_eq!(body["passkey"]["name"], "Desk key");
-    assert_eq!(body["recovery_codes"].as_array().unwrap().len(), 10, "the first factor's codes");
+    assert_eq!(
+        body["recovery_codes"].as_array().unwrap().len(),
+        10,
+        "the first factor's codes"
+    );
     let token = body["access_token"].as_str().unwrap().to_owned();
     let now = status(&app, &token).await;
     assert_eq!(now["passkeys"][0]["name"], "Desk key");
     assert_eq!(now["passkeys"][0]["last_used_at"], Value::Null);
 
     let first = app.login(&user.email, &user.password).await;
-    assert_eq!(first.json()["mfa_methods"], json!(["recovery_code", "passkey"]));
+    assert_eq!(
+        first.json()["mfa_methods"],
+        json!(["recovery_code", "passkey"])
+    );
     let signed_in = passkey_login(&app, &user, &mut key).await;
     assert_eq!(signed_in.status, 200, "{}", signed_in.body);
-    let token = signed_in.json()["access_token"].as_str().unwrap().to_owned();
+    let token = signed_in.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(status(&app, &token).await["passkeys"][0]["last_used_at"].is_string());
     let logged = events(&app, "auth.login_second_factor").await;
     assert_eq!(logged.last().unwrap()["details"]["mfa_method"], "passkey");
@@ -648,7 +687,12 @@ async fn a_cloned_authenticator_whose_counter_goes_backwards_is_refused() {
     let app = TestApp::new().await;
     let user = app.clinician().await;
     let mut key = Authenticator::new();
-    assert_eq!(register_passkey(&app, &user, &user.token, &mut key).await.status, 200);
+    assert_eq!(
+        register_passkey(&app, &user, &user.token, &mut key)
+            .await
+            .status,
+        200
+    );
     let mut clone = key.clone_device();
     // The original signs twice (counters 1 and 2); the copy's next signature is counter 1.
     assert_eq!(passkey_login(&app, &user, &mut key).await.status, 200);
@@ -670,10 +714,18 @@ async fn a_passkey_assertion_without_its_options_or_for_another_step_is_refused(
     let app = TestApp::new().await;
     let user = app.clinician().await;
     let mut key = Authenticator::new();
-    assert_eq!(register_passkey(&app, &user, &user.token, &mut key).await.status, 200);
+    assert_eq!(
+        register_passkey(&app, &user, &user.token, &mut key)
+            .await
+            .status,
+        200
+    );
     let first_step = mfa_token(&app, &user).await;
     let options = app
-        .call(ApiRequest::post("/api/v1/login/mfa/passkey-options").json(json!({"mfa_token": first_step})))
+        .call(
+            ApiRequest::post("/api/v1/login/mfa/passkey-options")
+                .json(json!({"mfa_token": first_step})),
+        )
         .await;
     let assertion = key.assert(&options.json());
     // Another step never asked for options: nothing to check the assertion against.
@@ -693,19 +745,33 @@ async fn removing_a_passkey_needs_the_password_and_ends_other_sessions() {
     let user = app.clinician().await;
     let mut key = Authenticator::new();
     let registered = register_passkey(&app, &user, &user.token, &mut key).await;
-    let token = registered.json()["access_token"].as_str().unwrap().to_owned();
-    let id = registered.json()["passkey"]["id"].as_str().unwrap().to_owned();
+    let token = registered.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let id = registered.json()["passkey"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let other = passkey_login(&app, &user, &mut key).await.json()["access_token"]
         .as_str()
         .unwrap()
         .to_owned();
     let path = format!("{ME_MFA}/passkeys/{id}");
     let wrong = app
-        .call(ApiRequest::delete(&path).bearer(&token).json(json!({"current_password": "nope-nope-1"})))
+        .call(
+            ApiRequest::delete(&path)
+                .bearer(&token)
+                .json(json!({"current_password": "nope-nope-1"})),
+        )
         .await;
     assert_eq!(wrong.status, 400);
     let removed = app
-        .call(ApiRequest::delete(&path).bearer(&token).json(json!({"current_password": user.password})))
+        .call(
+            ApiRequest::delete(&path)
+                .bearer(&token)
+                .json(json!({"current_password": user.password})),
+        )
         .await;
     assert_eq!(removed.status, 200, "{}", removed.body);
     assert_eq!(me(&app, &other).await, 401);
@@ -741,12 +807,20 @@ async fn a_registration_answer_is_used_once() {
     let credential = key.register(&options.json());
     let body = json!({"name": "Key", "credential": credential});
     let first = app
-        .call(ApiRequest::post(&format!("{ME_MFA}/passkeys")).bearer(&user.token).json(body.clone()))
+        .call(
+            ApiRequest::post(&format!("{ME_MFA}/passkeys"))
+                .bearer(&user.token)
+                .json(body.clone()),
+        )
         .await;
     assert_eq!(first.status, 200, "{}", first.body);
     let token = first.json()["access_token"].as_str().unwrap().to_owned();
     let again = app
-        .call(ApiRequest::post(&format!("{ME_MFA}/passkeys")).bearer(&token).json(body))
+        .call(
+            ApiRequest::post(&format!("{ME_MFA}/passkeys"))
+                .bearer(&token)
+                .json(body),
+        )
         .await;
     assert_eq!(again.status, 400, "{}", again.body);
     assert_eq!(again.detail(), "Start passkey registration first");

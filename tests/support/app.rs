@@ -69,7 +69,10 @@ impl TestApp {
             ("S3_FORCE_PATH_STYLE", "true".to_owned()),
             ("EXPORT_QUEUE_URL", export_queue.clone()),
             // The TOTP secrets' sealing key, as the local secret holds one.
-            ("MFA_ENCRYPTION_KEY", "test-sealing-key-of-at-least-32-characters".to_owned()),
+            (
+                "MFA_ENCRYPTION_KEY",
+                "test-sealing-key-of-at-least-32-characters".to_owned(),
+            ),
             // https: the software authenticator speaks only to a secure origin.
             ("WEBAUTHN_ORIGIN", crate::mfa::ORIGIN.to_owned()),
         ]

@@ -3,11 +3,15 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
+use serde_json::{json, Value};
+
+use crate::{ApiRequest, ApiResponse, TestApp, TestUser};
 use webauthn_authenticator_rs::prelude::{
     CreationChallengeResponse, RequestChallengeResponse, Url, WebauthnAuthenticator,
 };
 use webauthn_authenticator_rs::softtoken::SoftToken;
+
+const ME_MFA: &str = "/api/v1/users/me/mfa";
 
 /// The console's origin in the tests, and so the passkeys' relying party.
 pub const ORIGIN: &str = "https://console.carevault.test";
@@ -78,4 +82,75 @@ impl Default for Authenticator {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// A user with TOTP enabled: its secret, recovery codes and fresh token. The confirmation used
+/// the current step's code, so the next code a sign-in may use is the next step's.
+pub struct Enrolled {
+    pub secret: String,
+    pub recovery_codes: Vec<String>,
+    pub token: String,
+}
+
+pub async fn begin_totp(app: &TestApp, user: &TestUser) -> String {
+    let begun = app
+        .call(
+            ApiRequest::post(&format!("{ME_MFA}/totp"))
+                .bearer(&user.token)
+                .json(json!({ "current_password": user.password })),
+        )
+        .await;
+    assert_eq!(begun.status, 200, "{}", begun.body);
+    begun.json()["secret"].as_str().unwrap().to_owned()
+}
+
+pub async fn confirm_totp(app: &TestApp, token: &str, code: &str) -> ApiResponse {
+    app.call(
+        ApiRequest::post(&format!("{ME_MFA}/totp/confirm"))
+            .bearer(token)
+            .json(json!({ "code": code })),
+    )
+    .await
+}
+
+pub async fn enable_totp(app: &TestApp, user: &TestUser) -> Enrolled {
+    let secret = begin_totp(app, user).await;
+    away_from_step_edge().await;
+    let confirmed = confirm_totp(app, &user.token, &totp_code(&secret, 0)).await;
+    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+    let body = confirmed.json();
+    Enrolled {
+        secret,
+        recovery_codes: body["recovery_codes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect(),
+        token: body["access_token"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// Registers a passkey through the API; answers the registration's answer.
+pub async fn register_passkey(
+    app: &TestApp,
+    user: &TestUser,
+    token: &str,
+    authenticator: &mut Authenticator,
+) -> ApiResponse {
+    let options = app
+        .call(
+            ApiRequest::post(&format!("{ME_MFA}/passkeys/options"))
+                .bearer(token)
+                .json(json!({"current_password": user.password})),
+        )
+        .await;
+    assert_eq!(options.status, 200, "{}", options.body);
+    let credential = authenticator.register(&options.json());
+    app.call(
+        ApiRequest::post(&format!("{ME_MFA}/passkeys"))
+            .bearer(token)
+            .json(json!({"name": "Desk key", "credential": credential})),
+    )
+    .await
 }

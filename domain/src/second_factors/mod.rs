@@ -141,11 +141,12 @@ pub struct SecondFactors {
 
 impl SecondFactors {
     pub async fn from_env(env: &Env, secrets: &SecretsClient) -> Result<Self, ConfigError> {
-        let required = RequiredRoles::parse(&env.string_or("MFA_REQUIRED_ROLES", "none"))
-            .map_err(|reason| ConfigError::Invalid {
+        let required = RequiredRoles::parse(&env.string_or("MFA_REQUIRED_ROLES", "none")).map_err(
+            |reason| ConfigError::Invalid {
                 name: "MFA_REQUIRED_ROLES",
                 reason,
-            })?;
+            },
+        )?;
         Ok(Self {
             sealing: Arc::new(SealingKeys::from_env(env, secrets).await?),
             passkeys: Arc::new(passkeys::RelyingParty::from_env(env)?),

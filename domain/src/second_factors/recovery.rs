@@ -16,8 +16,8 @@ fn new_code() -> Result<String, FactorError> {
     let mut bytes = [0u8; CODE_BYTES];
     aws_lc_rs::rand::fill(&mut bytes)
         .map_err(|_| FactorError::Internal("the system's random source failed".into()))?;
-    let text = base32::encode(base32::Alphabet::Rfc4648 { padding: false }, &bytes)
-        .to_ascii_lowercase();
+    let text =
+        base32::encode(base32::Alphabet::Rfc4648 { padding: false }, &bytes).to_ascii_lowercase();
     let groups: Vec<&str> = text
         .as_bytes()
         .chunks(4)
@@ -103,7 +103,10 @@ mod tests {
         let code = new_code().unwrap();
         assert_eq!(code.len(), 19);
         assert_eq!(code.split('-').count(), 4);
-        assert_eq!(digest(&code), digest(&code.to_uppercase().replace('-', " ")));
+        assert_eq!(
+            digest(&code),
+            digest(&code.to_uppercase().replace('-', " "))
+        );
         assert_ne!(digest(&code), digest(&new_code().unwrap()));
     }
 }

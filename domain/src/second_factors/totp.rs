@@ -208,11 +208,7 @@ pub async fn accept(
 
 /// Removes TOTP (enabled or pending); the recovery codes go too when no passkey remains; every
 /// session ends, with the event, in one transaction. The caller checked password and code.
-pub async fn remove(
-    pool: &DbPool,
-    audit: &AuditEntry,
-    user_id: Uuid,
-) -> Result<i32, FactorError> {
+pub async fn remove(pool: &DbPool, audit: &AuditEntry, user_id: Uuid) -> Result<i32, FactorError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let removed = tx

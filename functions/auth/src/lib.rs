@@ -12,7 +12,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use domain::second_factors::{self, passkeys, sign_in, FactorError, Method, Methods, SecondFactors};
+use domain::second_factors::{
+    self, passkeys, sign_in, FactorError, Method, Methods, SecondFactors,
+};
 use domain::users::{self, Sessions, User};
 use edge::audit_layer::AuditTrail;
 use edge::auth::{AuthContext, CurrentUser, Superuser};
@@ -139,7 +141,8 @@ enum SignIn {
 }
 
 fn token_answer(token: &str) -> Response {
-    let mut response = Json(json!({ "access_token": token, "token_type": "bearer" })).into_response();
+    let mut response =
+        Json(json!({ "access_token": token, "token_type": "bearer" })).into_response();
     no_store(&mut response);
     response
 }
@@ -262,8 +265,7 @@ async fn login(
             methods,
         });
     };
-    let accepted =
-        second_factors::accept_code(pool, &state.factors.sealing, user.id, code).await?;
+    let accepted = second_factors::accept_code(pool, &state.factors.sealing, user.id, code).await?;
     let Some(method) = accepted else {
         throttle::failed(pool, account, source_ip).await?;
         let method = Method::of_code(code);
@@ -336,7 +338,10 @@ async fn login_second_factor(
         (Some(code), None) => {
             let accepted =
                 second_factors::accept_code(pool, &state.factors.sealing, user.id, code).await?;
-            (Method::of_code(code), accepted.is_some().then_some(()).ok_or("wrong code"))
+            (
+                Method::of_code(code),
+                accepted.is_some().then_some(()).ok_or("wrong code"),
+            )
         }
         (None, Some(assertion)) => {
             let Some(challenge) = &pending.passkey_state else {
@@ -344,14 +349,9 @@ async fn login_second_factor(
                     "Ask for the passkey options of this sign-in first".into(),
                 ));
             };
-            let verified = passkeys::accept(
-                pool,
-                &state.factors.passkeys,
-                user.id,
-                challenge,
-                assertion,
-            )
-            .await;
+            let verified =
+                passkeys::accept(pool, &state.factors.passkeys, user.id, challenge, assertion)
+                    .await;
             let outcome = match verified {
                 Ok(()) => Ok(()),
                 Err(FactorError::CounterWentBack) => Err("signature counter went backwards"),
@@ -389,10 +389,11 @@ async fn login_second_factor(
         .ok_or_else(step_expired)?;
     throttle::succeeded(pool, &account, &source_ip).await?;
     audit.describe(|event| event.details(json!({ "mfa_method": method.as_str() })));
-    let token = state
-        .auth
-        .tokens
-        .issue_access(user.id, pending.session_epoch, SessionScope::Full)?;
+    let token =
+        state
+            .auth
+            .tokens
+            .issue_access(user.id, pending.session_epoch, SessionScope::Full)?;
     Ok(token_answer(&token))
 }
 

@@ -96,7 +96,10 @@ pub fn router(state: UsersState) -> Router {
             "/api/v1/users/me/password",
             patch(update_my_password.layer(trail.on(ME_PASSWORD))),
         )
-        .route("/api/v1/users/me/mfa", get(mfa_status.layer(trail.on(MFA_READ))))
+        .route(
+            "/api/v1/users/me/mfa",
+            get(mfa_status.layer(trail.on(MFA_READ))),
+        )
         .route(
             "/api/v1/users/me/mfa/totp",
             post(totp_begin.layer(trail.on(TOTP_BEGIN)))
@@ -515,11 +518,7 @@ async fn delete_user(
 
 /// A fresh token for the caller after a factor change ended every session of theirs: full, or
 /// limited to enrolment when their role requires a factor they no longer have.
-async fn fresh_session(
-    state: &UsersState,
-    user: &User,
-    epoch: i32,
-) -> ApiResult<Value> {
+async fn fresh_session(state: &UsersState, user: &User, epoch: i32) -> ApiResult<Value> {
     let scope = if state.factors.required.require(user)
         && !second_factors::methods(&state.db, user.id)
             .await?
@@ -576,8 +575,7 @@ async fn check_password_and_code(
 ) -> ApiResult<()> {
     check_current_password(state, user, &body.current_password, meta).await?;
     let accepted =
-        second_factors::accept_code(&state.db, &state.factors.sealing, user.id, &body.code)
-            .await?;
+        second_factors::accept_code(&state.db, &state.factors.sealing, user.id, &body.code).await?;
     let method = second_factors::Method::of_code(&body.code);
     audit.describe(|event| event.details(json!({ "mfa_method": method.as_str() })));
     if accepted.is_none() {
@@ -781,5 +779,7 @@ async fn mfa_reset(
             "The user with this id does not exist in the system".into(),
         ));
     }
-    Ok(message("Second factors removed; the user's sessions have ended"))
+    Ok(message(
+        "Second factors removed; the user's sessions have ended",
+    ))
 }

@@ -68,7 +68,8 @@ export async function call<T>(request: Promise<FetchResult<T>>): Promise<T> {
   let result: FetchResult<T>;
   try {
     result = await request;
-  } catch {
+  } catch (caught) {
+    if (caught instanceof SecondFactorRequired) throw caught;
     throw new ApiError(0, errorDetail(0, null));
   }
   const { data, error, response } = result;
@@ -88,15 +89,42 @@ export async function callWithEtag<T>(request: Promise<FetchResult<T>>): Promise
   return { data, etag };
 }
 
-/** POST /login/access-token takes a form, as OAuth2's password flow does. */
+/** A right password for an account with a second factor: the sign-in step to finish. */
+export class SecondFactorRequired extends Error {
+  readonly mfaToken: string;
+  readonly methods: string[];
+
+  constructor(mfaToken: string, methods: string[]) {
+    super("A second factor is required");
+    this.name = "SecondFactorRequired";
+    this.mfaToken = mfaToken;
+    this.methods = methods;
+  }
+}
+
+/** POST /login/access-token takes a form, as OAuth2's password flow does. An account with a
+ * second factor answers 401 with the step's token: thrown as SecondFactorRequired. */
 export async function logIn(email: string, password: string): Promise<void> {
+  const request = api.POST("/api/v1/login/access-token", {
+    body: { username: email, password },
+    bodySerializer: (body) => new URLSearchParams(body as Record<string, string>).toString(),
+    headers: { "Content-Type": "application/x-www-form-urlencoded" },
+  });
   const tokenResponse = await call(
-    api.POST("/api/v1/login/access-token", {
-      body: { username: email, password },
-      bodySerializer: (body) => new URLSearchParams(body as Record<string, string>).toString(),
-      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+    request.then((result) => {
+      const step = result.error as { mfa_token?: unknown; mfa_methods?: unknown } | undefined;
+      if (result.response.status === 401 && typeof step?.mfa_token === "string") {
+        throw new SecondFactorRequired(step.mfa_token, Array.isArray(step.mfa_methods) ? step.mfa_methods.map(String) : []);
+      }
+      return result;
     }),
   );
+  session.signIn(tokenResponse.access_token);
+}
+
+/** The second step of a sign-in: a TOTP or recovery code, or a passkey's assertion. */
+export async function finishSignIn(mfaToken: string, factor: { code: string } | { passkey: unknown }): Promise<void> {
+  const tokenResponse = await call(api.POST("/api/v1/login/mfa", { body: { mfa_token: mfaToken, ...factor } as never }));
   session.signIn(tokenResponse.access_token);
 }
 

@@ -1,9 +1,10 @@
-// My account: name and email, and password.
+// My account: second factors, name and email, and password.
 import { useId, useState, type ReactNode } from "react";
 import { Alert, Button, Paper, PasswordInput, Stack, Text, TextInput, Title } from "@mantine/core";
 import { api, call, logIn } from "../api/client";
 import { ApiError } from "../api/errors";
 import { ErrorAlert } from "../components/ErrorAlert";
+import { TwoFactorSettings } from "../components/TwoFactorSettings";
 import { useSession, useUser } from "../session";
 import { useAction, type Action } from "../useAction";
 
@@ -15,6 +16,7 @@ export function AccountPage() {
       <Text c="dimmed">
         Role: {user.is_superuser ? "superuser" : user.role}
       </Text>
+      <TwoFactorSettings />
       <ProfileForm />
       <PasswordForm />
     </Stack>

@@ -1,4 +1,5 @@
-// User administration (superusers): list, create, change role, activate or deactivate.
+// User administration (superusers): list, create, change role, activate or deactivate, reset a
+// user's second factors.
 import { useCallback, useEffect, useState } from "react";
 import { Badge, Button, Checkbox, Group, Modal, Pagination, PasswordInput, Select, Stack, Switch, Table, Text, TextInput, Title } from "@mantine/core";
 import { notifications } from "@mantine/notifications";
@@ -49,6 +50,17 @@ export function UsersPage() {
     }
   }
 
+  /** A lost phone or key: every factor of the user removed, their sessions ended. */
+  async function resetFactors(user: User) {
+    if (!window.confirm(`Remove every second factor of ${user.email} and end their sessions?`)) return;
+    try {
+      await call(api.DELETE("/api/v1/users/{user_id}/mfa", { params: { path: { user_id: user.id } } }));
+      notifications.show({ color: "teal", message: `${user.email}'s second factors were removed` });
+    } catch (caught) {
+      notifications.show({ color: "red", title: "Could not reset the second factors", message: messageOf(caught) });
+    }
+  }
+
   return (
     <Stack>
       <Group justify="space-between">
@@ -64,6 +76,7 @@ export function UsersPage() {
               <Table.Th scope="col">Name</Table.Th>
               <Table.Th scope="col">Role</Table.Th>
               <Table.Th scope="col">Active</Table.Th>
+              <Table.Th scope="col">Second factor</Table.Th>
             </Table.Tr>
           </Table.Thead>
           <Table.Tbody>
@@ -93,6 +106,13 @@ export function UsersPage() {
                       change(user, { is_active: event.currentTarget.checked }, `${user.email} ${event.currentTarget.checked ? "activated" : "deactivated"}`)
                     }
                   />
+                </Table.Td>
+                <Table.Td>
+                  {user.id !== me.id && (
+                    <Button size="xs" variant="default" onClick={() => void resetFactors(user)} aria-label={`Reset the second factors of ${user.email}`}>
+                      Reset
+                    </Button>
+                  )}
                 </Table.Td>
               </Table.Tr>
             ))}
