@@ -108,6 +108,50 @@ pub async fn failed(pool: &DbPool, account: &str, source_ip: &str) -> ApiResult<
     Ok(())
 }
 
+/// A code attempt (a second factor), counted before the code is checked: each of many
+/// parallel guesses takes its own number from one atomic increment of the pair, and those past
+/// the free ones are refused (429) without being checked. A right code then clears the pair
+/// (`succeeded`); a wrong one adds to the hourly caps (`code_failed`).
+pub async fn claim_code_attempt(pool: &DbPool, account: &str, source_ip: &str) -> ApiResult<()> {
+    check(pool, account, source_ip).await?;
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            "INSERT INTO login_throttle (account, source_ip, failures) VALUES ($1, $2, 1)
+             ON CONFLICT (account, source_ip) DO UPDATE SET
+                failures = login_throttle.failures + 1,
+                last_failure = now(),
+                blocked_until = CASE WHEN login_throttle.failures + 1 >= $3
+                    THEN now() + least(interval '1 minute' * power(2, login_throttle.failures + 1 - $3),
+                                       interval '1 hour')
+                END
+             RETURNING failures, ceil(extract(epoch FROM blocked_until - now()))::int8",
+            &[&account, &source_key(source_ip), &FREE_FAILURES],
+        )
+        .await?;
+    let (attempt, wait): (i32, Option<i64>) = (row.get(0), row.get(1));
+    if attempt > FREE_FAILURES {
+        return Err(ApiError::TooManyRequests {
+            detail: "Too many failed attempts; try again later".into(),
+            retry_after: Duration::from_secs(wait.unwrap_or(60).max(1) as u64),
+        });
+    }
+    Ok(())
+}
+
+/// A claimed code attempt that failed: counted for the hourly caps of the account and the
+/// address (the pair counted it when claimed).
+pub async fn code_failed(pool: &DbPool, account: &str, source_ip: &str) -> ApiResult<()> {
+    pool.get()
+        .await?
+        .execute(
+            "INSERT INTO login_failures (account, source_ip) VALUES ($1, $2)",
+            &[&account, &source_key(source_ip)],
+        )
+        .await?;
+    Ok(())
+}
+
 /// A success: the pair starts over.
 pub async fn succeeded(pool: &DbPool, account: &str, source_ip: &str) -> ApiResult<()> {
     pool.get()

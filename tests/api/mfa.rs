@@ -833,3 +833,113 @@ async fn a_registration_answer_is_used_once() {
         .await;
     assert_eq!(bad_name.status, 422);
 }
+
+#[tokio::test]
+async fn a_password_change_ends_a_pending_sign_in_step() {
+    let app = TestApp::new().await;
+    let user = app.clinician().await;
+    let enrolled = enable_totp(&app, &user).await;
+    let step = mfa_token(&app, &user).await;
+    let changed = app
+        .call(
+            ApiRequest::patch("/api/v1/users/me/password")
+                .bearer(&enrolled.token)
+                .json(
+                    json!({"current_password": user.password, "new_password": "a-new-password-1"}),
+                ),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    let late = second_step(
+        &app,
+        json!({"mfa_token": step, "code": enrolled.recovery_codes[0]}),
+    )
+    .await;
+    assert_eq!(late.status, 401, "{}", late.body);
+    assert_eq!(
+        late.detail(),
+        "The sign-in step is invalid or expired; sign in again"
+    );
+}
+
+#[tokio::test]
+async fn wrong_codes_at_the_account_routes_are_throttled_though_the_password_is_right() {
+    let app = TestApp::new().await;
+    let user = app.clinician().await;
+    let enrolled = enable_totp(&app, &user).await;
+    let renew = |code: &str| {
+        ApiRequest::post(&format!("{ME_MFA}/recovery-codes"))
+            .bearer(&enrolled.token)
+            .json(json!({"current_password": user.password, "code": code}))
+    };
+    for _ in 0..5 {
+        let wrong = app.call(renew("000000")).await;
+        assert_eq!(wrong.status, 400, "{}", wrong.body);
+    }
+    let throttled = app.call(renew(&enrolled.recovery_codes[0])).await;
+    assert_eq!(throttled.status, 429, "{}", throttled.body);
+    assert_eq!(
+        status(&app, &enrolled.token).await["recovery_codes_left"],
+        10
+    );
+}
+
+#[tokio::test]
+async fn parallel_guesses_on_one_step_get_at_most_five_checks() {
+    let app = TestApp::new().await;
+    let user = app.clinician().await;
+    enable_totp(&app, &user).await;
+    let step = mfa_token(&app, &user).await;
+    let guesses = (0..12).map(|n| {
+        let body = json!({"mfa_token": step, "code": format!("{:06}", 100_000 + n)});
+        app.call(ApiRequest::post("/api/v1/login/mfa").json(body))
+    });
+    let answers = futures_util::future::join_all(guesses).await;
+    let checked = answers
+        .iter()
+        .filter(|a| a.status == 401 && a.detail() == "Incorrect authentication code")
+        .count();
+    assert!(checked <= 5, "{checked} guesses were checked");
+    assert!(answers.iter().all(|a| a.status == 401 || a.status == 429));
+}
+
+#[tokio::test]
+async fn an_enrolment_only_session_reaches_no_smart_route() {
+    let app = TestApp::with_settings(&[("MFA_REQUIRED_ROLES", "viewer")]).await;
+    let user = app.viewer().await;
+    for request in [
+        ApiRequest::get("/api/v1/smart/apps"),
+        ApiRequest::get(&format!(
+            "/api/v1/smart/authorizations/{}",
+            uuid::Uuid::new_v4()
+        )),
+        ApiRequest::get("/fhir/R4/metadata"),
+    ] {
+        let answer = app.call(request.bearer(&user.token)).await;
+        if answer.status != 200 {
+            assert_eq!(answer.status, 403, "{}", answer.body);
+            assert!(
+                answer.body.contains("Enroll a second factor first"),
+                "{}",
+                answer.body
+            );
+        } else {
+            // The CapabilityStatement is public: it asks for no token at all.
+            assert!(
+                answer.body.contains("CapabilityStatement"),
+                "{}",
+                answer.body
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_email_with_a_colon_can_enrol_totp() {
+    let app = TestApp::new().await;
+    let user = app
+        .user_with(json!({"email": "\"a:b\"@example.com", "password": "colon-pass-12", "role": "clinician"}))
+        .await;
+    let enrolled = enable_totp(&app, &user).await;
+    assert_eq!(status(&app, &enrolled.token).await["totp"], true);
+}

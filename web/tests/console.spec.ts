@@ -221,7 +221,7 @@ test("my account, readable on a phone", async ({ page }) => {
   await page.getByLabel("Full name").fill("Casey Q. Clinician");
   await page.getByRole("button", { name: "Save profile" }).click();
   await expect(page.getByText("Profile saved.")).toBeVisible();
-  await page.getByLabel("Current password").fill("wrong-password");
+  await page.getByRole("region", { name: "Password", exact: true }).getByLabel("Current password").fill("wrong-password");
   await page.getByRole("textbox", { name: "New password", exact: true }).fill(`${clinician.password}-2`);
   await page.getByLabel("Repeat the new password").fill(`${clinician.password}-2`);
   await page.getByRole("button", { name: "Change password" }).click();

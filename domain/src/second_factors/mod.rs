@@ -295,6 +295,40 @@ pub async fn accept_code(
     Ok(accepted.then_some(method))
 }
 
+/// A factor removed: the epoch of the caller's fresh token, and whether a factor is left (with
+/// none, a role that requires one limits the fresh session to enrolment).
+pub struct Removed {
+    pub session_epoch: i32,
+    pub factor_left: bool,
+}
+
+/// Inside a factor change's transaction, first: the user's row locked, so two changes of one
+/// user's factors (removing the last two at once) run one after the other.
+pub(crate) async fn lock_user(
+    tx: &tokio_postgres::Transaction<'_>,
+    user_id: Uuid,
+) -> Result<(), FactorError> {
+    tx.query_opt("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&user_id])
+        .await?
+        .ok_or_else(|| FactorError::Internal("the user vanished during a factor change".into()))?;
+    Ok(())
+}
+
+/// Inside a factor change's transaction: does the user still have a factor?
+pub(crate) async fn factor_left(
+    tx: &tokio_postgres::Transaction<'_>,
+    user_id: Uuid,
+) -> Result<bool, FactorError> {
+    Ok(tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM user_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL)
+                 OR EXISTS (SELECT 1 FROM user_passkeys WHERE user_id = $1)",
+            &[&user_id],
+        )
+        .await?
+        .get(0))
+}
+
 /// Inside a factor change's transaction: every session of the user ends (the epoch moves on),
 /// the event is written, and the new epoch comes back for the caller's fresh token.
 pub(crate) async fn end_sessions_with_event(

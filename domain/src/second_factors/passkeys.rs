@@ -121,7 +121,8 @@ pub async fn begin_registration(
     let state = serde_json::to_value(&state).map_err(state_error)?;
     client
         .execute(
-            "INSERT INTO passkey_registrations (user_id, state, expires_at)
+            "WITH expired AS (DELETE FROM passkey_registrations WHERE expires_at < now())
+             INSERT INTO passkey_registrations (user_id, state, expires_at)
              VALUES ($1, $2, now() + make_interval(secs => $3))
              ON CONFLICT (user_id) DO UPDATE SET state = EXCLUDED.state,
                  expires_at = EXCLUDED.expires_at",
@@ -152,6 +153,7 @@ pub async fn register(
     let webauthn = rp.webauthn()?;
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    super::lock_user(&tx, user.id).await?;
     let state: Value = tx
         .query_opt(
             "DELETE FROM passkey_registrations WHERE user_id = $1 AND expires_at > now()
@@ -229,9 +231,10 @@ pub async fn remove(
     audit: &AuditEntry,
     user_id: Uuid,
     id: Uuid,
-) -> Result<i32, FactorError> {
+) -> Result<super::Removed, FactorError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    super::lock_user(&tx, user_id).await?;
     let removed = tx
         .execute(
             "DELETE FROM user_passkeys WHERE id = $1 AND user_id = $2",
@@ -247,9 +250,13 @@ pub async fn remove(
             .resource(Some(user_id))
             .details(serde_json::json!({ "method": "passkey", "passkey_id": id }))
     });
-    let epoch = end_sessions_with_event(&tx, audit, user_id).await?;
+    let factor_left = super::factor_left(&tx, user_id).await?;
+    let session_epoch = end_sessions_with_event(&tx, audit, user_id).await?;
     tx.commit().await?;
-    Ok(epoch)
+    Ok(super::Removed {
+        session_epoch,
+        factor_left,
+    })
 }
 
 /// A sign-in challenge over the user's passkeys: `PublicKeyCredentialRequestOptions` as JSON

@@ -1,6 +1,6 @@
 //! The sign-in step between the right password and the second factor: an `mfa_token` (opaque,
 //! 256 random bits, stored as its SHA-256), bound to its user and to the session epoch of its
-//! time, good once, for 5 minutes and at most 5 wrong codes.
+//! time, good once, for 5 minutes and at most 5 attempts (each claimed before it is checked).
 
 use serde_json::Value;
 use shared::db::DbPool;
@@ -83,32 +83,38 @@ pub async fn keep_passkey_state(
     Ok(kept == 1)
 }
 
-/// Counts a wrong code (a refused passkey's challenge is spent too); the fifth ends the step
-/// (every read asks for fewer; the row goes with the expired ones).
-pub async fn failed(pool: &DbPool, token: &str) -> Result<(), StoreError> {
-    pool.get()
-        .await?
-        .execute(
-            "UPDATE mfa_logins SET failures = failures + 1, passkey_state = NULL
-             WHERE token_digest = $1",
-            &[&shared::opaque::digest(token)],
-        )
-        .await?;
-    Ok(())
-}
-
-/// Uses the step up: of two requests with one token, exactly one gets it.
-pub async fn consume(pool: &DbPool, token: &str) -> Result<Option<Pending>, StoreError> {
+/// Claims one attempt of the step before its code or passkey is checked: of many parallel
+/// attempts each takes its own number, and none past the fifth gets through. The passkey
+/// challenge goes with the attempt (each challenge answers once). None when the step is not
+/// live.
+pub async fn claim_attempt(pool: &DbPool, token: &str) -> Result<Option<Pending>, StoreError> {
     Ok(pool
         .get()
         .await?
         .query_opt(
-            "DELETE FROM mfa_logins
-             WHERE token_digest = $1 AND expires_at > now() AND failures < $2
-             RETURNING user_id, session_epoch, passkey_state",
+            "UPDATE mfa_logins AS step SET failures = step.failures + 1, passkey_state = NULL
+             FROM mfa_logins AS before
+             WHERE step.token_digest = $1 AND before.token_digest = step.token_digest
+               AND step.expires_at > now() AND step.failures < $2
+             RETURNING step.user_id, step.session_epoch, before.passkey_state",
             &[&shared::opaque::digest(token), &MAX_FAILURES],
         )
         .await?
         .as_ref()
         .map(pending))
+}
+
+/// Uses the step up after a claimed attempt passed: of two requests with one token, exactly
+/// one gets it.
+pub async fn consume(pool: &DbPool, token: &str) -> Result<bool, StoreError> {
+    let used = pool
+        .get()
+        .await?
+        .execute(
+            "DELETE FROM mfa_logins
+             WHERE token_digest = $1 AND expires_at > now() AND failures <= $2",
+            &[&shared::opaque::digest(token), &MAX_FAILURES],
+        )
+        .await?;
+    Ok(used == 1)
 }

@@ -34,6 +34,8 @@ pub struct Enabled {
 }
 
 fn totp(secret: Vec<u8>, account: &str) -> Result<TOTP, FactorError> {
+    // The label `Issuer:account` allows no other colon; a quoted email's is shown as `_`.
+    let account = account.replace(':', "_");
     // Skew 0: `matching_step` tries the neighbouring steps itself, to learn which one matched.
     TOTP::new(
         Algorithm::SHA1,
@@ -42,7 +44,7 @@ fn totp(secret: Vec<u8>, account: &str) -> Result<TOTP, FactorError> {
         STEP_SECONDS,
         secret,
         Some(ISSUER.into()),
-        account.into(),
+        account,
     )
     .map_err(|e| FactorError::Internal(format!("TOTP parameters: {e}")))
 }
@@ -136,6 +138,7 @@ pub async fn confirm(
     let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    super::lock_user(&tx, user.id).await?;
     let row = tx
         .query_opt(
             "SELECT key_id, sealed_secret, confirmed_at IS NOT NULL AS enabled
@@ -208,9 +211,14 @@ pub async fn accept(
 
 /// Removes TOTP (enabled or pending); the recovery codes go too when no passkey remains; every
 /// session ends, with the event, in one transaction. The caller checked password and code.
-pub async fn remove(pool: &DbPool, audit: &AuditEntry, user_id: Uuid) -> Result<i32, FactorError> {
+pub async fn remove(
+    pool: &DbPool,
+    audit: &AuditEntry,
+    user_id: Uuid,
+) -> Result<super::Removed, FactorError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    super::lock_user(&tx, user_id).await?;
     let removed = tx
         .execute("DELETE FROM user_totp WHERE user_id = $1", &[&user_id])
         .await?;
@@ -223,7 +231,11 @@ pub async fn remove(pool: &DbPool, audit: &AuditEntry, user_id: Uuid) -> Result<
             .resource(Some(user_id))
             .details(serde_json::json!({ "method": "totp" }))
     });
-    let epoch = end_sessions_with_event(&tx, audit, user_id).await?;
+    let factor_left = super::factor_left(&tx, user_id).await?;
+    let session_epoch = end_sessions_with_event(&tx, audit, user_id).await?;
     tx.commit().await?;
-    Ok(epoch)
+    Ok(super::Removed {
+        session_epoch,
+        factor_left,
+    })
 }

@@ -265,9 +265,10 @@ async fn login(
             methods,
         });
     };
+    throttle::claim_code_attempt(pool, account, source_ip).await?;
     let accepted = second_factors::accept_code(pool, &state.factors.sealing, user.id, code).await?;
     let Some(method) = accepted else {
-        throttle::failed(pool, account, source_ip).await?;
+        throttle::code_failed(pool, account, source_ip).await?;
         let method = Method::of_code(code);
         audit.describe(|event| {
             event.details(json!({ "mfa_method": method.as_str(), "second_factor": "failed" }))
@@ -303,16 +304,14 @@ fn step_expired() -> ApiError {
     ApiError::Unauthorized("The sign-in step is invalid or expired; sign in again".into())
 }
 
-/// The live step of `token` and its user, still active and in the session of the step's time
-/// (a password change or a factor reset in between ends the step); the user is the actor.
-async fn step_and_user(
+/// The user of a live step, still active and in the session of the step's time (a password
+/// change or a factor reset in between ends the step); the user is the actor.
+async fn user_of_step(
     state: &AuthState,
     audit: &AuditEntry,
-    token: &str,
+    pending: Option<sign_in::Pending>,
 ) -> ApiResult<(sign_in::Pending, User)> {
-    let pending = sign_in::find(&state.db, token)
-        .await?
-        .ok_or_else(step_expired)?;
+    let pending = pending.ok_or_else(step_expired)?;
     let user = users::find_by_id(&state.db, pending.user_id)
         .await?
         .filter(|u| u.is_active && u.session_epoch == pending.session_epoch)
@@ -330,10 +329,12 @@ async fn login_second_factor(
     JsonBody(body): JsonBody<SecondStep>,
 ) -> ApiResult<Response> {
     let pool = &state.db;
-    let (pending, user) = step_and_user(&state, &audit, &body.mfa_token).await?;
+    // The attempt is claimed (counted) before anything is checked: parallel guesses each count.
+    let claimed = sign_in::claim_attempt(pool, &body.mfa_token).await?;
+    let (pending, user) = user_of_step(&state, &audit, claimed).await?;
     let account = throttle::account_key(&user.email);
     let source_ip = meta.source_ip.unwrap_or_default();
-    throttle::check(pool, &account, &source_ip).await?;
+    throttle::claim_code_attempt(pool, &account, &source_ip).await?;
     let (method, outcome) = match (&body.code, &body.passkey) {
         (Some(code), None) => {
             let accepted =
@@ -371,8 +372,7 @@ async fn login_second_factor(
         }
     };
     if let Err(reason) = outcome {
-        sign_in::failed(pool, &body.mfa_token).await?;
-        throttle::failed(pool, &account, &source_ip).await?;
+        throttle::code_failed(pool, &account, &source_ip).await?;
         audit.outcome(Outcome::Denied);
         audit.describe(|event| {
             event.details(json!({ "mfa_method": method.as_str(), "failure": reason }))
@@ -384,9 +384,9 @@ async fn login_second_factor(
         return Err(ApiError::Unauthorized(detail.into()));
     }
     // Of two requests with one step, one signs in.
-    sign_in::consume(pool, &body.mfa_token)
-        .await?
-        .ok_or_else(step_expired)?;
+    if !sign_in::consume(pool, &body.mfa_token).await? {
+        return Err(step_expired());
+    }
     throttle::succeeded(pool, &account, &source_ip).await?;
     audit.describe(|event| event.details(json!({ "mfa_method": method.as_str() })));
     let token =
@@ -410,7 +410,8 @@ async fn login_passkey_options(
     audit: AuditEntry,
     JsonBody(body): JsonBody<StepToken>,
 ) -> ApiResult<Response> {
-    let (_, user) = step_and_user(&state, &audit, &body.mfa_token).await?;
+    let live = sign_in::find(&state.db, &body.mfa_token).await?;
+    let (_, user) = user_of_step(&state, &audit, live).await?;
     let (options, challenge) =
         passkeys::challenge(&state.db, &state.factors.passkeys, user.id).await?;
     if !sign_in::keep_passkey_state(&state.db, &body.mfa_token, &challenge).await? {

@@ -373,6 +373,25 @@ async fn check_current_password(
     password: &str,
     meta: &RequestMeta,
 ) -> ApiResult<String> {
+    let stored_hash = verify_current_password(state, current, password, meta).await?;
+    let source_ip = meta.source_ip.clone().unwrap_or_default();
+    throttle::succeeded(
+        &state.db,
+        &throttle::account_key(&current.email),
+        &source_ip,
+    )
+    .await?;
+    Ok(stored_hash)
+}
+
+/// `check_current_password` without clearing the throttle's count on success: a code is
+/// checked next, and only both passing clears it.
+async fn verify_current_password(
+    state: &UsersState,
+    current: &User,
+    password: &str,
+    meta: &RequestMeta,
+) -> ApiResult<String> {
     let pool = &state.db;
     let account = throttle::account_key(&current.email);
     let source_ip = meta.source_ip.clone().unwrap_or_default();
@@ -384,7 +403,6 @@ async fn check_current_password(
         throttle::failed(pool, &account, &source_ip).await?;
         return Err(ApiError::BadRequest("Incorrect password".into()));
     }
-    throttle::succeeded(pool, &account, &source_ip).await?;
     Ok(stored_hash)
 }
 
@@ -517,13 +535,14 @@ async fn delete_user(
 }
 
 /// A fresh token for the caller after a factor change ended every session of theirs: full, or
-/// limited to enrolment when their role requires a factor they no longer have.
-async fn fresh_session(state: &UsersState, user: &User, epoch: i32) -> ApiResult<Value> {
-    let scope = if state.factors.required.require(user)
-        && !second_factors::methods(&state.db, user.id)
-            .await?
-            .any_factor()
-    {
+/// limited to enrolment when their role requires a factor and none is left.
+fn fresh_session(
+    state: &UsersState,
+    user: &User,
+    epoch: i32,
+    factor_left: bool,
+) -> ApiResult<Value> {
+    let scope = if state.factors.required.require(user) && !factor_left {
         SessionScope::EnrolmentOnly
     } else {
         SessionScope::Full
@@ -573,16 +592,19 @@ async fn check_password_and_code(
     meta: &RequestMeta,
     audit: &AuditEntry,
 ) -> ApiResult<()> {
-    check_current_password(state, user, &body.current_password, meta).await?;
+    verify_current_password(state, user, &body.current_password, meta).await?;
+    let account = throttle::account_key(&user.email);
+    let source_ip = meta.source_ip.clone().unwrap_or_default();
+    throttle::claim_code_attempt(&state.db, &account, &source_ip).await?;
     let accepted =
         second_factors::accept_code(&state.db, &state.factors.sealing, user.id, &body.code).await?;
     let method = second_factors::Method::of_code(&body.code);
     audit.describe(|event| event.details(json!({ "mfa_method": method.as_str() })));
     if accepted.is_none() {
-        let source_ip = meta.source_ip.clone().unwrap_or_default();
-        throttle::failed(&state.db, &throttle::account_key(&user.email), &source_ip).await?;
+        throttle::code_failed(&state.db, &account, &source_ip).await?;
         return Err(FactorError::WrongCode.into());
     }
+    throttle::succeeded(&state.db, &account, &source_ip).await?;
     Ok(())
 }
 
@@ -609,10 +631,14 @@ async fn totp_confirm(
     meta: RequestMeta,
     JsonBody(body): JsonBody<CodeOnly>,
 ) -> ApiResult<Json<Value>> {
-    audit.describe(|event| event.resource(Some(current.0.id)));
+    audit.describe(|event| {
+        event
+            .resource(Some(current.0.id))
+            .details(json!({ "method": "totp" }))
+    });
     let account = throttle::account_key(&current.0.email);
     let source_ip = meta.source_ip.clone().unwrap_or_default();
-    throttle::check(&state.db, &account, &source_ip).await?;
+    throttle::claim_code_attempt(&state.db, &account, &source_ip).await?;
     let enabled = match totp::confirm(
         &state.db,
         &state.factors.sealing,
@@ -623,12 +649,13 @@ async fn totp_confirm(
     .await
     {
         Err(FactorError::WrongCode) => {
-            throttle::failed(&state.db, &account, &source_ip).await?;
+            throttle::code_failed(&state.db, &account, &source_ip).await?;
             return Err(FactorError::WrongCode.into());
         }
         other => other?,
     };
-    let mut answer = fresh_session(&state, &current.0, enabled.session_epoch).await?;
+    throttle::succeeded(&state.db, &account, &source_ip).await?;
+    let mut answer = fresh_session(&state, &current.0, enabled.session_epoch, true)?;
     answer["recovery_codes"] = json!(enabled.recovery_codes);
     Ok(Json(answer))
 }
@@ -646,8 +673,13 @@ async fn totp_remove(
         return Err(FactorError::TotpNotEnabled.into());
     }
     check_password_and_code(&state, &current.0, &body, &meta, &audit).await?;
-    let epoch = totp::remove(&state.db, &audit, current.0.id).await?;
-    let mut answer = fresh_session(&state, &current.0, epoch).await?;
+    let removed = totp::remove(&state.db, &audit, current.0.id).await?;
+    let mut answer = fresh_session(
+        &state,
+        &current.0,
+        removed.session_epoch,
+        removed.factor_left,
+    )?;
     answer["message"] = json!("TOTP removed");
     Ok(Json(answer))
 }
@@ -724,7 +756,11 @@ async fn passkey_add(
     audit: AuditEntry,
     JsonBody(body): JsonBody<NewPasskey>,
 ) -> ApiResult<Json<Value>> {
-    audit.describe(|event| event.resource(Some(current.0.id)));
+    audit.describe(|event| {
+        event
+            .resource(Some(current.0.id))
+            .details(json!({ "method": "passkey" }))
+    });
     let registered = passkeys::register(
         &state.db,
         &state.factors.passkeys,
@@ -734,7 +770,7 @@ async fn passkey_add(
         &body.credential,
     )
     .await?;
-    let mut answer = fresh_session(&state, &current.0, registered.session_epoch).await?;
+    let mut answer = fresh_session(&state, &current.0, registered.session_epoch, true)?;
     answer["passkey"] = serde_json::to_value(&registered.passkey).map_err(ApiError::internal)?;
     if let Some(codes) = registered.recovery_codes {
         answer["recovery_codes"] = json!(codes);
@@ -754,8 +790,13 @@ async fn passkey_remove(
     audit.describe(|event| event.resource(Some(current.0.id)));
     let id = parse_uuid("passkey_id", &raw_id)?;
     check_current_password(&state, &current.0, &body.current_password, &meta).await?;
-    let epoch = passkeys::remove(&state.db, &audit, current.0.id, id).await?;
-    let mut answer = fresh_session(&state, &current.0, epoch).await?;
+    let removed = passkeys::remove(&state.db, &audit, current.0.id, id).await?;
+    let mut answer = fresh_session(
+        &state,
+        &current.0,
+        removed.session_epoch,
+        removed.factor_left,
+    )?;
     answer["message"] = json!("Passkey removed");
     Ok(Json(answer))
 }

@@ -6,6 +6,7 @@ import { useCallback, useEffect, useId, useMemo, useState } from "react";
 import { Alert, Badge, Button, Code, CopyButton, Group, List, Paper, PasswordInput, Stack, Table, Text, TextInput, Title } from "@mantine/core";
 import { encode } from "uqr";
 import { api, call, session } from "../api/client";
+import { ApiError } from "../api/errors";
 import { createPasskey } from "../api/passkeys";
 import { ErrorAlert } from "./ErrorAlert";
 import { formatDateTime } from "../format";
@@ -96,7 +97,15 @@ export function TwoFactorSettings() {
           <>
             <AuthenticatorApp status={status} onChanged={changed} />
             <Passkeys status={status} onChanged={changed} />
-            {(status.totp || status.passkeys.length > 0) && <NewRecoveryCodes left={status.recovery_codes_left} onCodes={setCodes} />}
+            {(status.totp || status.passkeys.length > 0) && (
+              <NewRecoveryCodes
+                left={status.recovery_codes_left}
+                onCodes={async (fresh) => {
+                  setCodes(fresh);
+                  await load();
+                }}
+              />
+            )}
           </>
         )}
       </Stack>
@@ -181,6 +190,8 @@ function Passkeys({ status, onChanged }: { status: MfaStatus; onChanged: Changed
   const [name, setName] = useState("");
   const [password, setPassword] = useState("");
   const add = useAction(async () => {
+    // Checked before the browser makes a key, so a refused name leaves none behind on the device.
+    if (name.trim().length === 0) throw new ApiError(422, "Give the passkey a name.");
     const options = await call(api.POST("/api/v1/users/me/mfa/passkeys/options", { body: { current_password: password } }));
     const credential = await createPasskey(options as { publicKey?: unknown });
     const answer = await call(api.POST("/api/v1/users/me/mfa/passkeys", { body: { name: name.trim(), credential } as never }));
@@ -191,6 +202,10 @@ function Passkeys({ status, onChanged }: { status: MfaStatus; onChanged: Changed
   const remove = useAction(async () => undefined);
   async function removePasskey(id: string) {
     remove.setError(null);
+    if (password.length === 0) {
+      remove.setError(new ApiError(422, "Enter your current password above the Add button to remove a passkey."));
+      return;
+    }
     try {
       const answer = await call(api.DELETE("/api/v1/users/me/mfa/passkeys/{passkey_id}", { params: { path: { passkey_id: id } }, body: { current_password: password } }));
       setPassword("");
@@ -245,14 +260,14 @@ function Passkeys({ status, onChanged }: { status: MfaStatus; onChanged: Changed
   );
 }
 
-function NewRecoveryCodes({ left, onCodes }: { left: number; onCodes: (codes: string[]) => void }) {
+function NewRecoveryCodes({ left, onCodes }: { left: number; onCodes: (codes: string[]) => Promise<void> }) {
   const [password, setPassword] = useState("");
   const [code, setCode] = useState("");
   const renew = useAction(async () => {
     const answer = await call(api.POST("/api/v1/users/me/mfa/recovery-codes", { body: { current_password: password, code: code.trim() } }));
     setPassword("");
     setCode("");
-    onCodes(answer.recovery_codes);
+    await onCodes(answer.recovery_codes);
   });
   return (
     <form onSubmit={renew.onSubmit} noValidate aria-label="Recovery codes">

@@ -1,7 +1,8 @@
 // My account: second factors, name and email, and password.
 import { useId, useState, type ReactNode } from "react";
 import { Alert, Button, Paper, PasswordInput, Stack, Text, TextInput, Title } from "@mantine/core";
-import { api, call, logIn } from "../api/client";
+import { useNavigate } from "react-router";
+import { api, call, logIn, SecondFactorRequired, session } from "../api/client";
 import { ApiError } from "../api/errors";
 import { ErrorAlert } from "../components/ErrorAlert";
 import { TwoFactorSettings } from "../components/TwoFactorSettings";
@@ -63,6 +64,7 @@ function ProfileForm() {
 
 function PasswordForm() {
   const user = useUser();
+  const navigate = useNavigate();
   const [current, setCurrent] = useState("");
   const [next, setNext] = useState("");
   const [repeat, setRepeat] = useState("");
@@ -71,8 +73,16 @@ function PasswordForm() {
     setSaved(false);
     if (next !== repeat) throw new ApiError(422, "The new passwords do not match.");
     await call(api.PATCH("/api/v1/users/me/password", { body: { current_password: current, new_password: next } }));
-    // A new password ends every session, this one included: sign in again with it.
-    await logIn(user.email, next);
+    // A new password ends every session, this one included: sign in again with it (an account
+    // with a second factor finishes on the login page, where it is asked for).
+    try {
+      await logIn(user.email, next);
+    } catch (caught) {
+      if (!(caught instanceof SecondFactorRequired)) throw caught;
+      session.signOut();
+      navigate("/login", { replace: true, state: { from: "/account" } });
+      return;
+    }
     setCurrent("");
     setNext("");
     setRepeat("");
