@@ -1,12 +1,14 @@
 // SMART on FHIR's App Launch in Chromium, driven by SMART's own JavaScript client (npm
 // fhirclient, its browser build: FHIRCLIENT_JS), not our code: a standalone launch (the app
 // starts the flow; the user signs in to the console, reads the access asked for in words, picks
-// the patient and approves) and an EHR launch (the user opens the app from a patient's page).
+// the patient and approves; a user with an authenticator app gives its code at that sign-in)
+// and an EHR launch (the user opens the app from a patient's page).
 // Each time the app's `FHIR.oauth2.ready()` exchanges the code with its PKCE verifier and reads
 // and searches through `client.request`. The app's pages live under the console's origin (which
 // the API's CORS rule grants), served by the test itself.
 import { readFileSync } from "node:fs";
 import { expect, test, type APIRequestContext, type Page } from "@playwright/test";
+import * as OTPAuth from "otpauth";
 import { admin, checkPage, logIn } from "./support";
 
 const apiUrl = (process.env.API_URL ?? "http://127.0.0.1:9000").replace(/\/+$/, "");
@@ -104,6 +106,43 @@ test("standalone launch with fhirclient: sign in, consent in words, pick the pat
   await expect(page.getByRole("heading", { name: `Patient: ${name}` })).toBeVisible();
   // Its compartment only: its one document, and a search of every patient finds only it.
   await expect(page.getByText("Documents: 1; patients visible: 1")).toBeVisible();
+});
+
+test("standalone launch by a user with an authenticator app: the sign-in asks for the code", async ({ page, request, baseURL }) => {
+  const consoleOrigin = new URL(baseURL ?? "").origin;
+  const headers = await adminHeaders(request);
+  const user = { email: `smart-totp-${run}@example.com`, password: "smart-totp-password-1" };
+  expect((await request.post(`${apiUrl}/api/v1/users/`, { headers, data: { ...user, role: "clinician" } })).status()).toBe(200);
+  const login = await request.post(`${apiUrl}/api/v1/login/access-token`, { form: { username: user.email, password: user.password } });
+  const userHeaders = { Authorization: `Bearer ${(await login.json()).access_token}` };
+  const begun = await request.post(`${apiUrl}/api/v1/users/me/mfa/totp`, { headers: userHeaders, data: { current_password: user.password } });
+  const totp = new OTPAuth.TOTP({ secret: OTPAuth.Secret.fromBase32((await begun.json()).secret), algorithm: "SHA1", digits: 6, period: 30 });
+  const confirmed = await request.post(`${apiUrl}/api/v1/users/me/mfa/totp/confirm`, { headers: userHeaders, data: { code: totp.generate() } });
+  expect(confirmed.status()).toBe(200);
+
+  const name = `Second Factor Launch${run}`;
+  await patients(request, headers, name);
+  const scope = "launch/patient patient/*.rs openid fhirUser";
+  const clientId = await register(request, headers, {
+    client_name: "Growth charts",
+    redirect_uris: [`${consoleOrigin}/smart-app/index.html`],
+    token_endpoint_auth_method: "none",
+    scope,
+  });
+  const iss = (await (await request.get(`${apiUrl}/fhir/R4/.well-known/smart-configuration`)).json()).issuer;
+  await serveApp(page, consoleOrigin, clientId, scope, iss);
+
+  await page.goto(`${consoleOrigin}/smart-app/launch.html`);
+  await logIn(page, user.email, user.password);
+  await expect(page.getByRole("heading", { name: "Second factor" })).toBeVisible();
+  // The confirmation spent this step's code: the next step's, as an app a little ahead shows it.
+  await page.getByLabel("Authentication code").fill(totp.generate({ timestamp: Date.now() + 30_000 }));
+  await page.getByLabel("Authentication code").press("Enter");
+  await expect(page.getByRole("heading", { name: "Connect Growth charts" })).toBeVisible();
+  await page.getByLabel("Search by name").fill(name);
+  await page.getByRole("radio", { name: new RegExp(name) }).check();
+  await page.getByRole("button", { name: "Approve" }).click();
+  await expect(page.getByRole("heading", { name: `Patient: ${name}` })).toBeVisible();
 });
 
 test("EHR launch with fhirclient: Open in app from the patient's page binds that patient", async ({ page, request, baseURL }) => {
