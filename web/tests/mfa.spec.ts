@@ -88,3 +88,24 @@ test("a passkey made by the browser's authenticator signs in", async ({ page, re
   expect(credentials).toHaveLength(1);
   expect(credentials[0].signCount).toBeGreaterThanOrEqual(2);
 });
+
+test("a superuser resets a user's second factors from the users page", async ({ page, request }) => {
+  const user = await newUser(request, "reset");
+  const login = await request.post(`${apiUrl}/api/v1/login/access-token`, { form: { username: user.email, password: user.password } });
+  const headers = { Authorization: `Bearer ${(await login.json()).access_token}` };
+  const begun = await request.post(`${apiUrl}/api/v1/users/me/mfa/totp`, { headers, data: { current_password: user.password } });
+  const totp = new OTPAuth.TOTP({ secret: OTPAuth.Secret.fromBase32((await begun.json()).secret), algorithm: "SHA1", digits: 6, period: 30 });
+  expect((await request.post(`${apiUrl}/api/v1/users/me/mfa/totp/confirm`, { headers, data: { code: totp.generate() } })).status()).toBe(200);
+  const signIn = () => request.post(`${apiUrl}/api/v1/login/access-token`, { form: { username: user.email, password: user.password } });
+  expect((await signIn()).status()).toBe(401);
+
+  await page.goto("/users");
+  await logIn(page, admin.email, admin.password);
+  await expect(page.getByRole("heading", { name: "Users" })).toBeVisible();
+  page.once("dialog", (dialog) => void dialog.accept());
+  await page.getByRole("button", { name: `Reset the second factors of ${user.email}` }).click();
+  await expect(page.getByText(`${user.email}'s second factors were removed`)).toBeVisible();
+  await checkPage(page, "mfa-reset");
+  // The lost phone no longer stands between the user and their account: a password signs in.
+  expect((await signIn()).status()).toBe(200);
+});
