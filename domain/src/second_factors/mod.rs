@@ -302,6 +302,25 @@ pub struct Removed {
     pub factor_left: bool,
 }
 
+/// The end of a factor's removal, in its transaction: the recovery codes go when no factor is
+/// left, every session ends, the event (with `details`) is written, and it commits.
+pub(crate) async fn finish_removal(
+    tx: deadpool_postgres::Transaction<'_>,
+    audit: &AuditEntry,
+    user_id: Uuid,
+    details: serde_json::Value,
+) -> Result<Removed, FactorError> {
+    drop_orphan_recovery_codes(&tx, user_id).await?;
+    audit.describe(|event| event.resource(Some(user_id)).details(details));
+    let factor_left = factor_left(&tx, user_id).await?;
+    let session_epoch = end_sessions_with_event(&tx, audit, user_id).await?;
+    tx.commit().await?;
+    Ok(Removed {
+        session_epoch,
+        factor_left,
+    })
+}
+
 /// Inside a factor change's transaction, first: the user's row locked, so two changes of one
 /// user's factors (removing the last two at once) run one after the other.
 pub(crate) async fn lock_user(
@@ -315,7 +334,7 @@ pub(crate) async fn lock_user(
 }
 
 /// Inside a factor change's transaction: does the user still have a factor?
-pub(crate) async fn factor_left(
+async fn factor_left(
     tx: &tokio_postgres::Transaction<'_>,
     user_id: Uuid,
 ) -> Result<bool, FactorError> {
@@ -349,7 +368,7 @@ pub(crate) async fn end_sessions_with_event(
 }
 
 /// When the last factor goes, its recovery codes go with it (they stand in for a factor).
-pub(crate) async fn drop_orphan_recovery_codes(
+async fn drop_orphan_recovery_codes(
     tx: &tokio_postgres::Transaction<'_>,
     user_id: Uuid,
 ) -> Result<(), FactorError> {

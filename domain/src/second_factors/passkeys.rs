@@ -244,19 +244,8 @@ pub async fn remove(
     if removed == 0 {
         return Err(FactorError::PasskeyNotFound);
     }
-    super::drop_orphan_recovery_codes(&tx, user_id).await?;
-    audit.describe(|event| {
-        event
-            .resource(Some(user_id))
-            .details(serde_json::json!({ "method": "passkey", "passkey_id": id }))
-    });
-    let factor_left = super::factor_left(&tx, user_id).await?;
-    let session_epoch = end_sessions_with_event(&tx, audit, user_id).await?;
-    tx.commit().await?;
-    Ok(super::Removed {
-        session_epoch,
-        factor_left,
-    })
+    let details = serde_json::json!({ "method": "passkey", "passkey_id": id });
+    super::finish_removal(tx, audit, user_id, details).await
 }
 
 /// A sign-in challenge over the user's passkeys: `PublicKeyCredentialRequestOptions` as JSON
