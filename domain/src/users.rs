@@ -314,7 +314,8 @@ pub struct Changed {
 
 /// Applies `changes` to account `id` with its audit event in one statement (which fields
 /// changed, never their values; a new email named by digests only). A new password ends the
-/// account's sessions. (Long because it is one statement with its audit event and the
+/// account's sessions, and so does a new role or superuser flag: the next sign-in is judged by
+/// the new role (its second-factor policy included). (Long because it is one statement with its audit event and the
 /// sessions it ends.)
 pub async fn update(
     pool: &DbPool,
@@ -377,7 +378,11 @@ pub async fn update(
                         email = COALESCE({email}, email),
                         full_name = CASE WHEN {name_sent} THEN {name} ELSE full_name END,
                         hashed_password = COALESCE({hash}, hashed_password),
-                        session_epoch = session_epoch + CASE WHEN {hash}::text IS NULL THEN 0 ELSE 1 END,
+                        session_epoch = session_epoch + CASE
+                            WHEN {hash}::text IS NOT NULL
+                              OR {is_superuser}::bool IS DISTINCT FROM NULL AND {is_superuser} IS DISTINCT FROM is_superuser
+                              OR {role}::text IS DISTINCT FROM NULL AND {role} IS DISTINCT FROM role
+                            THEN 1 ELSE 0 END,
                         is_active = COALESCE({is_active}, is_active),
                         is_superuser = COALESCE({is_superuser}, is_superuser),
                         role = COALESCE({role}, role),

@@ -943,3 +943,41 @@ async fn an_email_with_a_colon_can_enrol_totp() {
     let enrolled = enable_totp(&app, &user).await;
     assert_eq!(status(&app, &enrolled.token).await["totp"], true);
 }
+
+#[tokio::test]
+async fn a_new_role_ends_the_users_sessions_so_the_policy_judges_the_next_sign_in() {
+    let app = TestApp::with_settings(&[("MFA_REQUIRED_ROLES", "viewer")]).await;
+    let user = app.clinician().await;
+    let patients = || ApiRequest::get("/api/v1/patients/").bearer(&user.token);
+    assert_eq!(app.call(patients()).await.status, 200);
+    let admin = app.superuser_token().await;
+    let changed = app
+        .call(
+            ApiRequest::patch(&format!("/api/v1/users/{}", user.id))
+                .bearer(&admin)
+                .json(json!({"role": "viewer"})),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    assert_eq!(
+        app.call(patients()).await.status,
+        401,
+        "the old session ended"
+    );
+    let again = app.token_for(&user.email, &user.password).await;
+    let limited = app
+        .call(ApiRequest::get("/api/v1/patients/").bearer(&again))
+        .await;
+    assert_eq!(limited.status, 403, "{}", limited.body);
+    assert_eq!(limited.detail(), "Enroll a second factor first");
+    // The same role sent again changes nothing and ends nothing.
+    let same = app
+        .call(
+            ApiRequest::patch(&format!("/api/v1/users/{}", user.id))
+                .bearer(&admin)
+                .json(json!({"role": "viewer", "full_name": "Vera Viewer"})),
+        )
+        .await;
+    assert_eq!(same.status, 200, "{}", same.body);
+    assert_eq!(me(&app, &again).await, 200);
+}
