@@ -3,10 +3,10 @@
 //! step through its handler. A TOTP code is good once, so each run's account forgets the step
 //! it used and gets a new sign-in step first, neither of them timed.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use api_tests::mfa::{enable_totp, register_passkey, totp_code, Authenticator};
-use api_tests::{ApiRequest, TestApp};
+use api_tests::{ApiRequest, ApiResponse, TestApp};
 use serde_json::json;
 
 use crate::{row, stats, time};
@@ -25,6 +25,19 @@ async fn step_token(app: &TestApp, user_id: uuid::Uuid) -> String {
     domain::second_factors::sign_in::begin(&app.auth.db, user_id, epoch)
         .await
         .unwrap()
+}
+
+fn second_step(body: serde_json::Value) -> ApiRequest {
+    ApiRequest::post("/api/v1/login/mfa").json(body)
+}
+
+/// One request through its handler, timed; it must succeed.
+async fn timed_ok(app: &TestApp, request: ApiRequest) -> (Duration, ApiResponse) {
+    let started = Instant::now();
+    let answer = app.call(request).await;
+    let took = started.elapsed();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    (took, answer)
 }
 
 async fn forget_used_step(app: &TestApp) {
@@ -58,16 +71,12 @@ pub async fn second_factors() {
     for _ in 0..RUNS {
         forget_used_step(&app).await;
         let code = totp_code(&enrolled.secret, 0);
-        let started = Instant::now();
-        let answer = app
-            .call(ApiRequest::post("/api/v1/login/access-token").form(&[
-                ("username", &user.email),
-                ("password", &user.password),
-                ("mfa_code", &code),
-            ]))
-            .await;
-        samples.push(started.elapsed());
-        assert_eq!(answer.status, 200, "{}", answer.body);
+        let login = ApiRequest::post("/api/v1/login/access-token").form(&[
+            ("username", &user.email),
+            ("password", &user.password),
+            ("mfa_code", &code),
+        ]);
+        samples.push(timed_ok(&app, login).await.0);
     }
     row(
         "POST /login/access-token with mfa_code (TOTP): one request",
@@ -79,12 +88,7 @@ pub async fn second_factors() {
         forget_used_step(&app).await;
         let step = step_token(&app, user_id).await;
         let body = json!({ "mfa_token": step, "code": totp_code(&enrolled.secret, 0) });
-        let started = Instant::now();
-        let answer = app
-            .call(ApiRequest::post("/api/v1/login/mfa").json(body))
-            .await;
-        samples.push(started.elapsed());
-        assert_eq!(answer.status, 200, "{}", answer.body);
+        samples.push(timed_ok(&app, second_step(body)).await.0);
     }
     row("POST /login/mfa with a TOTP code", &stats(samples));
 
@@ -92,12 +96,7 @@ pub async fn second_factors() {
     for code in &enrolled.recovery_codes {
         let step = step_token(&app, user_id).await;
         let body = json!({ "mfa_token": step, "code": code });
-        let started = Instant::now();
-        let answer = app
-            .call(ApiRequest::post("/api/v1/login/mfa").json(body))
-            .await;
-        samples.push(started.elapsed());
-        assert_eq!(answer.status, 200, "{}", answer.body);
+        samples.push(timed_ok(&app, second_step(body)).await.0);
     }
     row("POST /login/mfa with a recovery code", &stats(samples));
 
@@ -109,24 +108,14 @@ pub async fn second_factors() {
     let (mut options_samples, mut assertion_samples) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
         let step = step_token(&app, holder_id).await;
-        let started = Instant::now();
-        let options = app
-            .call(
-                ApiRequest::post("/api/v1/login/mfa/passkey-options")
-                    .json(json!({ "mfa_token": step })),
-            )
-            .await;
-        options_samples.push(started.elapsed());
-        assert_eq!(options.status, 200, "{}", options.body);
+        let ask = ApiRequest::post("/api/v1/login/mfa/passkey-options")
+            .json(json!({ "mfa_token": step }));
+        let (took, options) = timed_ok(&app, ask).await;
+        options_samples.push(took);
         // The authenticator's signature is the user's device's time, not the server's.
         let assertion = key.assert(&options.json());
         let body = json!({ "mfa_token": step, "passkey": assertion });
-        let started = Instant::now();
-        let answer = app
-            .call(ApiRequest::post("/api/v1/login/mfa").json(body))
-            .await;
-        assertion_samples.push(started.elapsed());
-        assert_eq!(answer.status, 200, "{}", answer.body);
+        assertion_samples.push(timed_ok(&app, second_step(body)).await.0);
     }
     row("POST /login/mfa/passkey-options", &stats(options_samples));
     row(

@@ -44,23 +44,6 @@ async fn status(app: &TestApp, token: &str) -> Value {
     answer.json()
 }
 
-async fn events(app: &TestApp, action: &str) -> Vec<Value> {
-    app.db
-        .client()
-        .await
-        .query(
-            "SELECT json_build_object('actor_id', actor_id, 'resource_id', resource_id,
-                    'outcome', outcome, 'details', details)
-             FROM audit_events WHERE action = $1 ORDER BY occurred_at",
-            &[&action],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect()
-}
-
 #[tokio::test]
 async fn totp_enrolment_hands_out_a_secret_an_app_accepts_and_ten_recovery_codes() {
     let app = TestApp::new().await;
@@ -583,7 +566,7 @@ async fn a_superuser_resets_a_users_factors_and_ends_their_sessions() {
     assert_eq!(me(&app, &enrolled.token).await, 401, "their session ended");
     let fresh = app.token_for(&user.email, &user.password).await;
     assert_eq!(status(&app, &fresh).await["totp"], false);
-    let logged = events(&app, "user.mfa_reset").await;
+    let logged = app.audit_events("user.mfa_reset").await;
     let success = logged.iter().find(|e| e["outcome"] == "success").unwrap();
     assert_eq!(success["resource_id"], json!(user.id));
     assert_eq!(success["details"]["removed"]["totp"], true);
@@ -604,14 +587,14 @@ async fn second_factor_events_name_the_method_and_never_the_code() {
             .status,
         200
     );
-    let logged = events(&app, "auth.login_second_factor").await;
+    let logged = app.audit_events("auth.login_second_factor").await;
     assert_eq!(logged.len(), 2, "{logged:?}");
     assert_eq!(logged[0]["outcome"], "denied");
     assert_eq!(logged[0]["details"]["mfa_method"], "totp");
     assert_eq!(logged[1]["outcome"], "success");
     assert_eq!(logged[1]["details"]["mfa_method"], "recovery_code");
     assert_eq!(logged[1]["actor_id"], json!(user.id));
-    let enabled = events(&app, "user.mfa_totp_enable").await;
+    let enabled = app.audit_events("user.mfa_totp_enable").await;
     assert_eq!(enabled.len(), 1);
     assert_eq!(enabled[0]["details"]["method"], "totp");
     let all: String = app
@@ -678,7 +661,7 @@ async fn a_passkey_registered_through_the_api_signs_in() {
         .unwrap()
         .to_owned();
     assert!(status(&app, &token).await["passkeys"][0]["last_used_at"].is_string());
-    let logged = events(&app, "auth.login_second_factor").await;
+    let logged = app.audit_events("auth.login_second_factor").await;
     assert_eq!(logged.last().unwrap()["details"]["mfa_method"], "passkey");
 }
 
@@ -700,7 +683,7 @@ async fn a_cloned_authenticator_whose_counter_goes_backwards_is_refused() {
     let cloned = passkey_login(&app, &user, &mut clone).await;
     assert_eq!(cloned.status, 401, "{}", cloned.body);
     assert_eq!(cloned.detail(), "The passkey was not accepted");
-    let logged = events(&app, "auth.login_second_factor").await;
+    let logged = app.audit_events("auth.login_second_factor").await;
     assert_eq!(
         logged.last().unwrap()["details"]["failure"],
         "signature counter went backwards"
@@ -980,4 +963,73 @@ async fn a_new_role_ends_the_users_sessions_so_the_policy_judges_the_next_sign_i
         .await;
     assert_eq!(same.status, 200, "{}", same.body);
     assert_eq!(me(&app, &again).await, 200);
+}
+
+#[tokio::test]
+async fn a_second_step_that_is_neither_code_nor_passkey_costs_no_attempt() {
+    let app = TestApp::new().await;
+    let user = app.clinician().await;
+    let enrolled = enable_totp(&app, &user).await;
+    let step = mfa_token(&app, &user).await;
+    // More malformed bodies than the step has attempts, and than the throttle lets through.
+    for body in [
+        json!({"mfa_token": step}),
+        json!({"mfa_token": step, "code": "1", "passkey": {}}),
+    ]
+    .iter()
+    .cycle()
+    .take(6)
+    {
+        let refused = second_step(&app, body.clone()).await;
+        assert_eq!(refused.status, 422, "{}", refused.body);
+    }
+    let signed_in = second_step(
+        &app,
+        json!({"mfa_token": step, "code": enrolled.recovery_codes[0]}),
+    )
+    .await;
+    assert_eq!(signed_in.status, 200, "{}", signed_in.body);
+}
+
+#[tokio::test]
+async fn passkey_answers_that_are_not_webauthn_json_are_422() {
+    let app = TestApp::new().await;
+    let user = app.clinician().await;
+    let add = |body: Value| {
+        ApiRequest::post(&format!("{ME_MFA}/passkeys"))
+            .bearer(&user.token)
+            .json(body)
+    };
+    for body in [
+        json!({"name": "Key", "credential": {"id": "not-a-credential"}}),
+        json!({"name": "k".repeat(101), "credential": {}}),
+        json!({"name": "Tab\there", "credential": {}}),
+    ] {
+        let refused = app.call(add(body)).await;
+        assert_eq!(refused.status, 422, "{}", refused.body);
+    }
+    let step = second_step(
+        &app,
+        json!({"mfa_token": "any", "passkey": {"id": "not-an-assertion"}}),
+    )
+    .await;
+    assert_eq!(step.status, 422, "{}", step.body);
+}
+
+#[tokio::test]
+async fn passkeys_on_an_ip_address_origin_say_why_they_are_unavailable() {
+    let app = TestApp::with_settings(&[("WEBAUTHN_ORIGIN", "http://127.0.0.1:5173")]).await;
+    let user = app.clinician().await;
+    let options = app
+        .call(
+            ApiRequest::post(&format!("{ME_MFA}/passkeys/options"))
+                .bearer(&user.token)
+                .json(json!({"current_password": user.password})),
+        )
+        .await;
+    assert_eq!(options.status, 400, "{}", options.body);
+    let text = options.detail().as_str().unwrap().to_owned();
+    assert!(text.contains("not a domain name"), "{text}");
+    // Everything else works: TOTP enrols as usual.
+    enable_totp(&app, &user).await;
 }

@@ -8,23 +8,6 @@ fn me(token: &str) -> ApiRequest {
     ApiRequest::get("/api/v1/users/me").bearer(token)
 }
 
-async fn audit_actions(app: &TestApp, action: &str) -> Vec<Value> {
-    app.db
-        .client()
-        .await
-        .query(
-            "SELECT json_build_object('actor_id', actor_id, 'resource_id', resource_id, 'outcome', outcome,
-                    'details', details, 'actor_email', actor_email)
-             FROM audit_events WHERE action = $1 ORDER BY occurred_at",
-            &[&action],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect()
-}
-
 #[tokio::test]
 async fn a_token_dies_with_every_kind_of_password_change_and_with_logout() {
     let app = TestApp::new().await;
@@ -105,7 +88,7 @@ async fn a_token_dies_with_every_kind_of_password_change_and_with_logout() {
         .call(ApiRequest::post("/api/v1/logout/").bearer(&user.token))
         .await;
     assert_eq!(again.status, 401, "a dead session cannot log out again");
-    let events = audit_actions(&app, "auth.logout").await;
+    let events = app.audit_events("auth.logout").await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["outcome"], "success");
     assert_eq!(events[0]["actor_id"].as_str(), Some(user.id.as_str()));
@@ -303,7 +286,7 @@ async fn an_email_change_needs_the_password_and_tells_the_old_address() {
         .unwrap()
         .0
         .contains("email address of your account changed"));
-    let events = audit_actions(&app, "user.update").await;
+    let events = app.audit_events("user.update").await;
     let event = events
         .iter()
         .rev()
@@ -349,7 +332,7 @@ async fn the_recovery_preview_cannot_reset_anything_and_is_audited() {
         .await;
     assert_eq!(used.status, 400);
     assert_eq!(app.login(&user.email, &user.password).await.status, 200);
-    let events = audit_actions(&app, "auth.password_reset_preview").await;
+    let events = app.audit_events("auth.password_reset_preview").await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["resource_id"], user.id.as_str());
     assert!(events[0]["actor_id"].is_string());
@@ -406,7 +389,8 @@ async fn failed_logins_are_throttled_per_account_and_address() {
         "nobody locks an account out from elsewhere"
     );
     // Each refusal is audited as denied.
-    let denied = audit_actions(&app, "auth.login")
+    let denied = app
+        .audit_events("auth.login")
         .await
         .into_iter()
         .filter(|e| e["outcome"] == "denied" && e["actor_email"] == target.email.as_str())

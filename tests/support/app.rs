@@ -224,6 +224,24 @@ impl TestApp {
         }
     }
 
+    /// The trail's events of `action`, oldest first: who, about what, the outcome and details.
+    pub async fn audit_events(&self, action: &str) -> Vec<Value> {
+        self.db
+            .client()
+            .await
+            .query(
+                "SELECT json_build_object('actor_id', actor_id, 'resource_id', resource_id,
+                        'outcome', outcome, 'details', details, 'actor_email', actor_email)
+                 FROM audit_events WHERE action = $1 ORDER BY occurred_at",
+                &[&action],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    }
+
     pub async fn login(&self, email: &str, password: &str) -> ApiResponse {
         self.call(
             ApiRequest::post("/api/v1/login/access-token")

@@ -172,12 +172,6 @@ pub struct Status {
     pub recovery_codes_left: i64,
 }
 
-impl Status {
-    pub fn has_factor(&self) -> bool {
-        self.totp || !self.passkeys.is_empty()
-    }
-}
-
 pub async fn status(pool: &DbPool, user_id: Uuid) -> Result<Status, FactorError> {
     let client = pool.get().await?;
     let row = client
@@ -224,12 +218,12 @@ impl Methods {
 
     pub fn names(&self) -> Vec<&'static str> {
         [
-            (self.totp, "totp"),
-            (self.recovery_code, "recovery_code"),
-            (self.passkey, "passkey"),
+            (self.totp, Method::Totp),
+            (self.recovery_code, Method::RecoveryCode),
+            (self.passkey, Method::Passkey),
         ]
         .into_iter()
-        .filter_map(|(has, name)| has.then_some(name))
+        .filter_map(|(has, method)| has.then_some(method.as_str()))
         .collect()
     }
 }

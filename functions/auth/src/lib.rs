@@ -143,14 +143,8 @@ enum SignIn {
 fn token_answer(token: &str) -> Response {
     let mut response =
         Json(json!({ "access_token": token, "token_type": "bearer" })).into_response();
-    no_store(&mut response);
+    smart::no_store(response.headers_mut());
     response
-}
-
-fn no_store(response: &mut Response) {
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
 /// 401 with the step's token and the account's methods, `WWW-Authenticate: Bearer`.
@@ -160,7 +154,7 @@ fn second_factor_answer(detail: &str, mfa_token: &str, methods: &Methods) -> Res
     response
         .headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    no_store(&mut response);
+    smart::no_store(response.headers_mut());
     response
 }
 
@@ -300,6 +294,12 @@ struct SecondStep {
     passkey: Option<Box<passkeys::Assertion>>,
 }
 
+/// What a second step brings.
+enum StepFactor<'a> {
+    Code(&'a str),
+    Passkey(&'a passkeys::Assertion),
+}
+
 fn step_expired() -> ApiError {
     ApiError::Unauthorized("The sign-in step is invalid or expired; sign in again".into())
 }
@@ -329,14 +329,26 @@ async fn login_second_factor(
     JsonBody(body): JsonBody<SecondStep>,
 ) -> ApiResult<Response> {
     let pool = &state.db;
+    // A body that is neither a code nor a passkey is refused before it costs an attempt.
+    let factor = match (&body.code, &body.passkey) {
+        (Some(code), None) => StepFactor::Code(code),
+        (None, Some(assertion)) => StepFactor::Passkey(assertion),
+        _ => {
+            return Err(ApiError::validation(
+                &["body"],
+                "Send either code or passkey",
+                "value_error",
+            ))
+        }
+    };
     // The attempt is claimed (counted) before anything is checked: parallel guesses each count.
     let claimed = sign_in::claim_attempt(pool, &body.mfa_token).await?;
     let (pending, user) = user_of_step(&state, &audit, claimed).await?;
     let account = throttle::account_key(&user.email);
     let source_ip = meta.source_ip.unwrap_or_default();
     throttle::claim_code_attempt(pool, &account, &source_ip).await?;
-    let (method, outcome) = match (&body.code, &body.passkey) {
-        (Some(code), None) => {
+    let (method, outcome) = match factor {
+        StepFactor::Code(code) => {
             let accepted =
                 second_factors::accept_code(pool, &state.factors.sealing, user.id, code).await?;
             (
@@ -344,7 +356,7 @@ async fn login_second_factor(
                 accepted.is_some().then_some(()).ok_or("wrong code"),
             )
         }
-        (None, Some(assertion)) => {
+        StepFactor::Passkey(assertion) => {
             let Some(challenge) = &pending.passkey_state else {
                 return Err(ApiError::BadRequest(
                     "Ask for the passkey options of this sign-in first".into(),
@@ -362,13 +374,6 @@ async fn login_second_factor(
                 Err(other) => return Err(other.into()),
             };
             (Method::Passkey, outcome)
-        }
-        _ => {
-            return Err(ApiError::validation(
-                &["body"],
-                "Send either code or passkey",
-                "value_error",
-            ))
         }
     };
     if let Err(reason) = outcome {
@@ -418,7 +423,7 @@ async fn login_passkey_options(
         return Err(step_expired());
     }
     let mut response = Json(options).into_response();
-    no_store(&mut response);
+    smart::no_store(response.headers_mut());
     Ok(response)
 }
 

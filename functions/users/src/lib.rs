@@ -669,7 +669,7 @@ async fn totp_remove(
     JsonBody(body): JsonBody<PasswordAndCode>,
 ) -> ApiResult<Json<Value>> {
     audit.describe(|event| event.resource(Some(current.0.id)));
-    if !second_factors::status(&state.db, current.0.id).await?.totp {
+    if !second_factors::methods(&state.db, current.0.id).await?.totp {
         return Err(FactorError::TotpNotEnabled.into());
     }
     check_password_and_code(&state, &current.0, &body, &meta, &audit).await?;
@@ -693,9 +693,9 @@ async fn recovery_codes(
     JsonBody(body): JsonBody<PasswordAndCode>,
 ) -> ApiResult<Json<Value>> {
     audit.describe(|event| event.resource(Some(current.0.id)));
-    if !second_factors::status(&state.db, current.0.id)
+    if !second_factors::methods(&state.db, current.0.id)
         .await?
-        .has_factor()
+        .any_factor()
     {
         return Err(ApiError::BadRequest(
             "Enable a second factor before recovery codes".into(),

@@ -7,6 +7,8 @@ mod assertion;
 mod authorize;
 mod clients;
 mod oauth;
+
+pub(crate) use oauth::no_store;
 mod token;
 
 use std::sync::Arc;
