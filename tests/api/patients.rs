@@ -1272,3 +1272,302 @@ async fn concurrent_uploads_and_deletions_keep_the_attachment_type_count_exact()
     now.sort();
     assert_eq!(names, now);
 }
+
+// --- One-word text searches (patient_search_terms, kept in step by the write path) -----------
+
+/// Every patient of a search in `sort`'s order through the cursors, and its count.
+async fn every_page_sorted(
+    app: &TestApp,
+    token: &str,
+    filter: (&str, &str),
+    sort: &str,
+) -> (Vec<String>, i64) {
+    every_page(app, token, &[filter, ("sort", sort)]).await
+}
+
+#[tokio::test]
+async fn one_word_searches_answer_as_the_full_text_search_does() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let long_word = "a".repeat(40);
+    for (name, history) in [
+        ("John Johnson", "Asthma since childhood; running helps."),
+        ("Joanna O'Brien", "The patient ran a marathon. No asthma."),
+        ("Mary Smith-Jones", "Asthmatic bronchitis, diabetes type 2."),
+        ("Łukasz Dvořák", "Diabetes; kidney stones in 2019."),
+        ("Unit 12 Jonas", "Recurring infections."),
+        (&format!("Zed {long_word}"), "Infection of the inner ear."),
+        ("Zoë Østergaard", ""),
+    ] {
+        create(&app, &t, json!({"name": name, "medical_history": history})).await;
+    }
+    // Each one-word search (the terms table, under the name sort) against the same search
+    // under the created_at sort, which the full-text (GIN) indexes answer: the same patients,
+    // each once, in name order.
+    let name_words = [
+        "jo",
+        "JOHN",
+        "obrien",
+        "o",
+        "brien",
+        "smith",
+        "jones",
+        "12",
+        "1",
+        "lukasz",
+        "ŁUKASZ",
+        "dvorak",
+        "zoe",
+        "østergaard",
+        "ostergaard",
+        &long_word[..33],
+        &long_word,
+        "x",
+    ];
+    let history_words = [
+        "asthma",
+        "asthmatic",
+        "run",
+        "running",
+        "ran",
+        "the",
+        "diabetes",
+        "2019",
+        "infection",
+        "infections",
+        "kidney",
+        "marathon",
+        "zebra",
+    ];
+    for (filter, words) in [
+        ("name_text", &name_words[..]),
+        ("history_text", &history_words[..]),
+    ] {
+        for word in words {
+            let (mut by_name, count) = every_page_sorted(&app, &t, (filter, word), "name").await;
+            let (mut by_created, gin_count) =
+                every_page_sorted(&app, &t, (filter, word), "created_at").await;
+            assert_eq!(count, gin_count, "{filter}={word}: the count");
+            assert_eq!(
+                count as usize,
+                by_name.len(),
+                "{filter}={word}: each patient once"
+            );
+            let (descending, _) = every_page_sorted(&app, &t, (filter, word), "-name").await;
+            let mut sorted = by_name.clone();
+            sorted.sort();
+            let everyone = names(&app, &t, &[("limit", "100")]).await;
+            let in_list_order: Vec<String> = everyone
+                .into_iter()
+                .filter(|n| by_name.contains(n))
+                .collect();
+            assert_eq!(by_name, in_list_order, "{filter}={word}: in name order");
+            assert_eq!(
+                descending,
+                in_list_order.iter().rev().cloned().collect::<Vec<_>>(),
+                "{filter}={word}: -name"
+            );
+            by_name.sort();
+            by_created.sort();
+            assert_eq!(by_name, by_created, "{filter}={word}: the same patients");
+        }
+    }
+    // Spot checks of what the words mean.
+    let jo = every_page_sorted(&app, &t, ("name_text", "jo"), "name").await;
+    assert_eq!(
+        jo,
+        (
+            vec![
+                "Joanna O'Brien".to_owned(),
+                "John Johnson".to_owned(),
+                "Mary Smith-Jones".to_owned(),
+                "Unit 12 Jonas".to_owned()
+            ],
+            4
+        )
+    );
+    let asthma = every_page_sorted(&app, &t, ("history_text", "asthma"), "name").await;
+    assert_eq!(asthma.1, 2, "asthmatic is another word: {asthma:?}");
+    assert_eq!(
+        every_page_sorted(&app, &t, ("history_text", "the"), "name").await,
+        (vec![], 0),
+        "a stop word finds nothing, as in the full-text search"
+    );
+}
+
+#[tokio::test]
+async fn one_word_searches_follow_renames_history_edits_and_deletions() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let id = create(
+        &app,
+        &t,
+        json!({"name": "Alma Quist", "medical_history": "Asthma."}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    create(
+        &app,
+        &t,
+        json!({"name": "Bruno Quist", "medical_history": "Asthma and gout."}),
+    )
+    .await;
+    let path = format!("/api/v1/patients/{id}");
+    let patch = |body: Value| {
+        let request = ApiRequest::patch(&path).bearer(&t).json(body);
+        async {
+            let response = app.call(request).await;
+            assert_eq!(response.status, 200, "{}", response.body);
+        }
+    };
+    let found = |filter: &'static str, word: &'static str| {
+        let t = t.clone();
+        let app = &app;
+        async move { every_page_sorted(app, &t, (filter, word), "name").await }
+    };
+    assert_eq!(
+        found("history_text", "asthma").await.0,
+        ["Alma Quist", "Bruno Quist"]
+    );
+
+    // A rename: found by the new words, in the new place, and no longer by the old ones.
+    patch(json!({"name": "Zelda Quist"})).await;
+    assert_eq!(
+        found("history_text", "asthma").await.0,
+        ["Bruno Quist", "Zelda Quist"]
+    );
+    assert_eq!(found("name_text", "alma").await, (vec![], 0));
+    assert_eq!(found("name_text", "zel").await.0, ["Zelda Quist"]);
+    assert_eq!(found("name_text", "quist").await.1, 2);
+
+    // A new history: the words it lost and gained, the name's entries untouched.
+    patch(json!({"medical_history": "Gout, recurring."})).await;
+    assert_eq!(found("history_text", "asthma").await.0, ["Bruno Quist"]);
+    assert_eq!(
+        found("history_text", "gout").await.0,
+        ["Bruno Quist", "Zelda Quist"]
+    );
+    assert_eq!(found("history_text", "recur").await.0, ["Zelda Quist"]);
+    assert_eq!(found("name_text", "zelda").await.1, 1);
+    // Both at once, then the history cleared.
+    patch(json!({"name": "Yara Quist", "medical_history": "Eczema."})).await;
+    assert_eq!(found("history_text", "eczema").await.0, ["Yara Quist"]);
+    assert_eq!(found("history_text", "gout").await.0, ["Bruno Quist"]);
+    patch(json!({"medical_history": null})).await;
+    assert_eq!(found("history_text", "eczema").await, (vec![], 0));
+
+    // A deletion takes every entry.
+    let admin = app.superuser_token().await;
+    assert_eq!(
+        app.call(ApiRequest::delete(&path).bearer(&admin))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(found("name_text", "yara").await, (vec![], 0));
+    assert_eq!(found("name_text", "quist").await.0, ["Bruno Quist"]);
+    assert_eq!(
+        app.db
+            .number("SELECT count(*) FROM patient_search_terms WHERE name LIKE '%Quist' AND name <> 'Bruno Quist'")
+            .await,
+        0,
+        "nothing left behind"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_renames_and_history_edits_leave_the_terms_of_the_last_write() {
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let id = create(
+        &app,
+        &t,
+        json!({"name": "Start Name", "medical_history": "Start."}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/api/v1/patients/{id}");
+    let writes = futures_util::future::join_all((0..12).map(|i| {
+        let body = if i % 2 == 0 {
+            json!({"name": format!("Renamed{i} Person")})
+        } else {
+            json!({"medical_history": format!("Condition{i} noted.")})
+        };
+        app.call(ApiRequest::patch(&path).bearer(&t).json(body))
+    }))
+    .await;
+    assert!(writes.iter().all(|w| w.status == 200));
+    let patient = app.call(ApiRequest::get(&path).bearer(&t)).await.json();
+    let name = patient["name"].as_str().unwrap();
+    let history = patient["medical_history"].as_str().unwrap();
+    // The table holds exactly the entries the patient's row makes now.
+    let client = app.db.client().await;
+    let uuid = uuid::Uuid::parse_str(&id).unwrap();
+    let kept: i64 = client
+        .query_one(
+            "SELECT count(*) FROM patient_search_terms WHERE patient_id = $1",
+            &[&uuid],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let made: i64 = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM carevault_name_terms(name))
+                 + cardinality(carevault_history_terms(history_search)) FROM patients WHERE id = $1",
+            &[&uuid],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, made);
+    let word = history.split(' ').next().unwrap().to_lowercase();
+    let found = every_page_sorted(&app, &t, ("history_text", &word), "name").await;
+    assert_eq!(found, (vec![name.to_owned()], 1));
+    for i in (0..12).step_by(2) {
+        let old = format!("renamed{i}");
+        let expected = usize::from(name.to_lowercase().starts_with(&old));
+        assert_eq!(
+            every_page_sorted(&app, &t, ("name_text", &old), "name")
+                .await
+                .1 as usize,
+            expected,
+            "{old}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_character_a_one_word_search_accepts_is_one_word_for_the_parser() {
+    // The terms table answers only text that PostgreSQL's parser reads as one word (otherwise
+    // the GIN index does): checked here for every character the rule accepts.
+    let app = TestApp::new().await;
+    let words: Vec<String> = (0u32..0x250)
+        .filter_map(char::from_u32)
+        .map(|c| format!("a{c}b"))
+        .chain(
+            (0u32..0x250)
+                .filter_map(char::from_u32)
+                .map(|c| format!("{c}")),
+        )
+        .filter(|w| domain::patients::search::one_word(w) == Some(w.as_str()))
+        .collect();
+    assert!(words.len() > 500, "{}", words.len());
+    let client = app.db.client().await;
+    let rows = client
+        .query(
+            "SELECT w FROM unnest($1::text[]) AS w
+             WHERE tsvector_to_array(to_tsvector('simple', carevault_fold(w)))
+                    IS DISTINCT FROM ARRAY[carevault_fold(w)]
+                OR cardinality(tsvector_to_array(to_tsvector('english', w))) > 1",
+            &[&words],
+        )
+        .await
+        .unwrap();
+    let split: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert!(split.is_empty(), "read as more than one word: {split:?}");
+}

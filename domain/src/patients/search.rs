@@ -438,6 +438,7 @@ impl Search {
     pub fn walk_statement(&self, columns: &str) -> Option<(String, SqlParams)> {
         if self.filters.is_empty()
             || self.attachment_type_only().is_some()
+            || self.term_search().is_some()
             || self.count == Count::Exact
             || self.keyset.cursor().is_some()
             || self.rows_wanted() > WALK_BUDGET
@@ -509,6 +510,23 @@ impl Search {
                 "SELECT count(*) AS n FROM patient_attachment_types t WHERE t.mime_type = {mime_type}"
             );
             Some((SortIndex::attachment_type(column, &mime_type), total))
+        } else if let Some(term) = self.term_search() {
+            // Index-only: a lexeme's entries are in name order (the page straight off the
+            // index); a prefix's are one range, of which only the page's worth is sorted.
+            let index = match term {
+                TermSearch::HistoryWord(word) => {
+                    SortIndex::history_word(&params.push(word.to_owned(), Type::TEXT))
+                }
+                TermSearch::NamePrefix(word) => {
+                    SortIndex::name_prefix(&params.push(word.to_owned(), Type::TEXT))
+                }
+            };
+            let total = format!(
+                "SELECT count(*) AS n FROM {} WHERE {}",
+                index.from,
+                index.within.as_deref().unwrap_or("true")
+            );
+            Some((index, total))
         } else {
             None
         };
@@ -617,6 +635,20 @@ impl Search {
         format!("SELECT * FROM ({union}) segments OFFSET {offset} LIMIT {limit}")
     }
 
+    /// The one-word text search `patient_search_terms` serves (migration V21), when the search
+    /// has that filter alone and the name sort (the terms carry the name, the default sort's
+    /// key). Phrases, operators, several words and the other sorts stay with the GIN indexes.
+    fn term_search(&self) -> Option<TermSearch<'_>> {
+        if !matches!(self.sort, Sort::Name | Sort::NameDesc) {
+            return None;
+        }
+        match self.filters.as_slice() {
+            [Filter::HistoryText(text)] => one_word(text).map(TermSearch::HistoryWord),
+            [Filter::NameText(text)] => one_word(text).map(TermSearch::NamePrefix),
+            _ => None,
+        }
+    }
+
     /// The type, when an attachment type is the search's only filter.
     fn attachment_type_only(&self) -> Option<&str> {
         match self.filters.as_slice() {
@@ -662,6 +694,37 @@ impl Search {
     }
 }
 
+/// A one-word text search that the terms table answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TermSearch<'a> {
+    /// The history holds the word's lexeme (English stemming, as `history_text`).
+    HistoryWord(&'a str),
+    /// A word of the name starts with the word (folded, as `name_text`).
+    NamePrefix(&'a str),
+}
+
+/// The longest word a one-word search sends to the terms table (which holds history lexemes
+/// up to this length).
+const TERM_MAX_CHARS: usize = 64;
+
+/// `text` trimmed, when PostgreSQL's text-search parser reads it as exactly one word, so that
+/// the terms table's one lexeme is the whole query: ASCII letters and digits, or letters alone
+/// (ASCII and the Latin letters of U+00C0 to U+024F, which the folding keeps letters). Any
+/// other text (a hyphen, an apostrophe, an operator, a second word, another script) goes to
+/// the GIN index, which gives the same answer more slowly.
+pub fn one_word(text: &str) -> Option<&str> {
+    let word = text.trim();
+    let letter = |c: char| c.is_ascii_alphabetic() || is_latin_letter(c);
+    let one_token = word.chars().all(|c| c.is_ascii_alphanumeric()) || word.chars().all(letter);
+    (one_token && (1..=TERM_MAX_CHARS).contains(&word.chars().count())).then_some(word)
+}
+
+/// The letters of Latin-1 Supplement and Latin Extended-A and -B (not × and ÷, nor the few
+/// whose folding is not one letter: `ŉ`, which unaccent spells `'n`).
+fn is_latin_letter(c: char) -> bool {
+    ('\u{c0}'..='\u{24f}').contains(&c) && !matches!(c, '×' | '÷' | 'ŉ')
+}
+
 /// A sort index a page can be read from in order: its relation, the patient id and sort key
 /// columns, and the condition that selects its range (an attachment type's leading column).
 struct SortIndex {
@@ -679,6 +742,35 @@ impl SortIndex {
             id: "p.id",
             key: format!("p.{column}"),
             within: None,
+        }
+    }
+
+    /// `patient_search_terms (kind, term, name, patient_id)` for one history lexeme: `word`'s
+    /// (none for a stop word, which matches nothing, as in the GIN search).
+    fn history_word(word: &str) -> Self {
+        Self {
+            from: "patient_search_terms t",
+            id: "t.patient_id",
+            key: "t.name".to_owned(),
+            within: Some(format!(
+                "t.kind = 'h' AND t.term = (tsvector_to_array(to_tsvector('english', {word})))[1]"
+            )),
+        }
+    }
+
+    /// `patient_search_terms` for the name words starting with `word` (folded and cut as
+    /// `carevault_prefix_query` cuts it): one range of the index, and of each patient's words
+    /// in it only the first (`shared` shorter than the prefix), so each patient once.
+    fn name_prefix(word: &str) -> Self {
+        let prefix = format!("left(carevault_fold({word}), 32)");
+        Self {
+            from: "patient_search_terms t",
+            id: "t.patient_id",
+            key: "t.name".to_owned(),
+            within: Some(format!(
+                "t.kind = 'n' AND t.term >= {prefix} AND t.term < {prefix} || chr(1114111)
+                 AND starts_with(t.term, {prefix}) AND t.shared < length({prefix})"
+            )),
         }
     }
 

@@ -5,7 +5,7 @@
 use api_tests::TestApp;
 use serde_json::json;
 
-use super::{ids, outcome, patient, patients, search};
+use super::{ids, outcome, patient, patients, search, walk_both_ways};
 
 /// Four patients whose names and birth dates tell the search semantics apart.
 struct Four {
@@ -319,5 +319,32 @@ async fn sorting_by_several_keys_is_400() {
         &app.call(search(&t, &[("_sort", "name,birthdate")])).await,
         400,
         "invalid",
+    );
+}
+
+#[tokio::test]
+async fn a_one_word_name_pages_both_ways_in_name_order_counting_each_patient_once() {
+    // One word under the default sort: the JSON API's terms table serves FHIR too.
+    let app = TestApp::new().await;
+    let t = app.clinician().await.token;
+    let names = [
+        "Jo Johnson",
+        "Joan Smith",
+        "Amy Jones-Jordan",
+        "Bo Jolly",
+        "Jon Jo",
+        "Zed Other",
+    ];
+    let id = patients(&app, &t, names.iter().map(|n| json!({"name": n}))).await;
+    let first = app
+        .call(search(&t, &[("name", "jo"), ("_total", "accurate")]))
+        .await
+        .json();
+    assert_eq!(first["total"], 5, "{first}");
+    let pages = walk_both_ways(&app, &t, search(&t, &[("name", "jo"), ("_count", "2")])).await;
+    assert_eq!(pages.len(), 3);
+    assert_eq!(
+        pages.concat(),
+        [&id[2], &id[3], &id[0], &id[1], &id[4]].map(String::clone)
     );
 }
