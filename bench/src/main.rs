@@ -6,6 +6,7 @@ mod dataset;
 mod export;
 mod lambda;
 mod mfa;
+mod replaced;
 mod runtime;
 mod smart;
 
@@ -1108,6 +1109,9 @@ async fn main() {
     if matches!(which.as_str(), "all" | "patients" | "skewed") {
         patients_at_scale(dataset::DataSet::Skewed).await;
     }
+    if matches!(which.as_str(), "all" | "replaced") {
+        replaced::replaced_system().await;
+    }
     if matches!(which.as_str(), "all" | "fhir") {
         fhir_at_scale().await;
     }
@@ -1149,6 +1153,7 @@ async fn writes_at_scale() {
     let attachments =
         attachments::router(attachments::AttachmentsState::from_env(&env).await.unwrap());
     let token = api_tests::access_token_for(admin);
+    let run = std::process::id() as usize;
     // Patients who have PDFs already (their row in patient_attachment_types exists).
     let ids = uuids(
         client,
@@ -1204,7 +1209,8 @@ async fn writes_at_scale() {
     let rename = time(ids.len(), || {
         next += 1;
         let path = format!("/api/v1/patients/{}", ids[next - 1]);
-        let body = json!({"name": format!("Renamed Bench {next}")});
+        // A name of this run's own: a name sent again is no change (and no trigger).
+        let body = json!({"name": format!("Renamed Bench {run} {next}")});
         call(
             &patients,
             ApiRequest::patch(&path).bearer(&token).json(body),
@@ -1219,7 +1225,12 @@ async fn writes_at_scale() {
     let new_history = time(ids.len(), || {
         next += 1;
         let path = format!("/api/v1/patients/{}", ids[next - 1]);
-        let body = json!({"medical_history": format!("Follow-up {next}: asthma controlled, new referral for tinnitus and gout.")});
+        let conditions = ["asthma", "gout", "tinnitus", "eczema", "migraine"];
+        let body = json!({"medical_history": format!(
+            "Follow-up {run}-{next}: {} controlled, new referral for {}.",
+            conditions[(run + next) % 5],
+            conditions[(run + next + 1) % 5]
+        )});
         call(
             &patients,
             ApiRequest::patch(&path).bearer(&token).json(body),

@@ -53,6 +53,14 @@ async fn names(app: &TestApp, token: &str, query: &[(&str, &str)]) -> Vec<String
     names
 }
 
+/// Creates a patient; its id.
+async fn create_id(app: &TestApp, token: &str, body: Value) -> String {
+    create(app, token, body).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// Adds an attachment row the way the attachments API stores one (that API has its own tests).
 async fn attach(app: &TestApp, patient_id: &str, mime_type: &str) -> String {
     let patient_id = uuid::Uuid::parse_str(patient_id).unwrap();
@@ -1399,15 +1407,12 @@ async fn one_word_searches_answer_as_the_full_text_search_does() {
 async fn one_word_searches_follow_renames_history_edits_and_deletions() {
     let app = TestApp::new().await;
     let t = app.clinician().await.token;
-    let id = create(
+    let id = create_id(
         &app,
         &t,
         json!({"name": "Alma Quist", "medical_history": "Asthma."}),
     )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    .await;
     create(
         &app,
         &t,
@@ -1481,15 +1486,12 @@ async fn one_word_searches_follow_renames_history_edits_and_deletions() {
 async fn concurrent_renames_and_history_edits_leave_the_terms_of_the_last_write() {
     let app = TestApp::new().await;
     let t = app.clinician().await.token;
-    let id = create(
+    let id = create_id(
         &app,
         &t,
         json!({"name": "Start Name", "medical_history": "Start."}),
     )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    .await;
     let path = format!("/api/v1/patients/{id}");
     let writes = futures_util::future::join_all((0..12).map(|i| {
         let body = if i % 2 == 0 {
