@@ -583,12 +583,14 @@ impl Search {
             id,
             key,
             within,
+            parts,
         } = index;
         let descending = self.keyset.reads_descending();
         let direction = if descending { " DESC" } else { "" };
-        let ordered = |condition: Option<String>| {
+        let ordered = |part: Option<&String>, condition: Option<String>| {
             let conditions: Vec<&str> = within
                 .iter()
+                .chain(part)
                 .chain(&condition)
                 .map(String::as_str)
                 .collect();
@@ -602,37 +604,62 @@ impl Search {
                  ORDER BY {key}{direction}, {id}{direction}"
             )
         };
-        let Some(cursor) = self.keyset.cursor() else {
-            return format!("{} OFFSET {offset} LIMIT {limit}", ordered(None));
+        let parts: Vec<Option<&String>> = if parts.is_empty() {
+            vec![None]
+        } else {
+            parts.iter().map(Some).collect()
         };
-        let after = params.push(cursor.position().id, Type::UUID);
+        let cursor = self.keyset.cursor().map(|cursor| {
+            let after = params.push(cursor.position().id, Type::UUID);
+            (after, cursor.position().key.push(params))
+        });
         let comparison = if descending { "<" } else { ">" };
-        let value = cursor.position().key.push(params);
-        let after_key = |value: &str| {
-            ordered(Some(format!(
-                "({key}, {id}) {comparison} ({value}, {after})"
-            )))
-        };
-        let nulls_after = |condition: &str| ordered(Some(format!("{key} IS NULL{condition}")));
-        let not_null = || ordered(Some(format!("{key} IS NOT NULL")));
-        let segments = match (self.sort.kind() == SortKind::Date, descending, &value) {
-            (false, _, Some(value)) => vec![after_key(value)],
-            // Ascending: the non-NULL keys after the cursor, then every NULL.
-            (true, false, Some(value)) => vec![after_key(value), nulls_after("")],
-            (true, false, None) => vec![nulls_after(&format!(" AND {id} > {after}"))],
-            // Descending: NULLs first.
-            (true, true, Some(value)) => vec![after_key(value)],
-            (true, true, None) => vec![nulls_after(&format!(" AND {id} < {after}")), not_null()],
-            (false, _, None) => unreachable!("only dob keys are NULL"),
-        };
-        // UNION ALL under LIMIT reads a segment only while the page needs rows.
+        let segments: Vec<String> = parts
+            .iter()
+            .flat_map(|&part| {
+                let Some((after, value)) = &cursor else {
+                    return vec![ordered(part, None)];
+                };
+                let after_key = |value: &str| {
+                    ordered(
+                        part,
+                        Some(format!("({key}, {id}) {comparison} ({value}, {after})")),
+                    )
+                };
+                let nulls_after =
+                    |condition: &str| ordered(part, Some(format!("{key} IS NULL{condition}")));
+                let not_null = || ordered(part, Some(format!("{key} IS NOT NULL")));
+                match (self.sort.kind() == SortKind::Date, descending, value) {
+                    (false, _, Some(value)) => vec![after_key(value)],
+                    // Ascending: the non-NULL keys after the cursor, then every NULL.
+                    (true, false, Some(value)) => vec![after_key(value), nulls_after("")],
+                    (true, false, None) => vec![nulls_after(&format!(" AND {id} > {after}"))],
+                    // Descending: NULLs first.
+                    (true, true, Some(value)) => vec![after_key(value)],
+                    (true, true, None) => {
+                        vec![nulls_after(&format!(" AND {id} < {after}")), not_null()]
+                    }
+                    (false, _, None) => unreachable!("only dob keys are NULL"),
+                }
+            })
+            .collect();
+        if let [segment] = segments.as_slice() {
+            return format!("{segment} OFFSET {offset} LIMIT {limit}");
+        }
+        // UNION ALL under LIMIT reads a segment only while the page needs rows; parts of the
+        // index interleave in sort order, so their few rows are sorted together.
         let rows = params.push(self.skip.saturating_add(self.limit + 1), Type::INT8);
         let union = segments
             .iter()
             .map(|segment| format!("({segment} LIMIT {rows})"))
             .collect::<Vec<_>>()
             .join(" UNION ALL ");
-        format!("SELECT * FROM ({union}) segments OFFSET {offset} LIMIT {limit}")
+        let merged = if parts.len() > 1 {
+            format!(" ORDER BY sort_key{direction}, id{direction}")
+        } else {
+            String::new()
+        };
+        format!("SELECT * FROM ({union}) segments{merged} OFFSET {offset} LIMIT {limit}")
     }
 
     /// The one-word text search `patient_search_terms` serves (migration V21), when the search
@@ -726,12 +753,15 @@ fn is_latin_letter(c: char) -> bool {
 }
 
 /// A sort index a page can be read from in order: its relation, the patient id and sort key
-/// columns, and the condition that selects its range (an attachment type's leading column).
+/// columns, the condition that selects its entries (an attachment type's leading column), and
+/// the parts of those entries that are each in sort order when there are several (a prefix's
+/// words: its own word, in name order, and the longer ones).
 struct SortIndex {
     from: &'static str,
     id: &'static str,
     key: String,
     within: Option<String>,
+    parts: Vec<String>,
 }
 
 impl SortIndex {
@@ -742,6 +772,7 @@ impl SortIndex {
             id: "p.id",
             key: format!("p.{column}"),
             within: None,
+            parts: Vec::new(),
         }
     }
 
@@ -755,12 +786,15 @@ impl SortIndex {
             within: Some(format!(
                 "t.kind = 'h' AND t.term = (tsvector_to_array(to_tsvector('english', {word})))[1]"
             )),
+            parts: Vec::new(),
         }
     }
 
     /// `patient_search_terms` for the name words starting with `word` (folded and cut as
     /// `carevault_prefix_query` cuts it): one range of the index, and of each patient's words
-    /// in it only the first (`shared` shorter than the prefix), so each patient once.
+    /// in it only the first (`shared` shorter than the prefix), so each patient once. The word
+    /// itself is read in name order (`james`: most of the matches, off the index); the longer
+    /// words (`jameson`) only a page's worth each, sorted with it.
     fn name_prefix(word: &str) -> Self {
         let prefix = format!("left(carevault_fold({word}), 32)");
         Self {
@@ -771,6 +805,7 @@ impl SortIndex {
                 "t.kind = 'n' AND t.term >= {prefix} AND t.term < {prefix} || chr(1114111)
                  AND starts_with(t.term, {prefix}) AND t.shared < length({prefix})"
             )),
+            parts: vec![format!("t.term = {prefix}"), format!("t.term > {prefix}")],
         }
     }
 
@@ -781,6 +816,7 @@ impl SortIndex {
             id: "t.patient_id",
             key: format!("t.{column}"),
             within: Some(format!("t.mime_type = {mime_type}")),
+            parts: Vec::new(),
         }
     }
 }
