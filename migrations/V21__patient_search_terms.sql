@@ -24,6 +24,8 @@ LOCK TABLE patients IN SHARE ROW EXCLUSIVE MODE;
 -- is one match for "jo", without sorting the matches to remove the second).
 -- PL/pgSQL, as the next function: its plans are kept for the session, where a SQL function that
 -- is not inlined is planned again at every call (measured: the triggers cost three times as much).
+-- Its words must stay among the prefixes carevault_name_prefixes stores (the triggers find a
+-- row's entries there): a migration that changes either rebuilds this table.
 CREATE FUNCTION carevault_name_terms(name text) RETURNS TABLE (term text, shared smallint)
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE STRICT AS $$
 DECLARE
@@ -75,7 +77,7 @@ CREATE TABLE patient_search_terms (
 
 -- The backfill before the index: one sorted build instead of millions of insertions.
 INSERT INTO patient_search_terms (kind, term, shared, name, patient_id)
-SELECT 'n', w.term, w.shared, p.name, p.id FROM patients p, carevault_name_terms(p.name) AS w
+SELECT 'n', w.term, w.shared, p.name, p.id FROM patients p, carevault_name_terms(p.name::text) AS w
 UNION ALL
 SELECT 'h', term, 0, p.name, p.id
 FROM patients p, unnest(carevault_history_terms(p.history_search)) AS term;
@@ -89,7 +91,7 @@ CREATE FUNCTION carevault_add_search_terms() RETURNS trigger
 BEGIN
     INSERT INTO patient_search_terms (kind, term, shared, name, patient_id)
     SELECT 'n', w.term, w.shared, p.name, p.id
-    FROM inserted_rows p, carevault_name_terms(p.name) AS w
+    FROM inserted_rows p, carevault_name_terms(p.name::text) AS w
     UNION ALL
     SELECT 'h', term, 0, p.name, p.id
     FROM inserted_rows p, unnest(carevault_history_terms(p.history_search)) AS term;
@@ -99,14 +101,18 @@ CREATE TRIGGER patients_terms_on_insert AFTER INSERT ON patients
     REFERENCING NEW TABLE AS inserted_rows FOR EACH STATEMENT
     EXECUTE FUNCTION carevault_add_search_terms();
 
--- Each deleted row's entries found by their whole key, computed again from the row.
+-- Each deleted row's entries found by their whole key, from what the row stores: its history's
+-- lexemes, and for the name every prefix of its words (name_search, written with the row), of
+-- which the name's entries are some. Computing the words again instead would miss entries once
+-- the folding changed (new unaccent rules in a PostgreSQL upgrade): stale rows, and a rename
+-- back to that name failing on their keys.
 CREATE FUNCTION carevault_remove_search_terms() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
     DELETE FROM patient_search_terms t
     USING (
-        SELECT 'n'::"char" AS kind, w.term, p.name, p.id
-        FROM deleted_rows p, carevault_name_terms(p.name) AS w
+        SELECT 'n'::"char" AS kind, term, p.name, p.id
+        FROM deleted_rows p, unnest(tsvector_to_array(p.name_search)) AS term
         UNION ALL
         SELECT 'h'::"char", term, p.name, p.id
         FROM deleted_rows p, unnest(carevault_history_terms(p.history_search)) AS term
@@ -135,13 +141,14 @@ BEGIN
             AND name = OLD.name AND patient_id = OLD.id;
     END IF;
     IF OLD.name IS DISTINCT FROM NEW.name THEN
+        -- As on delete: the old words among the prefixes the row stored.
         DELETE FROM patient_search_terms
-        WHERE kind = 'n' AND term IN (SELECT w.term FROM carevault_name_terms(OLD.name) AS w)
+        WHERE kind = 'n' AND term = ANY(tsvector_to_array(OLD.name_search))
             AND name = OLD.name AND patient_id = OLD.id;
         UPDATE patient_search_terms SET name = NEW.name
         WHERE kind = 'h' AND term = ANY(new_history) AND name = OLD.name AND patient_id = OLD.id;
         INSERT INTO patient_search_terms (kind, term, shared, name, patient_id)
-        SELECT 'n', w.term, w.shared, NEW.name, NEW.id FROM carevault_name_terms(NEW.name) AS w;
+        SELECT 'n', w.term, w.shared, NEW.name, NEW.id FROM carevault_name_terms(NEW.name::text) AS w;
     END IF;
     IF OLD.medical_history IS DISTINCT FROM NEW.medical_history THEN
         INSERT INTO patient_search_terms (kind, term, shared, name, patient_id)

@@ -1509,27 +1509,9 @@ async fn concurrent_renames_and_history_edits_leave_the_terms_of_the_last_write(
     let patient = app.call(ApiRequest::get(&path).bearer(&t)).await.json();
     let name = patient["name"].as_str().unwrap();
     let history = patient["medical_history"].as_str().unwrap();
-    // The table holds exactly the entries the patient's row makes now.
-    let client = app.db.client().await;
+    // The table holds exactly the entries the patient's row makes now, no more and no fewer.
     let uuid = uuid::Uuid::parse_str(&id).unwrap();
-    let kept: i64 = client
-        .query_one(
-            "SELECT count(*) FROM patient_search_terms WHERE patient_id = $1",
-            &[&uuid],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let made: i64 = client
-        .query_one(
-            "SELECT (SELECT count(*) FROM carevault_name_terms(name))
-                 + cardinality(carevault_history_terms(history_search)) FROM patients WHERE id = $1",
-            &[&uuid],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(kept, made);
+    assert_eq!(terms_differing(&app, uuid).await, 0);
     let word = history.split(' ').next().unwrap().to_lowercase();
     let found = every_page_sorted(&app, &t, ("history_text", &word), "name").await;
     assert_eq!(found, (vec![name.to_owned()], 1));
@@ -1551,14 +1533,19 @@ async fn every_character_a_one_word_search_accepts_is_one_word_for_the_parser() 
     // The terms table answers only text that PostgreSQL's parser reads as one word (otherwise
     // the GIN index does): checked here for every character the rule accepts.
     let app = TestApp::new().await;
-    let words: Vec<String> = (0u32..0x250)
-        .filter_map(char::from_u32)
-        .map(|c| format!("a{c}b"))
-        .chain(
-            (0u32..0x250)
-                .filter_map(char::from_u32)
-                .map(|c| format!("{c}")),
-        )
+    let chars = || (0u32..0x250).filter_map(char::from_u32);
+    // Each character alone, inside a word, and after digits and a number's exponent (the
+    // parser reads `1e5x` as a number and a word).
+    let words: Vec<String> = chars()
+        .flat_map(|c| {
+            [
+                format!("{c}"),
+                format!("a{c}b"),
+                format!("12{c}"),
+                format!("1e5{c}"),
+            ]
+        })
+        .chain(["1e5", "007", "1st", "e5", "x1e5y", "abc1e5"].map(String::from))
         .filter(|w| domain::patients::search::one_word(w) == Some(w.as_str()))
         .collect();
     assert!(words.len() > 500, "{}", words.len());
@@ -1575,4 +1562,87 @@ async fn every_character_a_one_word_search_accepts_is_one_word_for_the_parser() 
         .unwrap();
     let split: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     assert!(split.is_empty(), "read as more than one word: {split:?}");
+}
+
+/// The entries of `patient_search_terms` for `patient` that its row would not make, plus those
+/// it would make that are missing.
+async fn terms_differing(app: &TestApp, patient: uuid::Uuid) -> i64 {
+    let client = app.db.client().await;
+    client
+        .query_one(
+            "WITH made AS (
+                 SELECT 'n'::\"char\" AS kind, w.term, w.shared, p.name::text, p.id
+                 FROM patients p, carevault_name_terms(p.name::text) AS w WHERE p.id = $1
+                 UNION ALL
+                 SELECT 'h', term, 0::smallint, p.name::text, p.id
+                 FROM patients p, unnest(carevault_history_terms(p.history_search)) AS term
+                 WHERE p.id = $1
+             ), kept AS (
+                 SELECT kind, term, shared, name::text, patient_id FROM patient_search_terms
+                 WHERE patient_id = $1
+             )
+             SELECT (SELECT count(*) FROM (SELECT * FROM made EXCEPT SELECT * FROM kept) a)
+                  + (SELECT count(*) FROM (SELECT * FROM kept EXCEPT SELECT * FROM made) b)",
+            &[&patient],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn statements_of_many_patients_and_truncate_keep_the_terms_in_step() {
+    // The API writes one patient per statement; an import, a migration or an operator's SQL
+    // writes many, which the statement-level triggers follow as one set.
+    let app = TestApp::new().await;
+    let client = app.db.client().await;
+    let ids: Vec<uuid::Uuid> = (0..5).map(|_| uuid::Uuid::new_v4()).collect();
+    client
+        .execute(
+            "INSERT INTO patients (id, name, medical_history)
+             SELECT id, 'Bulk ' || n || ' O''Brien-Jones', 'Asthma case ' || n
+             FROM unnest($1::uuid[]) WITH ORDINALITY AS t (id, n)",
+            &[&ids],
+        )
+        .await
+        .unwrap();
+    for id in &ids {
+        assert_eq!(terms_differing(&app, *id).await, 0);
+    }
+    assert_eq!(
+        app.db
+            .number("SELECT count(DISTINCT patient_id) FROM patient_search_terms")
+            .await,
+        5
+    );
+    client
+        .execute(
+            "UPDATE patients SET name = name || ' Renamed', medical_history = 'Gout.' WHERE id = ANY($1)",
+            &[&&ids[..3]],
+        )
+        .await
+        .unwrap();
+    client
+        .execute("DELETE FROM patients WHERE id = ANY($1)", &[&&ids[3..]])
+        .await
+        .unwrap();
+    for id in &ids {
+        assert_eq!(terms_differing(&app, *id).await, 0, "{id}");
+    }
+    assert_eq!(
+        app.db
+            .number("SELECT count(DISTINCT patient_id) FROM patient_search_terms")
+            .await,
+        3
+    );
+    client
+        .batch_execute("TRUNCATE patients CASCADE")
+        .await
+        .unwrap();
+    assert_eq!(
+        app.db
+            .number("SELECT count(*) FROM patient_search_terms")
+            .await,
+        0
+    );
 }

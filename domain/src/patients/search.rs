@@ -735,14 +735,19 @@ enum TermSearch<'a> {
 const TERM_MAX_CHARS: usize = 64;
 
 /// `text` trimmed, when PostgreSQL's text-search parser reads it as exactly one word, so that
-/// the terms table's one lexeme is the whole query: ASCII letters and digits, or letters alone
-/// (ASCII and the Latin letters of U+00C0 to U+024F, which the folding keeps letters). Any
-/// other text (a hyphen, an apostrophe, an operator, a second word, another script) goes to
-/// the GIN index, which gives the same answer more slowly.
+/// the terms table's one lexeme is the whole query: ASCII letters and digits starting with a
+/// letter, digits alone, or letters alone (ASCII and the Latin letters of U+00C0 to U+024F,
+/// which the folding keeps letters). A word that starts with digits and goes on with letters
+/// can be two for the parser (`1e5x` is the number `1e5` and the word `x`). Any other text (a
+/// hyphen, an apostrophe, an operator, a second word, another script) goes to the GIN index,
+/// which gives the same answer more slowly.
 pub fn one_word(text: &str) -> Option<&str> {
     let word = text.trim();
     let letter = |c: char| c.is_ascii_alphabetic() || is_latin_letter(c);
-    let one_token = word.chars().all(|c| c.is_ascii_alphanumeric()) || word.chars().all(letter);
+    let ascii = word.chars().all(|c| c.is_ascii_alphanumeric())
+        && (word.starts_with(|c: char| c.is_ascii_alphabetic())
+            || word.chars().all(|c| c.is_ascii_digit()));
+    let one_token = ascii || word.chars().all(letter);
     (one_token && (1..=TERM_MAX_CHARS).contains(&word.chars().count())).then_some(word)
 }
 
@@ -850,6 +855,47 @@ mod tests {
             "{sql}"
         );
         assert!(!sql.contains("history"), "{sql}");
+    }
+
+    #[test]
+    fn only_one_word_alone_under_the_name_sort_reads_the_terms_table() {
+        let reads_terms = |pairs: &[(&str, &str)]| {
+            let (sql, _) = search(pairs).unwrap().statement("id");
+            sql.contains("patient_search_terms")
+        };
+        for (filter, word) in [
+            ("history_text", "asthma"),
+            ("history_text", "  Asthma "),
+            ("name_text", "jo"),
+            ("name_text", "Dvořák"),
+            ("name_text", "1234"),
+            ("name_text", "covid19"),
+        ] {
+            for sort in ["name", "-name"] {
+                assert!(
+                    reads_terms(&[(filter, word), ("sort", sort)]),
+                    "{filter}={word}"
+                );
+            }
+            for sort in ["dob", "-created_at", "updated_at"] {
+                assert!(!reads_terms(&[(filter, word), ("sort", sort)]), "{sort}");
+            }
+            assert!(!reads_terms(&[(filter, word), ("dob_from", "1990-01-01")]));
+        }
+        for (filter, text) in [
+            ("name_text", "o'brien"),
+            ("name_text", "smith-jones"),
+            ("name_text", "mary smith"),
+            ("name_text", "1e5x"),
+            ("name_text", "12abc"),
+            ("name_text", "東京"),
+            ("history_text", "\"asthma\""),
+            ("history_text", "-asthma"),
+            ("history_text", "asthma or gout"),
+            ("history_text", &"a".repeat(TERM_MAX_CHARS + 1)),
+        ] {
+            assert!(!reads_terms(&[(filter, text)]), "{filter}={text}");
+        }
     }
 
     #[test]
