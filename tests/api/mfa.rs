@@ -27,6 +27,15 @@ async fn mfa_token(app: &TestApp, user: &TestUser) -> String {
     first.json()["mfa_token"].as_str().unwrap().to_owned()
 }
 
+/// A second step refused because its token is dead (used, expired, or its session ended).
+fn assert_step_refused(response: &ApiResponse) {
+    assert_eq!(response.status, 401, "{}", response.body);
+    assert_eq!(
+        response.detail(),
+        "The sign-in step is invalid or expired; sign in again"
+    );
+}
+
 async fn second_step(app: &TestApp, body: Value) -> ApiResponse {
     app.call(ApiRequest::post("/api/v1/login/mfa").json(body))
         .await
@@ -209,11 +218,7 @@ async fn the_step_token_works_once() {
         json!({"mfa_token": step, "code": enrolled.recovery_codes[1]}),
     )
     .await;
-    assert_eq!(reused.status, 401, "{}", reused.body);
-    assert_eq!(
-        reused.detail(),
-        "The sign-in step is invalid or expired; sign in again"
-    );
+    assert_step_refused(&reused);
 }
 
 #[tokio::test]
@@ -232,11 +237,7 @@ async fn the_step_token_dies_after_five_wrong_codes() {
         json!({"mfa_token": step, "code": enrolled.recovery_codes[0]}),
     )
     .await;
-    assert_eq!(right_too_late.status, 401);
-    assert_eq!(
-        right_too_late.detail(),
-        "The sign-in step is invalid or expired; sign in again"
-    );
+    assert_step_refused(&right_too_late);
 }
 
 #[tokio::test]
@@ -838,11 +839,7 @@ async fn a_password_change_ends_a_pending_sign_in_step() {
         json!({"mfa_token": step, "code": enrolled.recovery_codes[0]}),
     )
     .await;
-    assert_eq!(late.status, 401, "{}", late.body);
-    assert_eq!(
-        late.detail(),
-        "The sign-in step is invalid or expired; sign in again"
-    );
+    assert_step_refused(&late);
 }
 
 #[tokio::test]

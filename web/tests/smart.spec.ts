@@ -76,11 +76,9 @@ async function register(request: APIRequestContext, headers: Record<string, stri
   return (await registered.json()).client_id as string;
 }
 
-test("standalone launch with fhirclient: sign in, consent in words, pick the patient, then reads and searches", async ({ page, request, baseURL }) => {
-  const consoleOrigin = new URL(baseURL ?? "").origin;
-  const headers = await adminHeaders(request);
-  const name = `Standalone Launch${run}`;
-  await patients(request, headers, name);
+/** Registers "Growth charts" (a public client of the patient's records), serves it, and opens its
+ * standalone launch page. */
+async function openGrowthCharts(page: Page, request: APIRequestContext, headers: Record<string, string>, consoleOrigin: string) {
   const scope = "launch/patient patient/*.rs openid fhirUser";
   const clientId = await register(request, headers, {
     client_name: "Growth charts",
@@ -90,8 +88,15 @@ test("standalone launch with fhirclient: sign in, consent in words, pick the pat
   });
   const iss = (await (await request.get(`${apiUrl}/fhir/R4/.well-known/smart-configuration`)).json()).issuer;
   await serveApp(page, consoleOrigin, clientId, scope, iss);
-
   await page.goto(`${consoleOrigin}/smart-app/launch.html`);
+}
+
+test("standalone launch with fhirclient: sign in, consent in words, pick the patient, then reads and searches", async ({ page, request, baseURL }) => {
+  const consoleOrigin = new URL(baseURL ?? "").origin;
+  const headers = await adminHeaders(request);
+  const name = `Standalone Launch${run}`;
+  await patients(request, headers, name);
+  await openGrowthCharts(page, request, headers, consoleOrigin);
   await expect(page.getByRole("heading", { name: "Log in" })).toBeVisible();
   await logIn(page, admin.email, admin.password);
   await expect(page.getByRole("heading", { name: "Connect Growth charts" })).toBeVisible();
@@ -122,17 +127,7 @@ test("standalone launch by a user with an authenticator app: the sign-in asks fo
 
   const name = `Second Factor Launch${run}`;
   await patients(request, headers, name);
-  const scope = "launch/patient patient/*.rs openid fhirUser";
-  const clientId = await register(request, headers, {
-    client_name: "Growth charts",
-    redirect_uris: [`${consoleOrigin}/smart-app/index.html`],
-    token_endpoint_auth_method: "none",
-    scope,
-  });
-  const iss = (await (await request.get(`${apiUrl}/fhir/R4/.well-known/smart-configuration`)).json()).issuer;
-  await serveApp(page, consoleOrigin, clientId, scope, iss);
-
-  await page.goto(`${consoleOrigin}/smart-app/launch.html`);
+  await openGrowthCharts(page, request, headers, consoleOrigin);
   await logIn(page, user.email, user.password);
   await expect(page.getByRole("heading", { name: "Second factor" })).toBeVisible();
   // The confirmation spent this step's code: the next step's, as an app a little ahead shows it.

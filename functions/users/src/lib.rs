@@ -551,6 +551,18 @@ fn fresh_session(
     Ok(json!({ "access_token": token, "token_type": "bearer" }))
 }
 
+/// The answer to a factor's removal: the caller's fresh session and `message`.
+fn removal_answer(
+    state: &UsersState,
+    user: &User,
+    removed: second_factors::Removed,
+    message: &str,
+) -> ApiResult<Json<Value>> {
+    let mut answer = fresh_session(state, user, removed.session_epoch, removed.factor_left)?;
+    answer["message"] = json!(message);
+    Ok(Json(answer))
+}
+
 /// `GET /users/me/mfa`.
 async fn mfa_status(
     State(state): State<UsersState>,
@@ -674,14 +686,7 @@ async fn totp_remove(
     }
     check_password_and_code(&state, &current.0, &body, &meta, &audit).await?;
     let removed = totp::remove(&state.db, &audit, current.0.id).await?;
-    let mut answer = fresh_session(
-        &state,
-        &current.0,
-        removed.session_epoch,
-        removed.factor_left,
-    )?;
-    answer["message"] = json!("TOTP removed");
-    Ok(Json(answer))
+    removal_answer(&state, &current.0, removed, "TOTP removed")
 }
 
 /// `POST /users/me/mfa/recovery-codes`: ten new codes replace the old ones.
@@ -791,14 +796,7 @@ async fn passkey_remove(
     let id = parse_uuid("passkey_id", &raw_id)?;
     check_current_password(&state, &current.0, &body.current_password, &meta).await?;
     let removed = passkeys::remove(&state.db, &audit, current.0.id, id).await?;
-    let mut answer = fresh_session(
-        &state,
-        &current.0,
-        removed.session_epoch,
-        removed.factor_left,
-    )?;
-    answer["message"] = json!("Passkey removed");
-    Ok(Json(answer))
+    removal_answer(&state, &current.0, removed, "Passkey removed")
 }
 
 /// `DELETE /users/{id}/mfa`: a superuser removes another user's factors (a lost phone) and
